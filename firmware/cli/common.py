@@ -1,0 +1,47 @@
+"""Helpers shared by the sub-commands: secrets from stdin or a prompt, sizes."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import re
+import sys
+
+from firmware.errors import DeviceError
+
+_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1000, "KIB": 1024, "M": 1024**2, "MB": 1000**2,
+          "MIB": 1024**2, "G": 1024**3, "GB": 1000**3, "GIB": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """'64MiB', '512K', '1048576' -> bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 64MiB or 512K")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def add_secret_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--WHAT-stdin, or --WHAT (for labs), or else a prompt."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(f"--{what}-stdin", action="store_true", help=f"read the {what} from stdin")
+    group.add_argument(f"--{what}", metavar="TEXT", help=f"the {what} itself (labs only)")
+
+
+def read_secret(args: argparse.Namespace, what: str) -> str:
+    """The secret named by add_secret_options, from wherever it was given."""
+    attr = what.replace("-", "_")
+    given: str | None = getattr(args, attr)
+    if given is not None:
+        secret = given
+    elif getattr(args, f"{attr}_stdin"):
+        secret = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        secret = getpass.getpass(f"{what.replace('-', ' ').capitalize()}: ")
+        if getpass.getpass("Again: ") != secret:
+            raise DeviceError(f"the two {what.replace('-', ' ')}s differ")
+    else:
+        raise DeviceError(f"no {what.replace('-', ' ')}: use --{what}-stdin or --{what}")
+    if not secret:
+        raise DeviceError(f"the {what.replace('-', ' ')} must not be empty")
+    return secret
