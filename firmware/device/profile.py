@@ -8,6 +8,7 @@ Every error names the file, the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import builtins
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -146,8 +147,13 @@ def _fields() -> dict[str, Field]:
         f("pop3.max_auth_failures", int, "failed logins before disconnect", 1, 100, live=True),
         f("pop3.auth_failure_delay_s", float, "delay after a failed login", 0, 60, live=True),
         f("pop3.apop", bool, "offer APOP", live=True),
-        f("pop3.plaintext_auth", str, "USER/PASS without TLS", choices=("always", "tls_only"),
-          live=True),
+        f(
+            "pop3.plaintext_auth",
+            str,
+            "USER/PASS without TLS",
+            choices=("always", "tls_only"),
+            live=True,
+        ),
         f("pop3.login_delay_s", int, "LOGIN-DELAY; 0 = not advertised", 0, 86400, live=True),
         f("pop3.expire_days", int, "EXPIRE; -1 = not advertised", -1, 3650, live=True),
         f("mailbox.max_boxes", int, "mailboxes on the device", 1, 10000, live=True),
@@ -166,70 +172,79 @@ SCHEMA: dict[str, Field] = _fields()
 class Profile(Mapping[str, Value]):
     """A validated profile. Behaves as a read-only mapping of dotted key to value."""
 
-    values: Mapping[str, Value]
+    data: Mapping[str, Value]
 
     def __getitem__(self, key: str) -> Value:
-        return self.values[key]
+        return self.data[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self.data)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.data)
 
     @property
     def model(self) -> str:
-        return str(self.values["identity.model"])
-
-    def int(self, key: str) -> int:
-        value = self.values[key]
-        assert isinstance(value, int) and not isinstance(value, bool), key
-        return value
-
-    def float(self, key: str) -> float:
-        value = self.values[key]
-        assert isinstance(value, int | float) and not isinstance(value, bool), key
-        return float(value)
-
-    def str(self, key: str) -> str:
-        value = self.values[key]
-        assert isinstance(value, str), key
-        return value
-
-    def bool(self, key: str) -> bool:
-        value = self.values[key]
-        assert isinstance(value, bool), key
-        return value
-
-    def list(self, key: str) -> tuple[str, ...]:
-        value = self.values[key]
-        assert isinstance(value, tuple), key
-        return value
+        return str(self.data["identity.model"])
 
     def with_value(self, key: str, text: str, where: str = "profile") -> Profile:
         """A copy with one key set from text, validated whole."""
         field = SCHEMA.get(key)
         if field is None:
             raise ProfileError(f"{where}: unknown key {key!r}; known keys: {', '.join(SCHEMA)}")
-        new = dict(self.values)
+        new = dict(self.data)
         new[key] = field.parse_text(text, where)
         return validate(new, where)
 
     def to_toml(self) -> str:
         """The profile as TOML, grouped into its sections."""
         sections: dict[str, dict[str, Any]] = {}
-        for key, value in self.values.items():
+        for key, value in self.data.items():
             section, name = key.split(".", 1)
-            sections.setdefault(section, {})[name] = list(value) if isinstance(value, tuple) else value
+            sections.setdefault(section, {})[name] = (
+                list(value) if isinstance(value, tuple) else value
+            )
         return tomli_w.dumps(sections)
 
     def diff(self, other: Profile) -> list[tuple[str, Value, Value]]:
         """(key, ours, theirs) for every key whose value differs."""
-        return [(k, v, other[k]) for k, v in self.values.items() if other[k] != v]
+        return [(k, v, other[k]) for k, v in self.data.items() if other[k] != v]
+
+    # Typed getters last: their names shadow the builtins for the rest of the class body.
+    def int(self, key: builtins.str) -> builtins.int:
+        value = self.data[key]
+        assert isinstance(value, builtins.int) and not isinstance(value, builtins.bool), key
+        return value
+
+    def float(self, key: builtins.str) -> builtins.float:
+        value = self.data[key]
+        assert isinstance(value, builtins.int | builtins.float) and not isinstance(
+            value, builtins.bool
+        ), key
+        return builtins.float(value)
+
+    def str(self, key: builtins.str) -> builtins.str:
+        value = self.data[key]
+        assert isinstance(value, builtins.str), key
+        return value
+
+    def bool(self, key: builtins.str) -> builtins.bool:
+        value = self.data[key]
+        assert isinstance(value, builtins.bool), key
+        return value
+
+    def list(self, key: builtins.str) -> tuple[builtins.str, ...]:
+        value = self.data[key]
+        assert isinstance(value, tuple), key
+        return value
 
 
 def validate(flat: Mapping[str, Any], where: str) -> Profile:
-    """Check every key and the cross-key rules; return a Profile or raise ProfileError."""
+    """Check every key; return a Profile or raise ProfileError.
+
+    No cross-key rules: a per-client bound above the global one simply never binds, so an
+    administrator can lower pop3.max_sessions alone.
+    """
     unknown = [k for k in flat if k not in SCHEMA]
     if unknown:
         raise ProfileError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(SCHEMA)}")
@@ -237,11 +252,6 @@ def validate(flat: Mapping[str, Any], where: str) -> Profile:
     if missing:
         raise ProfileError(f"{where}: missing key {missing[0]!r} ({SCHEMA[missing[0]].doc})")
     values = {key: SCHEMA[key].check(flat[key], where) for key in SCHEMA}
-    if values["pop3.max_sessions_per_client"] > values["pop3.max_sessions"]:  # type: ignore[operator]
-        raise ProfileError(
-            f"{where}: pop3.max_sessions_per_client = {values['pop3.max_sessions_per_client']} "
-            f"is not allowed; expected at most pop3.max_sessions ({values['pop3.max_sessions']})"
-        )
     return Profile(values)
 
 

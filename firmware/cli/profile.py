@@ -1,0 +1,101 @@
+"""`dpfw profile ...`: read and change a device's active profile while the device is off."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from firmware.device.profile import MODELS, SCHEMA, factory, parse_toml
+from firmware.errors import ProfileError
+from firmware.store.board import Board
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("profile", help="device profiles: list, show, set, apply, validate")
+    psub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
+
+    p = psub.add_parser("list", help="the nine factory profiles")
+    p.set_defaults(func=_list)
+
+    p = psub.add_parser("keys", help="every profile key, what it means and what it accepts")
+    p.set_defaults(func=_keys)
+
+    p = psub.add_parser("show", help="print the active profile of an image as TOML")
+    p.add_argument("image", type=Path)
+    p.set_defaults(func=_show)
+
+    p = psub.add_parser("set", help="change one key of the active profile (validated)")
+    p.add_argument("image", type=Path)
+    p.add_argument("key")
+    p.add_argument("value")
+    p.set_defaults(func=_set)
+
+    p = psub.add_parser("apply", help="switch the image to a model's factory profile")
+    p.add_argument("image", type=Path)
+    p.add_argument("model", choices=MODELS, metavar="MODEL")
+    p.set_defaults(func=_apply)
+
+    p = psub.add_parser("validate", help="check profile TOML files against the schema")
+    p.add_argument("files", type=Path, nargs="+")
+    p.set_defaults(func=_validate)
+
+
+def _list(args: argparse.Namespace) -> int:
+    for model in MODELS:
+        prof = factory(model)
+        print(
+            f"{model}  {prof.int('engine.ppm'):>3} ppm  "
+            f"RAM {prof.int('memory.image_ram_mib'):>4} MiB  "
+            f"flash {prof.int('storage.flash_mib'):>5} MiB  "
+            f"POP3 sessions {prof.int('pop3.max_sessions'):>3}  "
+            f"boxes {prof.int('mailbox.max_boxes'):>4}"
+        )
+    print("(modelled values, not Panasonic specifications)")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    for key, field in SCHEMA.items():
+        when = "live" if field.live else "after reboot"
+        print(f"{key:34} {field.allowed()}; {field.doc} ({when})")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with Board.open(args.image) as board:
+        print(board.profile.to_toml(), end="")
+    return 0
+
+
+def _set(args: argparse.Namespace) -> int:
+    with Board.open(args.image) as board:
+        new = board.profile.with_value(args.key, args.value, where=str(args.image))
+        board.set_profile(new)
+        print(f"{args.key} = {new[args.key]!r} (saved; applies at next boot)")
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    with Board.open(args.image) as board:
+        old = board.profile
+        new = factory(args.model)
+        board.set_profile(new)
+        print(f"{args.image}: profile {old.model} -> {new.model} (saved; applies at next boot)")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.files:
+        try:
+            prof = parse_toml(path.read_text("utf-8"), str(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"{path}: cannot read: {exc}")
+            failed += 1
+        except ProfileError as exc:
+            print(exc)
+            failed += 1
+        else:
+            print(f"{path}: valid profile for {prof.model}")
+    return 1 if failed else 0

@@ -1,0 +1,79 @@
+"""`dpfw run IMG`: boot the device from a board image and serve until stopped."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from firmware.device.device import Device, RunOptions
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'127.0.0.1:1110', '[::1]:1110' or ':1110' -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:1110)")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def parse_setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. pop3.max_sessions=64)")
+    return key.strip(), value.strip()
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="boot the device from IMG and serve POP3 (Ctrl-C stops)")
+    p.add_argument("image", type=Path)
+    p.add_argument(
+        "--pop3",
+        type=parse_address,
+        metavar="HOST:PORT",
+        help="POP3 listen address (default: the profile's pop3.address and port)",
+    )
+    p.add_argument(
+        "--pop3s",
+        type=parse_address,
+        metavar="HOST:PORT",
+        help="also listen for implicit-TLS POP3 (POP3S) here",
+    )
+    p.add_argument(
+        "--set",
+        type=parse_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="settings",
+        help="override a profile value for this run only",
+    )
+    p.add_argument(
+        "--console",
+        default="none",
+        metavar="SPEC",
+        help="admin console: pty, stdio, none, or a pyserial port/URL (default none)",
+    )
+    p.add_argument(
+        "--scan-feed",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="lab feeder: scan RATE jobs per minute into random boxes",
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = RunOptions(
+        image=args.image,
+        overrides=dict(args.settings),
+        pop3=args.pop3,
+        pop3s=args.pop3s,
+        console=args.console,
+        scan_feed_per_min=args.scan_feed,
+    )
+    return trio.run(Device(options).run)

@@ -1,0 +1,227 @@
+"""One running device: boot from a board image, run its services in one nursery, shut down.
+
+The device owns what lives in RAM between boots (the profile in force, the RAM budget, the
+POP3 service, the scan counter, recent log lines). Everything that must survive a power cut
+lives in the board image, which the device opens at boot and closes at shutdown or reboot.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from firmware.device.budget import RamBudget
+from firmware.device.profile import SCHEMA, Profile, validate
+from firmware.errors import DeviceError, ProfileError
+from firmware.pop3.server import Pop3Service
+from firmware.scanner.job import ScanRequest, ScanResult, run_scan_async
+from firmware.store.board import Board
+
+log = logging.getLogger("dpfw.device")
+
+MIB = 1024 * 1024
+SHUTDOWN_GRACE_S = 5.0
+
+
+@dataclass
+class RunOptions:
+    """How `dpfw run` was asked to run this device (not stored in the image)."""
+
+    image: Path
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    pop3: tuple[str, int] | None = None  # None: address and port from the profile
+    pop3s: tuple[str, int] | None = None  # None: no implicit-TLS listener
+    console: str = "none"
+    scan_feed_per_min: float = 0.0
+
+
+class LogRing(logging.Handler):
+    """Keeps the last lines the device logged, for the console's `log` command."""
+
+    def __init__(self, size: int = 500) -> None:
+        super().__init__()
+        self.lines: collections.deque[str] = collections.deque(maxlen=size)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def apply_overrides(stored: Profile, overrides: Mapping[str, str]) -> Profile:
+    """The stored profile with this run's `--set KEY=VALUE` values on top, validated whole."""
+    values = dict(stored.data)
+    for key, text in overrides.items():
+        spec = SCHEMA.get(key)
+        if spec is None:
+            raise ProfileError(f"--set: unknown key {key!r}; known keys: {', '.join(SCHEMA)}")
+        values[key] = spec.parse_text(text, "--set")
+    return validate(values, "--set")
+
+
+class Device:
+    """A DP-series copier simulated in one process."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.overrides: dict[str, str] = dict(options.overrides)
+        self.started_at = time.monotonic()
+        self.scans_done = 0
+        self.scans_failed = 0
+        self.boots = 0
+        self._log_ring = LogRing()
+        self.log_lines = self._log_ring.lines
+        self._stop: trio.Event = trio.Event()
+        self._reboot = False
+        self._board: Board | None = None
+        self._profile: Profile | None = None
+        self.budget = RamBudget(0)
+        self.pop3: Pop3Service | None = None
+        self.pop3_addresses: list[tuple[str, int]] = []
+
+    # ----- what the console and services read -----
+
+    @property
+    def board(self) -> Board:
+        if self._board is None:
+            raise DeviceError("the device is not running (booting or shutting down)")
+        return self._board
+
+    @property
+    def profile(self) -> Profile:
+        """The profile in force: the one in NVRAM with this run's overrides on top."""
+        if self._profile is None:
+            raise DeviceError("the device is not running (booting or shutting down)")
+        return self._profile
+
+    @property
+    def stored_profile(self) -> Profile:
+        """The profile in NVRAM, without this run's overrides."""
+        return self.board.profile
+
+    def apply_profile(self, new: Profile) -> list[str]:
+        """Save `new` in NVRAM and put it in force; return the changed keys that need a reboot.
+
+        Keys the caller did not change keep their stored value (a run-only `--set` override
+        is not written to NVRAM); keys it did change drop their override.
+        """
+        current = self.profile
+        stored = self.board.profile
+        changed = [key for key in SCHEMA if new[key] != current[key]]
+        to_store = dict(stored.data)
+        for key in changed:
+            to_store[key] = new[key]
+            self.overrides.pop(key, None)
+        saved = validate(to_store, "profile")
+        self.board.set_profile(saved)
+        self._profile = apply_overrides(saved, self.overrides)
+        return [key for key in changed if not SCHEMA[key].live]
+
+    # ----- life cycle -----
+
+    def request_shutdown(self) -> None:
+        self._reboot = False
+        self._stop.set()
+
+    def request_reboot(self) -> None:
+        self._reboot = True
+        self._stop.set()
+
+    async def scan(self, request: ScanRequest) -> ScanResult:
+        """Run one scan job into a box (console `scan`, the lab feeder)."""
+        job_number = self.scans_done + self.scans_failed + 1
+        try:
+            result = await run_scan_async(
+                request, self.board, self.budget, self.profile, job_number=job_number
+            )
+        except DeviceError:
+            self.scans_failed += 1
+            raise
+        self.scans_done += 1
+        return result
+
+    async def run(self) -> int:
+        """Boot, serve until shutdown (reboot loops back to boot); 0 on a clean stop."""
+        logging.getLogger("dpfw").addHandler(self._log_ring)
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._watch_signals)
+                if self.options.console != "none":
+                    from firmware.console.port import run_console
+
+                    outer.start_soon(run_console, self, self.options.console)
+                while True:
+                    await self._boot_and_serve()
+                    if not self._reboot:
+                        break
+                    log.info("rebooting")
+                    self._stop = trio.Event()
+                    self._reboot = False
+                outer.cancel_scope.cancel()
+        finally:
+            logging.getLogger("dpfw").removeHandler(self._log_ring)
+        return 0
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("signal %s: shutting down", signal.Signals(signum).name)
+                self.request_shutdown()
+
+    async def _boot_and_serve(self) -> None:
+        board = Board.open(self.options.image)
+        try:
+            self._board = board
+            self._profile = apply_overrides(board.profile, self.overrides)
+            self.boots += 1
+            profile = self._profile
+            self.budget = RamBudget(profile.int("memory.image_ram_mib") * MIB)
+            self.pop3 = Pop3Service(board, lambda: self.profile, self.budget)
+            host, port = self.options.pop3 or (
+                profile.str("pop3.address"),
+                profile.int("pop3.port"),
+            )
+            async with trio.open_nursery() as nursery:
+                bound = await nursery.start(self.pop3.serve, host, port)
+                self.pop3_addresses = [(host, int(bound))]
+                self._announce(host, int(bound))
+                if self.options.scan_feed_per_min > 0:
+                    from firmware.scanner.feeder import ScanFeeder
+
+                    feeder = ScanFeeder(self, self.options.scan_feed_per_min)
+                    nursery.start_soon(feeder.run)
+                await self._stop.wait()
+                log.info("stopping: no new POP3 sessions; %.0f s grace", SHUTDOWN_GRACE_S)
+                await self.pop3.drain(SHUTDOWN_GRACE_S)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._board = None
+            self.pop3 = None
+            board.close()
+            log.info("board image closed cleanly")
+
+    def _announce(self, host: str, port: int) -> None:
+        profile = self.profile
+        lines = [
+            f"{profile.model} firmware {profile.str('identity.firmware_version')} "
+            f"booted from {self.options.image}",
+            f"POP3 on {host}:{port} (max {profile.int('pop3.max_sessions')} sessions, "
+            f"idle logout {profile.int('pop3.idle_timeout_s')} s)",
+            f"RAM budget {self.budget.total // MIB} MiB",
+        ]
+        if profile.str("pop3.plaintext_auth") == "always":
+            lines.append("WARNING: plaintext USER/PASS allowed without TLS (lab setting)")
+        if self.overrides:
+            lines.append(
+                "run-only settings: " + ", ".join(f"{k}={v}" for k, v in self.overrides.items())
+            )
+        for line in lines:
+            log.info(line)
+            print(f"dpfw: {line}", file=sys.stderr, flush=True)
