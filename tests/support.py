@@ -1,0 +1,89 @@
+"""Helpers shared by every test area: real `dpfw` processes on real board images."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ADMIN_PASSWORD = "admin-test-pw"
+
+
+def dpfw(
+    *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m firmware ARGS` to completion, as a user would from a shell."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "firmware", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dpfw {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+class DeviceProcess:
+    """A `dpfw run` child process; knows its POP3 port once it has booted."""
+
+    def __init__(self, image: Path, *args: str) -> None:
+        self.image = image
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "firmware", "run", str(image), "--pop3", "127.0.0.1:0", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._booted = threading.Event()
+        self.pop3_port = 0
+        self.console_path: str | None = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if match := re.search(r"console: (/dev/\S+)", line):
+                self.console_path = match.group(1)
+            if match := re.search(r"POP3 on \S+:(\d+)", line):
+                self.pop3_port = int(match.group(1))
+                self._booted.set()
+        self._booted.set()
+
+    def wait_booted(self, timeout: float = 30.0) -> int:
+        if not self._booted.wait(timeout) or not self.pop3_port:
+            self.kill()
+            raise AssertionError("device did not boot:\n" + "\n".join(self.lines))
+        self._booted.clear()
+        return self.pop3_port
+
+    def wait_reboot(self, timeout: float = 30.0) -> int:
+        """Wait for the next 'POP3 on' line (after a console reboot)."""
+        self.pop3_port = 0
+        return self.wait_booted(timeout)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, as an init system would; returns the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: a power cut."""
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    def output(self) -> str:
+        time.sleep(0.05)
+        return "\n".join(self.lines)
