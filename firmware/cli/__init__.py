@@ -12,7 +12,7 @@ from firmware import __version__
 from firmware.errors import DeviceError
 
 # Each module has `register(subparsers)`; its sub-commands set `func(args) -> int`.
-COMMAND_MODULES = ("image", "box", "deliver", "profile", "run")
+COMMAND_MODULES = ("image", "box", "deliver", "profile", "scan", "tls", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:

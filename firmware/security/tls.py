@@ -1,0 +1,327 @@
+"""The device's TLS certificate: make one, describe it, check an imported one, serve with it.
+
+Certificate, key and chain live as PEM text in the board's NVRAM settings (SETTING_* keys), so
+the image stays the device's only state. The key is ECDSA P-256: small enough for NVRAM and
+quick to make on a slow board. `server_context` is the one place the TLS policy is set:
+TLS 1.2 minimum (1.3 preferred), forward-secret AEAD ciphers only, no compression, no
+renegotiation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import os
+import ssl
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from firmware.errors import DeviceError
+
+# Board.settings() keys holding the PEM text.
+SETTING_CERT = "tls.cert_pem"
+SETTING_KEY = "tls.key_pem"
+SETTING_CHAIN = "tls.chain_pem"
+
+SELF_SIGNED_DAYS = 3650  # a lab device is not re-keyed; `dpfw tls selfsign` makes a new one
+MIN_RSA_BITS = 2048
+
+# TLS 1.2 suites: ECDHE key exchange and AEAD only (Mozilla "intermediate" without DHE).
+# TLS 1.3 suites are all AEAD and forward-secret; OpenSSL's defaults are kept for them.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1:!DSS"
+
+
+class TlsError(DeviceError):
+    """A certificate, key or chain that cannot be used, with what is wrong and why."""
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    """What `dpfw tls show` and `status` say about a certificate."""
+
+    subject: str
+    issuer: str
+    san: tuple[str, ...]
+    not_before: dt.datetime
+    not_after: dt.datetime
+    sha256_fingerprint: str  # colon-separated upper-case hex, as browsers show it
+    key: str  # e.g. "EC secp256r1", "RSA 2048"
+    self_signed: bool
+
+    def lines(self) -> list[str]:
+        """Human-readable `label: value` lines."""
+        return [
+            f"subject:     {self.subject}",
+            f"issuer:      {self.issuer}" + (" (self-signed)" if self.self_signed else ""),
+            f"names:       {', '.join(self.san) or '(none)'}",
+            f"valid from:  {self.not_before:%Y-%m-%d %H:%M:%S} UTC",
+            f"valid until: {self.not_after:%Y-%m-%d %H:%M:%S} UTC",
+            f"key:         {self.key}",
+            f"sha256:      {self.sha256_fingerprint}",
+        ]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def make_self_signed(
+    hostname: str, *, days: int = SELF_SIGNED_DAYS, now: dt.datetime | None = None
+) -> tuple[str, str]:
+    """(cert_pem, key_pem): a fresh self-signed server certificate naming `hostname`."""
+    if not hostname or len(hostname) > 253:
+        raise TlsError(f"host name {hostname!r} cannot be put in a certificate")
+    start = (now or _now()) - dt.timedelta(minutes=5)  # tolerate a client clock slightly behind
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, hostname[:64]),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dpfw simulated device"),
+        ]
+    )
+    alt: x509.GeneralName
+    try:
+        alt = x509.IPAddress(ipaddress.ip_address(hostname))
+    except ValueError:
+        alt = x509.DNSName(hostname)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
+
+def _load_cert(cert_pem: str, what: str = "certificate") -> x509.Certificate:
+    certs = _load_certs(cert_pem, what)
+    if len(certs) != 1:
+        raise TlsError(
+            f"{what}: expected one certificate, found {len(certs)} (put others in the chain)"
+        )
+    return certs[0]
+
+
+def _load_certs(pem: str, what: str) -> list[x509.Certificate]:
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise TlsError(f"{what}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)")
+    try:
+        return x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        raise TlsError(f"{what}: not a valid PEM certificate ({exc})") from None
+
+
+def _key_text(public_key: object) -> str:
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return f"EC {public_key.curve.name}"
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"RSA {public_key.key_size}"
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    if isinstance(public_key, ed448.Ed448PublicKey):
+        return "Ed448"
+    return type(public_key).__name__
+
+
+def _info(cert: x509.Certificate) -> CertInfo:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        san = tuple(
+            [f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)]
+            + [f"IP:{a}" for a in ext.get_values_for_type(x509.IPAddress)]
+        )
+    except x509.ExtensionNotFound:
+        san = ()
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex().upper()
+    return CertInfo(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        san=san,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        sha256_fingerprint=":".join(fingerprint[i : i + 2] for i in range(0, len(fingerprint), 2)),
+        key=_key_text(cert.public_key()),
+        self_signed=cert.issuer == cert.subject,
+    )
+
+
+def describe(cert_pem: str) -> CertInfo:
+    """Subject, names, validity and fingerprint of one PEM certificate."""
+    return _info(_load_cert(cert_pem))
+
+
+def _load_key(key_pem: str) -> object:
+    if "-----BEGIN" not in key_pem or "PRIVATE KEY-----" not in key_pem:
+        raise TlsError("key: no PEM private key found (expected -----BEGIN ... PRIVATE KEY-----)")
+    try:
+        return serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except TypeError:
+        raise TlsError(
+            "key: the private key is encrypted; import it without a passphrase"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise TlsError(f"key: not a usable PEM private key ({exc})") from None
+
+
+def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def check_pair(
+    cert_pem: str, key_pem: str, chain_pem: str | None = None, *, now: dt.datetime | None = None
+) -> CertInfo:
+    """Check that a certificate, its key and an optional chain can serve TLS; else TlsError.
+
+    Checks: each PEM parses; the key is unencrypted and belongs to the certificate; RSA keys
+    have at least 2048 bits; the certificate is valid now and, if it says, meant for servers;
+    each chain certificate signed the one before it; and OpenSSL accepts the lot.
+    """
+    cert = _load_cert(cert_pem)
+    key = _load_key(key_pem)
+    public = getattr(key, "public_key", None)
+    if public is None:
+        raise TlsError(f"key: a {type(key).__name__} cannot sign a TLS handshake")
+    key_der = public().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    cert_key_der = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if key_der != cert_key_der:
+        raise TlsError("key: the private key does not belong to the certificate")
+    info = _info(cert)
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
+        raise TlsError(f"key: RSA {key.key_size} bits is too weak (at least {MIN_RSA_BITS})")
+    moment = now or _now()
+    if moment < info.not_before:
+        raise TlsError(f"certificate: not valid before {info.not_before:%Y-%m-%d %H:%M} UTC")
+    if moment > info.not_after:
+        raise TlsError(f"certificate: expired on {info.not_after:%Y-%m-%d %H:%M} UTC")
+    with contextlib.suppress(x509.ExtensionNotFound):
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if ExtendedKeyUsageOID.SERVER_AUTH not in usage:
+            raise TlsError("certificate: its extended key usage does not allow TLS servers")
+    if chain_pem and chain_pem.strip():
+        chain = _load_certs(chain_pem, "chain")
+        child = cert
+        for position, issuer in enumerate(chain, start=1):
+            if not _issued_by(child, issuer):
+                raise TlsError(
+                    f"chain: certificate {position} ({issuer.subject.rfc4514_string()}) did not "
+                    f"sign {child.subject.rfc4514_string()}; order the chain leaf-first"
+                )
+            child = issuer
+    server_context(cert_pem, key_pem, chain_pem)
+    return info
+
+
+@contextlib.contextmanager
+def _secret_paths(*texts: str) -> Iterator[list[str]]:
+    """Paths OpenSSL can read `texts` from: memory-only files where Linux has them.
+
+    `SSLContext.load_cert_chain` reads only files; a memfd keeps the private key off disk.
+    """
+    fds: list[int] = []
+    tmpdir: tempfile.TemporaryDirectory[str] | None = None
+    try:
+        paths = []
+        for number, text in enumerate(texts):
+            if hasattr(os, "memfd_create"):
+                fd = os.memfd_create(f"dpfw-tls-{number}", os.MFD_CLOEXEC)
+                fds.append(fd)
+                os.write(fd, text.encode())
+                paths.append(f"/proc/self/fd/{fd}")
+            else:  # pragma: no cover - non-Linux
+                if tmpdir is None:
+                    tmpdir = tempfile.TemporaryDirectory(prefix="dpfw-tls-")
+                path = Path(tmpdir.name) / f"{number}.pem"
+                path.touch(mode=0o600)
+                path.write_text(text)
+                paths.append(str(path))
+        yield paths
+    finally:
+        for fd in fds:
+            os.close(fd)
+        if tmpdir is not None:  # pragma: no cover - non-Linux
+            tmpdir.cleanup()
+
+
+def server_context(cert_pem: str, key_pem: str, chain_pem: str | None = None) -> ssl.SSLContext:
+    """A server SSLContext for STLS and POP3S with the device's TLS policy."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.options |= ssl.OP_SINGLE_ECDH_USE | ssl.OP_NO_TICKET
+    context.set_ciphers(TLS12_CIPHERS)
+    full_chain = cert_pem.rstrip("\n") + "\n" + (chain_pem or "")
+    with _secret_paths(full_chain, key_pem) as (cert_path, key_path):
+        try:
+            context.load_cert_chain(cert_path, key_path)
+        except ssl.SSLError as exc:
+            raise TlsError(f"OpenSSL refused the certificate or key: {exc.reason or exc}") from None
+    return context
+
+
+def settings_for(
+    cert_pem: str, key_pem: str, chain_pem: str | None = None
+) -> dict[str, str | None]:
+    """The Board.set_setting calls that store a (checked) certificate; None clears the chain."""
+    return {
+        SETTING_CERT: cert_pem,
+        SETTING_KEY: key_pem,
+        SETTING_CHAIN: chain_pem if chain_pem and chain_pem.strip() else None,
+    }
+
+
+def device_certificate_settings(hostname: str) -> dict[str, str | None]:
+    """Settings for a fresh self-signed certificate: what `image create` stores."""
+    cert_pem, key_pem = make_self_signed(hostname)
+    return settings_for(cert_pem, key_pem)
+
+
+def context_from_settings(settings: Mapping[str, str]) -> ssl.SSLContext | None:
+    """The server context for the stored certificate, or None when the board has none."""
+    cert_pem, key_pem = settings.get(SETTING_CERT), settings.get(SETTING_KEY)
+    if not cert_pem or not key_pem:
+        return None
+    return server_context(cert_pem, key_pem, settings.get(SETTING_CHAIN))
