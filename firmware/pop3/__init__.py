@@ -1,0 +1,1 @@
+"""POP3 service of the device: sans-IO protocol core, framing, auth, and the trio server."""

@@ -1,0 +1,473 @@
+"""The POP3 state machine (RFC 1939, RFC 2449, RFC 3206), sans I/O.
+
+One `Pop3Protocol` per connection: the adapter hands it one command line at a time and gets
+exactly one `Reply` back, which says what to send, whether to wait first (a failed login) and
+whether to close afterwards. No sockets, timers or files in here; the store is reached only
+through `Mailstore`, and message bodies come back as a `MultilineBody` the adapter pulls chunk
+by chunk, so a message of any size passes through in bounded memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from firmware.device.budget import RamBudget
+from firmware.device.profile import Profile
+from firmware.errors import CorruptRecordError, DeviceError, MemoryFullError
+from firmware.pop3.auth import apop_matches, make_apop_timestamp
+from firmware.pop3.framing import LINE_TOO_LONG, LineTooLong, MultilineBody, fixed_body
+from firmware.pop3.locks import BoxLocks
+from firmware.pop3.mailbox import Mailstore
+
+log = logging.getLogger(__name__)
+
+MAX_BAD_COMMANDS: Final = 20
+"""Consecutive bad commands after which the connection is closed."""
+
+STREAM_CHUNK: Final = 65536
+"""Bytes read from the store per chunk of RETR/TOP, and reserved from the RAM budget."""
+
+_LISTING_BATCH: Final = 512
+_MAX_REPLY_LINE: Final = 510  # RFC 2449 §4: 512 octets with CRLF
+
+
+class State(Enum):
+    AUTHORIZATION = "authorization"
+    TRANSACTION = "transaction"
+    UPDATE = "update"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What to send for one command: a first line, maybe a body, maybe a delay or a close."""
+
+    head: bytes
+    body: MultilineBody | None = None
+    close: bool = False
+    delay: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.head.startswith(b"+OK")
+
+
+@dataclass(slots=True)
+class Pop3Stats:
+    """Counters for the console's `status`, shared by all sessions of one service."""
+
+    sessions_total: int = 0
+    sessions_refused: int = 0
+    logins_ok: int = 0
+    logins_failed: int = 0
+    messages_retrieved: int = 0
+    messages_deleted: int = 0
+    commits_failed: int = 0
+    idle_logouts: int = 0
+
+
+def _line(text: str) -> bytes:
+    """One reply line: no CR/LF inside, at most 512 octets with its CRLF."""
+    raw = text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
+    if len(raw) > _MAX_REPLY_LINE:
+        raw = raw[:_MAX_REPLY_LINE].decode("utf-8", "ignore").encode("utf-8")
+    return raw + b"\r\n"
+
+
+_OK: Final = Reply(b"+OK\r\n")
+_NO_SIZES: Final = array("q")
+_CAPA_HEAD: Final = b"+OK capability list follows\r\n"
+
+
+class Pop3Protocol:
+    """One POP3 session's state: AUTHORIZATION -> TRANSACTION -> UPDATE, then closed."""
+
+    __slots__ = (
+        "_auth_failures",
+        "_bad_count",
+        "_budget",
+        "_clock",
+        "_deleted",
+        "_live_count",
+        "_live_octets",
+        "_locks",
+        "_profile",
+        "_retrieved",
+        "_sizes",
+        "_stats",
+        "_store",
+        "_timestamp",
+        "_uids",
+        "_user_name",
+        "box",
+        "session_id",
+        "state",
+        "tls_active",
+    )
+
+    def __init__(
+        self,
+        store: Mailstore,
+        profile: Callable[[], Profile],
+        locks: BoxLocks,
+        budget: RamBudget,
+        *,
+        session_id: int,
+        clock: Callable[[], float],
+        stats: Pop3Stats | None = None,
+        tls_active: bool = False,
+    ) -> None:
+        self._store = store
+        self._profile = profile
+        self._locks = locks
+        self._budget = budget
+        self._clock = clock
+        self._stats = stats if stats is not None else Pop3Stats()
+        self.session_id = session_id
+        self.tls_active = tls_active
+        self.state = State.AUTHORIZATION
+        self.box: str | None = None
+        self._timestamp: str | None = None
+        self._user_name: str | None = None
+        self._auth_failures = 0
+        self._bad_count = 0
+        # The session's snapshot of the box, kept compact: idle logged-in sessions are many.
+        self._uids: tuple[str, ...] = ()
+        self._sizes: array[int] = _NO_SIZES
+        self._deleted: set[int] | None = None
+        self._retrieved: set[int] | None = None
+        self._live_count = 0
+        self._live_octets = 0
+
+    # -- entry points --------------------------------------------------------------------
+
+    def greeting(self) -> Reply:
+        """The `+OK` greeting, with a fresh APOP timestamp when APOP is offered."""
+        profile = self._profile()
+        text = f"+OK {profile.model} POP3 service ready"
+        if profile.bool("pop3.apop"):
+            self._timestamp = make_apop_timestamp(profile.str("identity.hostname"))
+            text += " " + self._timestamp
+        return Reply(_line(text))
+
+    def receive_line(self, line: bytes | LineTooLong) -> Reply:
+        """Handle one command line (without its line end); always exactly one reply."""
+        if self.state is not State.AUTHORIZATION and self.state is not State.TRANSACTION:
+            return Reply(b"-ERR session is over\r\n", close=True)
+        if line is LINE_TOO_LONG:
+            return self._bad("-ERR line too long; commands are at most 255 octets")
+        assert isinstance(line, bytes)
+        keyword, _, rest = line.decode("utf-8", "replace").partition(" ")
+        keyword = keyword.upper()
+        commands = _AUTH_COMMANDS if self.state is State.AUTHORIZATION else _TRANS_COMMANDS
+        handler = commands.get(keyword)
+        if handler is None:
+            if keyword in _ALL_KEYWORDS:
+                return self._bad(f"-ERR {keyword} is not valid in the {self.state.value} state")
+            return self._bad("-ERR unknown command")
+        reply = handler(self, rest)
+        if reply.ok:
+            self._bad_count = 0
+        return reply
+
+    def end(self) -> None:
+        """Leave the session without UPDATE: drop marks, give the box lock back. Idempotent."""
+        if self.box is not None:
+            self._locks.release(self.box, self.session_id)
+        self.state = State.CLOSED
+        self._deleted = self._retrieved = None
+        self._uids, self._sizes = (), _NO_SIZES
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _bad(self, text: str) -> Reply:
+        self._bad_count += 1
+        if self._bad_count >= MAX_BAD_COMMANDS:
+            return Reply(b"-ERR too many bad commands; closing\r\n", close=True)
+        return Reply(_line(text))
+
+    def _plaintext_allowed(self) -> bool:
+        return self.tls_active or self._profile().str("pop3.plaintext_auth") == "always"
+
+    def _message_index(self, arg: str) -> int | Reply:
+        """0-based index of a live message named by `arg`, or the -ERR reply to send."""
+        if not (arg.isascii() and arg.isdigit()) or len(arg) > 10:
+            return self._bad("-ERR a message number is a positive decimal number")
+        number = int(arg)
+        if number < 1 or number > len(self._uids):
+            return self._bad(f"-ERR no message {number}; there are {len(self._uids)}")
+        if self._deleted is not None and number - 1 in self._deleted:
+            return self._bad(f"-ERR message {number} is deleted")
+        return number - 1
+
+    def _no_args(self, keyword: str, rest: str) -> Reply | None:
+        return None if not rest.strip() else self._bad(f"-ERR {keyword} takes no arguments")
+
+    def _live_indexes(self) -> Iterator[int]:
+        deleted = self._deleted or ()
+        return (i for i in range(len(self._uids)) if i not in deleted)
+
+    def _listing_body(self, column: Sequence[object]) -> MultilineBody:
+        """`n value` lines for live messages, built in batches so huge boxes stay bounded."""
+
+        def batches() -> Iterator[bytes]:
+            lines: list[str] = []
+            for i in self._live_indexes():
+                lines.append(f"{i + 1} {column[i]}\r\n")
+                if len(lines) >= _LISTING_BATCH:
+                    yield "".join(lines).encode("ascii")
+                    lines.clear()
+            if lines:
+                yield "".join(lines).encode("ascii")
+
+        return MultilineBody(batches())
+
+    def _capabilities(self) -> list[bytes]:
+        profile = self._profile()
+        caps = [b"TOP\r\n", b"UIDL\r\n"]
+        if self._plaintext_allowed():
+            caps.append(b"USER\r\n")
+        caps += [b"RESP-CODES\r\n", b"AUTH-RESP-CODE\r\n", b"PIPELINING\r\n"]
+        expire = profile.int("pop3.expire_days")
+        if expire >= 0:
+            caps.append(b"EXPIRE %d\r\n" % expire)
+        login_delay = profile.int("pop3.login_delay_s")
+        if login_delay > 0:
+            caps.append(b"LOGIN-DELAY %d\r\n" % login_delay)
+        version = profile.str("identity.firmware_version")
+        caps.append(_line(f"IMPLEMENTATION dpfw {profile.model} firmware {version}"))
+        return caps
+
+    # -- AUTHORIZATION -------------------------------------------------------------------
+
+    def _cmd_user(self, rest: str) -> Reply:
+        if not self._plaintext_allowed():
+            return self._bad("-ERR [AUTH] USER/PASS are refused without TLS on this device")
+        name = rest.strip()
+        if not name or " " in name:
+            return self._bad("-ERR USER takes one mailbox name")
+        self._user_name = name
+        return Reply(b"+OK send PASS\r\n")
+
+    def _cmd_pass(self, rest: str) -> Reply:
+        name, self._user_name = self._user_name, None
+        if name is None:
+            return self._bad("-ERR send USER first")
+        if not self._plaintext_allowed():
+            return self._bad("-ERR [AUTH] USER/PASS are refused without TLS on this device")
+        return self._login(name, bool(rest) and self._store.check_password(name, rest))
+
+    def _cmd_apop(self, rest: str) -> Reply:
+        self._user_name = None
+        if self._timestamp is None or not self._profile().bool("pop3.apop"):
+            return self._bad("-ERR APOP is not offered on this device")
+        parts = rest.split(" ")
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            return self._bad("-ERR APOP takes a mailbox name and a digest")
+        name, digest = parts
+        secret = self._store.apop_secret(name)
+        return self._login(name, apop_matches(self._timestamp, secret, digest))
+
+    def _login(self, name: str, credentials_ok: bool) -> Reply:
+        profile = self._profile()
+        if not credentials_ok:
+            self._auth_failures += 1
+            self._stats.logins_failed += 1
+            return Reply(
+                b"-ERR [AUTH] invalid mailbox name or password\r\n",
+                close=self._auth_failures >= profile.int("pop3.max_auth_failures"),
+                delay=profile.float("pop3.auth_failure_delay_s"),
+            )
+        if not self._locks.acquire(name, self.session_id):
+            return Reply(b"-ERR [IN-USE] mailbox is in use by another session\r\n")
+        now = self._clock()
+        login_delay = profile.int("pop3.login_delay_s")
+        since = self._locks.seconds_since_login(name, now)
+        if login_delay > 0 and since is not None and since < login_delay:
+            self._locks.release(name, self.session_id)
+            return Reply(
+                _line(f"-ERR [LOGIN-DELAY] wait {login_delay} seconds between logins to a box")
+            )
+        try:
+            listing = self._store.messages(name)
+        except CorruptRecordError as exc:
+            self._locks.release(name, self.session_id)
+            return Reply(_line(f"-ERR [SYS/PERM] mailbox cannot be read: {exc}"))
+        except DeviceError as exc:
+            self._locks.release(name, self.session_id)
+            return Reply(_line(f"-ERR [SYS/TEMP] mailbox cannot be opened now: {exc}"))
+        self._locks.note_login(name, now)
+        self._stats.logins_ok += 1
+        self.box = name
+        self.state = State.TRANSACTION
+        self._uids = tuple(m.uid for m in listing)
+        self._sizes = array("q", (m.size for m in listing))
+        self._live_count = len(self._uids)
+        self._live_octets = sum(self._sizes)
+        return Reply(
+            _line(f"+OK {name} has {self._live_count} messages ({self._live_octets} octets)")
+        )
+
+    def _cmd_quit(self, rest: str) -> Reply:
+        if self.state is State.TRANSACTION:
+            return self._update()
+        self.end()
+        return Reply(b"+OK signing off\r\n", close=True)
+
+    def _cmd_capa(self, rest: str) -> Reply:
+        bad = self._no_args("CAPA", rest)
+        return bad or Reply(_CAPA_HEAD, fixed_body(self._capabilities()))
+
+    # -- TRANSACTION ---------------------------------------------------------------------
+
+    def _cmd_stat(self, rest: str) -> Reply:
+        bad = self._no_args("STAT", rest)
+        return bad or Reply(b"+OK %d %d\r\n" % (self._live_count, self._live_octets))
+
+    def _cmd_list(self, rest: str) -> Reply:
+        if rest.strip():
+            index = self._message_index(rest.strip())
+            if isinstance(index, Reply):
+                return index
+            return Reply(b"+OK %d %d\r\n" % (index + 1, self._sizes[index]))
+        head = b"+OK %d messages (%d octets)\r\n" % (self._live_count, self._live_octets)
+        return Reply(head, self._listing_body(self._sizes))
+
+    def _cmd_uidl(self, rest: str) -> Reply:
+        if rest.strip():
+            index = self._message_index(rest.strip())
+            if isinstance(index, Reply):
+                return index
+            return Reply(_line(f"+OK {index + 1} {self._uids[index]}"))
+        return Reply(
+            b"+OK unique-id listing follows\r\n",
+            self._listing_body(self._uids),
+        )
+
+    def _stream(self, index: int, top_lines: int | None) -> Reply:
+        assert self.box is not None
+        uid = self._uids[index]
+        what = "RETR" if top_lines is None else "TOP"
+        try:
+            reservation = self._budget.reserve(STREAM_CHUNK, f"POP3 {what} buffer")
+        except MemoryFullError:
+            return Reply(b"-ERR [SYS/TEMP] out of memory; try again later\r\n")
+        try:
+            if top_lines is None:
+                chunks = self._store.read_wire(self.box, uid, STREAM_CHUNK)
+            else:
+                chunks = self._store.read_top(self.box, uid, top_lines, STREAM_CHUNK)
+            first = next(chunks, b"")
+        except CorruptRecordError as exc:
+            reservation.release()
+            log.error("POP3 %s of %s/%s: %s", what, self.box, uid, exc)
+            return Reply(_line(f"-ERR [SYS/PERM] message {index + 1} is damaged: {exc}"))
+        except DeviceError as exc:
+            reservation.release()
+            return Reply(_line(f"-ERR [SYS/TEMP] message {index + 1} cannot be read: {exc}"))
+        except BaseException:
+            reservation.release()
+            raise
+        body = MultilineBody(chunks, first=first, on_close=reservation.release)
+        if top_lines is None:
+            self._stats.messages_retrieved += 1
+            if self._retrieved is None:
+                self._retrieved = set()
+            self._retrieved.add(index)
+            return Reply(b"+OK %d octets\r\n" % self._sizes[index], body)
+        return Reply(b"+OK top of message follows\r\n", body)
+
+    def _cmd_retr(self, rest: str) -> Reply:
+        index = self._message_index(rest.strip())
+        return index if isinstance(index, Reply) else self._stream(index, None)
+
+    def _cmd_top(self, rest: str) -> Reply:
+        parts = rest.split()
+        if len(parts) != 2:
+            return self._bad("-ERR TOP takes a message number and a line count")
+        index = self._message_index(parts[0])
+        if isinstance(index, Reply):
+            return index
+        count = parts[1]
+        if not (count.isascii() and count.isdigit()) or len(count) > 12:
+            return self._bad("-ERR the TOP line count is a non-negative decimal number")
+        return self._stream(index, int(count))
+
+    def _cmd_dele(self, rest: str) -> Reply:
+        index = self._message_index(rest.strip())
+        if isinstance(index, Reply):
+            return index
+        if self._deleted is None:
+            self._deleted = set()
+        self._deleted.add(index)
+        self._live_count -= 1
+        self._live_octets -= self._sizes[index]
+        return Reply(b"+OK message %d deleted\r\n" % (index + 1))
+
+    def _cmd_noop(self, rest: str) -> Reply:
+        return self._no_args("NOOP", rest) or _OK
+
+    def _cmd_rset(self, rest: str) -> Reply:
+        bad = self._no_args("RSET", rest)
+        if bad:
+            return bad
+        self._deleted = self._retrieved = None
+        self._live_count = len(self._uids)
+        self._live_octets = sum(self._sizes)
+        return Reply(
+            b"+OK maildrop has %d messages (%d octets)\r\n" % (self._live_count, self._live_octets)
+        )
+
+    # -- UPDATE --------------------------------------------------------------------------
+
+    def _update(self) -> Reply:
+        """Commit this session's deletions in one atomic store call, then end the session."""
+        assert self.box is not None
+        doomed = set(self._deleted or ())
+        if self._retrieved and self._profile().int("pop3.expire_days") == 0:
+            doomed |= self._retrieved
+        uids = [self._uids[i] for i in sorted(doomed)]
+        left = len(self._uids) - len(uids)
+        self.state = State.UPDATE
+        try:
+            if uids:
+                self._store.delete(self.box, uids)
+        except CorruptRecordError as exc:
+            self._stats.commits_failed += 1
+            return Reply(_line(f"-ERR [SYS/PERM] no messages removed: {exc}"), close=True)
+        except DeviceError as exc:
+            self._stats.commits_failed += 1
+            return Reply(_line(f"-ERR [SYS/TEMP] no messages removed: {exc}"), close=True)
+        finally:
+            self.end()
+        self._stats.messages_deleted += len(uids)
+        return Reply(b"+OK signing off (%d messages left)\r\n" % left, close=True)
+
+
+_Handler = Callable[[Pop3Protocol, str], Reply]
+
+_AUTH_COMMANDS: Final[dict[str, _Handler]] = {
+    "USER": Pop3Protocol._cmd_user,
+    "PASS": Pop3Protocol._cmd_pass,
+    "APOP": Pop3Protocol._cmd_apop,
+    "QUIT": Pop3Protocol._cmd_quit,
+    "CAPA": Pop3Protocol._cmd_capa,
+}
+_TRANS_COMMANDS: Final[dict[str, _Handler]] = {
+    "STAT": Pop3Protocol._cmd_stat,
+    "LIST": Pop3Protocol._cmd_list,
+    "RETR": Pop3Protocol._cmd_retr,
+    "DELE": Pop3Protocol._cmd_dele,
+    "NOOP": Pop3Protocol._cmd_noop,
+    "RSET": Pop3Protocol._cmd_rset,
+    "QUIT": Pop3Protocol._cmd_quit,
+    "TOP": Pop3Protocol._cmd_top,
+    "UIDL": Pop3Protocol._cmd_uidl,
+    "CAPA": Pop3Protocol._cmd_capa,
+}
+_ALL_KEYWORDS: Final = frozenset(_AUTH_COMMANDS) | frozenset(_TRANS_COMMANDS)

@@ -1,0 +1,606 @@
+"""Transcripts of the sans-IO POP3 core over a real Board on a tmp image.
+
+Every command is tried in every state; hypothesis feeds arbitrary lines in each state and
+checks the one invariant that matters: exactly one well-formed reply, or a defined close.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from firmware.device.budget import RamBudget
+from firmware.pop3.auth import apop_digest
+from firmware.pop3.framing import LINE_TOO_LONG, LineTooLong
+from firmware.pop3.locks import BoxLocks
+from firmware.pop3.mailbox import BoardMailstore
+from firmware.pop3.protocol import MAX_BAD_COMMANDS, Pop3Protocol, Pop3Stats, Reply, State
+from firmware.store.board import Board
+from tests.pop3.conftest import ALICE_PASSWORD, BOB_PASSWORD, MESSAGES, LiveProfile
+
+REPLY_HEAD = re.compile(rb"(\+OK|-ERR)( [^\r\n]*)?\r\n\Z")
+RESP_CODE = re.compile(rb"^-ERR \[[A-Z0-9/-]+\]")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    """Sessions sharing one board, one lock table, one budget and one clock."""
+
+    def __init__(self, board: Board, profile: LiveProfile, budget: RamBudget | None = None):
+        self.store = BoardMailstore(board)
+        self.profile = profile
+        self.locks = BoxLocks()
+        self.budget = budget or RamBudget(1 << 24)
+        self.clock = Clock()
+        self.stats = Pop3Stats()
+        self._ids = iter(range(1, 10**6))
+
+    def session(self) -> Session:
+        protocol = Pop3Protocol(
+            self.store,
+            self.profile,
+            self.locks,
+            self.budget,
+            session_id=next(self._ids),
+            clock=self.clock,
+            stats=self.stats,
+        )
+        return Session(protocol)
+
+
+class Session:
+    def __init__(self, protocol: Pop3Protocol) -> None:
+        self.p = protocol
+        self.greeting = protocol.greeting().head
+        self.last: Reply | None = None
+
+    def send(self, line: bytes | str | LineTooLong) -> bytes:
+        """The whole reply as the client would receive it."""
+        raw = line.encode() if isinstance(line, str) else line
+        reply = self.p.receive_line(raw)
+        self.last = reply
+        assert REPLY_HEAD.match(reply.head), reply.head
+        assert len(reply.head) <= 512
+        if reply.body is None:
+            return reply.head
+        try:
+            return reply.head + b"".join(reply.body)
+        finally:
+            reply.body.close()
+
+    def login(self, box: str = "alice", password: str = ALICE_PASSWORD) -> bytes:
+        assert self.send(f"USER {box}").startswith(b"+OK")
+        return self.send(f"PASS {password}")
+
+
+def unstuff(body: bytes) -> bytes:
+    """What an RFC 1939 client keeps of a multi-line body (terminator and stuffing removed)."""
+    assert body.endswith(b"\r\n.\r\n") or body == b".\r\n", body[-20:]
+    lines = body[: -len(b".\r\n")].split(b"\r\n")
+    return b"\r\n".join(line[1:] if line.startswith(b".") else line for line in lines)
+
+
+@pytest.fixture
+def h(board: Board, live_profile: LiveProfile) -> Harness:
+    return Harness(board, live_profile)
+
+
+def logged_in(h: Harness) -> Session:
+    s = h.session()
+    assert s.login().startswith(b"+OK alice has 3 messages")
+    return s
+
+
+# -- greeting and CAPA ---------------------------------------------------------------------
+
+
+def test_greeting_has_a_fresh_apop_timestamp_and_names_the_model(h: Harness) -> None:
+    one, two = h.session().greeting, h.session().greeting
+    for greeting in (one, two):
+        assert re.fullmatch(
+            rb"\+OK DP-3530 POP3 service ready <[^<>@ ]+@dp3530\.local>\r\n", greeting
+        )
+    assert one != two
+
+
+def test_greeting_without_apop_has_no_timestamp(h: Harness) -> None:
+    h.profile.set("pop3.apop", "false")
+    s = h.session()
+    assert b"<" not in s.greeting
+    assert s.send("APOP alice 0123456789abcdef0123456789abcdef").startswith(b"-ERR")
+
+
+def capabilities(s: Session) -> list[bytes]:
+    reply = s.send("CAPA")
+    head, _, body = reply.partition(b"\r\n")
+    assert head == b"+OK capability list follows"
+    return unstuff(body).split(b"\r\n")[:-1]
+
+
+def test_capa_is_the_same_before_and_after_login(h: Harness) -> None:
+    s = h.session()
+    before = capabilities(s)
+    s.login()
+    assert capabilities(s) == before
+    for cap in (b"TOP", b"UIDL", b"USER", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"):
+        assert cap in before
+    assert b"IMPLEMENTATION dpfw DP-3530 firmware 1.00-sim" in before
+    assert not any(c.startswith((b"EXPIRE", b"LOGIN-DELAY")) for c in before)
+
+
+def test_capa_shows_expire_and_login_delay_when_set(h: Harness) -> None:
+    h.profile.set("pop3.expire_days", "0")
+    h.profile.set("pop3.login_delay_s", "900")
+    caps = capabilities(h.session())
+    assert b"EXPIRE 0" in caps
+    assert b"LOGIN-DELAY 900" in caps
+
+
+def test_tls_only_hides_user_and_refuses_user_pass(h: Harness) -> None:
+    h.profile.set("pop3.plaintext_auth", "tls_only")
+    s = h.session()
+    assert b"USER" not in capabilities(s)
+    assert s.send("USER alice").startswith(b"-ERR [AUTH]")
+    assert s.send(f"PASS {ALICE_PASSWORD}").startswith(b"-ERR")
+    assert s.p.state is State.AUTHORIZATION
+    s.p.tls_active = True  # what the STLS issue will set after the handshake
+    assert b"USER" in capabilities(s)
+    assert s.login().startswith(b"+OK")
+
+
+def test_capa_takes_no_arguments(h: Harness) -> None:
+    assert h.session().send("CAPA x").startswith(b"-ERR")
+
+
+# -- AUTHORIZATION -------------------------------------------------------------------------
+
+
+def test_user_pass_with_spaces_in_the_password_and_any_keyword_case(h: Harness) -> None:
+    s = h.session()
+    assert s.send("uSeR alice") == b"+OK send PASS\r\n"
+    assert s.send(f"pass {ALICE_PASSWORD}") == b"+OK alice has 3 messages (%d octets)\r\n" % sum(
+        m.size for m in h.store.messages("alice")
+    )
+    assert s.p.state is State.TRANSACTION
+
+
+def test_unknown_box_and_wrong_password_look_the_same(h: Harness) -> None:
+    s = h.session()
+    assert s.send("USER nosuch") == s.send("USER alice") == b"+OK send PASS\r\n"
+    assert s.send("PASS whatever") == b"-ERR [AUTH] invalid mailbox name or password\r\n"
+    s.send("USER alice")
+    assert s.send("PASS wrong") == b"-ERR [AUTH] invalid mailbox name or password\r\n"
+    assert s.last is not None and s.last.delay == 0.0
+
+
+def test_failed_logins_are_delayed_and_close_after_the_limit(h: Harness) -> None:
+    h.profile.set("pop3.auth_failure_delay_s", "1.5")
+    h.profile.set("pop3.max_auth_failures", "3")
+    s = h.session()
+    for attempt in range(1, 4):
+        s.send("USER alice")
+        assert s.send("PASS nope").startswith(b"-ERR [AUTH]")
+        assert s.last is not None
+        assert s.last.delay == 1.5
+        assert s.last.close == (attempt == 3)
+    assert h.stats.logins_failed == 3
+
+
+def test_a_wrong_password_then_the_right_one_logs_in(h: Harness) -> None:
+    s = h.session()
+    s.send("USER alice")
+    s.send("PASS nope")
+    assert s.login().startswith(b"+OK")
+
+
+def test_pass_needs_user_first_and_user_needs_a_name(h: Harness) -> None:
+    s = h.session()
+    assert s.send(f"PASS {ALICE_PASSWORD}").startswith(b"-ERR")
+    assert s.send("USER").startswith(b"-ERR")
+    assert s.send("USER a b").startswith(b"-ERR")
+    s.send("USER alice")
+    assert s.send("PASS").startswith(b"-ERR [AUTH]")
+
+
+def test_apop_logs_in_with_the_legacy_secret(h: Harness) -> None:
+    s = h.session()
+    timestamp = re.search(rb"<[^>]*>", s.greeting)
+    assert timestamp is not None
+    digest = apop_digest(timestamp.group().decode(), ALICE_PASSWORD)
+    assert s.send(f"APOP alice {digest}").startswith(b"+OK alice has 3 messages")
+
+
+def test_apop_fails_alike_for_bad_digest_unknown_box_and_box_without_secret(h: Harness) -> None:
+    s = h.session()
+    timestamp = re.search(rb"<[^>]*>", s.greeting)
+    assert timestamp is not None
+    ts = timestamp.group().decode()
+    expected = b"-ERR [AUTH] invalid mailbox name or password\r\n"
+    assert s.send(f"APOP alice {apop_digest(ts, 'wrong')}") == expected
+    assert s.send(f"APOP nosuch {apop_digest(ts, ALICE_PASSWORD)}") == expected
+    h.profile.set("pop3.max_auth_failures", "10")
+    assert s.send(f"APOP bob {apop_digest(ts, BOB_PASSWORD)}") == expected
+    assert s.send("APOP alice").startswith(b"-ERR")
+    assert s.send("APOP alice NOTHEX").startswith(b"-ERR")
+
+
+def test_a_second_login_to_a_locked_box_is_in_use_until_the_first_ends(h: Harness) -> None:
+    first = logged_in(h)
+    second = h.session()
+    assert second.login() == b"-ERR [IN-USE] mailbox is in use by another session\r\n"
+    assert second.p.state is State.AUTHORIZATION
+    assert first.send("NOOP") == b"+OK\r\n"
+    assert second.login("bob", BOB_PASSWORD).startswith(b"+OK bob has 0 messages")
+    first.p.end()
+    third = h.session()
+    assert third.login().startswith(b"+OK")
+
+
+def test_login_delay_is_enforced_per_box(h: Harness) -> None:
+    h.profile.set("pop3.login_delay_s", "60")
+    first = logged_in(h)
+    assert first.send("QUIT").startswith(b"+OK")
+    h.clock.now += 59
+    s = h.session()
+    assert s.login() == (b"-ERR [LOGIN-DELAY] wait 60 seconds between logins to a box\r\n")
+    assert s.login("bob", BOB_PASSWORD).startswith(b"+OK")  # another box is not paced
+    h.clock.now += 1
+    assert h.session().login().startswith(b"+OK")
+
+
+@pytest.mark.parametrize(
+    "command", ["STAT", "LIST", "RETR 1", "DELE 1", "NOOP", "RSET", "TOP 1 0", "UIDL"]
+)
+def test_transaction_commands_are_refused_before_login(h: Harness, command: str) -> None:
+    reply = h.session().send(command)
+    assert (
+        reply
+        == b"-ERR %s is not valid in the authorization state\r\n" % command.split()[0].encode()
+    )
+
+
+def test_quit_before_login_closes_and_changes_nothing(h: Harness, board: Board) -> None:
+    s = h.session()
+    s.send("USER alice")
+    assert s.send("QUIT") == b"+OK signing off\r\n"
+    assert s.last is not None and s.last.close
+    assert s.p.state is State.CLOSED
+    assert len(board.messages("alice")) == 3
+    assert s.send("NOOP").startswith(b"-ERR")
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+def test_unknown_and_too_long_lines_get_err_and_the_session_goes_on(h: Harness) -> None:
+    s = h.session()
+    assert s.send("XYZZY") == b"-ERR unknown command\r\n"
+    assert s.send(LINE_TOO_LONG).startswith(b"-ERR line too long")
+    assert s.send("") == b"-ERR unknown command\r\n"
+    assert s.send(b"\xff\xfe\x00") == b"-ERR unknown command\r\n"
+    assert s.login().startswith(b"+OK")
+
+
+def test_twenty_bad_commands_in_a_row_close_the_connection(h: Harness) -> None:
+    s = logged_in(h)
+    for _ in range(MAX_BAD_COMMANDS - 1):
+        s.send("RETR 99")
+        assert s.last is not None and not s.last.close
+    assert s.send("NOOP") == b"+OK\r\n"  # a good command resets the count
+    for _ in range(MAX_BAD_COMMANDS - 1):
+        s.send("BOGUS")
+    assert s.send("LIST 0").startswith(b"-ERR too many bad commands")
+    assert s.last is not None and s.last.close
+
+
+# -- TRANSACTION --------------------------------------------------------------------------
+
+
+def test_stat_list_and_retr_sizes_agree_with_what_a_client_receives(h: Harness) -> None:
+    s = logged_in(h)
+    infos = h.store.messages("alice")
+    stat = s.send("STAT")
+    assert stat == b"+OK 3 %d\r\n" % sum(m.size for m in infos)
+    listing = s.send("LIST")
+    assert listing.startswith(b"+OK 3 messages")
+    lines = unstuff(listing.partition(b"\r\n")[2]).split(b"\r\n")[:-1]
+    assert lines == [b"%d %d" % (n, m.size) for n, m in enumerate(infos, 1)]
+    for n, info in enumerate(infos, 1):
+        assert s.send(f"LIST {n}") == b"+OK %d %d\r\n" % (n, info.size)
+        reply = s.send(f"RETR {n}")
+        head, _, body = reply.partition(b"\r\n")
+        assert head == b"+OK %d octets" % info.size
+        assert len(unstuff(body)) == info.size
+
+
+def test_retr_is_byte_stuffed_and_normalised_to_crlf(h: Harness) -> None:
+    s = logged_in(h)
+    body = s.send("RETR 2").partition(b"\r\n")[2]
+    assert body == MESSAGES[1].replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    third = unstuff(s.send("RETR 3").partition(b"\r\n")[2])
+    assert third == MESSAGES[2].replace(b"\n", b"\r\n") + b"\r\n"
+    assert b"\r\n.\r\n" in third  # the lone "." line survives unstuffing
+
+
+def test_uidl_lists_stable_printable_ids(h: Harness) -> None:
+    s = logged_in(h)
+    listing = unstuff(s.send("UIDL").partition(b"\r\n")[2]).split(b"\r\n")[:-1]
+    uids = [line.split(b" ", 1)[1] for line in listing]
+    assert len(set(uids)) == 3
+    for n, uid in enumerate(uids, 1):
+        assert re.fullmatch(rb"[\x21-\x7e]{1,70}", uid)
+        assert s.send(f"UIDL {n}") == b"+OK %d %s\r\n" % (n, uid)
+
+
+def test_top(h: Harness) -> None:
+    s = logged_in(h)
+    head = s.send("TOP 1 0")
+    assert head.startswith(b"+OK")
+    assert unstuff(head.partition(b"\r\n")[2]) == (
+        b"From: scanner@dp3530.local\r\nSubject: one\r\n\r\n"
+    )
+    whole = unstuff(s.send("TOP 2 1000000000").partition(b"\r\n")[2])
+    assert whole == MESSAGES[1]
+    assert unstuff(s.send("TOP 2 2").partition(b"\r\n")[2]).endswith(b"\r\n\r\n.\r\n..\r\n")
+    for bad in ("TOP 1 -1", "TOP 1", "TOP 1 x", "TOP 0 1", "TOP 4 0", "TOP"):
+        assert s.send(bad).startswith(b"-ERR"), bad
+
+
+@pytest.mark.parametrize("arg", ["0", "-1", "4", "x", "1x", "\u0661", "99999999999", ""])
+def test_bad_message_numbers_get_err(h: Harness, arg: str) -> None:
+    s = logged_in(h)
+    for command in ("RETR", "DELE", "LIST", "UIDL", "TOP"):
+        line = f"{command} {arg}" + (" 0" if command == "TOP" else "")
+        if command in ("LIST", "UIDL") and not arg:
+            continue
+        assert s.send(line).startswith(b"-ERR"), line
+    assert s.send("STAT").startswith(b"+OK 3 ")
+
+
+def test_dele_marks_rset_unmarks_and_numbers_stay(h: Harness) -> None:
+    s = logged_in(h)
+    sizes = [m.size for m in h.store.messages("alice")]
+    assert s.send("DELE 1") == b"+OK message 1 deleted\r\n"
+    assert s.send("DELE 1") == b"-ERR message 1 is deleted\r\n"
+    for command in ("RETR 1", "LIST 1", "UIDL 1", "TOP 1 0"):
+        assert s.send(command) == b"-ERR message 1 is deleted\r\n"
+    assert s.send("STAT") == b"+OK 2 %d\r\n" % (sizes[1] + sizes[2])
+    listing = unstuff(s.send("LIST").partition(b"\r\n")[2])
+    assert listing == b"2 %d\r\n3 %d\r\n" % (sizes[1], sizes[2])
+    assert s.send("RSET") == b"+OK maildrop has 3 messages (%d octets)\r\n" % sum(sizes)
+    assert s.send("RETR 1").startswith(b"+OK")
+
+
+def test_noop_and_no_argument_commands(h: Harness) -> None:
+    s = logged_in(h)
+    assert s.send("NOOP") == b"+OK\r\n"
+    for command in ("NOOP 1", "STAT 1", "RSET x"):
+        assert s.send(command).startswith(b"-ERR")
+
+
+@pytest.mark.parametrize("command", ["USER alice", f"PASS {ALICE_PASSWORD}", "APOP alice x"])
+def test_auth_commands_are_refused_after_login(h: Harness, command: str) -> None:
+    s = logged_in(h)
+    assert s.send(command).startswith(b"-ERR %s is not valid" % command.split()[0].encode())
+
+
+def test_quit_commits_the_deletions_in_one_step(h: Harness, board: Board) -> None:
+    s = logged_in(h)
+    uids = [m.uid for m in board.messages("alice")]
+    s.send("DELE 1")
+    s.send("DELE 3")
+    assert s.send("QUIT") == b"+OK signing off (1 messages left)\r\n"
+    assert s.last is not None and s.last.close
+    assert [m.uid for m in board.messages("alice")] == [uids[1]]
+    assert h.locks.holder("alice") is None
+
+
+def test_ending_without_quit_commits_nothing(h: Harness, board: Board) -> None:
+    s = logged_in(h)
+    s.send("DELE 1")
+    s.send("RETR 2")
+    s.p.end()
+    assert len(board.messages("alice")) == 3
+    assert h.locks.holder("alice") is None
+    assert logged_in(h).send("STAT").startswith(b"+OK 3 ")
+
+
+def test_expire_zero_deletes_retrieved_messages_at_update(h: Harness, board: Board) -> None:
+    h.profile.set("pop3.expire_days", "0")
+    s = logged_in(h)
+    keep = board.messages("alice")[2].uid
+    s.send("RETR 1")
+    s.send("TOP 3 0")  # TOP is not a retrieval
+    s.send("DELE 2")
+    assert s.send("QUIT").startswith(b"+OK")
+    assert [m.uid for m in board.messages("alice")] == [keep]
+
+
+def test_rset_also_forgets_retrievals_under_expire_zero(h: Harness, board: Board) -> None:
+    h.profile.set("pop3.expire_days", "0")
+    s = logged_in(h)
+    s.send("RETR 1")
+    s.send("RSET")
+    s.send("QUIT")
+    assert len(board.messages("alice")) == 3
+
+
+def test_out_of_ram_gives_sys_temp_and_the_session_goes_on(
+    board: Board, live_profile: LiveProfile
+) -> None:
+    h = Harness(board, live_profile, RamBudget(1000))
+    s = logged_in(h)
+    assert s.send("RETR 1") == b"-ERR [SYS/TEMP] out of memory; try again later\r\n"
+    assert s.send("STAT").startswith(b"+OK")
+    assert h.budget.used == 0
+
+
+def test_retr_returns_its_reservation(h: Harness) -> None:
+    s = logged_in(h)
+    reply = s.p.receive_line(b"RETR 1")
+    assert h.budget.used > 0
+    assert reply.body is not None
+    reply.body.close()
+    assert h.budget.used == 0
+
+
+def test_after_update_every_line_closes(h: Harness) -> None:
+    s = logged_in(h)
+    s.send("QUIT")
+    assert s.send("NOOP") == b"-ERR session is over\r\n"
+    assert s.last is not None and s.last.close
+
+
+# -- properties ---------------------------------------------------------------------------
+
+COMMAND_WORDS = [
+    "USER",
+    "PASS",
+    "APOP",
+    "STAT",
+    "LIST",
+    "RETR",
+    "DELE",
+    "NOOP",
+    "RSET",
+    "QUIT",
+    "TOP",
+    "UIDL",
+    "CAPA",
+    "STLS",
+    "AUTH",
+    "UTF8",
+    "user",
+    "list",
+]
+
+lines = st.one_of(
+    st.binary(max_size=253).map(lambda b: b.replace(b"\n", b"")),
+    st.tuples(
+        st.sampled_from(COMMAND_WORDS),
+        st.lists(
+            st.one_of(st.integers(-3, 5).map(str), st.text(max_size=12), st.just("alice")),
+            max_size=3,
+        ),
+    ).map(lambda t: " ".join([t[0], *t[1]]).encode("utf-8")[:253]),
+    st.just(LINE_TOO_LONG),
+)
+
+
+def session_in(h: Harness, state: str) -> Session:
+    s = h.session()
+    if state == "user-given":
+        s.send("USER alice")
+    elif state in ("transaction", "transaction-deleted"):
+        s.login()
+        if state == "transaction-deleted":
+            s.send("DELE 2")
+    return s
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    state=st.sampled_from(["authorization", "user-given", "transaction", "transaction-deleted"]),
+    line=lines,
+)
+def test_any_line_in_any_state_gives_one_well_formed_reply(
+    h: Harness, board: Board, state: str, line: bytes | LineTooLong
+) -> None:
+    while len(board.messages("alice")) < 3:
+        board.deliver("alice", MESSAGES[0])
+    before = len(board.messages("alice"))
+    s = session_in(h, state)
+    try:
+        reply = s.send(line)
+        assert reply.startswith((b"+OK", b"-ERR"))
+        if reply.startswith(b"-ERR ["):
+            assert RESP_CODE.match(reply), reply
+        assert s.last is not None
+        if s.last.body is not None:
+            assert reply.endswith(b"\r\n.\r\n")
+    finally:
+        s.p.end()
+    assert h.locks.held() == 0
+    assert h.budget.used == 0
+    committed = state == "transaction-deleted" and reply == b"+OK signing off (2 messages left)\r\n"
+    # Only QUIT after the DELE commits anything, and then exactly that one message.
+    assert len(board.messages("alice")) == before - committed
+
+
+# -- chunk boundaries ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [65536, 2 * 65536])
+@pytest.mark.parametrize("delta", [-4, -3, -2, -1, 0, 1, 2])
+def test_stuffed_dot_lines_on_store_chunk_boundaries(
+    h: Harness, board: Board, chunk: int, delta: int
+) -> None:
+    """A '.' line, a '..' line and a lone '.' placed so a chunk boundary cuts them anywhere."""
+    filler_lines, rest = divmod(chunk + delta - 40, 80)
+    head = b"Subject: boundary\r\n\r\n"
+    filler = b"a" * 78 + b"\r\n"
+    pad = b"b" * max(0, 40 - len(head) + rest - 2) + b"\r\n"
+    tail = b".\r\n..\r\n.dot\r\n" + filler * 3 + b".\r\n"
+    message = head + filler * filler_lines + pad + tail
+    board.deliver("bob", message)
+    s = h.session()
+    assert s.login("bob", BOB_PASSWORD).startswith(b"+OK bob has 1 messages")
+    size = int(s.send("LIST 1").split()[2])
+    body = s.send("RETR 1").partition(b"\r\n")[2]
+    assert unstuff(body) == message
+    assert len(message) == size
+    assert body.count(b"\r\n..\r\n") == 2 and body.count(b"\r\n...\r\n") == 1
+    top = unstuff(s.send("TOP 1 100000").partition(b"\r\n")[2])
+    assert top == message
+
+
+# -- store failures -----------------------------------------------------------------------
+
+
+def test_a_damaged_message_gets_sys_perm_and_the_others_still_read(
+    h: Harness, board: Board, image_path: Path
+) -> None:
+    raw = bytearray(image_path.read_bytes())
+    at = raw.find(b"first body")
+    assert at > 0
+    with image_path.open("r+b") as image:
+        image.seek(at)
+        image.write(b"FIRST BODY")
+    s = logged_in(h)
+    assert s.send("RETR 1").startswith(b"-ERR [SYS/PERM] message 1 is damaged")
+    assert s.send("TOP 1 0").startswith(b"-ERR [SYS/PERM]")
+    assert s.send("RETR 2").startswith(b"+OK")
+    assert h.budget.used == 0
+    assert s.send("DELE 1").startswith(b"+OK")  # a damaged message can still be removed
+    assert s.send("QUIT").startswith(b"+OK")
+    assert len(board.messages("alice")) == 2
+
+
+def test_a_failed_commit_replies_err_removes_nothing_and_frees_the_lock(
+    h: Harness, board: Board
+) -> None:
+    s = h.session()
+    assert s.login("bob", BOB_PASSWORD).startswith(b"+OK")
+    board.deliver("bob", MESSAGES[0])
+    assert s.send("STAT") == b"+OK 0 0\r\n"  # the session's snapshot is fixed at login
+    s2 = logged_in(h)
+    s2.send("DELE 1")
+    board.delete_box("alice", purge=True)  # the administrator removes the box under the session
+    reply = s2.send("QUIT")
+    assert reply.startswith(b"-ERR [SYS/TEMP] no messages removed")
+    assert s2.last is not None and s2.last.close
+    assert h.locks.holder("alice") is None
+    assert h.stats.commits_failed == 1
