@@ -10,10 +10,12 @@ from __future__ import annotations
 import collections
 import logging
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -23,6 +25,7 @@ from firmware.device.profile import SCHEMA, Profile, validate
 from firmware.errors import DeviceError, ProfileError
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.job import ScanRequest, ScanResult, run_scan_async
+from firmware.security.tls import TlsError, context_from_settings
 from firmware.store.board import Board
 
 log = logging.getLogger("dpfw.device")
@@ -85,6 +88,7 @@ class Device:
         self.budget = RamBudget(0)
         self.pop3: Pop3Service | None = None
         self.pop3_addresses: list[tuple[str, int]] = []
+        self.pop3s_addresses: list[tuple[str, int]] = []
 
     # ----- what the console and services read -----
 
@@ -183,15 +187,22 @@ class Device:
             self.boots += 1
             profile = self._profile
             self.budget = RamBudget(profile.int("memory.image_ram_mib") * MIB)
-            self.pop3 = Pop3Service(board, lambda: self.profile, self.budget)
+            context = self._tls_context(board)
+            self.pop3 = Pop3Service(board, lambda: self.profile, self.budget, tls=context)
             host, port = self.options.pop3 or (
                 profile.str("pop3.address"),
                 profile.int("pop3.port"),
             )
             async with trio.open_nursery() as nursery:
+                if self.options.pop3s is not None and context is not None:
+                    s_host, s_port = self.options.pop3s
+                    s_bound = await nursery.start(
+                        partial(self.pop3.serve, s_host, s_port, implicit_tls=True)
+                    )
+                    self.pop3s_addresses = [(s_host, int(s_bound))]
                 bound = await nursery.start(self.pop3.serve, host, port)
                 self.pop3_addresses = [(host, int(bound))]
-                self._announce(host, int(bound))
+                self._announce(host, int(bound), tls=context is not None)
                 if self.options.scan_feed_per_min > 0:
                     from firmware.scanner.feeder import ScanFeeder
 
@@ -207,15 +218,35 @@ class Device:
             board.close()
             log.info("board image closed cleanly")
 
-    def _announce(self, host: str, port: int) -> None:
+    def _tls_context(self, board: Board) -> ssl.SSLContext | None:
+        """The device certificate as a server context; None (and a log line) if unusable."""
+        try:
+            context = context_from_settings(board.settings())
+        except TlsError as exc:
+            log.error("TLS disabled: the stored certificate cannot be used: %s", exc)
+            return None
+        if context is None:
+            log.warning("TLS disabled: the image holds no certificate (dpfw tls selfsign IMG)")
+        if self.options.pop3s is not None and context is None:
+            log.error("--pop3s ignored: no usable TLS certificate on the image")
+        return context
+
+    def _announce(self, host: str, port: int, *, tls: bool) -> None:
         profile = self.profile
         lines = [
             f"{profile.model} firmware {profile.str('identity.firmware_version')} "
             f"booted from {self.options.image}",
+        ]
+        lines += [f"POP3S on {h}:{p} (implicit TLS)" for h, p in self.pop3s_addresses]
+        lines += [
             f"POP3 on {host}:{port} (max {profile.int('pop3.max_sessions')} sessions, "
-            f"idle logout {profile.int('pop3.idle_timeout_s')} s)",
+            f"idle logout {profile.int('pop3.idle_timeout_s')} s, "
+            f"STLS {'offered' if tls else 'not available'})",
             f"RAM budget {self.budget.total // MIB} MiB",
         ]
+        notice = self.board.settings().get("lab.notice")
+        if notice:
+            lines += notice.splitlines()
         if profile.str("pop3.plaintext_auth") == "always":
             lines.append("WARNING: plaintext USER/PASS allowed without TLS (lab setting)")
         if self.overrides:
