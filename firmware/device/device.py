@@ -24,7 +24,8 @@ from firmware.device.budget import RamBudget
 from firmware.device.profile import SCHEMA, Profile, validate
 from firmware.errors import DeviceError, ProfileError
 from firmware.pop3.server import Pop3Service
-from firmware.scanner.job import ScanRequest, ScanResult, run_scan_async
+from firmware.scanner.feeder import ScanFeeder
+from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
 from firmware.security.tls import TlsError, context_from_settings
 from firmware.store.board import Board
 
@@ -78,6 +79,8 @@ class Device:
         self.started_at = time.monotonic()
         self.scans_done = 0
         self.scans_failed = 0
+        self.job_numbers = JobNumbers()
+        self.feeder: ScanFeeder | None = None
         self.boots = 0
         self._log_ring = LogRing()
         self.log_lines = self._log_ring.lines
@@ -140,7 +143,7 @@ class Device:
 
     async def scan(self, request: ScanRequest) -> ScanResult:
         """Run one scan job into a box (console `scan`, the lab feeder)."""
-        job_number = self.scans_done + self.scans_failed + 1
+        job_number = self.job_numbers.take()
         try:
             result = await run_scan_async(
                 request, self.board, self.budget, self.profile, job_number=job_number
@@ -204,10 +207,8 @@ class Device:
                 self.pop3_addresses = [(host, int(bound))]
                 self._announce(host, int(bound), tls=context is not None)
                 if self.options.scan_feed_per_min > 0:
-                    from firmware.scanner.feeder import ScanFeeder
-
-                    feeder = ScanFeeder(self, self.options.scan_feed_per_min)
-                    nursery.start_soon(feeder.run)
+                    self.feeder = ScanFeeder(self, self.options.scan_feed_per_min)
+                    nursery.start_soon(self.feeder.run)
                 await self._stop.wait()
                 log.info("stopping: no new POP3 sessions; %.0f s grace", SHUTDOWN_GRACE_S)
                 await self.pop3.drain(SHUTDOWN_GRACE_S)
