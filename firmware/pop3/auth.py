@@ -1,7 +1,5 @@
-"""Authentication pieces that need no I/O: APOP timestamps and digests, name hygiene.
-
-Kept as pure functions so the SASL mechanisms of a later issue (PLAIN, CRAM-MD5,
-SCRAM-SHA-256) can join them here and be tested with known-answer vectors.
+"""Authentication pieces that need no I/O: APOP timestamps and digests, name hygiene, and
+the cache of successful password checks. The SASL mechanisms live in firmware.security.sasl.
 """
 
 from __future__ import annotations
@@ -11,6 +9,9 @@ import hmac
 import itertools
 import os
 import re
+import secrets
+from collections import OrderedDict
+from typing import Final, Protocol
 
 _counter = itertools.count(1)
 _HEX32 = re.compile(r"[0-9a-f]{32}\Z")
@@ -42,3 +43,62 @@ def apop_matches(timestamp: str, secret: str | None, digest: str) -> bool:
     expected = apop_digest(timestamp, secret if secret is not None else "")
     ok = hmac.compare_digest(expected.encode("ascii"), digest.lower().encode("ascii", "replace"))
     return ok and secret is not None and _HEX32.match(digest.lower()) is not None
+
+
+AUTH_CACHE_ENTRIES: Final = 1024
+
+
+class _Keys(Protocol):
+    @property
+    def salt(self) -> bytes: ...
+    @property
+    def stored_key(self) -> bytes: ...
+
+
+class AuthCache:
+    """Successful USER/PASS checks kept in RAM, so a client that polls every minute does not
+    cost a PBKDF2 derivation (4096 rounds, about 2 ms) each time; Dovecot's auth cache does
+    the same.
+
+    An entry is keyed by HMAC(per-boot random key, box NUL password), so the RAM never holds
+    a password or a fast hash of one, and remembers the box's salt and StoredKey at the time:
+    a changed password (new salt) misses and drops the entry. Only successes are cached, so
+    guessing still pays full price. At most `max_entries`, least recently used dropped first.
+    """
+
+    __slots__ = ("_entries", "_key", "_max_entries")
+
+    def __init__(self, max_entries: int = AUTH_CACHE_ENTRIES) -> None:
+        self._key = secrets.token_bytes(32)
+        self._max_entries = max_entries
+        self._entries: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _tag(self, box: str, password: str) -> bytes:
+        message = box.encode("utf-8", "surrogatepass") + b"\0"
+        return hmac.digest(self._key, message + password.encode("utf-8", "surrogatepass"), "sha256")
+
+    def hit(self, box: str, password: str, creds: _Keys) -> bool:
+        """True if this box and password were verified while the box had these keys."""
+        tag = self._tag(box, password)
+        known = self._entries.get(tag)
+        if known is None:
+            return False
+        if not hmac.compare_digest(known, creds.salt + creds.stored_key):
+            del self._entries[tag]  # the password was changed since
+            return False
+        self._entries.move_to_end(tag)
+        return True
+
+    def remember(self, box: str, password: str, creds: _Keys) -> None:
+        """Record a successful verification of `password` against `creds`."""
+        tag = self._tag(box, password)
+        self._entries[tag] = creds.salt + creds.stored_key
+        self._entries.move_to_end(tag)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()

@@ -47,6 +47,17 @@ class LineReader:
         self._discarding = False
 
     @property
+    def limit(self) -> int:
+        """Octets per line including its line end; raised during a SASL exchange."""
+        return self._limit
+
+    @limit.setter
+    def limit(self, limit: int) -> None:
+        if limit < 3:
+            raise ValueError(f"a line limit must allow at least one octet and CRLF ({limit})")
+        self._limit = limit
+
+    @property
     def buffered(self) -> int:
         """Octets received but not yet handed out as lines."""
         return len(self._buf) - self._pos

@@ -11,6 +11,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Protocol
 
 from firmware.device.credentials import Credentials, make_credentials, verify_password
+from firmware.pop3.auth import AuthCache
 
 if TYPE_CHECKING:
     from firmware.store.board import Board
@@ -31,6 +32,10 @@ class Mailstore(Protocol):
 
     def check_password(self, box: str, password: str) -> bool:
         """True only if `box` exists and `password` is its password."""
+        ...
+
+    def credentials(self, box: str) -> Credentials | None:
+        """What NVRAM keeps for `box` (SCRAM keys, maybe a legacy secret), or None: for SASL."""
         ...
 
     def apop_secret(self, box: str) -> str | None:
@@ -62,10 +67,11 @@ def _decoy_credentials() -> Credentials:
 class BoardMailstore:
     """`Mailstore` over the device's Board (firmware.store.board)."""
 
-    __slots__ = ("_board",)
+    __slots__ = ("_board", "auth_cache")
 
     def __init__(self, board: Board) -> None:
         self._board = board
+        self.auth_cache = AuthCache()
 
     def check_password(self, box: str, password: str) -> bool:
         creds = self._board.box_credentials(box)
@@ -73,7 +79,15 @@ class BoardMailstore:
             # Spend the same work as for a real box, so timing does not tell names apart.
             verify_password(_decoy_credentials(), password)
             return False
-        return verify_password(creds, password)
+        if self.auth_cache.hit(box, password, creds):
+            return True
+        if not verify_password(creds, password):
+            return False
+        self.auth_cache.remember(box, password, creds)
+        return True
+
+    def credentials(self, box: str) -> Credentials | None:
+        return self._board.box_credentials(box)
 
     def apop_secret(self, box: str) -> str | None:
         creds = self._board.box_credentials(box)

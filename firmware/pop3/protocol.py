@@ -20,9 +20,34 @@ from firmware.device.budget import RamBudget
 from firmware.device.profile import Profile
 from firmware.errors import CorruptRecordError, DeviceError, MemoryFullError
 from firmware.pop3.auth import apop_matches, make_apop_timestamp
-from firmware.pop3.framing import LINE_TOO_LONG, LineTooLong, MultilineBody, fixed_body
+from firmware.pop3.framing import (
+    LINE_TOO_LONG,
+    MAX_COMMAND_LINE,
+    LineTooLong,
+    MultilineBody,
+    fixed_body,
+)
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import Mailstore
+from firmware.security import authlog
+from firmware.security.abuse import LoginGuard
+from firmware.security.sasl import (
+    BAD_CREDENTIALS,
+    MALFORMED,
+    MAX_RESPONSE_LINE,
+    OVERSIZED,
+    Challenge,
+    SaslEncodingError,
+    SaslMechanism,
+    Step,
+    Success,
+    decode_initial_response,
+    decode_response,
+    encode,
+    is_cancel,
+    new_mechanism,
+    offered_mechanisms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +59,9 @@ STREAM_CHUNK: Final = 65536
 
 _LISTING_BATCH: Final = 512
 _MAX_REPLY_LINE: Final = 510  # RFC 2449 §4: 512 octets with CRLF
+SASL_LINE_LIMIT: Final = MAX_RESPONSE_LINE + 2
+"""Octets per client line (CRLF included) while a SASL exchange waits for a response."""
+BOX_LOCKED: Final = "box-locked"
 
 
 class State(Enum):
@@ -45,12 +73,16 @@ class State(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What to send for one command: a first line, maybe a body, maybe a delay or a close."""
+    """What to send for one command: a first line, maybe a body, maybe a delay or a close.
+
+    `starttls`: after sending `head`, the adapter starts TLS on the connection (STLS).
+    """
 
     head: bytes
     body: MultilineBody | None = None
     close: bool = False
     delay: float = 0.0
+    starttls: bool = False
 
     @property
     def ok(self) -> bool:
@@ -69,6 +101,9 @@ class Pop3Stats:
     messages_deleted: int = 0
     commits_failed: int = 0
     idle_logouts: int = 0
+    tls_sessions: int = 0  # TLS handshakes completed (STLS and POP3S)
+    tls_failures: int = 0  # handshakes failed or timed out, plaintext after STLS
+    evictions: int = 0  # pre-login connections closed to make room
 
 
 def _line(text: str) -> bytes:
@@ -93,11 +128,13 @@ class Pop3Protocol:
         "_budget",
         "_clock",
         "_deleted",
+        "_guard",
         "_live_count",
         "_live_octets",
         "_locks",
         "_profile",
         "_retrieved",
+        "_sasl",
         "_sizes",
         "_stats",
         "_store",
@@ -105,9 +142,11 @@ class Pop3Protocol:
         "_uids",
         "_user_name",
         "box",
+        "peer",
         "session_id",
         "state",
         "tls_active",
+        "tls_available",
     )
 
     def __init__(
@@ -121,7 +160,13 @@ class Pop3Protocol:
         clock: Callable[[], float],
         stats: Pop3Stats | None = None,
         tls_active: bool = False,
+        tls_available: bool = False,
+        peer: str = "unknown",
+        guard: LoginGuard | None = None,
     ) -> None:
+        """`peer` is the client address (logged, and the key of login penalties); `guard` is
+        the service's shared LoginGuard (a private one if None); `tls_available` says STLS
+        can be offered (the device has a certificate)."""
         self._store = store
         self._profile = profile
         self._locks = locks
@@ -130,6 +175,10 @@ class Pop3Protocol:
         self._stats = stats if stats is not None else Pop3Stats()
         self.session_id = session_id
         self.tls_active = tls_active
+        self.tls_available = tls_available
+        self.peer = peer
+        self._guard = guard if guard is not None else LoginGuard(0.0, clock=clock)
+        self._sasl: SaslMechanism | None = None
         self.state = State.AUTHORIZATION
         self.box: str | None = None
         self._timestamp: str | None = None
@@ -159,6 +208,8 @@ class Pop3Protocol:
         """Handle one command line (without its line end); always exactly one reply."""
         if self.state is not State.AUTHORIZATION and self.state is not State.TRANSACTION:
             return Reply(b"-ERR session is over\r\n", close=True)
+        if self._sasl is not None:
+            return self._sasl_response(line)
         if line is LINE_TOO_LONG:
             return self._bad("-ERR line too long; commands are at most 255 octets")
         assert isinstance(line, bytes)
@@ -175,8 +226,14 @@ class Pop3Protocol:
             self._bad_count = 0
         return reply
 
+    @property
+    def line_limit(self) -> int:
+        """The longest client line (CRLF included) to accept next: longer inside SASL."""
+        return MAX_COMMAND_LINE if self._sasl is None else SASL_LINE_LIMIT
+
     def end(self) -> None:
         """Leave the session without UPDATE: drop marks, give the box lock back. Idempotent."""
+        self._sasl = None
         if self.box is not None:
             self._locks.release(self.box, self.session_id)
         self.state = State.CLOSED
@@ -227,11 +284,22 @@ class Pop3Protocol:
 
         return MultilineBody(batches())
 
+    def _mechanisms(self) -> tuple[str, ...]:
+        profile = self._profile()
+        return offered_mechanisms(
+            tls_active=self.tls_active,
+            plaintext_auth=profile.str("pop3.plaintext_auth"),
+            legacy=profile.bool("pop3.apop"),
+        )
+
     def _capabilities(self) -> list[bytes]:
         profile = self._profile()
         caps = [b"TOP\r\n", b"UIDL\r\n"]
         if self._plaintext_allowed():
             caps.append(b"USER\r\n")
+        if self.state is State.AUTHORIZATION and self.tls_available and not self.tls_active:
+            caps.append(b"STLS\r\n")
+        caps.append(("SASL " + " ".join(self._mechanisms()) + "\r\n").encode("ascii"))
         caps += [b"RESP-CODES\r\n", b"AUTH-RESP-CODE\r\n", b"PIPELINING\r\n"]
         expire = profile.int("pop3.expire_days")
         if expire >= 0:
@@ -260,7 +328,9 @@ class Pop3Protocol:
             return self._bad("-ERR send USER first")
         if not self._plaintext_allowed():
             return self._bad("-ERR [AUTH] USER/PASS are refused without TLS on this device")
-        return self._login(name, bool(rest) and self._store.check_password(name, rest))
+        return self._login(
+            name, "PASS", lambda: bool(rest) and self._store.check_password(name, rest)
+        )
 
     def _cmd_apop(self, rest: str) -> Reply:
         self._user_name = None
@@ -270,26 +340,107 @@ class Pop3Protocol:
         if len(parts) != 2 or not parts[0] or not parts[1]:
             return self._bad("-ERR APOP takes a mailbox name and a digest")
         name, digest = parts
-        secret = self._store.apop_secret(name)
-        return self._login(name, apop_matches(self._timestamp, secret, digest))
+        timestamp = self._timestamp
+        return self._login(
+            name, "APOP", lambda: apop_matches(timestamp, self._store.apop_secret(name), digest)
+        )
 
-    def _login(self, name: str, credentials_ok: bool) -> Reply:
+    def _cmd_stls(self, rest: str) -> Reply:
+        bad = self._no_args("STLS", rest)
+        if bad:
+            return bad
+        if self.tls_active:
+            return self._bad("-ERR TLS is already active")
+        if not self.tls_available:
+            return self._bad("-ERR STLS is not offered: the device has no TLS certificate")
+        self._user_name = None  # RFC 2595 §4: nothing said before TLS carries over
+        return Reply(b"+OK begin TLS negotiation\r\n", starttls=True)
+
+    def _cmd_auth(self, rest: str) -> Reply:
+        """RFC 5034 AUTH; with no argument, list the mechanisms (what Outlook asks)."""
+        self._user_name = None
+        offered = self._mechanisms()
+        if not rest:
+            names = [name.encode("ascii") + b"\r\n" for name in offered]
+            return Reply(b"+OK SASL mechanisms follow\r\n", fixed_body(names))
+        args = rest.split(" ")
+        if len(args) > 2 or not all(args):
+            return self._bad("-ERR AUTH takes a mechanism and an optional initial response")
+        mechanism = new_mechanism(
+            args[0],
+            offered=offered,
+            credentials_for=self._store.credentials,
+            hostname=self._profile().str("identity.hostname"),
+        )
+        if mechanism is None:
+            if args[0].upper() == "PLAIN":
+                return self._bad("-ERR [AUTH] PLAIN is refused without TLS on this device")
+            return self._bad(f"-ERR mechanism not offered; try {' '.join(offered)}")
+        initial: bytes | None = None
+        if len(args) == 2:
+            try:
+                initial = decode_initial_response(args[1].encode("utf-8"))
+            except SaslEncodingError:
+                return self._login_failed(None, mechanism.name, MALFORMED)
+        return self._sasl_next(mechanism, mechanism.start(initial))
+
+    def _sasl_response(self, line: bytes | LineTooLong) -> Reply:
+        """A client line inside an AUTH exchange: `*` cancels, anything else is base64."""
+        mechanism, self._sasl = self._sasl, None
+        assert mechanism is not None
+        if line is LINE_TOO_LONG:
+            return self._login_failed(None, mechanism.name, OVERSIZED)
+        assert isinstance(line, bytes)
+        if is_cancel(line):
+            return self._bad("-ERR AUTH cancelled")
+        try:
+            response = decode_response(line)
+        except SaslEncodingError:
+            return self._login_failed(None, mechanism.name, MALFORMED)
+        return self._sasl_next(mechanism, mechanism.step(response))
+
+    def _sasl_next(self, mechanism: SaslMechanism, step: Step) -> Reply:
+        if isinstance(step, Challenge):
+            self._sasl = mechanism
+            return Reply(b"+ " + encode(step.data) + b"\r\n")
+        if isinstance(step, Success):
+            return self._login(step.box, mechanism.name, lambda: True)
+        return self._login_failed(step.box, mechanism.name, step.reason)
+
+    def _login_failed(self, name: str | None, mech: str, reason: str) -> Reply:
+        """Count and log a failed login; the reply waits the client's growing penalty."""
         profile = self._profile()
-        if not credentials_ok:
-            self._auth_failures += 1
-            self._stats.logins_failed += 1
-            return Reply(
-                b"-ERR [AUTH] invalid mailbox name or password\r\n",
-                close=self._auth_failures >= profile.int("pop3.max_auth_failures"),
-                delay=profile.float("pop3.auth_failure_delay_s"),
-            )
+        self._auth_failures += 1
+        self._stats.logins_failed += 1
+        self._guard.penalty.base_delay_s = profile.float("pop3.auth_failure_delay_s")
+        delay = self._guard.failed(self.peer, name)
+        close = self._auth_failures >= profile.int("pop3.max_auth_failures")
+        authlog.log_event(
+            "auth-fail", self.peer, box=name, mech=mech, reason=reason, session=self.session_id
+        )
+        if close:
+            authlog.log_event("limit", self.peer, limit="auth-failures", session=self.session_id)
+        return Reply(b"-ERR [AUTH] invalid mailbox name or password\r\n", close=close, delay=delay)
+
+    def _login(self, name: str, mech: str, check: Callable[[], bool]) -> Reply:
+        """The one login path: lock-out, credentials, box lock, LOGIN-DELAY, snapshot."""
+        if self._guard.refusal(name) is not None:
+            return self._login_failed(name, mech, BOX_LOCKED)
+        if not check():
+            return self._login_failed(name, mech, BAD_CREDENTIALS)
+        self._guard.succeeded(self.peer, name)
+        profile = self._profile()
         if not self._locks.acquire(name, self.session_id):
+            authlog.log_event("limit", self.peer, limit="in-use", box=name, session=self.session_id)
             return Reply(b"-ERR [IN-USE] mailbox is in use by another session\r\n")
         now = self._clock()
         login_delay = profile.int("pop3.login_delay_s")
         since = self._locks.seconds_since_login(name, now)
         if login_delay > 0 and since is not None and since < login_delay:
             self._locks.release(name, self.session_id)
+            authlog.log_event(
+                "limit", self.peer, limit="login-delay", box=name, session=self.session_id
+            )
             return Reply(
                 _line(f"-ERR [LOGIN-DELAY] wait {login_delay} seconds between logins to a box")
             )
@@ -303,6 +454,14 @@ class Pop3Protocol:
             return Reply(_line(f"-ERR [SYS/TEMP] mailbox cannot be opened now: {exc}"))
         self._locks.note_login(name, now)
         self._stats.logins_ok += 1
+        authlog.log_event(
+            "auth-ok",
+            self.peer,
+            box=name,
+            mech=mech,
+            tls="yes" if self.tls_active else "no",
+            session=self.session_id,
+        )
         self.box = name
         self.state = State.TRANSACTION
         self._uids = tuple(m.uid for m in listing)
@@ -455,6 +614,8 @@ _AUTH_COMMANDS: Final[dict[str, _Handler]] = {
     "USER": Pop3Protocol._cmd_user,
     "PASS": Pop3Protocol._cmd_pass,
     "APOP": Pop3Protocol._cmd_apop,
+    "AUTH": Pop3Protocol._cmd_auth,
+    "STLS": Pop3Protocol._cmd_stls,
     "QUIT": Pop3Protocol._cmd_quit,
     "CAPA": Pop3Protocol._cmd_capa,
 }

@@ -3,8 +3,11 @@
 Everything POP3 means lives in `Pop3Protocol`; this module only moves bytes and enforces the
 device's limits. We run our own accept loop because trio's `serve_tcp` admits without limit
 and lets one failing handler take the server down: here a session over `pop3.max_sessions`
-(or over the RAM budget) gets `-ERR [SYS/TEMP]` and is closed at once, and a session that
-fails is logged and ends alone.
+(or over the RAM budget) gets `-ERR [SYS/TEMP]` and is closed at once (unless a connection
+that has not logged in can make room), and a session that fails is logged and ends alone.
+
+TLS (RFC 2595 STLS, or implicit on a second listener) wraps the session's stream in trio's
+SSLStream; the session task is the only reader and the only writer of its stream.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from firmware.pop3.framing import LineReader
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import BoardMailstore
 from firmware.pop3.protocol import Pop3Protocol, Pop3Stats, Reply
+from firmware.security.abuse import ClientSessions, LoginGuard, PreauthEvictor
+from firmware.security.authlog import log_event
 
 if TYPE_CHECKING:
     from firmware.store.board import Board
@@ -48,6 +53,13 @@ SEND_COALESCE: Final = 16384
 REFUSE_TIMEOUT_S: Final = 2.0
 MAX_REFUSING: Final = 32
 CLOSE_DRAIN_S: Final = 1.0
+TLS_SESSION_RAM: Final = 40960
+"""Bytes a TLS session reserves on top of SESSION_RAM: OpenSSL's record buffers and state."""
+
+TLS_HANDSHAKE_S: Final = 10.0
+"""A TLS handshake (STLS or implicit) that takes longer than this ends the connection."""
+EVICT_MIN_AGE_S: Final = 1.0
+"""A pre-login connection younger than this is not evicted (a client still being served)."""
 _ACCEPT_RETRY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
@@ -60,16 +72,35 @@ class SessionInfo:
     box: str | None
     state: str
     started: float  # wall-clock time.time() of the accept
+    tls: bool = False  # the session runs inside TLS (STLS or POP3S)
 
 
 class _Session:
-    __slots__ = ("host", "id", "peer", "protocol", "scope", "started", "stream")
+    __slots__ = (
+        "evicted",
+        "host",
+        "id",
+        "implicit_tls",
+        "peer",
+        "protocol",
+        "scope",
+        "socket_stream",
+        "started",
+        "stream",
+        "tls_reservation",
+    )
 
-    def __init__(self, session_id: int, stream: trio.SocketStream, peer: str, host: str) -> None:
+    def __init__(
+        self, session_id: int, stream: trio.SocketStream, peer: str, host: str, implicit_tls: bool
+    ) -> None:
         self.id = session_id
-        self.stream = stream
+        self.socket_stream = stream
+        self.stream: trio.abc.Stream = stream  # an SSLStream over socket_stream once TLS is on
         self.peer = peer
         self.host = host
+        self.implicit_tls = implicit_tls
+        self.evicted = False
+        self.tls_reservation: Reservation | None = None
         self.started = time.time()
         self.scope = trio.CancelScope()
         self.protocol: Pop3Protocol | None = None
@@ -98,14 +129,16 @@ class Pop3Service:
         self._store = BoardMailstore(board)
         self._profile = profile
         self._budget = budget
-        self._tls = tls  # STLS / POP3S arrive with the TLS issue; kept for the constructor shape
+        self._tls = tls
         self._locks = BoxLocks()
+        self._guard = LoginGuard(0.0, clock=trio.current_time)
+        self._evictor: PreauthEvictor[int] = PreauthEvictor(clock=trio.current_time)
         self.stats = Pop3Stats()
         self._sessions: dict[int, _Session] = {}
-        self._per_host: dict[str, int] = {}
+        self._clients = ClientSessions(1)
         self._ids = itertools.count(1)
         self._refusing = 0
-        self._accept_scope: trio.CancelScope | None = None
+        self._accept_scopes: set[trio.CancelScope] = set()  # one per serve() (POP3, POP3S)
         self._sessions_gone: trio.Event | None = None
 
     # -- console-facing ------------------------------------------------------------------
@@ -123,9 +156,23 @@ class Pop3Service:
                 box=s.protocol.box if s.protocol is not None else None,
                 state=s.protocol.state.value if s.protocol is not None else "starting",
                 started=s.started,
+                tls=s.protocol is not None and s.protocol.tls_active,
             )
             for s in self._sessions.values()
         ]
+
+    def locked_boxes(self) -> dict[str, float]:
+        """Boxes locked after too many failed logins -> seconds until each unlocks."""
+        return self._guard.lockout.locked_boxes()
+
+    def unlock(self, box: str) -> bool:
+        """Lift a box's lock-out (the administrator's way out); True if it was locked."""
+        return self._guard.lockout.unlock(box)
+
+    @property
+    def tls_available(self) -> bool:
+        """True when the device has a certificate: STLS is offered and POP3S can listen."""
+        return self._tls is not None
 
     def kill(self, session_id: int) -> bool:
         """End one session at once, committing nothing; False if there is no such session."""
@@ -138,8 +185,8 @@ class Pop3Service:
 
     async def drain(self, grace: float) -> None:
         """Stop accepting; give open sessions `grace` seconds, then cancel the rest."""
-        if self._accept_scope is not None:
-            self._accept_scope.cancel()
+        for accept_scope in self._accept_scopes:
+            accept_scope.cancel()
         with trio.move_on_after(grace):
             await self._wait_sessions_gone()
         for session in list(self._sessions.values()):
@@ -155,26 +202,46 @@ class Pop3Service:
     # -- accept loop ---------------------------------------------------------------------
 
     async def serve(
-        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+        self,
+        host: str,
+        port: int,
+        *,
+        implicit_tls: bool = False,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen on host:port and serve until cancelled (or drained)."""
+        """Listen on host:port and serve until cancelled (or drained).
+
+        `implicit_tls`: every connection starts with a TLS handshake (POP3S, port 995);
+        a service made without a TLS context cannot do that (DeviceError).
+        """
+        if implicit_tls and self._tls is None:
+            raise DeviceError(
+                f"cannot serve POP3S on {host}:{port}: the device has no TLS certificate "
+                "(dpfw tls selfsign or dpfw tls import)"
+            )
         listeners = await trio.open_tcp_listeners(port, host=host, backlog=BACKLOG)
+        accept_scope = trio.CancelScope()
+        self._accept_scopes.add(accept_scope)
         try:
             async with trio.open_nursery() as sessions:
-                with trio.CancelScope() as accept_scope:
-                    self._accept_scope = accept_scope
+                with accept_scope:
                     async with trio.open_nursery() as accepters:
                         for listener in listeners:
-                            accepters.start_soon(self._accept_loop, listener, sessions)
+                            accepters.start_soon(
+                                self._accept_loop, listener, sessions, implicit_tls
+                            )
                         task_status.started(listeners[0].socket.getsockname()[1])
                 for listener in listeners:
                     await trio.aclose_forcefully(listener)
         finally:
+            self._accept_scopes.discard(accept_scope)
             for listener in listeners:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(listener)
 
-    async def _accept_loop(self, listener: trio.SocketListener, sessions: trio.Nursery) -> None:
+    async def _accept_loop(
+        self, listener: trio.SocketListener, sessions: trio.Nursery, implicit_tls: bool
+    ) -> None:
         while True:
             try:
                 stream = await listener.accept()
@@ -185,28 +252,49 @@ class Pop3Service:
                     continue
                 raise
             try:
-                self._admit(stream, sessions)
+                self._admit(stream, sessions, implicit_tls)
             except Exception:
                 log.exception("POP3 could not admit a connection; closing it")
                 stream.socket.close()
 
-    def _admit(self, stream: trio.SocketStream, sessions: trio.Nursery) -> None:
+    def _make_room(self, host: str) -> bool:
+        """Every slot is taken: evict the oldest connection that has not logged in, if any."""
+        victim_id = self._evictor.evict(min_age_s=EVICT_MIN_AGE_S)
+        victim = self._sessions.get(victim_id) if victim_id is not None else None
+        if victim is None:
+            return False
+        victim.evicted = True
+        victim.scope.cancel()
+        self.stats.evictions += 1
+        log_event("evicted", victim.host, session=victim.id, reason="all-sessions-taken")
+        log.info("POP3 session %d (%s) evicted to admit %s", victim.id, victim.peer, host)
+        return True
+
+    def _admit(self, stream: trio.SocketStream, sessions: trio.Nursery, implicit_tls: bool) -> None:
         """Start a session for `stream`, or refuse it at once with -ERR [SYS/TEMP]."""
         profile = self._profile()
         host, peer = _peer_of(stream)
+        self._clients.limit = profile.int("pop3.max_sessions_per_client")
         refusal: bytes | None = None
+        limit = ""
         reservation: Reservation | None = None
-        if len(self._sessions) >= profile.int("pop3.max_sessions"):
+        if len(self._sessions) >= profile.int("pop3.max_sessions") and (
+            self._clients.count(host) >= self._clients.limit or not self._make_room(host)
+        ):
             refusal = b"-ERR [SYS/TEMP] too many POP3 sessions; try again later\r\n"
-        elif self._per_host.get(host, 0) >= profile.int("pop3.max_sessions_per_client"):
+            limit = "sessions"
+        elif self._clients.count(host) >= self._clients.limit:
             refusal = b"-ERR [SYS/TEMP] too many POP3 sessions from your address\r\n"
+            limit = "per-client"
         else:
             try:
                 reservation = self._budget.reserve(SESSION_RAM, "POP3 session")
             except MemoryFullError:
                 refusal = b"-ERR [SYS/TEMP] out of memory; try again later\r\n"
+                limit = "memory"
         if refusal is not None or reservation is None:
             self.stats.sessions_refused += 1
+            log_event("limit", host, limit=limit)
             log.info("POP3 refused %s: %s", peer, (refusal or b"").decode().strip())
             if self._refusing >= MAX_REFUSING:
                 stream.socket.close()  # refusals are already busy: drop without a word
@@ -214,13 +302,15 @@ class Pop3Service:
             self._refusing += 1
             sessions.start_soon(self._refuse, stream, refusal or b"")
             return
-        session = _Session(next(self._ids), stream, peer, host)
+        session = _Session(next(self._ids), stream, peer, host, implicit_tls)
         self._sessions[session.id] = session
-        self._per_host[host] = self._per_host.get(host, 0) + 1
+        self._clients.acquire(host)
+        self._evictor.add(session.id)
         self.stats.sessions_total += 1
         sessions.start_soon(self._run, session, reservation)
 
     async def _refuse(self, stream: trio.SocketStream, refusal: bytes) -> None:
+        """Say why, in plain text even on the POP3S port: no handshake for a refused client."""
         try:
             with trio.move_on_after(REFUSE_TIMEOUT_S):
                 await stream.send_all(refusal)
@@ -242,6 +332,10 @@ class Pop3Service:
             session_id=session.id,
             clock=trio.current_time,
             stats=self.stats,
+            tls_active=False,
+            tls_available=self._tls is not None,
+            peer=session.host,
+            guard=self._guard,
         )
         session.protocol = protocol
         closed_by_protocol = False
@@ -249,10 +343,12 @@ class Pop3Service:
             with session.scope:
                 closed_by_protocol = await self._converse(session, protocol)
             if session.scope.cancelled_caught:
-                idle = session.scope.deadline <= trio.current_time()
+                idle = not session.evicted and session.scope.deadline <= trio.current_time()
                 if idle:
                     self.stats.idle_logouts += 1
-                why = "idle logout" if idle else "stopped"
+                    if protocol.box is None:
+                        log_event("preauth-timeout", session.host, session=session.id)
+                why = "idle logout" if idle else "evicted" if session.evicted else "stopped"
                 log.info("POP3 session %d (%s) ended: %s", session.id, session.peer, why)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer went away: nothing is committed
@@ -267,28 +363,64 @@ class Pop3Service:
         finally:
             protocol.end()
             reservation.release()
+            if session.tls_reservation is not None:
+                session.tls_reservation.release()
             del self._sessions[session.id]
-            left = self._per_host[session.host] - 1
-            if left:
-                self._per_host[session.host] = left
-            else:
-                del self._per_host[session.host]
+            self._clients.release(session.host)
+            self._evictor.discard(session.id)
             if not self._sessions and self._sessions_gone is not None:
                 self._sessions_gone.set()
             if closed_by_protocol:
-                await self._close_gently(session.stream)
+                await self._close_gently(session)
             await trio.aclose_forcefully(session.stream)
 
     def _idle_limit(self, protocol: Pop3Protocol) -> float:
         key = "pop3.preauth_timeout_s" if protocol.box is None else "pop3.idle_timeout_s"
         return float(self._profile().int(key))
 
+    async def _start_tls(self, session: _Session, protocol: Pop3Protocol, how: str) -> bool:
+        """Wrap the session's socket in TLS and handshake under a deadline; False on failure."""
+        assert self._tls is not None
+        try:
+            session.tls_reservation = self._budget.reserve(TLS_SESSION_RAM, "POP3 TLS session")
+        except MemoryFullError:
+            log_event("limit", session.host, limit="memory", via=how, session=session.id)
+            return False
+        ssl_stream = trio.SSLStream(session.socket_stream, self._tls, server_side=True)
+        reason = "handshake-timeout"
+        with trio.move_on_after(TLS_HANDSHAKE_S):
+            try:
+                await ssl_stream.do_handshake()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                cause = exc.__cause__
+                reason = "handshake-failed"
+                detail = getattr(cause, "reason", None) or type(cause or exc).__name__
+                log_event(
+                    "tls-fail",
+                    session.host,
+                    via=how,
+                    reason=reason,
+                    detail=str(detail),
+                    session=session.id,
+                )
+                self.stats.tls_failures += 1
+                return False
+            session.stream = ssl_stream
+            protocol.tls_active = True
+            self.stats.tls_sessions += 1
+            return True
+        log_event("tls-fail", session.host, via=how, reason=reason, session=session.id)
+        self.stats.tls_failures += 1
+        return False
+
     async def _converse(self, session: _Session, protocol: Pop3Protocol) -> bool:
         """Serve commands until EOF (False) or a reply that closes the session (True)."""
-        stream = session.stream
         scope = session.scope
         reader = LineReader()
         scope.deadline = trio.current_time() + self._idle_limit(protocol)
+        if session.implicit_tls and not await self._start_tls(session, protocol, "pop3s"):
+            return False
+        stream = session.stream
         await self._send(session, protocol, protocol.greeting())
         while True:
             line = reader.next_line()
@@ -296,7 +428,7 @@ class Pop3Service:
                 data = await stream.receive_some(RECEIVE_SIZE)
                 if not data:
                     return False  # EOF: the client left without QUIT
-                reader.feed(data)
+                reader.feed(data if type(data) is bytes else bytes(data))
                 continue
             reply = protocol.receive_line(line)
             if reply.delay > 0:
@@ -304,6 +436,26 @@ class Pop3Service:
             await self._send(session, protocol, reply)
             if reply.close:
                 return True
+            if protocol.box is not None:
+                self._evictor.discard(session.id)  # logged in: never evicted
+            if reader.limit != protocol.line_limit:
+                reader.limit = protocol.line_limit  # longer lines inside a SASL exchange
+            if reply.starttls:
+                if reader.buffered:
+                    # Plaintext sent behind STLS would run inside TLS: the injection of
+                    # CVE-2011-0411. Never execute it; end the connection.
+                    log_event(
+                        "tls-fail",
+                        session.host,
+                        via="stls",
+                        reason="plaintext-after-stls",
+                        session=session.id,
+                    )
+                    self.stats.tls_failures += 1
+                    return False
+                if not await self._start_tls(session, protocol, "stls"):
+                    return False
+                stream = session.stream
             scope.deadline = trio.current_time() + self._idle_limit(protocol)
 
     async def _send(self, session: _Session, protocol: Pop3Protocol, reply: Reply) -> None:
@@ -334,15 +486,21 @@ class Pop3Service:
         finally:
             body.close()
 
-    async def _close_gently(self, stream: trio.SocketStream) -> None:
+    async def _close_gently(self, session: _Session) -> None:
         """Half-close and drain briefly, so a last reply is not lost to a TCP reset.
 
         Runs after the session's slot, lock and RAM are given back, so a client that is slow
-        to close does not hold up admission.
+        to close does not hold up admission. TLS cannot half-close (SSLStream has no
+        send_eof): there we send close_notify and close; a peer that closes without one
+        is a normal disconnect.
         """
+        stream = session.stream
         with trio.move_on_after(CLOSE_DRAIN_S):
             try:
-                await stream.send_eof()
+                if stream is not session.socket_stream:
+                    await stream.aclose()
+                    return
+                await session.socket_stream.send_eof()
                 while await stream.receive_some(RECEIVE_SIZE):
                     pass
             except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -91,7 +91,8 @@ def format_event(event: str, rip: str, **fields: Value) -> str:
 def log_event(event: str, rip: str, **fields: Value) -> None:
     """Write one event to the `dpfw.auth` logger (failures and limits as WARNING)."""
     level = logging.INFO if event == "auth-ok" else logging.WARNING
-    LOGGER.log(level, "%s", format_event(event, rip, **fields))
+    if LOGGER.isEnabledFor(level):  # a busy device logs in often: skip the work if unheard
+        LOGGER.log(level, "%s", format_event(event, rip, **fields))
 
 
 _LINE = re.compile(r"(?:^|\s)dpfw pop3 (event=\S+(?: \S+)*)\s*$")

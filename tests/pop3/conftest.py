@@ -6,16 +6,19 @@ sync tests); the async `pop3` fixture serves it for one test and cancels the ser
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 from firmware.device.budget import RamBudget
 from firmware.device.profile import Profile, factory
 from firmware.pop3.server import Pop3Service
+from firmware.security.tls import context_from_settings, settings_for
 from firmware.store.board import Board
 
 ADMIN_PASSWORD = "admin-test-pw"
@@ -90,9 +93,11 @@ class Server:
     profile: LiveProfile
     budget: RamBudget
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    pop3s_port: int = 0  # the implicit-TLS listener, when the fixture has one
 
-    async def connect(self) -> RawClient:
-        return RawClient(await trio.open_tcp_stream("127.0.0.1", self.port))
+    async def connect(self, *, source: str | None = None) -> RawClient:
+        """A raw client; `source` binds the client's address (e.g. 127.0.0.2, also loopback)."""
+        return RawClient(await trio.open_tcp_stream("127.0.0.1", self.port, local_address=source))
 
 
 @pytest.fixture
@@ -106,12 +111,80 @@ async def pop3(
     nursery.cancel_scope.cancel()
 
 
+# -- TLS: a test CA (trustme) that signs the device certificate for localhost/127.0.0.1 -----
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def device_cert(tls_ca: trustme.CA) -> trustme.LeafCert:
+    return tls_ca.issue_cert("localhost", "127.0.0.1", common_name="localhost")
+
+
+@pytest.fixture(scope="session")
+def ca_file(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture
+def client_context(tls_ca: trustme.CA) -> ssl.SSLContext:
+    """What a careful client uses: verification and host name checks on, our CA trusted."""
+    context = ssl.create_default_context()
+    tls_ca.configure_trust(context)
+    return context
+
+
+def install_certificate(board: Board, cert: trustme.LeafCert) -> ssl.SSLContext:
+    """Store `cert` in the board's NVRAM as `dpfw tls import` does; the device's context."""
+    key_pem = cert.private_key_pem.bytes().decode()
+    cert_pem = cert.cert_chain_pems[0].bytes().decode()
+    for key, value in settings_for(cert_pem, key_pem).items():
+        board.set_setting(key, value)
+    context = context_from_settings(board.settings())
+    assert context is not None
+    return context
+
+
+@pytest.fixture
+async def tls_pop3(
+    board: Board, live_profile: LiveProfile, nursery: trio.Nursery, device_cert: trustme.LeafCert
+) -> AsyncIterator[Server]:
+    """The service with the device certificate: STLS on `port`, implicit TLS on `pop3s_port`."""
+    budget = RamBudget(64 * 1024 * 1024)
+    service = Pop3Service(board, live_profile, budget, tls=install_certificate(board, device_cert))
+    port = await nursery.start(service.serve, "127.0.0.1", 0)
+    pop3s_port = await nursery.start(
+        lambda task_status: service.serve(
+            "127.0.0.1", 0, implicit_tls=True, task_status=task_status
+        )
+    )
+    yield Server(service, port, board, live_profile, budget, pop3s_port=pop3s_port)
+    nursery.cancel_scope.cancel()
+
+
 class RawClient:
     """A byte-exact POP3 client for tests: one line out, one reply (or body) back."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._buf = b""
+
+    @property
+    def buffered(self) -> bytes:
+        """Received bytes not yet handed out."""
+        return self._buf
+
+    async def starttls(self, context: ssl.SSLContext, hostname: str = "localhost") -> None:
+        """Wrap the connection in TLS (after +OK to STLS, or at once for POP3S)."""
+        assert not self._buf, f"plaintext left before TLS: {self._buf!r}"
+        tls = trio.SSLStream(self.stream, context, server_hostname=hostname)
+        await tls.do_handshake()
+        self.stream = tls
 
     async def _fill(self) -> bool:
         data = await self.stream.receive_some(65536)
@@ -152,7 +225,7 @@ class RawClient:
         """True if the server closed the connection (reads EOF)."""
         try:
             return not self._buf and not await self._fill()
-        except trio.BrokenResourceError:
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return True
 
     async def login(self, box: str = "alice", password: str = ALICE_PASSWORD) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -124,3 +125,17 @@ def test_close_releases_once_and_closes_the_source() -> None:
 def test_fixed_body() -> None:
     assert b"".join(fixed_body([b"TOP\r\n", b"UIDL\r\n"])) == b"TOP\r\nUIDL\r\n.\r\n"
     assert b"".join(fixed_body([])) == b".\r\n"
+
+
+def test_the_limit_can_be_raised_and_lowered_between_lines() -> None:
+    reader = LineReader()
+    long_line = b"A" * 1000
+    reader.feed(b"AUTH PLAIN\r\n" + long_line + b"\r\n" + long_line + b"\r\n")
+    assert reader.next_line() == b"AUTH PLAIN"
+    reader.limit = 2000  # a SASL exchange waits for its response
+    assert reader.next_line() == long_line
+    reader.limit = 255
+    assert reader.next_line() is LINE_TOO_LONG
+    assert reader.next_line() is None and reader.buffered == 0
+    with pytest.raises(ValueError):
+        reader.limit = 2

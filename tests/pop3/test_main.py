@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,10 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from firmware.device.profile import factory
 from firmware.store.board import Board
-from tests.pop3.conftest import ADMIN_PASSWORD, BOB_PASSWORD
+from tests.pop3.conftest import ADMIN_PASSWORD, BOB_PASSWORD, install_certificate, make_board
 
 BIG = 50 * 1024 * 1024
 
@@ -146,3 +148,28 @@ def test_a_50_mb_retr_streams_with_rss_growth_under_2_mb(
     growth = peak - baseline
     print(f"server RSS baseline {baseline} KiB, peak {peak} KiB, growth {growth} KiB")
     assert growth < 2048
+
+
+def test_pop3s_port_serves_implicit_tls_with_the_image_certificate(
+    image_path: Path, device_cert: trustme.LeafCert, client_context: ssl.SSLContext
+) -> None:
+    with make_board(image_path) as board:
+        install_certificate(board, device_cert)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware.pop3", str(image_path), "--pop3s-port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("POP3 on 127.0.0.1:")
+        match = re.match(r"POP3S on 127\.0\.0\.1:(\d+)", proc.stdout.readline())
+        assert match is not None
+        raw = socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=10)
+        with client_context.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.recv(512).startswith(b"+OK DP-3530")
+            tls.sendall(b"QUIT\r\n")
+            assert tls.recv(512) == b"+OK signing off\r\n"
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0

@@ -18,11 +18,19 @@ from firmware.pop3.auth import apop_digest
 from firmware.pop3.framing import LINE_TOO_LONG, LineTooLong
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import BoardMailstore
-from firmware.pop3.protocol import MAX_BAD_COMMANDS, Pop3Protocol, Pop3Stats, Reply, State
+from firmware.pop3.protocol import (
+    MAX_BAD_COMMANDS,
+    SASL_LINE_LIMIT,
+    Pop3Protocol,
+    Pop3Stats,
+    Reply,
+    State,
+)
+from firmware.security.abuse import LoginGuard
 from firmware.store.board import Board
 from tests.pop3.conftest import ALICE_PASSWORD, BOB_PASSWORD, MESSAGES, LiveProfile
 
-REPLY_HEAD = re.compile(rb"(\+OK|-ERR)( [^\r\n]*)?\r\n\Z")
+REPLY_HEAD = re.compile(rb"((\+OK|-ERR)( [^\r\n]*)?|\+ [A-Za-z0-9+/]*={0,2})\r\n\Z")
 RESP_CODE = re.compile(rb"^-ERR \[[A-Z0-9/-]+\]")
 
 
@@ -184,15 +192,15 @@ def test_unknown_box_and_wrong_password_look_the_same(h: Harness) -> None:
     assert s.last is not None and s.last.delay == 0.0
 
 
-def test_failed_logins_are_delayed_and_close_after_the_limit(h: Harness) -> None:
+def test_failed_logins_are_delayed_more_each_time_and_close_after_the_limit(h: Harness) -> None:
     h.profile.set("pop3.auth_failure_delay_s", "1.5")
     h.profile.set("pop3.max_auth_failures", "3")
     s = h.session()
-    for attempt in range(1, 4):
+    for attempt, delay in zip(range(1, 4), (1.5, 3.0, 6.0), strict=True):
         s.send("USER alice")
         assert s.send("PASS nope").startswith(b"-ERR [AUTH]")
         assert s.last is not None
-        assert s.last.delay == 1.5
+        assert s.last.delay == delay
         assert s.last.close == (attempt == 3)
     assert h.stats.logins_failed == 3
 
@@ -480,6 +488,9 @@ COMMAND_WORDS = [
     "CAPA",
     "STLS",
     "AUTH",
+    "AUTH PLAIN",
+    "AUTH SCRAM-SHA-256",
+    "AUTH CRAM-MD5",
     "UTF8",
     "user",
     "list",
@@ -502,6 +513,8 @@ def session_in(h: Harness, state: str) -> Session:
     s = h.session()
     if state == "user-given":
         s.send("USER alice")
+    elif state == "in-sasl":
+        assert s.send("AUTH SCRAM-SHA-256") == b"+ \r\n"
     elif state in ("transaction", "transaction-deleted"):
         s.login()
         if state == "transaction-deleted":
@@ -513,7 +526,9 @@ def session_in(h: Harness, state: str) -> Session:
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    state=st.sampled_from(["authorization", "user-given", "transaction", "transaction-deleted"]),
+    state=st.sampled_from(
+        ["authorization", "user-given", "in-sasl", "transaction", "transaction-deleted"]
+    ),
     line=lines,
 )
 def test_any_line_in_any_state_gives_one_well_formed_reply(
@@ -525,7 +540,7 @@ def test_any_line_in_any_state_gives_one_well_formed_reply(
     s = session_in(h, state)
     try:
         reply = s.send(line)
-        assert reply.startswith((b"+OK", b"-ERR"))
+        assert reply.startswith((b"+OK", b"-ERR", b"+ "))
         if reply.startswith(b"-ERR ["):
             assert RESP_CODE.match(reply), reply
         assert s.last is not None
@@ -604,3 +619,60 @@ def test_a_failed_commit_replies_err_removes_nothing_and_frees_the_lock(
     assert s2.last is not None and s2.last.close
     assert h.locks.holder("alice") is None
     assert h.stats.commits_failed == 1
+
+
+# -- STLS and AUTH in the core ---------------------------------------------------------------
+
+
+def test_stls_asks_the_adapter_for_tls_only_when_a_certificate_exists(h: Harness) -> None:
+    s = h.session()
+    assert s.send("STLS").startswith(b"-ERR STLS is not offered")
+    assert b"STLS" not in s.send("CAPA")
+    s.p.tls_available = True
+    assert b"\r\nSTLS\r\n" in s.send("CAPA")
+    s.send("USER alice")
+    assert s.send("STLS") == b"+OK begin TLS negotiation\r\n"
+    assert s.last is not None and s.last.starttls and not s.last.close
+    s.p.tls_active = True  # what the adapter does after the handshake
+    assert s.send(f"PASS {ALICE_PASSWORD}") == b"-ERR send USER first\r\n"  # nothing carried over
+    assert b"STLS" not in s.send("CAPA")
+    assert s.login().startswith(b"+OK alice")
+    assert b"STLS" not in s.send("CAPA")
+
+
+def test_the_line_limit_grows_only_while_an_exchange_waits(h: Harness) -> None:
+    s = h.session()
+    assert s.p.line_limit == 255
+    assert s.send("AUTH PLAIN") == b"+ \r\n"
+    assert s.p.line_limit == SASL_LINE_LIMIT
+    assert s.send("*") == b"-ERR AUTH cancelled\r\n"
+    assert s.p.line_limit == 255
+    s.send("AUTH SCRAM-SHA-256")
+    s.p.end()  # a session ended mid-exchange forgets it
+    assert s.p.line_limit == 255
+
+
+def test_sasl_capability_follows_the_policy_in_both_states(h: Harness) -> None:
+    s = h.session()
+    assert b"\r\nSASL SCRAM-SHA-256 PLAIN CRAM-MD5\r\n" in s.send("CAPA")
+    h.profile.set("pop3.plaintext_auth", "tls_only")
+    h.profile.set("pop3.apop", "false")
+    assert b"\r\nSASL SCRAM-SHA-256\r\n" in s.send("CAPA")
+    s.p.tls_active = True
+    assert s.login().startswith(b"+OK alice")
+    assert b"\r\nSASL SCRAM-SHA-256 PLAIN\r\n" in s.send("CAPA")
+
+
+def test_a_locked_box_fails_like_a_wrong_password(h: Harness) -> None:
+    guard = LoginGuard(0.0, clock=h.clock, lockout_failures=2)
+    s = Session(  # the service shares one guard between its sessions
+        Pop3Protocol(
+            h.store, h.profile, h.locks, h.budget, session_id=99, clock=h.clock, guard=guard
+        )
+    )
+    for _ in range(2):
+        s.send("USER bob")
+        s.send("PASS nope")
+    s.send("USER bob")
+    assert s.send(f"PASS {BOB_PASSWORD}") == b"-ERR [AUTH] invalid mailbox name or password\r\n"
+    assert list(guard.lockout.locked_boxes()) == ["bob"]
