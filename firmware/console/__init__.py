@@ -1,0 +1,1 @@
+"""The serial admin console: line discipline, sans-IO shell, and its transports."""

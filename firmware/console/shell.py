@@ -1,0 +1,632 @@
+"""The serial admin console as a sans-IO machine: bytes in, bytes out, no clock of its own.
+
+`ConsoleShell.feed(data)` returns what to send back (echo, command output, prompts). The
+transport learns of time through `next_deadline()` / `tick()` (idle logout) and of work that
+must be awaited through `take_action()` (a scan, a reboot): it runs the action on the device
+and hands the outcome back with `finish_action()`. Everything the administrator types goes
+through one bounded line editor, so line noise can cost output but never memory or a crash.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
+from firmware.device.admin import EXPORT_END, DeviceAdmin
+from firmware.errors import DeviceError
+
+if TYPE_CHECKING:
+    from firmware.scanner.job import ScanRequest
+
+log = logging.getLogger("dpfw.console")
+
+FAILURES_PER_LOCK = 3  # wrong passwords in a row before the console locks
+LOCK_BASE_S = 30.0  # first lock-out; each further one doubles
+LOCK_MAX_S = 900.0
+MAX_HELD = 4096  # bytes that arrived behind a running scan, replayed after it
+MAX_IMPORT_LINES = 400
+MAX_LOG_LINES = 500
+
+
+@dataclass(frozen=True)
+class ScanAction:
+    """Run this scan on the device, then call `finish_action` with its outcome."""
+
+    request: ScanRequest
+
+
+@dataclass(frozen=True)
+class PowerAction:
+    """Reboot or shut the device down once the output before it has been sent."""
+
+    what: str  # "reboot" | "shutdown"
+
+
+Action = ScanAction | PowerAction
+
+
+class Mode(Enum):
+    LOGIN = "login"  # waiting for the admin password
+    COMMAND = "command"  # logged in, at the prompt
+    ASK = "ask"  # answering a command's questions (passwords)
+    IMPORT = "import"  # collecting pasted profile TOML up to the end marker
+    BUSY = "busy"  # an action runs on the device; input is held
+
+
+@dataclass
+class _Questions:
+    """A command that needs answers typed after it (passwords are never on the command line)."""
+
+    prompts: list[tuple[str, bool]]  # (question, secret)
+    then: Callable[[list[str]], str]
+    answers: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Help:
+    usage: str
+    summary: str
+    detail: str = ""
+
+
+def _command_name(usage: str) -> str:
+    """'box del NAME [purge]' -> 'box del': the lower-case words before the arguments."""
+    return " ".join(itertools.takewhile(lambda w: w.isalpha() and w.islower(), usage.split()))
+
+
+HELP: dict[str, Help] = {
+    _command_name(h.usage): h
+    for h in [
+        Help("help [COMMAND]", "list the commands, or explain one"),
+        Help(
+            "status",
+            "model, uptime, RAM, flash, POP3 sessions, scans",
+            "model and firmware, uptime, RAM budget used/free, flash used/free/\n"
+            "reclaimable, POP3 sessions open and the bound, scans done",
+        ),
+        Help("profile list", "the nine factory profiles; * marks the active"),
+        Help("profile show [MODEL]", "every key, active or MODEL's factory profile"),
+        Help("profile get KEY", "one value, what it accepts, live or not"),
+        Help(
+            "profile set KEY VALUE [...]",
+            "change values; saved to NVRAM atomically",
+            "profile set KEY VALUE [KEY VALUE ...]\n"
+            "Values are checked against the schema; an error names the key and what\n"
+            "is allowed, and nothing is saved. Several pairs are checked together and\n"
+            "saved in one NVRAM write, e.g.\n"
+            "  profile set pop3.max_sessions 2 pop3.max_sessions_per_client 2\n"
+            "Live keys apply at once; the others apply after `reboot`.\n"
+            "Lists are comma-separated (mono,gray); booleans are true/false.",
+        ),
+        Help("profile diff", "active profile against its factory values"),
+        Help("profile apply MODEL", "switch to MODEL's factory profile"),
+        Help(
+            "profile export",
+            "the profile as TOML between marker lines",
+            "The block is valid TOML as it stands; paste it back with `profile import`.\n"
+            f"It ends with the line: {EXPORT_END}",
+        ),
+        Help(
+            "profile import",
+            "paste a profile; checked whole, then saved",
+            f"Paste TOML (an export block, markers included) and end with the line\n"
+            f"  {EXPORT_END}\n"
+            "Ctrl-C abandons the import. An invalid profile changes nothing.",
+        ),
+        Help("profile reset", "back to the active model's factory values"),
+        Help("box list", "mailboxes with message counts and sizes"),
+        Help("box show NAME", "one mailbox: limits and latest messages"),
+        Help(
+            "box add NAME [legacy]",
+            "create a mailbox (asks for its password)",
+            "The password is asked twice and not echoed. `legacy` also keeps the\n"
+            "plaintext-equivalent secret APOP and CRAM-MD5 need; without it the box\n"
+            "keeps only salted SCRAM keys.",
+        ),
+        Help("box del NAME [purge]", "delete a mailbox (purge: with its messages)"),
+        Help("box passwd NAME", "set a mailbox's password (asked twice)"),
+        Help("session list", "the open POP3 sessions"),
+        Help("session kill ID", "end one POP3 session now (deletes nothing)"),
+        Help(
+            "scan BOX [OPTION=VALUE ...]",
+            "scan a test job into BOX (`help scan`)",
+            "scan BOX [pages=N] [dpi=D] [mode=M] [format=F]\n"
+            "dpi is one of the profile's scan.resolutions (300, 200x100, ...), mode\n"
+            "one of mono, gray, color, format one of tiff, pdf, jpeg. Defaults:\n"
+            "1 page, 300 dpi, mono, and the first offered format that carries the\n"
+            "mode (tiff for mono, pdf for gray and color).",
+        ),
+        Help("log [N]", f"the last N log lines (default 20, max {MAX_LOG_LINES})"),
+        Help("fsck", "check every record on the board image"),
+        Help("compact", "reclaim flash held by deleted messages"),
+        Help("passwd", "change the admin password"),
+        Help("reboot", "restart; saved settings apply, sessions end"),
+        Help("shutdown", "stop the device cleanly"),
+        Help("logout", "end this console session (so does Ctrl-D)"),
+    ]
+}
+GROUPS = ("profile", "box", "session")
+
+
+class ConsoleShell:
+    """One admin console: login, lock-out, idle logout and every command, over bytes."""
+
+    def __init__(self, admin: DeviceAdmin, clock: Callable[[], float] = time.monotonic) -> None:
+        self.admin = admin
+        self.clock = clock
+        self.editor = LineEditor(MAX_LINE)
+        self.mode = Mode.LOGIN
+        self.failures = 0  # wrong passwords since the last good one
+        self.lockouts = 0
+        self.locked_until = 0.0
+        self._last_input = 0.0
+        self._out: list[bytes] = []
+        self._questions: _Questions | None = None
+        self._import: list[str] = []
+        self._import_error = ""
+        self._action: Action | None = None
+        self._held = bytearray()
+
+    # ----- what the transport calls -----
+
+    @property
+    def logged_in(self) -> bool:
+        return self.mode is not Mode.LOGIN
+
+    def connect(self) -> bytes:
+        """A (new) peer: start a fresh session at the login prompt. Lock-outs stay."""
+        self._reset_session()
+        self._say(f"{self.admin.prompt_name()} admin console")
+        self._login_prompt()
+        return self._flush()
+
+    def disconnect(self) -> None:
+        """The peer went away: log out without a word (nobody would read it)."""
+        if self.logged_in:
+            log.info("console: peer disconnected; logged out")
+        self._reset_session()
+
+    def feed(self, data: bytes) -> bytes:
+        """Take received bytes; return the bytes to send back."""
+        self._expire()
+        if self.mode is Mode.BUSY:
+            self._hold(data)
+            return self._flush()
+        if self.logged_in:
+            self._last_input = self.clock()
+        for index, byte in enumerate(data):
+            echo, event = self.editor.push(byte)
+            if echo:
+                self._out.append(echo)
+            if event is not None:
+                self._on_event(event)
+            if self._busy():
+                self._hold(data[index + 1 :])
+                break
+        return self._flush()
+
+    def next_deadline(self) -> float | None:
+        """When `tick()` must be called (idle logout), in the clock's time; None: no timer."""
+        if not self.logged_in or self.mode is Mode.BUSY:
+            return None
+        return self._last_input + self.admin.idle_timeout_s()
+
+    def tick(self) -> bytes:
+        """Let timers fire; returns what to send (the idle-logout notice)."""
+        self._expire()
+        return self._flush()
+
+    def take_action(self) -> Action | None:
+        """The action a command started, once; the shell stays busy until `finish_action`."""
+        action, self._action = self._action, None
+        return action
+
+    def finish_action(self, text: str) -> bytes:
+        """The outcome of the last action (one line or more); then the prompt, then held input."""
+        if self.mode is not Mode.BUSY:
+            return b""
+        if text:
+            self._say(text)
+        self.mode = Mode.COMMAND
+        self._last_input = self.clock()
+        self._prompt()
+        held, self._held = bytes(self._held), bytearray()
+        return self._flush() + (self.feed(held) if held else b"")
+
+    def power_done(self, what: str) -> bytes:
+        """After a reboot or shutdown was requested: the session ends, as on the real panel."""
+        self._reset_session()
+        self._say(f"session closed by {what}")
+        self._login_prompt()
+        return self._flush()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes and characters held in memory for the peer (for the noise tests' bound)."""
+        return self.editor.pending + len(self._held) + sum(map(len, self._import))
+
+    def _busy(self) -> bool:
+        return self.mode is Mode.BUSY
+
+    # ----- sessions -----
+
+    def _reset_session(self) -> None:
+        self.mode = Mode.LOGIN
+        self.editor.reset()
+        self.editor.echo = False
+        self._questions = None
+        self._import = []
+        self._import_error = ""
+        self._action = None
+        self._held.clear()
+
+    def _expire(self) -> None:
+        deadline = self.next_deadline()
+        if deadline is not None and self.clock() >= deadline:
+            log.info("console: admin idle for %.0f s; logged out", self.admin.idle_timeout_s())
+            self._reset_session()
+            self._say("")
+            self._say("idle timeout: logged out")
+            self._login_prompt()
+
+    def _login_prompt(self) -> None:
+        self.editor.echo = False
+        self._write("Password: ")
+
+    def _login(self, password: str) -> None:
+        now = self.clock()
+        if now < self.locked_until:
+            wait = int(self.locked_until - now + 0.999)
+            self._say(f"console locked after failed logins; try again in {wait} s")
+            self._login_prompt()
+            return
+        try:
+            good = self.admin.check_password(password)
+        except DeviceError as exc:
+            self._error(exc)
+            self._login_prompt()
+            return
+        if not good:
+            self.failures += 1
+            log.warning("console: failed admin login (%d in a row)", self.failures)
+            self._say("Login incorrect")
+            if self.failures % FAILURES_PER_LOCK == 0:
+                self.lockouts += 1
+                span = min(LOCK_BASE_S * 2 ** (self.lockouts - 1), LOCK_MAX_S)
+                self.locked_until = now + span
+                self._say(f"{self.failures} failed logins: console locked for {span:.0f} s")
+            self._login_prompt()
+            return
+        log.info("console: admin logged in")
+        self.failures = self.lockouts = 0
+        self.mode = Mode.COMMAND
+        self.editor.echo = True
+        self._last_input = now
+        self._say(f"logged in to {self.admin.prompt_name()}; `help` lists the commands")
+        self._prompt()
+
+    def _logout(self, why: str = "logged out") -> None:
+        log.info("console: admin %s", why)
+        self._reset_session()
+        self._say(why)
+        self._login_prompt()
+
+    # ----- events from the line editor -----
+
+    def _on_event(self, event: Event) -> None:
+        if self.mode is Mode.LOGIN:
+            if event.kind is Kind.LINE and event.text:
+                self._login(event.text)
+            else:
+                self._login_prompt()
+        elif event.kind is Kind.EOF:
+            self._logout()
+        elif self.mode is Mode.COMMAND:
+            if event.kind is Kind.LINE:
+                self._command(event.text)
+            elif event.kind is Kind.TOO_LONG:
+                self._say(f"error: line longer than {MAX_LINE} characters refused")
+            if self.mode is Mode.COMMAND:
+                self._prompt()
+        elif self.mode is Mode.ASK:
+            self._answer(event)
+        elif self.mode is Mode.IMPORT:
+            self._import_line(event)
+
+    def _command(self, line: str) -> None:
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            self._say(f"error: cannot read that line: {exc}")
+            return
+        if not words:
+            return
+        try:
+            self._dispatch(words)
+        except DeviceError as exc:
+            self._error(exc)
+        except Exception:
+            log.exception("console: internal error running %r", words[0])
+            self._say(f"error: internal error in `{words[0]}` (logged); logging out")
+            self._logout()
+
+    def _answer(self, event: Event) -> None:
+        questions = self._questions
+        assert questions is not None
+        if event.kind is not Kind.LINE:
+            self._say("cancelled; nothing changed")
+            self._back_to_prompt()
+            return
+        questions.answers.append(event.text)
+        if len(questions.answers) < len(questions.prompts):
+            self._ask_next()
+            return
+        self._back_to_prompt(prompt=False)
+        try:
+            self._say(questions.then(questions.answers))
+        except DeviceError as exc:
+            self._error(exc)
+        except Exception:
+            log.exception("console: internal error after questions")
+            self._say("error: internal error (logged); logging out")
+            self._logout()
+            return
+        self._prompt()
+
+    def _import_line(self, event: Event) -> None:
+        if event.kind is Kind.CANCEL:
+            self._say("import cancelled; nothing changed")
+            self._back_to_prompt()
+            return
+        if event.kind is Kind.TOO_LONG:
+            self._import_error = f"a line is longer than {MAX_LINE} characters"
+            return
+        if event.text.strip() != EXPORT_END:
+            if len(self._import) >= MAX_IMPORT_LINES:
+                self._import_error = f"more than {MAX_IMPORT_LINES} lines"
+                self._import = []
+            elif not self._import_error:
+                self._import.append(event.text)
+            return
+        text, error = "\n".join(self._import), self._import_error
+        self._back_to_prompt(prompt=False)
+        if error:
+            self._say(f"error: profile import refused: {error}; nothing changed")
+        else:
+            try:
+                self._say(self.admin.profile_import(text))
+            except DeviceError as exc:
+                self._error(exc, suffix="; nothing changed")
+        self._prompt()
+
+    # ----- commands -----
+
+    def _dispatch(self, words: list[str]) -> None:
+        name, args = words[0].lower(), words[1:]
+        if name in GROUPS:
+            if not args:
+                raise DeviceError(f"{name}: which one? {self._group_usage(name)}")
+            name, args = f"{name} {args[0].lower()}", args[1:]
+        handler = getattr(self, "_cmd_" + name.replace(" ", "_"), None)
+        if handler is None or (name not in HELP and name != "exit"):
+            raise DeviceError(f"unknown command {' '.join(words[:2])!r}; `help` lists them")
+        handler(args)
+
+    def _group_usage(self, group: str) -> str:
+        subs = [key.split(" ", 1)[1] for key in HELP if key.startswith(group + " ")]
+        return f"{group} {'|'.join(subs)}"
+
+    def _cmd_help(self, args: list[str]) -> None:
+        topic = " ".join(args).lower()
+        if not topic:
+            width = max(len(h.usage) for h in HELP.values())
+            for h in HELP.values():
+                self._say(f"  {h.usage:{width}}  {h.summary}")
+            self._say("Keys: BS/DEL erase, Ctrl-U clears, Ctrl-C drops the line, Ctrl-D logs out.")
+            return
+        chosen = [h for key, h in HELP.items() if key == topic or key.startswith(topic + " ")]
+        if not chosen:
+            raise DeviceError(f"help: no command {topic!r}; `help` lists them")
+        for h in chosen:
+            self._say(f"{h.usage}")
+            self._say(f"  {h.summary}")
+            if h.detail and len(chosen) == 1:
+                for line in h.detail.splitlines():
+                    self._say(f"  {line}")
+
+    def _cmd_status(self, args: list[str]) -> None:
+        self._arity("status", args, 0)
+        self._say(self.admin.status())
+
+    def _cmd_profile_list(self, args: list[str]) -> None:
+        self._arity("profile list", args, 0)
+        self._say(self.admin.profile_list())
+
+    def _cmd_profile_show(self, args: list[str]) -> None:
+        self._arity("profile show", args, 0, 1)
+        self._say(self.admin.profile_show(args[0] if args else None))
+
+    def _cmd_profile_get(self, args: list[str]) -> None:
+        self._arity("profile get", args, 1)
+        self._say(self.admin.profile_get(args[0]))
+
+    def _cmd_profile_set(self, args: list[str]) -> None:
+        if not args or len(args) % 2:
+            raise DeviceError(f"usage: {HELP['profile set'].usage}")
+        pairs = list(zip(args[0::2], args[1::2], strict=True))
+        self._say(self.admin.profile_set(pairs))
+
+    def _cmd_profile_diff(self, args: list[str]) -> None:
+        self._arity("profile diff", args, 0)
+        self._say(self.admin.profile_diff())
+
+    def _cmd_profile_apply(self, args: list[str]) -> None:
+        self._arity("profile apply", args, 1)
+        self._say(self.admin.profile_apply(args[0]))
+
+    def _cmd_profile_reset(self, args: list[str]) -> None:
+        self._arity("profile reset", args, 0)
+        self._say(self.admin.profile_reset())
+
+    def _cmd_profile_export(self, args: list[str]) -> None:
+        self._arity("profile export", args, 0)
+        self._say(self.admin.profile_export())
+
+    def _cmd_profile_import(self, args: list[str]) -> None:
+        self._arity("profile import", args, 0)
+        self._say(f"paste the profile; end with the line {EXPORT_END} (Ctrl-C cancels)")
+        self.mode = Mode.IMPORT
+        self._import = []
+        self._import_error = ""
+
+    def _cmd_box_list(self, args: list[str]) -> None:
+        self._arity("box list", args, 0)
+        self._say(self.admin.box_list())
+
+    def _cmd_box_show(self, args: list[str]) -> None:
+        self._arity("box show", args, 1)
+        self._say(self.admin.box_show(args[0]))
+
+    def _cmd_box_add(self, args: list[str]) -> None:
+        self._arity("box add", args, 1, 2)
+        if len(args) == 2 and args[1].lower() != "legacy":
+            raise DeviceError(f"usage: {HELP['box add'].usage}")
+        name, legacy = args[0], len(args) == 2
+        self.admin.check_new_box(name)
+        self._ask(
+            [(f"Password for box {name}: ", True), ("Again: ", True)],
+            lambda a: self.admin.box_add(name, a[0], a[1], legacy=legacy),
+        )
+
+    def _cmd_box_del(self, args: list[str]) -> None:
+        self._arity("box del", args, 1, 2)
+        if len(args) == 2 and args[1].lower() != "purge":
+            raise DeviceError(f"usage: {HELP['box del'].usage}")
+        self._say(self.admin.box_del(args[0], purge=len(args) == 2))
+
+    def _cmd_box_passwd(self, args: list[str]) -> None:
+        self._arity("box passwd", args, 1)
+        name = args[0]
+        if not self.admin.box_exists(name):
+            raise DeviceError(f"box passwd: no box named {name!r} (see `box list`)")
+        self._ask(
+            [(f"New password for box {name}: ", True), ("Again: ", True)],
+            lambda a: self.admin.box_passwd(name, a[0], a[1]),
+        )
+
+    def _cmd_session_list(self, args: list[str]) -> None:
+        self._arity("session list", args, 0)
+        self._say(self.admin.session_list())
+
+    def _cmd_session_kill(self, args: list[str]) -> None:
+        self._arity("session kill", args, 1)
+        self._say(self.admin.session_kill(args[0]))
+
+    def _cmd_scan(self, args: list[str]) -> None:
+        if not args:
+            raise DeviceError(f"usage: {HELP['scan'].usage}")
+        request = self.admin.prepare_scan(args[0], args[1:])
+        self._say(f"scanning {request.pages} page(s) into box {request.box} ...")
+        self._start(ScanAction(request))
+
+    def _cmd_log(self, args: list[str]) -> None:
+        self._arity("log", args, 0, 1)
+        count = 20
+        if args:
+            if not args[0].isdigit() or not 1 <= int(args[0]) <= MAX_LOG_LINES:
+                raise DeviceError(f"log: N must be a number from 1 to {MAX_LOG_LINES}")
+            count = int(args[0])
+        self._say(self.admin.log(count))
+
+    def _cmd_fsck(self, args: list[str]) -> None:
+        self._arity("fsck", args, 0)
+        self._say(self.admin.fsck())
+
+    def _cmd_compact(self, args: list[str]) -> None:
+        self._arity("compact", args, 0)
+        self._say(self.admin.compact())
+
+    def _cmd_passwd(self, args: list[str]) -> None:
+        self._arity("passwd", args, 0)
+        self._ask(
+            [("Current password: ", True), ("New password: ", True), ("Again: ", True)],
+            lambda a: self.admin.set_password(a[0], a[1], a[2]),
+        )
+
+    def _cmd_reboot(self, args: list[str]) -> None:
+        self._arity("reboot", args, 0)
+        self._say("rebooting ...")
+        self._start(PowerAction("reboot"))
+
+    def _cmd_shutdown(self, args: list[str]) -> None:
+        self._arity("shutdown", args, 0)
+        self._say("shutting down ...")
+        self._start(PowerAction("shutdown"))
+
+    def _cmd_logout(self, args: list[str]) -> None:
+        self._logout()
+
+    _cmd_exit = _cmd_logout
+
+    # ----- helpers -----
+
+    def _arity(self, name: str, args: list[str], least: int, most: int | None = None) -> None:
+        most = least if most is None else most
+        if not least <= len(args) <= most:
+            raise DeviceError(f"usage: {HELP[name].usage}")
+
+    def _ask(self, prompts: list[tuple[str, bool]], then: Callable[[list[str]], str]) -> None:
+        self._questions = _Questions(prompts, then)
+        self.mode = Mode.ASK
+        self._ask_next()
+
+    def _ask_next(self) -> None:
+        assert self._questions is not None
+        question, secret = self._questions.prompts[len(self._questions.answers)]
+        self.editor.echo = not secret
+        self._write(question)
+
+    def _back_to_prompt(self, prompt: bool = True) -> None:
+        self._questions = None
+        self._import = []
+        self._import_error = ""
+        self.editor.echo = True
+        self.mode = Mode.COMMAND
+        if prompt:
+            self._prompt()
+
+    def _start(self, action: Action) -> None:
+        self._action = action
+        self.mode = Mode.BUSY
+
+    def _hold(self, data: bytes) -> None:
+        room = MAX_HELD - len(self._held)
+        self._held += data[: max(0, room)]
+
+    def _prompt(self) -> None:
+        self._write(f"{self.admin.prompt_name()}> ")
+
+    def _error(self, exc: DeviceError, suffix: str = "") -> None:
+        message = " ".join(str(exc).split())
+        if suffix and not message.endswith("nothing changed"):
+            message += suffix
+        self._say(f"error: {message}")
+
+    def _say(self, text: str) -> None:
+        """Lines of output, each ended with CRLF as a terminal expects."""
+        for line in text.split("\n"):
+            self._write(line + "\r\n")
+
+    def _write(self, text: str) -> None:
+        self._out.append(text.encode("ascii", "replace"))
+
+    def _flush(self) -> bytes:
+        out, self._out = b"".join(self._out), []
+        return out

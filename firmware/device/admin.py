@@ -1,0 +1,446 @@
+"""Administrative operations on a running device, as plain methods that return text.
+
+The serial console (and anything else an administrator drives) calls these; each either
+returns the text to show or raises DeviceError with one clear line. Keeping them here, away
+from the console's line handling, lets the shell stay a pure byte machine and lets these
+operations be tested on their own against a real board image.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from firmware import __version__
+from firmware.device.profile import MODELS, SCHEMA, Profile, Value, factory, parse_toml, validate
+from firmware.errors import BoxError, DeviceError, ProfileError
+from firmware.store.board import check_box_name
+
+if TYPE_CHECKING:
+    from firmware.device.budget import RamBudget
+    from firmware.pop3.server import Pop3Service
+    from firmware.scanner.job import ScanRequest, ScanResult
+    from firmware.store.board import Board, BoxInfo
+
+EXPORT_BEGIN = "# BEGIN DPFW PROFILE"  # TOML comments: an export block is itself valid TOML
+EXPORT_END = "# END DPFW PROFILE"
+MIN_PASSWORD = 4
+MAX_PASSWORD = 64
+
+
+class AdminTarget(Protocol):
+    """What the admin operations need from a running device (firmware.device.device.Device)."""
+
+    @property
+    def board(self) -> Board: ...
+    @property
+    def profile(self) -> Profile: ...
+    @property
+    def budget(self) -> RamBudget: ...
+    @property
+    def pop3(self) -> Pop3Service | None: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def scans_done(self) -> int: ...
+    @property
+    def log_lines(self) -> collections.deque[str]: ...
+
+    def apply_profile(self, new: Profile) -> Any: ...
+    def request_reboot(self) -> None: ...
+    def request_shutdown(self) -> None: ...
+    async def scan(self, request: ScanRequest) -> ScanResult: ...
+
+
+def format_value(value: Value) -> str:
+    """A value the way `profile set` accepts it back (lists comma-separated, bools as words)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+def format_size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
+
+
+def format_uptime(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86400)
+    return f"{days}d {rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+
+
+def printable(text: str) -> str:
+    """One line of text safe to send to a terminal (no escape sequences from stored data)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+class DeviceAdmin:
+    """The operations an administrator may run, over one device."""
+
+    def __init__(self, device: AdminTarget) -> None:
+        self.device = device
+
+    # ----- session basics -----
+
+    def prompt_name(self) -> str:
+        """The model for the prompt, or the series while the device reboots."""
+        try:
+            return self.device.profile.model
+        except DeviceError:
+            return "DP"
+
+    def idle_timeout_s(self) -> float:
+        try:
+            return float(self.device.profile.int("console.admin_idle_timeout_s"))
+        except DeviceError:
+            return float(SCHEMA["console.admin_idle_timeout_s"].minimum or 10)
+
+    def check_password(self, password: str) -> bool:
+        return bool(self.device.board.check_admin_password(password))
+
+    def set_password(self, current: str, new: str, again: str) -> str:
+        if not self.check_password(current):
+            raise DeviceError("passwd: the current password is wrong; nothing changed")
+        if new != again:
+            raise DeviceError("passwd: the two new passwords differ; nothing changed")
+        check_new_password(new, "passwd")
+        self.device.board.set_admin_password(new)
+        return "admin password changed (saved in NVRAM)"
+
+    # ----- status -----
+
+    def status(self) -> str:
+        device = self.device
+        profile = device.profile
+        board = device.board
+        budget = device.budget
+        usage = board.usage()
+        pop3 = device.pop3
+        open_sessions = len(pop3.sessions()) if pop3 is not None else 0
+        lines = [
+            f"model      {profile.model}",
+            f"firmware   {profile.str('identity.firmware_version')} (dpfw {__version__})",
+            f"uptime     {format_uptime(time.monotonic() - device.started_at)}",
+            f"RAM        {format_size(budget.used)} used, {format_size(budget.free)} free"
+            f" of {format_size(budget.total)}",
+            f"flash      {format_size(usage.used)} used, {format_size(usage.free)} free,"
+            f" {format_size(usage.reclaimable)} reclaimable of {format_size(usage.total)}",
+            f"POP3       {open_sessions} of {profile.int('pop3.max_sessions')} sessions open"
+            + ("" if pop3 is not None else " (service not running)"),
+            f"scans      {device.scans_done} done",
+        ]
+        return "\n".join(lines)
+
+    # ----- profiles -----
+
+    def profile_list(self) -> str:
+        active = self.device.profile.model
+        lines = []
+        for model in MODELS:
+            prof = factory(model)
+            mark = "*" if model == active else " "
+            lines.append(
+                f"{mark} {model}  {prof.int('engine.ppm'):>3} ppm"
+                f"  RAM {prof.int('memory.image_ram_mib'):>4} MiB"
+                f"  flash {prof.int('storage.flash_mib'):>5} MiB"
+                f"  POP3 {prof.int('pop3.max_sessions'):>3}"
+                f"  boxes {prof.int('mailbox.max_boxes'):>5}"
+            )
+        lines.append("(* active; modelled values, not Panasonic specifications)")
+        return "\n".join(lines)
+
+    def profile_show(self, model: str | None = None) -> str:
+        prof = self.device.profile if model is None else factory(_model(model))
+        width = max(map(len, SCHEMA))
+        return "\n".join(f"{key:{width}} = {format_value(prof[key])}" for key in SCHEMA)
+
+    def profile_get(self, key: str) -> str:
+        field = _field(key)
+        value = format_value(self.device.profile[key])
+        when = "live" if field.live else "applies after reboot"
+        return f"{key} = {value}\n  {field.doc}; {field.allowed()}; {when}"
+
+    def profile_set(self, pairs: Sequence[tuple[str, str]]) -> str:
+        """Set one or more keys together (validated whole, so cross-key rules can be met)."""
+        if not pairs:
+            raise DeviceError("profile set: expected KEY VALUE")
+        values = dict(self.device.profile)
+        for key, text in pairs:
+            values[key] = _field(key).parse_text(text, "profile set")
+        new = validate(values, "profile set")
+        return self._put(new, "profile set")
+
+    def profile_diff(self) -> str:
+        active = self.device.profile
+        base = factory(active.model)
+        rows = active.diff(base)
+        if not rows:
+            return f"no differences from the {active.model} factory profile"
+        lines = [f"differences from the {active.model} factory profile (active | factory):"]
+        lines += [
+            f"  {k} = {format_value(ours)} | {format_value(theirs)}" for k, ours, theirs in rows
+        ]
+        return "\n".join(lines)
+
+    def profile_apply(self, model: str) -> str:
+        return self._put(factory(_model(model)), f"profile apply {model}")
+
+    def profile_reset(self) -> str:
+        model = self.device.profile.model
+        return self._put(factory(model), f"profile reset to {model} factory values")
+
+    def profile_export(self) -> str:
+        prof = self.device.profile
+        return "\n".join([f"{EXPORT_BEGIN} {prof.model}", prof.to_toml().rstrip("\n"), EXPORT_END])
+
+    def profile_import(self, text: str) -> str:
+        """Validate the whole pasted profile first; only a valid one touches NVRAM."""
+        try:
+            new = parse_toml(text, "profile import")
+        except ProfileError as exc:
+            message, sep, _ = str(exc).partition("; known keys:")
+            if not sep:
+                raise
+            raise ProfileError(f"{message} (`profile show` lists every key)") from None
+        return self._put(new, "profile import")
+
+    def _put(self, new: Profile, what: str) -> str:
+        current = self.device.profile
+        changed = [key for key in SCHEMA if new[key] != current[key]]
+        if not changed:
+            return f"{what}: no value changed"
+        self.device.apply_profile(new)
+        if len(changed) == 1:
+            key = changed[0]
+            when = "applied now" if SCHEMA[key].live else "applies after reboot"
+            return f"{key} = {format_value(new[key])} (saved; {when})"
+        live = [key for key in changed if SCHEMA[key].live]
+        later = [key for key in changed if not SCHEMA[key].live]
+        lines = [f"{what}: {len(changed)} values changed and saved"]
+        if live:
+            lines.append(f"  applied now: {', '.join(live)}")
+        if later:
+            lines.append(f"  applies after reboot: {', '.join(later)}")
+        return "\n".join(lines)
+
+    # ----- boxes -----
+
+    def box_list(self) -> str:
+        boxes = self.device.board.boxes()
+        if not boxes:
+            return "no boxes"
+        lines = [f"{'box':20} {'messages':>8} {'size':>10}  notes"]
+        for info in boxes:
+            notes = []
+            if info.has_legacy_secret:
+                notes.append("legacy secret (APOP)")
+            if info.corrupt:
+                notes.append(f"{info.corrupt} corrupt")
+            lines.append(
+                f"{printable(info.name):20} {info.messages:>8} {format_size(info.bytes):>10}"
+                f"  {', '.join(notes)}".rstrip()
+            )
+        return "\n".join(lines)
+
+    def box_show(self, name: str) -> str:
+        info = self._box(name)
+        profile = self.device.profile
+        quota = profile.int("mailbox.quota_mib") << 20
+        auth = (
+            "SCRAM keys and legacy secret (APOP, CRAM-MD5)"
+            if info.has_legacy_secret
+            else ("SCRAM keys only")
+        )
+        lines = [
+            f"box        {printable(info.name)}",
+            f"messages   {info.messages} of {profile.int('mailbox.max_messages')}"
+            + (f" ({info.corrupt} corrupt)" if info.corrupt else ""),
+            f"size       {format_size(info.bytes)} of {format_size(quota)}",
+            f"auth       {auth}",
+        ]
+        messages = self.device.board.messages(info.name)
+        if messages:
+            lines.append(f"latest     {min(len(messages), 10)} of {len(messages)}:")
+        for msg in messages[-10:]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(msg.arrived))
+            flag = "  CORRUPT" if msg.corrupt else ""
+            lines.append(f"  {printable(msg.uid):24} {msg.size:>10} bytes  {when}{flag}")
+        return "\n".join(lines)
+
+    def box_add(self, name: str, password: str, again: str, legacy: bool = False) -> str:
+        if password != again:
+            raise DeviceError("box add: the two passwords differ; nothing changed")
+        check_new_password(password, "box add")
+        self.device.board.add_box(name, password, legacy=legacy)
+        return f"box {name} added" + (" (APOP/CRAM-MD5 secret kept)" if legacy else "")
+
+    def box_del(self, name: str, purge: bool = False) -> str:
+        self.device.board.delete_box(name, purge=purge)
+        return f"box {name} deleted"
+
+    def box_passwd(self, name: str, password: str, again: str) -> str:
+        if password != again:
+            raise DeviceError("box passwd: the two passwords differ; nothing changed")
+        check_new_password(password, "box passwd")
+        legacy = self._box(name).has_legacy_secret
+        self.device.board.set_box_password(name, password, legacy=legacy)
+        return f"password of box {name} changed"
+
+    def check_new_box(self, name: str) -> None:
+        """Refuse a bad or taken name before anyone types a password for it."""
+        check_box_name(name)
+        if self.box_exists(name):
+            raise BoxError(f"box add: a box named {name!r} already exists")
+
+    def box_exists(self, name: str) -> bool:
+        return any(info.name == name for info in self.device.board.boxes())
+
+    def _box(self, name: str) -> BoxInfo:
+        for info in self.device.board.boxes():
+            if info.name == name:
+                return info
+        raise DeviceError(f"no box named {name!r} (see `box list`)")
+
+    # ----- POP3 sessions -----
+
+    def session_list(self) -> str:
+        pop3 = self.device.pop3
+        if pop3 is None:
+            return "POP3 service not running"
+        sessions = pop3.sessions()
+        limit = self.device.profile.int("pop3.max_sessions")
+        if not sessions:
+            return f"no POP3 sessions open (limit {limit})"
+        lines = [f"{len(sessions)} of {limit} POP3 sessions open:"]
+        lines.append(f"  {'id':>5}  {'peer':24} {'box':16} {'state':14} since")
+        for info in sessions:
+            since = time.strftime("%H:%M:%S", time.localtime(info.started))
+            lines.append(
+                f"  {info.id:>5}  {printable(info.peer):24} {printable(info.box or '-'):16}"
+                f" {info.state:14} {since}"
+            )
+        return "\n".join(lines)
+
+    def session_kill(self, ident: str) -> str:
+        pop3 = self.device.pop3
+        if pop3 is None:
+            raise DeviceError("session kill: the POP3 service is not running")
+        try:
+            number = int(ident)
+        except ValueError:
+            raise DeviceError(
+                f"session kill: {ident!r} is not a session id (see `session list`)"
+            ) from None
+        if not pop3.kill(number):
+            raise DeviceError(f"session kill: no open session {number} (see `session list`)")
+        return f"session {number} closed (nothing committed)"
+
+    # ----- scans -----
+
+    def prepare_scan(self, box: str, options: Sequence[str]) -> ScanRequest:
+        """Parse `pages=N dpi=D mode=M format=F` and check them against the profile now."""
+        from firmware.scanner.encode import FORMAT_MODES
+        from firmware.scanner.job import ScanRequest, check_request
+
+        profile = self.device.profile
+        chosen: dict[str, str] = {
+            "pages": "1",
+            "dpi": "300"
+            if "300" in profile.list("scan.resolutions")
+            else profile.list("scan.resolutions")[0],
+            "mode": profile.list("scan.color_modes")[0],
+            "format": "",
+        }
+        for option in options:
+            name, sep, text = option.partition("=")
+            if not sep or name not in chosen:
+                raise DeviceError(
+                    f"scan: {option!r} is not an option; use pages=N dpi=D mode=M format=F"
+                )
+            chosen[name] = text
+        try:
+            pages = int(chosen["pages"])
+        except ValueError:
+            raise DeviceError(f"scan: pages={chosen['pages']!r} is not a number") from None
+        fmt = chosen["format"] or next(
+            (f for f in profile.list("scan.formats") if chosen["mode"] in FORMAT_MODES.get(f, ())),
+            "pdf",
+        )
+        if not self.box_exists(box):
+            raise DeviceError(f"scan: no box named {box!r} (see `box list`)")
+        request = ScanRequest(
+            box=box, pages=pages, dpi=chosen["dpi"], mode=chosen["mode"], format=fmt
+        )
+        check_request(request, profile)
+        return request
+
+    async def scan(self, request: ScanRequest) -> str:
+        result = await self.device.scan(request)
+        return (
+            f"scan job {result.job_number:04d} done: {result.pages} page(s),"
+            f" {format_size(result.size)} stored in box {printable(result.box)}"
+            f" as {printable(result.uid)}"
+        )
+
+    # ----- maintenance -----
+
+    def log(self, count: int = 20) -> str:
+        lines = list(self.device.log_lines)[-count:] if count > 0 else []
+        return "\n".join(printable(line) for line in lines) or "(log is empty)"
+
+    def fsck(self) -> str:
+        report = self.device.board.fsck()
+        if report.clean:
+            return f"fsck: {report.records_checked} records checked, all clean"
+        lines = [f"fsck: {report.records_checked} records checked, {len(report.problems)} bad:"]
+        for problem in report.problems[:50]:
+            where = f" (box {problem.box}, message {problem.uid})" if problem.box else ""
+            lines.append(
+                f"  {problem.what} at {problem.position}+{problem.length}:"
+                f" {printable(problem.detail)}{printable(where)}"
+            )
+        if len(report.problems) > 50:
+            lines.append(f"  ... and {len(report.problems) - 50} more")
+        return "\n".join(lines)
+
+    def compact(self) -> str:
+        report = self.device.board.compact()
+        return (
+            f"compact: {format_size(report.bytes_reclaimed)} reclaimed,"
+            f" {report.records_moved} records ({format_size(report.bytes_moved)}) moved"
+            f" in {report.seconds:.2f} s"
+        )
+
+    def reboot(self) -> None:
+        self.device.request_reboot()
+
+    def shutdown(self) -> None:
+        self.device.request_shutdown()
+
+
+def check_new_password(password: str, what: str) -> None:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise DeviceError(
+            f"{what}: a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters; nothing changed"
+        )
+
+
+def _field(key: str) -> Any:
+    field = SCHEMA.get(key)
+    if field is None:
+        raise ProfileError(f"unknown profile key {key!r} (`profile show` lists every key)")
+    return field
+
+
+def _model(model: str) -> str:
+    for known in MODELS:
+        if known.lower() == model.lower():
+            return known
+    raise ProfileError(f"unknown model {model!r}; known models: {', '.join(MODELS)}")

@@ -1,0 +1,131 @@
+"""A real board image and the few device attributes the console's admin layer reads.
+
+`BenchDevice` is not a stand-in for any of our logic: it holds a real Board, a real RamBudget
+and the factory profile, saves profiles through the real NVRAM path, and runs real scan jobs;
+what it leaves out (the POP3 listener, the boot loop) the console only reads through
+`device.pop3` (None here: "service not running") and the reboot/shutdown requests, which it
+counts so tests can see them.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from firmware.console.shell import ConsoleShell
+from firmware.device.admin import DeviceAdmin
+from firmware.device.budget import RamBudget
+from firmware.device.profile import Profile, factory
+from firmware.pop3.server import Pop3Service
+from firmware.scanner.job import ScanRequest, ScanResult, run_scan_async
+from firmware.store.board import Board
+
+ADMIN_PASSWORD = "admin-pw"
+MIB = 1 << 20
+
+
+class BenchDevice:
+    def __init__(self, board: Board) -> None:
+        self.board = board
+        self.profile: Profile = board.profile
+        self.budget = RamBudget(self.profile.int("memory.image_ram_mib") * MIB)
+        self.pop3: Pop3Service | None = None
+        self.started_at = time.monotonic() - 3725.0
+        self.scans_done = 0
+        self.log_lines: collections.deque[str] = collections.deque(maxlen=100)
+        self.reboots = 0
+        self.shutdowns = 0
+
+    def apply_profile(self, new: Profile) -> None:
+        self.board.set_profile(new)
+        self.profile = new
+
+    def request_reboot(self) -> None:
+        self.reboots += 1
+
+    def request_shutdown(self) -> None:
+        self.shutdowns += 1
+
+    async def scan(self, request: ScanRequest) -> ScanResult:
+        result = await run_scan_async(
+            request, self.board, self.budget, self.profile, job_number=self.scans_done + 1
+        )
+        self.scans_done += 1
+        return result
+
+
+class Clock:
+    """A clock the test moves by hand (the shell takes any `() -> float`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Term:
+    """A terminal on the console: type bytes, read what the shell sends back as text."""
+
+    def __init__(self, shell: ConsoleShell) -> None:
+        self.shell = shell
+
+    def type(self, data: bytes | str) -> str:
+        raw = data.encode() if isinstance(data, str) else data
+        return self.shell.feed(raw).decode("ascii")
+
+    def run(self, line: str) -> str:
+        """One command: the output between the echoed line and the next prompt."""
+        out = self.type(line + "\r")
+        echo = line + "\r\n"
+        assert out.startswith(echo), out
+        out = out[len(echo) :]
+        prompt = f"{self.shell.admin.prompt_name()}> "
+        if out.endswith(prompt):
+            out = out[: -len(prompt)]
+        return out.replace("\r\n", "\n")
+
+    def login(self, password: str = ADMIN_PASSWORD) -> str:
+        return self.type(password + "\r")
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Iterator[Board]:
+    board = Board.create(tmp_path / "board.img", factory("DP-3530"), ADMIN_PASSWORD, size=8 * MIB)
+    try:
+        yield board
+    finally:
+        board.close()
+
+
+@pytest.fixture
+def device(board: Board) -> BenchDevice:
+    return BenchDevice(board)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def shell(device: BenchDevice, clock: Clock) -> ConsoleShell:
+    return ConsoleShell(DeviceAdmin(device), clock=clock)
+
+
+@pytest.fixture
+def term(shell: ConsoleShell) -> Term:
+    term = Term(shell)
+    assert term.type(b"") == ""
+    shell.connect()
+    return term
+
+
+@pytest.fixture
+def admin_term(term: Term) -> Term:
+    assert "logged in" in term.login()
+    return term

@@ -1,0 +1,547 @@
+"""The console shell with plain bytes over a real board: login, lock-out, every command."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from firmware.console.linedisc import MAX_LINE
+from firmware.console.shell import HELP, MAX_HELD, ConsoleShell, Mode, PowerAction, ScanAction
+from firmware.device.admin import EXPORT_END
+from firmware.device.profile import MODELS, factory
+from tests.console.conftest import ADMIN_PASSWORD, BenchDevice, Clock, Term
+
+
+def one_error_line(out: str) -> str:
+    """The output must be exactly one line starting with 'error: '; return it."""
+    assert out.startswith("error: "), out
+    assert out.count("\n") == 1 and out.endswith("\n"), out
+    return out
+
+
+# ----- login, lock-out, logout -----
+
+
+def test_connect_greets_with_the_model_and_asks_for_the_password(shell: ConsoleShell) -> None:
+    assert shell.connect() == b"DP-3530 admin console\r\nPassword: "
+    assert not shell.logged_in
+
+
+def test_the_password_is_not_echoed_and_login_shows_the_model_prompt(term: Term) -> None:
+    out = term.login()
+    assert ADMIN_PASSWORD not in out
+    assert out.startswith("\r\nlogged in to DP-3530")
+    assert out.endswith("DP-3530> ")
+    assert term.shell.logged_in
+
+
+def test_an_empty_line_at_the_password_prompt_is_not_a_failure(term: Term) -> None:
+    for _ in range(5):
+        assert term.type("\r") == "\r\nPassword: "
+    assert term.shell.failures == 0
+
+
+def test_three_failures_lock_the_console_for_a_growing_time(term: Term, clock: Clock) -> None:
+    shell = term.shell
+    assert "Login incorrect" in term.login("wrong1")
+    assert "Login incorrect" in term.login("wrong2")
+    out = term.login("wrong3")
+    assert "console locked for 30 s" in out
+    out = term.login()  # even the right password is refused while locked
+    assert "try again in 30 s" in out and not shell.logged_in
+    clock.now += 31
+    for attempt in range(3):
+        term.login(f"bad{attempt}")
+    assert shell.locked_until == clock.now + 60  # the second lock-out is twice as long
+    clock.now += 61
+    assert "logged in" in term.login()
+    assert shell.failures == 0 and shell.lockouts == 0
+
+
+def test_the_lock_out_survives_a_reconnect(term: Term, clock: Clock) -> None:
+    for attempt in range(3):
+        term.login(f"bad{attempt}")
+    term.shell.disconnect()
+    term.shell.connect()
+    assert "locked" in term.login()
+
+
+def test_ctrl_d_logs_out_and_ctrl_c_drops_the_line(admin_term: Term) -> None:
+    out = admin_term.type("reboot\x03")
+    assert out.endswith("^C\r\nDP-3530> ")
+    assert admin_term.shell.take_action() is None
+    out = admin_term.type("stat\x04")
+    assert "logged out" in out and out.endswith("Password: ")
+    assert not admin_term.shell.logged_in
+
+
+def test_logout_command(admin_term: Term) -> None:
+    assert "logged out" in admin_term.type("logout\r")
+    assert not admin_term.shell.logged_in
+
+
+def test_idle_logout_after_the_profile_timeout(admin_term: Term, clock: Clock) -> None:
+    shell = admin_term.shell
+    assert shell.next_deadline() == clock.now + 300
+    clock.now += 299
+    assert shell.tick() == b""
+    admin_term.type("\r")  # typing restarts the timer
+    clock.now += 299
+    assert shell.tick() == b""
+    clock.now += 2
+    out = shell.tick().decode()
+    assert "idle timeout: logged out" in out and out.endswith("Password: ")
+    assert not shell.logged_in and shell.next_deadline() is None
+
+
+def test_the_idle_timeout_is_live(admin_term: Term, clock: Clock) -> None:
+    assert "applied now" in admin_term.run("profile set console.admin_idle_timeout_s 10")
+    clock.now += 11
+    assert b"idle timeout" in admin_term.shell.tick()
+
+
+def test_input_after_the_deadline_logs_out_first(admin_term: Term, clock: Clock) -> None:
+    clock.now += 301
+    out = admin_term.type("status\r")
+    assert "idle timeout" in out
+    assert "model" not in out  # the line went to the password prompt, unechoed
+
+
+def test_an_overlong_command_is_refused(admin_term: Term) -> None:
+    out = admin_term.type("x" * (MAX_LINE + 10) + "\r")
+    assert f"error: line longer than {MAX_LINE} characters refused" in out
+    assert out.endswith("DP-3530> ")
+
+
+def test_unbalanced_quotes_are_one_error_line(admin_term: Term) -> None:
+    one_error_line(admin_term.run('box show "alice'))
+
+
+# ----- help and dispatch -----
+
+
+def test_help_lists_every_command(admin_term: Term) -> None:
+    out = admin_term.run("help")
+    for h in HELP.values():
+        assert h.usage in out
+
+
+@pytest.mark.parametrize("topic", sorted(HELP))
+def test_help_explains_every_command(admin_term: Term, topic: str) -> None:
+    out = admin_term.run(f"help {topic}")
+    assert out.startswith(HELP[topic].usage)
+
+
+@pytest.mark.parametrize(
+    "line", ["help", *(f"help {topic}" for topic in HELP), "status", "profile list", "box list"]
+)
+def test_output_fits_an_80_column_terminal(admin_term: Term, line: str) -> None:
+    for text in admin_term.run(line).splitlines():
+        assert len(text) < 80, text
+
+
+def test_help_of_a_group_lists_its_sub_commands(admin_term: Term) -> None:
+    out = admin_term.run("help box")
+    for sub in ("list", "show", "add", "del", "passwd"):
+        assert f"box {sub}" in out
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "frobnicate",
+        "help frobnicate",
+        "profile",
+        "profile frob",
+        "box",
+        "status now",
+        "profile get",
+        "profile set pop3.port",
+        "box add",
+        "box del a b c",
+        "box del alice please",
+        "session kill",
+        "scan",
+        "log many",
+        "log 0",
+        "fsck now",
+        "reboot now",
+    ],
+)
+def test_bad_usage_is_one_error_line(admin_term: Term, line: str) -> None:
+    one_error_line(admin_term.run(line))
+    assert admin_term.shell.mode is Mode.COMMAND
+
+
+def test_commands_are_case_insensitive(admin_term: Term) -> None:
+    assert "model" in admin_term.run("STATUS")
+    assert "DP-6030" in admin_term.run("Profile List")
+
+
+# ----- status, log, fsck, compact -----
+
+
+def test_status_shows_every_figure(admin_term: Term) -> None:
+    out = admin_term.run("status")
+    assert "DP-3530" in out
+    assert "1.00-sim" in out
+    assert re.search(r"uptime\s+0d 01:02:0\d", out)
+    assert re.search(r"RAM\s+0 B used, 128.0 MiB free of 128.0 MiB", out)
+    assert re.search(r"flash\s+.* used, .* free, .* reclaimable of ", out)
+    assert "0 of 16 sessions open (service not running)" in out
+    assert re.search(r"scans\s+0 done", out)
+
+
+def test_log_shows_the_last_lines(admin_term: Term, device: BenchDevice) -> None:
+    assert admin_term.run("log") == "(log is empty)\n"
+    for n in range(30):
+        device.log_lines.append(f"line {n}")
+    assert admin_term.run("log").splitlines() == [f"line {n}" for n in range(10, 30)]
+    assert admin_term.run("log 2").splitlines() == ["line 28", "line 29"]
+    device.log_lines.append("evil \x1b[2J escape")
+    assert "\x1b" not in admin_term.run("log 1")
+
+
+def test_fsck_and_compact_report_without_error(admin_term: Term) -> None:
+    for command in ("fsck", "compact"):
+        out = admin_term.run(command)
+        assert out and not out.startswith("error"), out
+
+
+# ----- profiles -----
+
+
+def test_profile_list_marks_the_active_model(admin_term: Term) -> None:
+    out = admin_term.run("profile list").splitlines()
+    assert len(out) == len(MODELS) + 1
+    assert [line for line in out if line.startswith("*")] == [out[MODELS.index("DP-3530")]]
+
+
+def test_profile_show_and_get(admin_term: Term) -> None:
+    out = admin_term.run("profile show")
+    assert re.search(r"^pop3.max_sessions\s+= 16$", out, re.M)
+    assert re.search(r"^scan.color_modes\s+= mono,gray,color$", out, re.M)
+    other = admin_term.run("profile show dp-6030")
+    assert re.search(r"^identity.model\s+= DP-6030$", other, re.M)
+    one_error_line(admin_term.run("profile show DP-9999"))
+    out = admin_term.run("profile get pop3.max_sessions")
+    assert out.startswith("pop3.max_sessions = 16\n")
+    assert "from 1 to 4096" in out and "live" in out
+    assert "applies after reboot" in admin_term.run("profile get pop3.port")
+    assert "unknown profile key 'pop3.nope'" in one_error_line(
+        admin_term.run("profile get pop3.nope")
+    )
+
+
+def test_profile_set_live_and_after_reboot(admin_term: Term, device: BenchDevice) -> None:
+    out = admin_term.run("profile set mailbox.max_boxes 7")
+    assert out == "mailbox.max_boxes = 7 (saved; applied now)\n"
+    assert device.board.profile.int("mailbox.max_boxes") == 7  # in NVRAM
+    out = admin_term.run("profile set pop3.port 1110")
+    assert out == "pop3.port = 1110 (saved; applies after reboot)\n"
+    assert "no value changed" in admin_term.run("profile set pop3.port 1110")
+
+
+def test_profile_set_refuses_bad_values_naming_key_and_range(
+    admin_term: Term, device: BenchDevice
+) -> None:
+    before = device.board.profile
+    out = one_error_line(admin_term.run("profile set pop3.max_sessions 0"))
+    assert out == (
+        "error: profile set: pop3.max_sessions = 0 is not allowed;"
+        " expected an integer from 1 to 4096\n"
+    )
+    out = one_error_line(admin_term.run("profile set pop3.apop maybe"))
+    assert "true or false" in out
+    out = one_error_line(admin_term.run("profile set scan.formats tiff,gif"))
+    assert "scan.formats" in out
+    out = one_error_line(admin_term.run("profile set pop3.max_sessions 2 pop3.apop 7"))
+    assert "pop3.apop" in out  # one bad pair refuses the whole command
+    assert device.board.profile == before
+
+
+def test_profile_set_several_keys_at_once(admin_term: Term, device: BenchDevice) -> None:
+    out = admin_term.run("profile set pop3.max_sessions_per_client 2 pop3.max_sessions 2")
+    assert "2 values changed and saved" in out and "applied now" in out
+    assert device.board.profile.int("pop3.max_sessions") == 2
+
+
+def test_profile_diff_apply_reset(admin_term: Term, device: BenchDevice) -> None:
+    assert admin_term.run("profile diff") == "no differences from the DP-3530 factory profile\n"
+    admin_term.run("profile set mailbox.quota_mib 5")
+    out = admin_term.run("profile diff")
+    assert "mailbox.quota_mib = 5 | 64" in out
+    out = admin_term.run("profile apply DP-6030")
+    assert "applies after reboot: " in out and "identity.model" in out
+    assert device.board.profile == factory("DP-6030")
+    assert admin_term.type("\r").endswith("DP-6030> ")
+    admin_term.shell.admin.device.apply_profile(factory("DP-3530").with_value("engine.ppm", "5"))
+    out = admin_term.run("profile reset")
+    assert out == "engine.ppm = 35 (saved; applies after reboot)\n"
+    assert device.board.profile == factory("DP-3530")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_factory_profile_exports_and_imports_back(
+    admin_term: Term, device: BenchDevice, model: str
+) -> None:
+    admin_term.run(f"profile apply {model}")
+    exported = admin_term.run("profile export")
+    assert exported.startswith(f"# BEGIN DPFW PROFILE {model}\n")
+    assert exported.endswith(f"{EXPORT_END}\n")
+    other = "DP-3510" if model != "DP-3510" else "DP-6030"
+    admin_term.run(f"profile apply {other}")
+    assert device.board.profile != factory(model)
+    prompt = admin_term.run("profile import")
+    assert EXPORT_END in prompt
+    out = ""
+    for line in exported.splitlines():
+        out = admin_term.type(line + "\r")
+    assert "values changed and saved" in out
+    assert device.board.profile == factory(model)
+    assert device.profile == factory(model)
+
+
+def paste(term: Term, text: str) -> str:
+    term.run("profile import")
+    return term.type(text.replace("\n", "\r\n") + f"\r\n{EXPORT_END}\r\n").replace("\r\n", "\n")
+
+
+def test_an_invalid_import_changes_nothing(admin_term: Term, device: BenchDevice) -> None:
+    before = device.board.profile
+    text = factory("DP-3530").to_toml().replace("max_sessions = 16", "max_sessions = 99999")
+    out = paste(admin_term, text)
+    assert "error: profile import: pop3.max_sessions = 99999 is not allowed" in out
+    assert "nothing changed" in out
+    out = paste(admin_term, "this is not toml")
+    assert "not valid TOML" in out
+    out = paste(admin_term, "[pop3]\nmax_sessions = 3\n")
+    assert "missing key" in out
+    out = paste(admin_term, text.replace("[pop3]", "[pop3]\nturbo = true"))
+    assert "error: profile import: unknown key 'pop3.turbo' (`profile show` lists every key)" in out
+    assert device.board.profile == before
+    assert admin_term.shell.mode is Mode.COMMAND
+
+
+def test_import_can_be_cancelled_and_is_bounded(admin_term: Term, device: BenchDevice) -> None:
+    before = device.board.profile
+    admin_term.run("profile import")
+    out = admin_term.type("[pop3]\r\nmax_sessions = 3\r\n\x03")
+    assert "import cancelled; nothing changed" in out and out.endswith("DP-3530> ")
+    admin_term.run("profile import")
+    admin_term.type("# x\r\n" * 500)
+    assert admin_term.shell.buffered < 500 * 4
+    out = admin_term.type(EXPORT_END + "\r\n")
+    assert "more than" in out and "nothing changed" in out
+    admin_term.run("profile import")
+    admin_term.type("y" * (MAX_LINE + 1) + "\r\n")
+    out = admin_term.type(EXPORT_END + "\r\n")
+    assert "longer than" in out
+    assert device.board.profile == before
+
+
+# ----- boxes -----
+
+
+def add_box(term: Term, name: str, password: str = "box-pw-1", again: str | None = None) -> str:
+    out = term.run(f"box add {name}")
+    assert out == f"Password for box {name}: "
+    assert term.type(password + "\r") == "\r\nAgain: "
+    return term.type((again or password) + "\r")
+
+
+def test_box_add_asks_for_the_password_twice_unechoed(
+    admin_term: Term, device: BenchDevice
+) -> None:
+    out = add_box(admin_term, "alice")
+    assert "box-pw-1" not in out
+    assert "box alice added" in out and out.endswith("DP-3530> ")
+    assert [b.name for b in device.board.boxes()] == ["alice"]
+
+
+def test_box_add_errors(admin_term: Term, device: BenchDevice) -> None:
+    out = add_box(admin_term, "bob", "one-pass", "two-pass")
+    assert "error: box add: the two passwords differ; nothing changed" in out
+    out = add_box(admin_term, "bob", "pw", "pw")
+    assert "error: box add: a password has 4 to 64 characters" in out
+    assert device.board.boxes() == []
+    add_box(admin_term, "bob")
+    one_error_line(admin_term.run("box add bob"))
+    out = one_error_line(admin_term.run('box add "two words"'))
+    assert "box name 'two words' is not allowed" in out
+    assert [b.name for b in device.board.boxes()] == ["bob"]
+
+
+def test_box_list_show_passwd_del(admin_term: Term, device: BenchDevice) -> None:
+    assert admin_term.run("box list") == "no boxes\n"
+    add_box(admin_term, "alice")
+    add_box(admin_term, "carol")
+    out = admin_term.run("box list")
+    assert "alice" in out and "carol" in out
+    assert "messages   0 of 1000" in admin_term.run("box show alice")
+    one_error_line(admin_term.run("box show nobody"))
+    assert admin_term.run("box passwd alice") == "New password for box alice: "
+    admin_term.type("new-secret\r")
+    assert "password of box alice changed" in admin_term.type("new-secret\r")
+    one_error_line(admin_term.run("box passwd nobody"))
+    assert admin_term.run("box del carol") == "box carol deleted\n"
+    one_error_line(admin_term.run("box del carol"))
+    assert [b.name for b in device.board.boxes()] == ["alice"]
+
+
+def test_ctrl_c_at_a_password_question_changes_nothing(
+    admin_term: Term, device: BenchDevice
+) -> None:
+    admin_term.run("box add dave")
+    out = admin_term.type("half\x03")
+    assert "cancelled; nothing changed" in out
+    assert device.board.boxes() == []
+
+
+# ----- sessions -----
+
+
+def test_sessions_without_the_pop3_service(admin_term: Term) -> None:
+    assert admin_term.run("session list") == "POP3 service not running\n"
+    one_error_line(admin_term.run("session kill 1"))
+
+
+# ----- scans -----
+
+
+def test_scan_hands_an_action_to_the_transport_and_holds_input(admin_term: Term) -> None:
+    add_box(admin_term, "alice")
+    shell = admin_term.shell
+    out = admin_term.type("scan alice pages=2 dpi=200x200 mode=mono format=pdf\rstatus\r")
+    assert out.endswith("scanning 2 page(s) into box alice ...\r\n")
+    action = shell.take_action()
+    assert isinstance(action, ScanAction)
+    assert (action.request.box, action.request.pages, action.request.format) == ("alice", 2, "pdf")
+    assert shell.take_action() is None and shell.mode is Mode.BUSY
+    assert shell.next_deadline() is None  # no idle logout while a job runs
+    assert admin_term.type("x" * (MAX_HELD * 2)) == ""
+    assert shell.buffered <= MAX_HELD
+    out = shell.finish_action("scan job 0001 done").decode()
+    assert out.startswith("scan job 0001 done\r\nDP-3530> status\r\n")  # the held line runs
+    assert "model" in out
+
+
+def test_scan_defaults_follow_the_profile(admin_term: Term) -> None:
+    add_box(admin_term, "alice")
+    chosen = []
+    for line in ("scan alice", "scan alice mode=gray", "scan alice mode=color dpi=600"):
+        admin_term.type(line + "\r")
+        action = admin_term.shell.take_action()
+        assert isinstance(action, ScanAction)
+        admin_term.shell.finish_action("")
+        request = action.request
+        chosen.append((request.pages, request.dpi, request.mode, request.format))
+    assert chosen == [
+        (1, "300", "mono", "tiff"),
+        (1, "300", "gray", "pdf"),
+        (1, "600", "color", "pdf"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "scan nobody",
+        "scan alice pages=0",
+        "scan alice pages=many",
+        "scan alice pages=9999",
+        "scan alice dpi=1200",
+        "scan alice mode=sepia",
+        "scan alice mode=color format=tiff",
+        "scan alice colour=red",
+    ],
+)
+def test_scan_errors_are_refused_before_any_work(admin_term: Term, line: str) -> None:
+    add_box(admin_term, "alice")
+    one_error_line(admin_term.run(line))
+    assert admin_term.shell.take_action() is None
+
+
+async def test_a_scan_runs_into_the_box(admin_term: Term, device: BenchDevice) -> None:
+    add_box(admin_term, "alice")
+    admin_term.type("scan alice\r")
+    action = admin_term.shell.take_action()
+    assert isinstance(action, ScanAction)
+    text = await admin_term.shell.admin.scan(action.request)
+    assert text.startswith("scan job 0001 done: 1 page(s)")
+    assert admin_term.shell.finish_action(text).endswith(b"DP-3530> ")
+    assert device.scans_done == 1
+    assert len(device.board.messages("alice")) == 1
+    assert re.search(r"scans\s+1 done", admin_term.run("status"))
+
+
+# ----- passwd, reboot, shutdown -----
+
+
+def test_passwd_changes_the_admin_password(admin_term: Term, device: BenchDevice) -> None:
+    assert admin_term.run("passwd") == "Current password: "
+    admin_term.type("wrong\r")
+    admin_term.type("next-pass\r")
+    out = admin_term.type("next-pass\r")
+    assert "error: passwd: the current password is wrong; nothing changed" in out
+    admin_term.run("passwd")
+    for answer in (ADMIN_PASSWORD, "next-pass", "next-pass"):
+        out = admin_term.type(answer + "\r")
+    assert "admin password changed" in out
+    assert device.board.check_admin_password("next-pass")
+    admin_term.type("logout\r")
+    assert "Login incorrect" in admin_term.login()
+    assert "logged in" in admin_term.login("next-pass")
+
+
+def test_reboot_and_shutdown_are_actions(admin_term: Term, device: BenchDevice) -> None:
+    shell = admin_term.shell
+    assert admin_term.type("reboot\r").endswith("rebooting ...\r\n")
+    assert shell.take_action() == PowerAction("reboot")
+    shell.admin.reboot()
+    shell.finish_action("")
+    out = shell.power_done("reboot").decode()
+    assert "session closed by reboot" in out
+    assert out.endswith("Password: ") and not shell.logged_in
+    assert device.reboots == 1
+    admin_term.login()
+    assert admin_term.type("shutdown\r").endswith("shutting down ...\r\n")
+    assert shell.take_action() == PowerAction("shutdown")
+
+
+# ----- noise -----
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(noise=st.lists(st.binary(max_size=600), max_size=8))
+def test_line_noise_never_raises_and_memory_stays_bounded(
+    shell: ConsoleShell, clock: Clock, noise: list[bytes]
+) -> None:
+    shell.connect()
+    shell.feed(ADMIN_PASSWORD.encode() + b"\r")
+    for chunk in noise:
+        out = shell.feed(chunk)
+        assert isinstance(out, bytes)
+        assert shell.buffered <= MAX_LINE + MAX_HELD + 400 * MAX_LINE
+        if shell.take_action() is not None:
+            shell.finish_action("done")
+        clock.now += 1
+        shell.tick()
+    shell.disconnect()
+
+
+def test_a_failing_operation_is_logged_and_ends_only_the_session(
+    admin_term: Term, device: BenchDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    device.log_lines.append(b"a bytes log line: a bug elsewhere")  # type: ignore[arg-type]
+    out = admin_term.type("log\r")
+    assert "error: internal error in `log` (logged); logging out" in out
+    assert out.endswith("Password: ") and not admin_term.shell.logged_in
+    assert any(r.exc_info for r in caplog.records if "internal error" in r.getMessage())
+    assert "logged in" in admin_term.login()  # the console itself goes on
+    assert "model" in admin_term.run("status")

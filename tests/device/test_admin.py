@@ -1,0 +1,223 @@
+"""The admin operations against a real running Device: real board, POP3 service, scans."""
+
+from __future__ import annotations
+
+import logging
+import poplib
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from firmware.device.admin import (
+    EXPORT_BEGIN,
+    EXPORT_END,
+    DeviceAdmin,
+    format_size,
+    format_uptime,
+    format_value,
+)
+from firmware.device.device import Device, RunOptions
+from firmware.device.profile import MODELS, factory
+from firmware.errors import BoxError, DeviceError, ProfileError
+from firmware.store.board import Board
+
+ADMIN_PASSWORD = "admin-test-pw"
+ALICE_PASSWORD = "alice-pw"
+MIB = 1 << 20
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "board.img"
+    profile = factory("DP-3530").with_value("pop3.plaintext_auth", "always")
+    profile = profile.with_value("pop3.auth_failure_delay_s", "0")
+    board = Board.create(path, profile, ADMIN_PASSWORD, size=16 * MIB)
+    board.add_box("alice", ALICE_PASSWORD)
+    board.deliver("alice", b"Subject: hello\r\n\r\nbody\r\n")
+    board.close()
+    return path
+
+
+async def wait_booted(device: Device, boots: int = 1) -> tuple[str, int]:
+    with trio.fail_after(20):
+        while device.boots < boots or not device.pop3_addresses or device.pop3 is None:
+            await trio.sleep(0.01)
+    return device.pop3_addresses[0]
+
+
+@pytest.fixture
+async def device(image: Path) -> AsyncIterator[Device]:
+    device = Device(RunOptions(image=image, pop3=("127.0.0.1", 0)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(device.run)
+        await wait_booted(device)
+        try:
+            yield device
+        finally:
+            device.request_shutdown()
+
+
+@pytest.fixture
+def admin(device: Device) -> DeviceAdmin:
+    return DeviceAdmin(device)
+
+
+def pop3_login(address: tuple[str, int]) -> poplib.POP3:
+    client = poplib.POP3(address[0], address[1], timeout=10)
+    client.user("alice")
+    client.pass_(ALICE_PASSWORD)
+    return client
+
+
+async def test_status_counts_sessions_and_scans(admin: DeviceAdmin, device: Device) -> None:
+    out = admin.status()
+    assert re.search(r"^model\s+DP-3530$", out, re.M)
+    assert "0 of 16 sessions open" in out
+    client = await trio.to_thread.run_sync(pop3_login, device.pop3_addresses[0])
+    try:
+        assert "1 of 16 sessions open" in admin.status()
+        assert re.search(r"RAM\s+[1-9][\d.]* KiB used", admin.status())
+    finally:
+        await trio.to_thread.run_sync(client.quit)
+
+
+async def test_session_list_and_kill(admin: DeviceAdmin, device: Device) -> None:
+    assert admin.session_list() == "no POP3 sessions open (limit 16)"
+    client = await trio.to_thread.run_sync(pop3_login, device.pop3_addresses[0])
+    listing = admin.session_list()
+    assert "1 of 16 POP3 sessions open" in listing
+    assert re.search(r"^\s+1\s+127\.0\.0\.1:\d+\s+alice\s+transaction", listing, re.M)
+    assert admin.session_kill("1") == "session 1 closed (nothing committed)"
+    with pytest.raises(Exception):  # noqa: B017 - whatever poplib raises on a dropped line
+        await trio.to_thread.run_sync(client.stat)
+    client.close()
+    with trio.fail_after(5):
+        while device.pop3 is not None and device.pop3.sessions():
+            await trio.sleep(0.01)
+    with pytest.raises(DeviceError, match="no open session 1"):
+        admin.session_kill("1")
+    with pytest.raises(DeviceError, match="not a session id"):
+        admin.session_kill("one")
+    assert len(device.board.messages("alice")) == 1  # a killed session deletes nothing
+
+
+async def test_a_live_setting_binds_the_running_service(admin: DeviceAdmin, device: Device) -> None:
+    assert admin.profile_set([("pop3.max_sessions", "1")]) == (
+        "pop3.max_sessions = 1 (saved; applied now)"
+    )
+    assert device.board.profile.int("pop3.max_sessions") == 1
+    address = device.pop3_addresses[0]
+    first = await trio.to_thread.run_sync(pop3_login, address)
+    try:
+        with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
+            await trio.to_thread.run_sync(pop3_login, address)
+    finally:
+        await trio.to_thread.run_sync(first.quit)
+
+
+async def test_a_reboot_keeps_what_was_saved(admin: DeviceAdmin, device: Device) -> None:
+    assert "applies after reboot" in admin.profile_set([("engine.ppm", "12")])
+    admin.reboot()
+    await wait_booted(device, boots=2)
+    assert device.profile.int("engine.ppm") == 12
+    assert device.board.profile.int("engine.ppm") == 12
+
+
+async def test_an_invalid_import_changes_nothing(admin: DeviceAdmin, device: Device) -> None:
+    before = device.board.profile
+    bad = before.to_toml().replace("ppm = 35", "ppm = 9000")
+    with pytest.raises(ProfileError, match=r"engine.ppm = 9000 is not allowed; expected an "):
+        admin.profile_import(bad)
+    with pytest.raises(ProfileError, match="not valid TOML"):
+        admin.profile_import("[pop3\n")
+    assert device.board.profile == before and device.profile == before
+
+
+async def test_every_factory_profile_exports_and_imports_back(
+    admin: DeviceAdmin, device: Device
+) -> None:
+    for model in MODELS:
+        admin.profile_apply(model)
+        exported = admin.profile_export()
+        assert exported.startswith(f"{EXPORT_BEGIN} {model}\n")
+        assert exported.endswith(f"\n{EXPORT_END}")
+        admin.profile_reset()
+        admin.profile_apply("DP-3510" if model != "DP-3510" else "DP-6030")
+        admin.profile_import(exported)
+        assert device.board.profile == factory(model)
+
+
+async def test_profile_apply_reset_and_diff(admin: DeviceAdmin, device: Device) -> None:
+    assert "pop3.plaintext_auth = always | tls_only" in admin.profile_diff()
+    out = admin.profile_apply("dp-4520")
+    assert "values changed and saved" in out and "applies after reboot" in out
+    assert device.board.profile == factory("DP-4520")
+    assert admin.profile_reset() == "profile reset to DP-4520 factory values: no value changed"
+    assert admin.profile_diff() == "no differences from the DP-4520 factory profile"
+    with pytest.raises(ProfileError, match="unknown model"):
+        admin.profile_apply("DP-1")
+
+
+async def test_box_operations(admin: DeviceAdmin, device: Device) -> None:
+    assert admin.box_add("carol", "carol-pw", "carol-pw") == "box carol added"
+    with pytest.raises(BoxError, match="already exists"):
+        admin.check_new_box("carol")
+    with pytest.raises(DeviceError, match="differ"):
+        admin.box_passwd("carol", "aaaa", "bbbb")
+    assert admin.box_passwd("carol", "new-carol", "new-carol") == "password of box carol changed"
+    assert device.board.box_credentials("carol") is not None
+    with pytest.raises(BoxError, match="holds 1 messages"):
+        admin.box_del("alice")
+    assert "messages   1 of 1000" in admin.box_show("alice")
+    assert admin.box_del("alice", purge=True) == "box alice deleted"
+    assert [b.name for b in device.board.boxes()] == ["carol"]
+
+
+async def test_scan_into_a_box(admin: DeviceAdmin, device: Device) -> None:
+    request = admin.prepare_scan("alice", ["pages=2", "mode=gray", "format=pdf"])
+    text = await admin.scan(request)
+    assert re.fullmatch(r"scan job 0001 done: 2 page\(s\), .* stored in box alice as \S+", text)
+    assert device.scans_done == 1
+    assert len(device.board.messages("alice")) == 2
+    with pytest.raises(DeviceError, match="at most"):
+        admin.prepare_scan("alice", ["pages=100000"])
+
+
+async def test_admin_password(admin: DeviceAdmin, device: Device) -> None:
+    assert admin.check_password(ADMIN_PASSWORD)
+    with pytest.raises(DeviceError, match="4 to 64"):
+        admin.set_password(ADMIN_PASSWORD, "abc", "abc")
+    assert admin.set_password(ADMIN_PASSWORD, "fresh-pw", "fresh-pw").startswith("admin password")
+    assert admin.check_password("fresh-pw") and not admin.check_password(ADMIN_PASSWORD)
+
+
+async def test_fsck_compact_log(admin: DeviceAdmin) -> None:
+    assert re.fullmatch(r"fsck: \d+ records checked, all clean", admin.fsck())
+    assert admin.compact().startswith("compact: ")
+    logging.getLogger("dpfw.test").warning("marker \x1b[31m line")
+    assert admin.log(1).endswith("WARNING dpfw.test: marker ?[31m line")
+
+
+async def test_while_rebooting_everything_is_a_clear_error(
+    admin: DeviceAdmin, device: Device
+) -> None:
+    admin.reboot()
+    with trio.fail_after(10):
+        while device.boots < 2:
+            assert admin.prompt_name() in ("DP", "DP-3530")
+            try:
+                admin.status()
+            except DeviceError as exc:
+                assert "not running" in str(exc)
+            await trio.sleep(0)
+
+
+def test_formatting_helpers() -> None:
+    assert format_value(True) == "true"
+    assert format_value(("mono", "gray")) == "mono,gray"
+    assert format_size(512) == "512 B"
+    assert format_size(3 * MIB // 2) == "1.5 MiB"
+    assert format_uptime(90061) == "1d 01:01:01"
