@@ -55,7 +55,7 @@ class DeviceProcess:
             self.lines.append(line.rstrip("\n"))
             if match := re.search(r"console: (/dev/\S+)", line):
                 self.console_path = match.group(1)
-            if match := re.search(r"POP3 on \S+:(\d+)", line):
+            if line.startswith("dpfw: ") and (match := re.search(r"POP3 on \S+:(\d+)", line)):
                 self.pop3_port = int(match.group(1))
                 self._booted.set()
         self._booted.set()

@@ -156,7 +156,13 @@ class Device:
 
     async def run(self) -> int:
         """Boot, serve until shutdown (reboot loops back to boot); 0 on a clean stop."""
-        logging.getLogger("dpfw").addHandler(self._log_ring)
+        # Every package logs under "firmware.*" or "dpfw.*"; the ring sees both at INFO even
+        # when the embedding program configured no logging.
+        loggers = [logging.getLogger("dpfw"), logging.getLogger("firmware")]
+        for logger in loggers:
+            logger.addHandler(self._log_ring)
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._watch_signals)
@@ -173,7 +179,8 @@ class Device:
                     self._reboot = False
                 outer.cancel_scope.cancel()
         finally:
-            logging.getLogger("dpfw").removeHandler(self._log_ring)
+            for logger in loggers:
+                logger.removeHandler(self._log_ring)
         return 0
 
     async def _watch_signals(self) -> None:

@@ -1,0 +1,1 @@
+"""The device: boot and life cycle, profiles, RAM budget, credentials, admin operations."""

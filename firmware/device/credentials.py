@@ -1,0 +1,70 @@
+"""Box and console-admin credentials as NVRAM keeps them.
+
+We keep SCRAM-SHA-256 keys (RFC 5802/7677), never the password, so a copied image does not give
+away passwords; USER/PASS recomputes StoredKey from the offered password and compares in constant
+time. APOP and CRAM-MD5 need a plaintext-equivalent secret: it is kept only when a box asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+
+MIN_ITERATIONS = 4096  # RFC 7677: at least 4096
+SALT_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What NVRAM keeps for a box or the console admin."""
+
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+    legacy_secret: str | None = None  # only when APOP/CRAM-MD5 is enabled for the box
+
+
+def salted_password(password: str, salt: bytes, iterations: int) -> bytes:
+    """SaltedPassword := Hi(password, salt, i), i.e. PBKDF2-HMAC-SHA-256 (RFC 5802 §3)."""
+    return hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+
+
+def client_key(salted: bytes) -> bytes:
+    """ClientKey := HMAC(SaltedPassword, "Client Key")."""
+    return hmac.digest(salted, b"Client Key", "sha256")
+
+
+def server_key(salted: bytes) -> bytes:
+    """ServerKey := HMAC(SaltedPassword, "Server Key")."""
+    return hmac.digest(salted, b"Server Key", "sha256")
+
+
+def stored_key(client: bytes) -> bytes:
+    """StoredKey := H(ClientKey)."""
+    return hashlib.sha256(client).digest()
+
+
+def make_credentials(
+    password: str, *, legacy: bool = False, iterations: int = MIN_ITERATIONS
+) -> Credentials:
+    """Fresh salt, SCRAM keys; the plaintext-equivalent secret only when `legacy`."""
+    if iterations < MIN_ITERATIONS:
+        raise ValueError(f"iterations must be at least {MIN_ITERATIONS}, not {iterations}")
+    salt = os.urandom(SALT_BYTES)
+    salted = salted_password(password, salt, iterations)
+    return Credentials(
+        salt=salt,
+        iterations=iterations,
+        stored_key=stored_key(client_key(salted)),
+        server_key=server_key(salted),
+        legacy_secret=password if legacy else None,
+    )
+
+
+def verify_password(creds: Credentials, password: str) -> bool:
+    """True when `password` yields the stored StoredKey (constant-time compare)."""
+    salted = salted_password(password, creds.salt, creds.iterations)
+    return hmac.compare_digest(stored_key(client_key(salted)), creds.stored_key)
