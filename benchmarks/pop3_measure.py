@@ -1,0 +1,223 @@
+"""The measurement schedule of `tools/bench pop3`: which test runs when, on which server.
+
+The machine is shared (by the generator, both servers and whatever else runs), so tests are
+interleaved: every timed test is split into rounds run in ABBA order (dpfw, dovecot, dovecot,
+dpfw, ...), which cancels a steady drift of background load, and each round records how much CPU
+processes other than the server and the generator took meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from benchmarks import loadgen
+from benchmarks.pop3_corpus import Corpus
+from benchmarks.pop3_procs import ServerProcess, listen_drops, machine_busy_s
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Plan:
+    """What one run measures and for how long (durations are per server, over all rounds)."""
+
+    levels: tuple[int, ...]
+    session_s: float
+    retr_conns: tuple[int, ...]
+    retr_s: float
+    idle: int
+    boxes: int
+    rounds: int = 2
+
+
+@dataclass
+class Target:
+    """A server under test and where it listens."""
+
+    name: str
+    server: ServerProcess
+    port: int
+
+
+@dataclass
+class Figures:
+    """Everything measured on one server."""
+
+    sessions_per_s: dict[int, float] = field(default_factory=dict)
+    server_cpu_ms_per_session: dict[int, float] = field(default_factory=dict)
+    retr_mb_per_s: dict[int, float] = field(default_factory=dict)
+    loadgen_cpu_pct: dict[str, float] = field(default_factory=dict)
+    other_cpu_pct: dict[str, float] = field(default_factory=dict)  # 100 = one whole CPU
+    listen_drops: dict[str, int] = field(default_factory=dict)  # SYNs dropped: backlog full
+    idle_sessions: int = 0
+    idle_rss_per_session: float = math.nan  # bytes
+    idle_pss_per_session: float = math.nan  # bytes
+    idle_processes: tuple[int, int] = (0, 0)  # before, after
+    errors: int = 0
+    mismatches: int = 0
+    samples: list[str] = field(default_factory=list)
+
+    def count(self, tally: loadgen.Tally) -> None:
+        self.errors += tally.errors
+        self.mismatches += tally.mismatches
+        self.samples.extend(tally.samples[: max(0, 5 - len(self.samples))])
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Sum:
+    """One test on one server, summed over its rounds."""
+
+    tally: loadgen.Tally = field(default_factory=loadgen.Tally)
+    wall_s: float = 0.0
+    loadgen_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
+    other_cpu_s: float = 0.0
+    listen_drops: int = 0
+
+
+async def _timed(
+    target: Target, acc: _Sum, run: Callable[[], Awaitable[loadgen.RunResult]]
+) -> None:
+    server0 = target.server.usage(with_pss=False).cpu_s
+    busy0, drops0 = machine_busy_s(), listen_drops()
+    result = await run()
+    busy = machine_busy_s() - busy0
+    acc.listen_drops += listen_drops() - drops0
+    server = target.server.usage(with_pss=False).cpu_s - server0
+    acc.tally.add(result.tally)
+    acc.wall_s += result.wall_s
+    acc.loadgen_cpu_s += result.cpu_s
+    acc.server_cpu_s += server
+    acc.other_cpu_s += max(0.0, busy - server - result.cpu_s)
+
+
+async def _rounds(
+    targets: Sequence[Target],
+    rounds: int,
+    make: Callable[[Target], Callable[[], Awaitable[loadgen.RunResult]]],
+) -> dict[str, _Sum]:
+    sums = {t.name: _Sum() for t in targets}
+    for r in range(rounds):
+        order = targets if r % 2 == 0 else list(reversed(targets))
+        for target in order:
+            await _timed(target, sums[target.name], make(target))
+    return sums
+
+
+async def warm_up(
+    target: Target, corpus: Corpus, fig: Figures, uid_seen: dict[str, list[bytes]]
+) -> None:
+    """One verified session on every box, so first-touch costs are paid before timing."""
+    boxes = corpus.session_accounts
+    warm = await loadgen.run_sessions(
+        HOST, target.port, boxes, 32, 3600.0, uid_seen, max_sessions=math.ceil(len(boxes) / 32)
+    )
+    fig.count(warm.tally)
+    log(f"{target.name}: warm-up {warm.tally.done} sessions, {warm.tally.errors} errors")
+
+
+async def idle_memory(target: Target, corpus: Corpus, plan: Plan, fig: Figures) -> None:
+    """Memory growth of the server's whole process group per idle logged-in session."""
+    await asyncio.sleep(1.0)
+    before = target.server.usage()
+    idle = loadgen.IdleSessions()
+    await idle.open(HOST, target.port, corpus.session_accounts[: plan.idle])
+    await asyncio.sleep(1.0)
+    after = target.server.usage()
+    opened = len(idle.clients)
+    alive = await idle.still_open()
+    await idle.close()
+    fig.count(idle.tally)
+    if alive != plan.idle:
+        fig.errors += 1
+        fig.samples.append(f"idle: {alive} of {plan.idle} sessions open and answering NOOP")
+    n = max(1, opened)
+    fig.idle_sessions = alive
+    fig.idle_rss_per_session = (after.rss - before.rss) / n
+    fig.idle_pss_per_session = (after.pss - before.pss) / n
+    fig.idle_processes = (before.processes, after.processes)
+    log(
+        f"{target.name}: {alive} idle sessions: RSS {before.rss / 1e6:.1f} -> "
+        f"{after.rss / 1e6:.1f} MB ({fig.idle_rss_per_session / 1024:.1f} KiB/session), "
+        f"PSS {fig.idle_pss_per_session / 1024:.1f} KiB/session, "
+        f"{before.processes} -> {after.processes} processes"
+    )
+
+
+def _pct(cpu_s: float, wall_s: float) -> float:
+    return 100 * cpu_s / wall_s if wall_s > 0 else math.nan
+
+
+async def measure_all(targets: Sequence[Target], corpus: Corpus, plan: Plan) -> dict[str, Figures]:
+    """Warm-up and idle memory per server, then every timed test interleaved in rounds."""
+    figs = {t.name: Figures() for t in targets}
+    uid_seen = {t.name: dict[str, list[bytes]]() for t in targets}
+    for t in targets:
+        await warm_up(t, corpus, figs[t.name], uid_seen[t.name])
+    # Idle memory before the load tests: memory those free could otherwise be reused by the
+    # idle sessions and hide what they cost.
+    for t in targets:
+        await idle_memory(t, corpus, plan, figs[t.name])
+
+    boxes = corpus.session_accounts
+    for clients in plan.levels:
+        seconds = plan.session_s / plan.rounds
+
+        def sessions(
+            t: Target, c: int = clients, s: float = seconds
+        ) -> Callable[[], Awaitable[loadgen.RunResult]]:
+            return lambda: loadgen.run_sessions(HOST, t.port, boxes, c, s, uid_seen[t.name])
+
+        sums = await _rounds(targets, plan.rounds, sessions)
+        for name, acc in sums.items():
+            fig = figs[name]
+            fig.count(acc.tally)
+            key = f"sessions x{clients}"
+            fig.listen_drops[key] = acc.listen_drops
+            fig.sessions_per_s[clients] = acc.tally.done / acc.wall_s
+            fig.server_cpu_ms_per_session[clients] = (
+                acc.server_cpu_s * 1000 / max(1, acc.tally.done)
+            )
+            fig.loadgen_cpu_pct[key] = _pct(acc.loadgen_cpu_s, acc.wall_s)
+            fig.other_cpu_pct[key] = _pct(acc.other_cpu_s, acc.wall_s)
+            log(
+                f"{name}: {clients:>3} clients: {fig.sessions_per_s[clients]:8.1f} sessions/s "
+                f"({acc.tally.done} in {acc.wall_s:.1f} s; {acc.tally.errors} errors, "
+                f"{acc.tally.mismatches} mismatches; loadgen CPU {fig.loadgen_cpu_pct[key]:.0f}%, "
+                f"other processes {fig.other_cpu_pct[key]:.0f}%; {acc.listen_drops} SYNs dropped "
+                "by a full listen backlog)"
+            )
+
+    for conns in plan.retr_conns:
+        seconds = plan.retr_s / plan.rounds
+
+        def retr(
+            t: Target, n: int = conns, s: float = seconds
+        ) -> Callable[[], Awaitable[loadgen.RunResult]]:
+            return lambda: loadgen.run_retr(HOST, t.port, corpus.large_accounts, n, s)
+
+        sums = await _rounds(targets, plan.rounds, retr)
+        for name, acc in sums.items():
+            fig = figs[name]
+            fig.count(acc.tally)
+            key = f"RETR x{conns}"
+            fig.listen_drops[key] = acc.listen_drops
+            fig.retr_mb_per_s[conns] = acc.tally.octets / acc.wall_s / 1e6
+            fig.loadgen_cpu_pct[key] = _pct(acc.loadgen_cpu_s, acc.wall_s)
+            fig.other_cpu_pct[key] = _pct(acc.other_cpu_s, acc.wall_s)
+            log(
+                f"{name}: RETR on {conns} conn: {fig.retr_mb_per_s[conns]:8.1f} MB/s "
+                f"({acc.tally.done} messages; {acc.tally.errors} errors, "
+                f"{acc.tally.mismatches} mismatches; loadgen CPU {fig.loadgen_cpu_pct[key]:.0f}%, "
+                f"other processes {fig.other_cpu_pct[key]:.0f}%)"
+            )
+    return figs
