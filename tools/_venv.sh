@@ -12,6 +12,10 @@ ensure_venv() {
   fi
   local stamp="$venv/.dpfw-stamp$extras"
   local want; want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+  # The test install includes everything the plain one has.
+  if [ -z "$extras" ] && [ "$(cat "$venv/.dpfw-stamp[test]" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "tools: installing dpfw$extras into $venv" >&2
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
