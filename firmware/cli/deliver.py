@@ -1,0 +1,36 @@
+"""`dpfw deliver IMG BOX FILE...`: store raw RFC 5322 messages in a box, in order."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from firmware.errors import DeviceError
+from firmware.store.board import Board
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("deliver", help="store message files in a box")
+    p.add_argument("image", type=Path, metavar="IMG")
+    p.add_argument("box", metavar="BOX")
+    p.add_argument("files", nargs="+", metavar="FILE", help="message files; - reads stdin")
+    p.set_defaults(func=cmd_deliver)
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    with Board.open(args.image) as board:
+        board.messages(args.box)  # an unknown box fails before any file is read
+        for name in args.files:
+            try:
+                if name == "-":
+                    info = board.deliver(args.box, sys.stdin.buffer)
+                else:
+                    with open(name, "rb") as f:
+                        info = board.deliver(args.box, f)
+            except OSError as exc:
+                raise DeviceError(f"{name}: {exc.strerror}") from None
+            except DeviceError as exc:
+                raise DeviceError(f"{name}: {exc}") from None
+            print(f"{info.uid} {info.size} {name}")
+    return 0

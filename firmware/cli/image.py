@@ -1,0 +1,205 @@
+"""`dpfw image create|demo|inspect|fsck|compact`: make and look into board images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from firmware.cli.common import add_secret_options, parse_size, read_secret
+from firmware.device.profile import MODELS, Profile, factory, parse_toml
+from firmware.errors import DeviceError, ProfileError
+from firmware.store import demo
+from firmware.store.board import Board
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("image", help="create and inspect board images")
+    cmds = parser.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+
+    p = cmds.add_parser("create", help="create a new, empty board image")
+    p.add_argument("image", type=Path, metavar="IMG")
+    p.add_argument(
+        "--profile",
+        required=True,
+        metavar="MODEL|FILE",
+        help=f"factory model ({', '.join(MODELS)}) or a profile TOML file",
+    )
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        help="image size, e.g. 64MiB (default: the profile's storage.flash_mib)",
+    )
+    add_secret_options(p, "admin-password")
+    p.set_defaults(func=cmd_create)
+
+    p = cmds.add_parser("demo", help="create the demo image (lab passwords, demo messages)")
+    p.add_argument("image", type=Path, metavar="IMG")
+    p.add_argument("--size", type=parse_size, help="image size (default: the profile's)")
+    p.set_defaults(func=cmd_demo)
+
+    p = cmds.add_parser("inspect", help="show superblock, NVRAM, boxes, space, bad records")
+    p.add_argument("image", type=Path, metavar="IMG")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_inspect)
+
+    p = cmds.add_parser("fsck", help="re-read every record and verify its CRC")
+    p.add_argument("image", type=Path, metavar="IMG")
+    p.set_defaults(func=cmd_fsck)
+
+    p = cmds.add_parser("compact", help="reclaim the space of deleted messages now")
+    p.add_argument("image", type=Path, metavar="IMG")
+    p.set_defaults(func=cmd_compact)
+
+
+def load_profile(text: str) -> Profile:
+    """A factory model name, or the path of a profile TOML file."""
+    if text in MODELS:
+        return factory(text)
+    path = Path(text)
+    if not path.is_file():
+        raise ProfileError(f"{text!r} is neither a model ({', '.join(MODELS)}) nor a file")
+    return parse_toml(path.read_text("utf-8"), str(path))
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+    if args.image.exists():
+        raise DeviceError(f"{args.image} already exists; refusing to overwrite it")
+    password = read_secret(args, "admin-password")
+    with Board.create(args.image, profile, password, size=args.size) as board:
+        print(
+            f"created {board.path}: {profile.model}, {board.geometry.image_size} bytes, "
+            f"{board.usage().total} bytes for messages"
+        )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    with demo.create_demo(args.image, size=args.size) as board:
+        print(f"created demo image {board.path} ({board.profile.model}, plaintext POP3 allowed)")
+        print(f"console admin password: {demo.ADMIN_PASSWORD}")
+        for info in board.boxes():
+            print(f"box {info.name}: password {demo.BOXES[info.name]}, {info.messages} messages")
+    return 0
+
+
+def describe(board: Board) -> dict[str, Any]:
+    """Everything `inspect` shows, as plain data."""
+    g = board.geometry
+    usage = board.usage()
+    report = board.fsck()
+    slots = board.nvram_slots
+    return {
+        "image": str(board.path),
+        "superblock": {
+            "format_version": g.format_version,
+            "image_size": g.image_size,
+            "block_size": g.block_size,
+            "block_count": g.block_count,
+            "nvram_offset": g.nvram_offset,
+            "nvram_slot_size": g.nvram_slot_size,
+            "data_offset": g.data_offset,
+            "created": g.created,
+            "image_id": g.image_id.hex(),
+        },
+        "profile": {
+            "model": board.profile.model,
+            "firmware_version": board.profile.str("identity.firmware_version"),
+        },
+        "nvram": {
+            "slot_sequences": list(slots),
+            "active_sequence": max(s for s in slots if s is not None),
+        },
+        "boxes": [
+            {
+                "name": b.name,
+                "messages": b.messages,
+                "bytes": b.bytes,
+                "legacy_secret": b.has_legacy_secret,
+                "corrupt": b.corrupt,
+            }
+            for b in board.boxes()
+        ],
+        "space": {
+            "total": usage.total,
+            "used": usage.used,
+            "free": usage.free,
+            "reclaimable": usage.reclaimable,
+            "live": usage.live,
+        },
+        "settings": sorted(board.settings()),
+        "records_checked": report.records_checked,
+        "problems": [
+            {
+                "what": p.what,
+                "log_offset": p.position,
+                "length": p.length,
+                "detail": p.detail,
+                "box": p.box,
+                "uid": p.uid,
+            }
+            for p in report.problems
+        ],
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    with Board.open(args.image, repair=False) as board:
+        info = describe(board)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    sb = info["superblock"]
+    print(f"image {info['image']}")
+    print(
+        f"  format version {sb['format_version']}, {sb['image_size']} bytes, "
+        f"{sb['block_count']} erase blocks of {sb['block_size']} bytes, id {sb['image_id']}"
+    )
+    print(f"  profile: {info['profile']['model']} (firmware {info['profile']['firmware_version']})")
+    seqs = ", ".join("none" if s is None else str(s) for s in info["nvram"]["slot_sequences"])
+    print(f"  NVRAM slots: {seqs} (active {info['nvram']['active_sequence']})")
+    print(f"  boxes: {len(info['boxes'])}")
+    for b in info["boxes"]:
+        extra = " legacy-secret" if b["legacy_secret"] else ""
+        bad = f" ({b['corrupt']} corrupt)" if b["corrupt"] else ""
+        print(f"    {b['name']}: {b['messages']} messages, {b['bytes']} bytes{bad}{extra}")
+    sp = info["space"]
+    print(
+        f"  space: {sp['total']} total, {sp['used']} used, {sp['free']} free, "
+        f"{sp['reclaimable']} reclaimable"
+    )
+    if info["settings"]:
+        print(f"  settings: {', '.join(info['settings'])}")
+    print(f"  records checked: {info['records_checked']}")
+    if not info["problems"]:
+        print("  no corrupt or torn records")
+    for p in info["problems"]:
+        where = f" (box {p['box']}, uid {p['uid']})" if p["uid"] else ""
+        print(
+            f"  {p['what']} record at log offset {p['log_offset']}, {p['length']} bytes: "
+            f"{p['detail']}{where}"
+        )
+    return 0
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    with Board.open(args.image, repair=False) as board:
+        report = board.fsck()
+    print(f"{report.records_checked} records checked, {len(report.problems)} problems")
+    for p in report.problems:
+        where = f" (box {p.box}, uid {p.uid})" if p.uid else ""
+        print(f"  {p.what} record at log offset {p.position}, {p.length} bytes: {p.detail}{where}")
+    return 0 if report.clean else 2
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    with Board.open(args.image) as board:
+        report = board.compact()
+        usage = board.usage()
+    print(
+        f"moved {report.records_moved} records ({report.bytes_moved} bytes), reclaimed "
+        f"{report.bytes_reclaimed} bytes in {report.seconds:.3f} s; {usage.free} bytes free"
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Mailboxes and messages over the flash log (see docs/storage.md)."""

@@ -1,0 +1,81 @@
+"""The emulator's embedded default image: a DP-3530 for labs with two demo boxes.
+
+Passwords here are lab passwords, printed by `dpfw image demo`; never use such an image on a
+network you do not control.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+from firmware.device.profile import factory
+from firmware.store.board import Board
+
+MODEL = "DP-3530"
+ADMIN_PASSWORD = "admin-lab"
+BOXES = {"alice": "alice-lab", "bob": "bob-lab"}
+
+
+def _text(to: str, subject: str, body: str, when: datetime, host: str) -> bytes:
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = f"Scanner <scanner@{host}>"
+    msg["To"] = f"{to}@{host}"
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(when)
+    msg["Message-ID"] = make_msgid("demo", host)
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def _with_attachment(to: str, when: datetime, host: str) -> bytes:
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = f"Scanner <scanner@{host}>"
+    msg["To"] = f"{to}@{host}"
+    msg["Subject"] = "Scan with attachment (demo)"
+    msg["Date"] = format_datetime(when)
+    msg["Message-ID"] = make_msgid("demo", host)
+    msg.set_content("One page scanned at 200x200 dpi, attached as plain text for the demo.\n")
+    page = "\n".join(f"Line {n:02d} of the demo page." for n in range(1, 21)) + "\n"
+    msg.add_attachment(
+        page.encode("ascii"), maintype="text", subtype="plain", filename="page-001.txt"
+    )
+    return msg.as_bytes()
+
+
+def demo_messages(box: str, host: str) -> list[bytes]:
+    """A few plain messages: one with a line starting with ".", one multi-part."""
+    base = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+    return [
+        _text(
+            box, "Welcome to the DP-3530 demo", f"Hello {box},\n\nThis box is a demo.\n", base, host
+        ),
+        _text(
+            box,
+            "Dots at line starts",
+            "The next line starts with a dot:\n.hidden? no, stuffed on the wire\n..two dots\n"
+            "A line with just a dot follows:\n.\nEnd.\n",
+            base.replace(minute=31),
+            host,
+        ),
+        _with_attachment(box, base.replace(minute=32), host),
+    ]
+
+
+def create_demo(path: Path, *, size: int | None = None) -> Board:
+    """Create the demo image at `path` and return it open."""
+    profile = factory(MODEL).with_value("pop3.plaintext_auth", "always", "demo profile")
+    board = Board.create(path, profile, ADMIN_PASSWORD, size=size)
+    host = profile.str("identity.hostname")
+    try:
+        for name, password in BOXES.items():
+            board.add_box(name, password, legacy=True)
+            for message in demo_messages(name, host):
+                board.deliver(name, message)
+    except BaseException:
+        board.close()
+        raise
+    return board
