@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from firmware.cli.common import add_secret_options, parse_size, read_secret
+from firmware.device.budget import RamBudget
 from firmware.device.profile import MODELS, Profile, factory, parse_toml
 from firmware.errors import DeviceError, ProfileError
+from firmware.scanner.job import ScanRequest, run_scan
 from firmware.store import demo
 from firmware.store.board import Board
 
@@ -76,8 +78,18 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_SCANS = (
+    ScanRequest(box="alice", pages=2, dpi="200x100", mode="mono", format="tiff"),
+    ScanRequest(box="bob", pages=1, dpi="200x200", mode="mono", format="pdf"),
+)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     with demo.create_demo(args.image, size=args.size) as board:
+        # A scanned document in each box, as a person at the copier would have left it.
+        budget = RamBudget(board.profile.int("memory.image_ram_mib") * 1024 * 1024)
+        for number, request in enumerate(DEMO_SCANS, start=1):
+            run_scan(request, board, budget, board.profile, job_number=number)
         print(f"created demo image {board.path} ({board.profile.model}, plaintext POP3 allowed)")
         print(f"console admin password: {demo.ADMIN_PASSWORD}")
         for info in board.boxes():

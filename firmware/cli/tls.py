@@ -67,8 +67,7 @@ def _read_pem(path: Path, option: str) -> str:
 
 
 def _store(board: Board, settings: Mapping[str, str | None]) -> None:
-    for key, value in settings.items():
-        board.set_setting(key, value)
+    board.set_settings(settings)
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -156,7 +156,12 @@ class Board:
         path = Path(path)
         if size is None:
             size = profile.int("storage.flash_mib") * MiB
-        state = nv.Nvram(profile=profile, admin=make_credentials(admin_password))
+        # Every device leaves the factory with its own certificate, as real copiers do.
+        from firmware.security.tls import device_certificate_settings  # cryptography: slow import
+
+        certificate = device_certificate_settings(profile.str("identity.hostname"))
+        settings = {k: v for k, v in certificate.items() if v is not None}
+        state = nv.Nvram(profile=profile, admin=make_credentials(admin_password), settings=settings)
         image = Image.create(path, size, nv.encode(state))
         board = cls(image, state)
         board._replay(repair=True)
@@ -352,16 +357,26 @@ class Board:
 
     def set_setting(self, key: str, value: str | None) -> None:
         """Set (or with None remove) one setting."""
-        if not key or len(key) > 200 or not key.isprintable():
-            raise DeviceError(f"setting name {key!r} is not allowed (1-200 printable characters)")
+        self.set_settings({key: value})
+
+    def set_settings(self, changes: Mapping[str, str | None]) -> None:
+        """Set or remove (None) several settings in one atomic NVRAM update.
+
+        A certificate and its key must change together: a power cut between two updates
+        would leave a pair that does not match.
+        """
         settings = dict(self._state.settings)
-        if value is None:
-            if key not in settings:
-                return
-            del settings[key]
-        else:
-            settings[key] = value
-        self._commit(self._state.evolve(settings=settings))
+        for key, value in changes.items():
+            if not key or len(key) > 200 or not key.isprintable():
+                raise DeviceError(
+                    f"setting name {key!r} is not allowed (1-200 printable characters)"
+                )
+            if value is None:
+                settings.pop(key, None)
+            else:
+                settings[key] = value
+        if settings != self._state.settings:
+            self._commit(self._state.evolve(settings=settings))
 
     # -- boxes ---------------------------------------------------------------------------------
 

@@ -65,12 +65,19 @@ def demo_messages(box: str, host: str) -> list[bytes]:
     ]
 
 
+def lab_notice() -> str:
+    """What the device prints at every boot of a demo image, so the lab can log in."""
+    boxes = ", ".join(f"{name}/{password}" for name, password in BOXES.items())
+    return f"LAB IMAGE: POP3 boxes (user/password) {boxes}; console admin password {ADMIN_PASSWORD}"
+
+
 def create_demo(path: Path, *, size: int | None = None) -> Board:
     """Create the demo image at `path` and return it open."""
     profile = factory(MODEL).with_value("pop3.plaintext_auth", "always", "demo profile")
     board = Board.create(path, profile, ADMIN_PASSWORD, size=size)
     host = profile.str("identity.hostname")
     try:
+        board.set_setting("lab.notice", lab_notice())
         for name, password in BOXES.items():
             board.add_box(name, password, legacy=True)
             for message in demo_messages(name, host):

@@ -69,6 +69,9 @@ def test_demo_image(tmp_path: Path) -> None:
             wires = [b"".join(board.read_wire(box, m.uid)) for m in msgs]
             assert any(b"\r\n..hidden" in w for w in wires)  # a stuffed line starting with "."
             assert any(b"multipart/mixed" in w and b"page-001.txt" in w for w in wires)
+            assert any(b"<scanner@dp3530.local>" in w for w in wires)  # a real scan
+        assert "alice/alice-lab" in board.settings()["lab.notice"]
+        assert "tls.cert_pem" in board.settings()  # every image has its own certificate
 
 
 def test_inspect_text_and_json(tmp_path: Path) -> None:
@@ -76,7 +79,7 @@ def test_inspect_text_and_json(tmp_path: Path) -> None:
     dpfw("image", "demo", str(image), "--size", "4MiB")
     text = dpfw("image", "inspect", str(image)).stdout
     assert "format version 1" in text and "DP-3530" in text
-    assert "alice: 3 messages" in text and "no corrupt or torn records" in text
+    assert "alice: 4 messages" in text and "no corrupt or torn records" in text
     info = json.loads(dpfw("image", "inspect", str(image), "--json").stdout)
     assert info["profile"]["model"] == "DP-3530"
     assert [b["name"] for b in info["boxes"]] == ["alice", "bob"]
@@ -169,7 +172,7 @@ def test_inspect_reports_a_torn_tail_without_repairing_it(tmp_path: Path) -> Non
         proc = dpfw("image", "inspect", str(image))
         assert "torn record at log offset" in proc.stdout
         assert "discarded a torn tail" in proc.stderr
-        assert "bob: 2 messages" in proc.stdout
+        assert "bob: 3 messages" in proc.stdout  # its last one (a scan) was torn
     with Board.open(image) as board:  # a normal open repairs it
-        assert len(board.messages("bob")) == 2
+        assert len(board.messages("bob")) == 3
     assert "no corrupt or torn records" in dpfw("image", "inspect", str(image)).stdout

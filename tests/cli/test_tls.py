@@ -53,6 +53,8 @@ def stored(image: Path) -> dict[str, str]:
 def test_show_without_certificate_says_how_to_make_one(
     image: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    with Board.open(image) as board:  # every new image has one; take it away
+        board.set_settings({tls.SETTING_CERT: None, tls.SETTING_KEY: None})
     code, out, _ = run(capsys, "show", str(image))
     assert code == 1 and "no TLS certificate" in out and "selfsign" in out
 

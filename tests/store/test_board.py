@@ -64,14 +64,18 @@ def test_admin_password_and_profile_persist(board: Board, image: Path) -> None:
 
 
 def test_settings(board: Board, image: Path) -> None:
-    board.set_setting("tls.cert", "PEM\nTEXT")
+    factory_settings = dict(board.settings())
+    assert set(factory_settings) == {"tls.cert_pem", "tls.key_pem"}  # its own certificate
+    board.set_setting("note", "PEM\nTEXT")
     board.set_setting("x", "1")
     board.set_setting("x", None)
     board.set_setting("never-set", None)
-    assert dict(board.settings()) == {"tls.cert": "PEM\nTEXT"}
+    assert dict(board.settings()) == {**factory_settings, "note": "PEM\nTEXT"}
+    board.set_settings({"tls.cert_pem": None, "tls.key_pem": None, "y": "2"})  # one update
+    assert dict(board.settings()) == {"note": "PEM\nTEXT", "y": "2"}
     board.close()
     with Board.open(image) as again:
-        assert dict(again.settings()) == {"tls.cert": "PEM\nTEXT"}
+        assert dict(again.settings()) == {"note": "PEM\nTEXT", "y": "2"}
 
 
 def test_boxes(board: Board, image: Path) -> None:
@@ -362,11 +366,12 @@ def test_pipe_delivery_is_one_pass_and_limited(image: Path) -> None:
 
 def test_nvram_full_changes_nothing(board: Board, image: Path) -> None:
     slot = board.geometry.nvram_slot_size
+    before = dict(board.settings())
     with pytest.raises(StorageFullError, match="NVRAM full"):
         board.set_setting("huge", "A" * slot)
-    assert dict(board.settings()) == {}
+    assert dict(board.settings()) == before
     board.add_box("bob", "pw")  # the board goes on
     board.close()
     with Board.open(image) as again:
         assert again.box_names() == ["alice", "bob"]
-        assert dict(again.settings()) == {}
+        assert dict(again.settings()) == before
