@@ -286,6 +286,27 @@ def test_read_detects_corruption_after_boot(board: Board, image: Path) -> None:
     assert board.messages("alice") == []
 
 
+def test_a_message_is_crc_checked_on_its_first_read_and_by_fsck_always(
+    board: Board, image: Path
+) -> None:
+    info = board.deliver("alice", MSG)
+    board.deliver("alice", MSG)  # so the damaged record is not the log's last (a torn tail)
+    assert b"".join(board.read_wire("alice", info.uid)).startswith(b"From: a@b\r\n")
+    offset = board.geometry.data_offset + 100  # inside the record's payload
+    with open(image, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x40]))
+    # Later reads trust the first check (one flash read per RETR, not two)...
+    board.read_wire("alice", info.uid)
+    # ...but fsck reads everything again, and a reboot checks every record.
+    assert [p.uid for p in board.fsck().problems] == [info.uid]
+    board.close()
+    with Board.open(image) as again, pytest.raises(CorruptRecordError, match=info.uid):
+        again.read_wire("alice", info.uid)
+
+
 def test_streamed_delivery_from_a_file(board: Board, image: Path, tmp_path: Path) -> None:
     src = tmp_path / "m.eml"
     src.write_bytes(MSG * 1000)
