@@ -159,6 +159,7 @@ class Device:
         # Every package logs under "firmware.*" or "dpfw.*"; the ring sees both at INFO even
         # when the embedding program configured no logging.
         loggers = [logging.getLogger("dpfw"), logging.getLogger("firmware")]
+        levels = [logger.level for logger in loggers]
         for logger in loggers:
             logger.addHandler(self._log_ring)
             if logger.getEffectiveLevel() > logging.INFO:
@@ -179,8 +180,9 @@ class Device:
                     self._reboot = False
                 outer.cancel_scope.cancel()
         finally:
-            for logger in loggers:
+            for logger, level in zip(loggers, levels, strict=True):
                 logger.removeHandler(self._log_ring)
+                logger.setLevel(level)
         return 0
 
     async def _watch_signals(self) -> None:
