@@ -263,6 +263,8 @@ class Device:
             lines.append(
                 "run-only settings: " + ", ".join(f"{k}={v}" for k, v in self.overrides.items())
             )
+        # Printed once (not also logged to stderr); the console's `log` still shows them.
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         for line in lines:
-            log.info(line)
+            self.log_lines.append(f"{stamp} INFO dpfw.device: {line}")
             print(f"dpfw: {line}", file=sys.stderr, flush=True)

@@ -72,13 +72,15 @@ def third_client_refused(port: int) -> None:
 
 
 def wait_second_boot(device: DeviceProcess) -> int:
-    """The POP3 port of the next boot (each boot logs its 'POP3 on' line twice)."""
+    """The POP3 port of the next boot (each boot prints one 'dpfw: POP3 on' line)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         ports = [
-            m.group(1) for line in device.lines if (m := re.search(r"POP3 on \S+:(\d+)", line))
+            m.group(1)
+            for line in device.lines
+            if line.startswith("dpfw: ") and (m := re.search(r"POP3 on \S+:(\d+)", line))
         ]
-        if len(ports) >= 4:
+        if len(ports) >= 2:
             return int(ports[-1])
         time.sleep(0.05)
     raise AssertionError("no second boot:\n" + device.output())
