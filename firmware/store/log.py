@@ -102,6 +102,11 @@ def parse_header(raw: bytes, position: int, room: int) -> Header | None:
         h = _compiled_head().parse(body)
     except (ConstructError, ValueError, TypeError):
         return None
+    return _checked_header(h, position, room)
+
+
+def _checked_header(h: Any, position: int, room: int) -> Header | None:
+    """A parsed header as a Header, or None where it cannot be a record at `position`."""
     if h.position != position or h.version != RECORD_VERSION or h.kind not in KINDS:
         return None
     header = Header(
@@ -126,22 +131,7 @@ def parse_header_interpreted(raw: bytes, position: int, room: int) -> Header | N
         h = RecordHeader.parse(raw[:RECORD_HEADER_SIZE]).head.value
     except (ConstructError, ValueError, TypeError):
         return None
-    if h.position != position or h.version != RECORD_VERSION or h.kind not in KINDS:
-        return None
-    header = Header(
-        position=int(h.position),
-        kind=int(h.kind),
-        seq=int(h.seq),
-        payload_len=int(h.payload_len),
-        payload_crc=int(h.payload_crc),
-        box_id=int(h.box_id),
-        arrived=float(h.arrived),
-        pop3_size=int(h.pop3_size),
-        header_len=int(h.header_len),
-    )
-    if header.total > room or header.header_len > header.payload_len:
-        return None
-    return header
+    return _checked_header(h, position, room)
 
 
 _HEAD_SIZE = RecordHead.sizeof()
