@@ -19,7 +19,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
-from firmware.device.admin import EXPORT_END, DeviceAdmin
+from firmware.device.admin import EXPORT_END, TLS_END, DeviceAdmin
 from firmware.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class Mode(Enum):
     LOGIN = "login"  # waiting for the admin password
     COMMAND = "command"  # logged in, at the prompt
     ASK = "ask"  # answering a command's questions (passwords)
-    IMPORT = "import"  # collecting pasted profile TOML up to the end marker
+    IMPORT = "import"  # collecting pasted text (profile TOML, TLS PEM) up to an end marker
     BUSY = "busy"  # an action runs on the device; input is held
 
 
@@ -67,6 +67,15 @@ class _Questions:
     prompts: list[tuple[str, bool]]  # (question, secret)
     then: Callable[[list[str]], str]
     answers: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Paste:
+    """A command that reads pasted lines up to an end marker, then gets them as one text."""
+
+    what: str  # "profile import", for the error lines
+    end: str
+    then: Callable[[str], str]
 
 
 @dataclass(frozen=True)
@@ -87,9 +96,13 @@ HELP: dict[str, Help] = {
         Help("help [COMMAND]", "list the commands, or explain one"),
         Help(
             "status",
-            "model, uptime, RAM, flash, POP3 sessions, scans",
+            "uptime, RAM, flash, POP3, TLS, locks, scans",
             "model and firmware, uptime, RAM budget used/free, flash used/free/\n"
-            "reclaimable, POP3 sessions open and the bound, scans done",
+            "reclaimable, POP3 sessions open (and in TLS) against the bound; whether\n"
+            "STLS and POP3S are offered, TLS handshakes done and failed; logins ok and\n"
+            "failed, connections evicted before login; boxes locked after failed\n"
+            "logins with the time left (`box unlock NAME` lifts a lock); scans done\n"
+            "and failed; the lab scan feeder's counts when it runs",
         ),
         Help("profile list", "the nine factory profiles; * marks the active"),
         Help("profile show [MODEL]", "every key, active or MODEL's factory profile"),
@@ -131,7 +144,21 @@ HELP: dict[str, Help] = {
             "keeps only salted SCRAM keys.",
         ),
         Help("box del NAME [purge]", "delete a mailbox (purge: with its messages)"),
-        Help("box passwd NAME", "set a mailbox's password (asked twice)"),
+        Help(
+            "box passwd NAME [[no]legacy]",
+            "set a mailbox's password (asked twice)",
+            "The password is asked twice and not echoed. `legacy` keeps a\n"
+            "plaintext-equivalent secret from now on, so APOP and CRAM-MD5 work for\n"
+            "the box (while pop3.apop is true); `nolegacy` drops it; without either\n"
+            "the box keeps what it had. `box show NAME` says which.",
+        ),
+        Help(
+            "box unlock NAME",
+            "end a box's lock-out after failed logins",
+            "A box that fails 10 logins within 10 minutes is locked for 15 minutes\n"
+            "(whatever the password; `status` lists locked boxes and the time left).\n"
+            "This ends the lock now and clears the box's failure count.",
+        ),
         Help("session list", "the open POP3 sessions"),
         Help("session kill ID", "end one POP3 session now (deletes nothing)"),
         Help(
@@ -143,6 +170,30 @@ HELP: dict[str, Help] = {
             "1 page, 300 dpi, mono, and the first offered format that carries the\n"
             "mode (tiff for mono, pdf for gray and color).",
         ),
+        Help(
+            "tls show",
+            "the device certificate, its fingerprint",
+            "Subject, issuer, names (SAN), validity, key, SHA-256 fingerprint and\n"
+            "chain of the stored certificate, whether it is usable, and whether the\n"
+            "running service offers TLS (STLS, POP3S) with it.",
+        ),
+        Help(
+            "tls import",
+            "paste a certificate and key (PEM)",
+            "Paste PEM blocks: the certificate first, its private key (unencrypted)\n"
+            "and any chain certificates leaf-first, then end with the line\n"
+            f"  {TLS_END}\n"
+            "Key, validity, usage and chain are checked first; a refused import\n"
+            "changes nothing. Saved in one NVRAM write; the running listeners keep\n"
+            "their certificate: it applies after `reboot`. Ctrl-C abandons it.",
+        ),
+        Help(
+            "tls selfsign [HOSTNAME]",
+            "make a new self-signed certificate",
+            "A new ECDSA P-256 key and self-signed certificate naming HOSTNAME\n"
+            "(default: the profile's identity.hostname), valid 10 years. It replaces\n"
+            "the stored one (key included) and applies after `reboot`.",
+        ),
         Help("log [N]", f"the last N log lines (default 20, max {MAX_LOG_LINES})"),
         Help("fsck", "check every record on the board image"),
         Help("compact", "reclaim flash held by deleted messages"),
@@ -152,7 +203,7 @@ HELP: dict[str, Help] = {
         Help("logout", "end this console session (so does Ctrl-D)"),
     ]
 }
-GROUPS = ("profile", "box", "session")
+GROUPS = ("profile", "box", "session", "tls")
 
 
 class ConsoleShell:
@@ -171,6 +222,7 @@ class ConsoleShell:
         self._questions: _Questions | None = None
         self._import: list[str] = []
         self._import_error = ""
+        self._paste: _Paste | None = None
         self._action: Action | None = None
         self._held = bytearray()
 
@@ -264,6 +316,7 @@ class ConsoleShell:
         self._questions = None
         self._import = []
         self._import_error = ""
+        self._paste = None
         self._action = None
         self._held.clear()
 
@@ -381,6 +434,8 @@ class ConsoleShell:
         self._prompt()
 
     def _import_line(self, event: Event) -> None:
+        paste = self._paste
+        assert paste is not None
         if event.kind is Kind.CANCEL:
             self._say("import cancelled; nothing changed")
             self._back_to_prompt()
@@ -388,7 +443,7 @@ class ConsoleShell:
         if event.kind is Kind.TOO_LONG:
             self._import_error = f"a line is longer than {MAX_LINE} characters"
             return
-        if event.text.strip() != EXPORT_END:
+        if event.text.strip() != paste.end:
             if len(self._import) >= MAX_IMPORT_LINES:
                 self._import_error = f"more than {MAX_IMPORT_LINES} lines"
                 self._import = []
@@ -398,10 +453,10 @@ class ConsoleShell:
         text, error = "\n".join(self._import), self._import_error
         self._back_to_prompt(prompt=False)
         if error:
-            self._say(f"error: profile import refused: {error}; nothing changed")
+            self._say(f"error: {paste.what} refused: {error}; nothing changed")
         else:
             try:
-                self._say(self.admin.profile_import(text))
+                self._say(paste.then(text))
             except DeviceError as exc:
                 self._error(exc, suffix="; nothing changed")
         self._prompt()
@@ -482,9 +537,7 @@ class ConsoleShell:
     def _cmd_profile_import(self, args: list[str]) -> None:
         self._arity("profile import", args, 0)
         self._say(f"paste the profile; end with the line {EXPORT_END} (Ctrl-C cancels)")
-        self.mode = Mode.IMPORT
-        self._import = []
-        self._import_error = ""
+        self._start_paste(_Paste("profile import", EXPORT_END, self.admin.profile_import))
 
     def _cmd_box_list(self, args: list[str]) -> None:
         self._arity("box list", args, 0)
@@ -496,7 +549,7 @@ class ConsoleShell:
 
     def _cmd_box_add(self, args: list[str]) -> None:
         self._arity("box add", args, 1, 2)
-        if len(args) == 2 and args[1].lower() != "legacy":
+        if len(args) == 2 and args[1].lower().lstrip("-") != "legacy":
             raise DeviceError(f"usage: {HELP['box add'].usage}")
         name, legacy = args[0], len(args) == 2
         self.admin.check_new_box(name)
@@ -512,14 +565,24 @@ class ConsoleShell:
         self._say(self.admin.box_del(args[0], purge=len(args) == 2))
 
     def _cmd_box_passwd(self, args: list[str]) -> None:
-        self._arity("box passwd", args, 1)
+        self._arity("box passwd", args, 1, 2)
+        legacy: bool | None = None
+        if len(args) == 2:
+            option = args[1].lower().lstrip("-")
+            if option not in ("legacy", "nolegacy", "no-legacy"):
+                raise DeviceError(f"usage: {HELP['box passwd'].usage}")
+            legacy = option == "legacy"
         name = args[0]
         if not self.admin.box_exists(name):
             raise DeviceError(f"box passwd: no box named {name!r} (see `box list`)")
         self._ask(
             [(f"New password for box {name}: ", True), ("Again: ", True)],
-            lambda a: self.admin.box_passwd(name, a[0], a[1]),
+            lambda a: self.admin.box_passwd(name, a[0], a[1], legacy=legacy),
         )
+
+    def _cmd_box_unlock(self, args: list[str]) -> None:
+        self._arity("box unlock", args, 1)
+        self._say(self.admin.box_unlock(args[0]))
 
     def _cmd_session_list(self, args: list[str]) -> None:
         self._arity("session list", args, 0)
@@ -528,6 +591,20 @@ class ConsoleShell:
     def _cmd_session_kill(self, args: list[str]) -> None:
         self._arity("session kill", args, 1)
         self._say(self.admin.session_kill(args[0]))
+
+    def _cmd_tls_show(self, args: list[str]) -> None:
+        self._arity("tls show", args, 0)
+        self._say(self.admin.tls_show())
+
+    def _cmd_tls_import(self, args: list[str]) -> None:
+        self._arity("tls import", args, 0)
+        self._say("paste the certificate, its key and any chain certificates (PEM);")
+        self._say(f"end with the line {TLS_END} (Ctrl-C cancels)")
+        self._start_paste(_Paste("tls import", TLS_END, self.admin.tls_import))
+
+    def _cmd_tls_selfsign(self, args: list[str]) -> None:
+        self._arity("tls selfsign", args, 0, 1)
+        self._say(self.admin.tls_selfsign(args[0] if args else None))
 
     def _cmd_scan(self, args: list[str]) -> None:
         if not args:
@@ -582,6 +659,12 @@ class ConsoleShell:
         if not least <= len(args) <= most:
             raise DeviceError(f"usage: {HELP[name].usage}")
 
+    def _start_paste(self, paste: _Paste) -> None:
+        self._paste = paste
+        self._import = []
+        self._import_error = ""
+        self.mode = Mode.IMPORT
+
     def _ask(self, prompts: list[tuple[str, bool]], then: Callable[[list[str]], str]) -> None:
         self._questions = _Questions(prompts, then)
         self.mode = Mode.ASK
@@ -597,6 +680,7 @@ class ConsoleShell:
         self._questions = None
         self._import = []
         self._import_error = ""
+        self._paste = None
         self.editor.echo = True
         self.mode = Mode.COMMAND
         if prompt:

@@ -9,23 +9,31 @@ operations be tested on their own against a real board image.
 from __future__ import annotations
 
 import collections
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from firmware import __version__
+from firmware.device.credentials import prepare_password
 from firmware.device.profile import MODELS, SCHEMA, Profile, Value, factory, parse_toml, validate
 from firmware.errors import BoxError, DeviceError, ProfileError
+from firmware.security import tls
 from firmware.store.board import check_box_name
 
 if TYPE_CHECKING:
     from firmware.device.budget import RamBudget
     from firmware.pop3.server import Pop3Service
+    from firmware.scanner.feeder import ScanFeeder
     from firmware.scanner.job import ScanRequest, ScanResult
     from firmware.store.board import Board, BoxInfo
 
 EXPORT_BEGIN = "# BEGIN DPFW PROFILE"  # TOML comments: an export block is itself valid TOML
 EXPORT_END = "# END DPFW PROFILE"
+TLS_END = "# END DPFW TLS"  # ends a pasted `tls import`
+MAX_TLS_PEM = 64 * 1024  # as `dpfw tls import`: a certificate with a few intermediates
+IGNORED_PEM = frozenset({"EC PARAMETERS"})  # `openssl ecparam -genkey` prints it before the key
+MAX_LOCKED_SHOWN = 8  # `status` names this many locked boxes, then counts the rest
 MIN_PASSWORD = 4
 MAX_PASSWORD = 64
 
@@ -45,6 +53,14 @@ class AdminTarget(Protocol):
     def started_at(self) -> float: ...
     @property
     def scans_done(self) -> int: ...
+    @property
+    def scans_failed(self) -> int: ...
+    @property
+    def boots(self) -> int: ...
+    @property
+    def feeder(self) -> ScanFeeder | None: ...
+    @property
+    def pop3s_addresses(self) -> list[tuple[str, int]]: ...
     @property
     def log_lines(self) -> collections.deque[str]: ...
 
@@ -81,11 +97,39 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
+def format_left(seconds: float) -> str:
+    """Time left as M:SS (a box lock-out is at most minutes)."""
+    whole = max(0, int(seconds + 0.999))
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def pem_blocks(text: str) -> list[tuple[str, str]]:
+    """(label, block) for each PEM block in pasted text, in order; other lines are ignored."""
+    pattern = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\n.*?\n-----END \1-----", re.S)
+    lines = "\n".join(line.strip() for line in text.splitlines())
+    return [(m.group(1), m.group(0) + "\n") for m in pattern.finditer(lines)]
+
+
+def cert_lines(info: tls.CertInfo) -> list[str]:
+    """`CertInfo.lines()` with the fingerprint over two lines, for an 80-column terminal."""
+    lines = []
+    for line in info.lines():
+        label, _, value = line.partition(":")
+        if label == "sha256" and len(value) > 60:
+            digest = value.strip()
+            half = digest.index(":", len(digest) // 2 - 1) + 1
+            lines += [f"sha256:      {digest[:half]}", f"             {digest[half:]}"]
+        else:
+            lines.append(line)
+    return lines
+
+
 class DeviceAdmin:
     """The operations an administrator may run, over one device."""
 
     def __init__(self, device: AdminTarget) -> None:
         self.device = device
+        self._tls_saved_in_boot: int | None = None  # a certificate saved, not yet in service
 
     # ----- session basics -----
 
@@ -123,7 +167,8 @@ class DeviceAdmin:
         budget = device.budget
         usage = board.usage()
         pop3 = device.pop3
-        open_sessions = len(pop3.sessions()) if pop3 is not None else 0
+        sessions = pop3.sessions() if pop3 is not None else []
+        in_tls = sum(1 for info in sessions if info.tls)
         lines = [
             f"model      {profile.model}",
             f"firmware   {profile.str('identity.firmware_version')} (dpfw {__version__})",
@@ -132,11 +177,50 @@ class DeviceAdmin:
             f" of {format_size(budget.total)}",
             f"flash      {format_size(usage.used)} used, {format_size(usage.free)} free,"
             f" {format_size(usage.reclaimable)} reclaimable of {format_size(usage.total)}",
-            f"POP3       {open_sessions} of {profile.int('pop3.max_sessions')} sessions open"
+            f"POP3       {len(sessions)} of {profile.int('pop3.max_sessions')} sessions open"
+            + (f", {in_tls} in TLS" if in_tls else "")
             + ("" if pop3 is not None else " (service not running)"),
-            f"scans      {device.scans_done} done",
         ]
+        if pop3 is not None:
+            lines += self._security_status(pop3)
+        lines.append(
+            f"scans      {device.scans_done} done"
+            + (f", {device.scans_failed} failed" if device.scans_failed else "")
+        )
+        feeder = device.feeder
+        if feeder is not None:
+            lines.append(f"feeder     {feeder.stats.describe()}")
         return "\n".join(lines)
+
+    def _security_status(self, pop3: Pop3Service) -> list[str]:
+        """TLS, logins and box lock-outs: what an administrator checks when mail stops."""
+        stats = pop3.stats
+        if pop3.tls_available:
+            offered = ["STLS offered"]
+            offered += [f"POP3S on {host}:{port}" for host, port in self.device.pop3s_addresses]
+            tls_line = (
+                f"TLS        {', '.join(offered)}; {stats.tls_sessions} handshakes"
+                f", {stats.tls_failures} failed"
+            )
+        else:
+            tls_line = "TLS        not available: no usable certificate (`tls show`)"
+        lines = [
+            tls_line,
+            f"logins     {stats.logins_ok} ok, {stats.logins_failed} failed;"
+            f" {stats.evictions} evicted before login",
+        ]
+        locked = pop3.locked_boxes()
+        if locked:
+            shown = [
+                f"{printable(box)} {format_left(left)}"
+                for box, left in list(locked.items())[:MAX_LOCKED_SHOWN]
+            ]
+            more = len(locked) - len(shown)
+            lines.append(
+                f"locked     {len(locked)} box(es) after failed logins (`box unlock NAME`):"
+            )
+            lines.append("           " + ", ".join(shown) + (f" and {more} more" if more else ""))
+        return lines
 
     # ----- profiles -----
 
@@ -236,11 +320,14 @@ class DeviceAdmin:
         boxes = self.device.board.boxes()
         if not boxes:
             return "no boxes"
+        locked = self._locked()
         lines = [f"{'box':20} {'messages':>8} {'size':>10}  notes"]
         for info in boxes:
             notes = []
             if info.has_legacy_secret:
-                notes.append("legacy secret (APOP)")
+                notes.append("legacy secret (APOP, CRAM-MD5)")
+            if info.name in locked:
+                notes.append(f"locked {format_left(locked[info.name])}")
             if info.corrupt:
                 notes.append(f"{info.corrupt} corrupt")
             lines.append(
@@ -253,18 +340,23 @@ class DeviceAdmin:
         info = self._box(name)
         profile = self.device.profile
         quota = profile.int("mailbox.quota_mib") << 20
-        auth = (
-            "SCRAM keys and legacy secret (APOP, CRAM-MD5)"
-            if info.has_legacy_secret
-            else ("SCRAM keys only")
-        )
+        if not info.has_legacy_secret:
+            legacy = "no legacy secret: no APOP, CRAM-MD5 (`box passwd NAME legacy`)"
+        elif profile.bool("pop3.apop"):
+            legacy = "legacy secret kept: APOP and CRAM-MD5 work"
+        else:
+            legacy = "legacy secret kept; APOP, CRAM-MD5 off (pop3.apop = false)"
         lines = [
             f"box        {printable(info.name)}",
             f"messages   {info.messages} of {profile.int('mailbox.max_messages')}"
             + (f" ({info.corrupt} corrupt)" if info.corrupt else ""),
             f"size       {format_size(info.bytes)} of {format_size(quota)}",
-            f"auth       {auth}",
+            "auth       SCRAM-SHA-256 keys (USER/PASS, PLAIN, SCRAM-SHA-256)",
+            f"           {legacy}",
         ]
+        left = self._locked().get(info.name)
+        if left is not None:
+            lines.append(f"locked     {format_left(left)} left after failed logins (`box unlock`)")
         messages = self.device.board.messages(info.name)
         if messages:
             lines.append(f"latest     {min(len(messages), 10)} of {len(messages)}:")
@@ -281,16 +373,33 @@ class DeviceAdmin:
         self.device.board.add_box(name, password, legacy=legacy)
         return f"box {name} added" + (" (APOP/CRAM-MD5 secret kept)" if legacy else "")
 
+    def box_unlock(self, name: str) -> str:
+        """Lift a box's lock-out after failed logins (locks also end by themselves)."""
+        pop3 = self.device.pop3
+        if pop3 is None:
+            raise DeviceError("box unlock: the POP3 service is not running")
+        if pop3.unlock(name):
+            return f"box {printable(name)} unlocked; its failed-login count is cleared"
+        if not self.box_exists(name):
+            raise DeviceError(f"box unlock: no box named {name!r} is locked (see `status`)")
+        return f"box {printable(name)} is not locked"
+
     def box_del(self, name: str, purge: bool = False) -> str:
         self.device.board.delete_box(name, purge=purge)
         return f"box {name} deleted"
 
-    def box_passwd(self, name: str, password: str, again: str) -> str:
+    def box_passwd(self, name: str, password: str, again: str, legacy: bool | None = None) -> str:
+        """New password; legacy=True keeps an APOP/CRAM-MD5 secret, False drops it, None: as was."""
         if password != again:
             raise DeviceError("box passwd: the two passwords differ; nothing changed")
         check_new_password(password, "box passwd")
-        legacy = self._box(name).has_legacy_secret
-        self.device.board.set_box_password(name, password, legacy=legacy)
+        had = self._box(name).has_legacy_secret
+        keep = had if legacy is None else legacy
+        self.device.board.set_box_password(name, password, legacy=keep)
+        if keep and not had:
+            return f"password of box {name} changed; APOP/CRAM-MD5 secret kept from now on"
+        if had and not keep:
+            return f"password of box {name} changed; APOP/CRAM-MD5 secret dropped"
         return f"password of box {name} changed"
 
     def check_new_box(self, name: str) -> None:
@@ -301,6 +410,10 @@ class DeviceAdmin:
 
     def box_exists(self, name: str) -> bool:
         return any(info.name == name for info in self.device.board.boxes())
+
+    def _locked(self) -> dict[str, float]:
+        pop3 = self.device.pop3
+        return pop3.locked_boxes() if pop3 is not None else {}
 
     def _box(self, name: str) -> BoxInfo:
         for info in self.device.board.boxes():
@@ -341,6 +454,87 @@ class DeviceAdmin:
         if not pop3.kill(number):
             raise DeviceError(f"session kill: no open session {number} (see `session list`)")
         return f"session {number} closed (nothing committed)"
+
+    # ----- TLS certificate -----
+
+    def tls_show(self) -> str:
+        """The stored certificate, as `dpfw tls show`, and whether the service offers TLS."""
+        settings = self.device.board.settings()
+        cert_pem = settings.get(tls.SETTING_CERT)
+        if not cert_pem:
+            return "no TLS certificate stored; `tls selfsign` or `tls import` makes one"
+        lines = cert_lines(tls.describe(cert_pem))
+        chain_pem = settings.get(tls.SETTING_CHAIN) or ""
+        lines.append(
+            f"chain:       {chain_pem.count('-----BEGIN CERTIFICATE-----')} certificate(s)"
+        )
+        try:
+            tls.check_pair(cert_pem, settings.get(tls.SETTING_KEY, ""), chain_pem)
+        except tls.TlsError as exc:
+            lines.append(f"usable:      no: {printable(str(exc))}")
+        else:
+            lines.append("usable:      yes")
+        pop3 = self.device.pop3
+        serving = pop3 is not None and pop3.tls_available
+        lines.append(
+            "in service:  "
+            + ("STLS/POP3S with the certificate loaded at boot" if serving else "no TLS now")
+        )
+        if self._tls_saved_in_boot == self.device.boots:
+            lines.append(
+                "             (the one above was saved since boot: in service after reboot)"
+            )
+        return "\n".join(lines)
+
+    def tls_import(self, text: str) -> str:
+        """Pasted PEM: the first certificate, its key, then any chain; checked, then saved."""
+        if len(text) > MAX_TLS_PEM:
+            raise tls.TlsError(f"tls import: more than {MAX_TLS_PEM} bytes of PEM")
+        blocks = pem_blocks(text)
+        certs = [block for label, block in blocks if label == "CERTIFICATE"]
+        keys = [block for label, block in blocks if label.endswith("PRIVATE KEY")]
+        known = {"CERTIFICATE", *IGNORED_PEM}
+        others = sorted(
+            {
+                label
+                for label, _ in blocks
+                if label not in known and not label.endswith("PRIVATE KEY")
+            }
+        )
+        if not certs:
+            raise tls.TlsError("tls import: no -----BEGIN CERTIFICATE----- block found")
+        if len(keys) != 1:
+            raise tls.TlsError(
+                f"tls import: expected one -----BEGIN ... PRIVATE KEY----- block, found {len(keys)}"
+            )
+        if others:
+            raise tls.TlsError(f"tls import: unexpected PEM block(s): {', '.join(others)}")
+        cert_pem, key_pem, chain_pem = certs[0], keys[0], "".join(certs[1:]) or None
+        try:
+            info = tls.check_pair(cert_pem, key_pem, chain_pem)
+        except tls.TlsError as exc:
+            raise tls.TlsError(f"tls import: {exc}") from None
+        self._store_tls(tls.settings_for(cert_pem, key_pem, chain_pem))
+        chain = f" with {len(certs) - 1} chain certificate(s)" if len(certs) > 1 else ""
+        lines = [f"TLS certificate imported{chain} (saved; applies after reboot)"]
+        return "\n".join(lines + cert_lines(info))
+
+    def tls_selfsign(self, hostname: str | None = None) -> str:
+        """A new self-signed certificate for identity.hostname (or `hostname`)."""
+        name = hostname or self.device.profile.str("identity.hostname")
+        if not re.fullmatch(r"[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}", name):
+            raise tls.TlsError(
+                f"tls selfsign: {name!r} is not a host name or IP address; nothing changed"
+            )
+        cert_pem, key_pem = tls.make_self_signed(name)
+        self._store_tls(tls.settings_for(cert_pem, key_pem))
+        lines = [f"self-signed TLS certificate for {printable(name)} (saved; applies after reboot)"]
+        return "\n".join(lines + cert_lines(tls.describe(cert_pem)))
+
+    def _store_tls(self, settings: Mapping[str, str | None]) -> None:
+        """Certificate, key and chain in one atomic NVRAM write; the listeners keep theirs."""
+        self.device.board.set_settings(settings)
+        self._tls_saved_in_boot = self.device.boots
 
     # ----- scans -----
 
@@ -426,10 +620,15 @@ class DeviceAdmin:
 
 
 def check_new_password(password: str, what: str) -> None:
+    """Length, then SASLprep (RFC 4013): what SCRAM clients can send must be what we store."""
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise DeviceError(
             f"{what}: a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters; nothing changed"
         )
+    try:
+        prepare_password(password)
+    except DeviceError as exc:
+        raise DeviceError(f"{what}: {exc}; nothing changed") from None
 
 
 def _field(key: str) -> Any:

@@ -3,6 +3,10 @@
 We keep SCRAM-SHA-256 keys (RFC 5802/7677), never the password, so a copied image does not give
 away passwords; USER/PASS recomputes StoredKey from the offered password and compares in constant
 time. APOP and CRAM-MD5 need a plaintext-equivalent secret: it is kept only when a box asks for it.
+
+Passwords go through SASLprep (RFC 4013) before PBKDF2, as SCRAM clients prepare theirs
+(RFC 5802 §2.2 Normalize), so "I<SOFT HYPHEN>X" and "IX", or "é" typed composed or decomposed,
+are one password on every path: USER/PASS, PLAIN, SCRAM and the console.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+
+from firmware.errors import DeviceError
+from firmware.security.saslprep import SaslPrepError, saslprep
 
 MIN_ITERATIONS = 4096  # RFC 7677: at least 4096
 SALT_BYTES = 16
@@ -50,11 +57,17 @@ def stored_key(client: bytes) -> bytes:
 def make_credentials(
     password: str, *, legacy: bool = False, iterations: int = MIN_ITERATIONS
 ) -> Credentials:
-    """Fresh salt, SCRAM keys; the plaintext-equivalent secret only when `legacy`."""
+    """Fresh salt, SCRAM keys; the plaintext-equivalent secret only when `legacy`.
+
+    The keys come from the SASLprep'ed password (stored-string profile: unassigned code
+    points refused, since a later Unicode could map them differently). The legacy secret is
+    the password as typed: APOP and CRAM-MD5 clients digest it unprepared.
+    """
     if iterations < MIN_ITERATIONS:
         raise ValueError(f"iterations must be at least {MIN_ITERATIONS}, not {iterations}")
+    prepared = prepare_password(password)
     salt = os.urandom(SALT_BYTES)
-    salted = salted_password(password, salt, iterations)
+    salted = salted_password(prepared, salt, iterations)
     return Credentials(
         salt=salt,
         iterations=iterations,
@@ -64,7 +77,34 @@ def make_credentials(
     )
 
 
+def prepare_password(password: str) -> str:
+    """The password as SCRAM keys are made from it; DeviceError if SASLprep refuses it."""
+    try:
+        prepared = saslprep(password, allow_unassigned=False)
+    except SaslPrepError as exc:
+        raise DeviceError(f"the password cannot be used: {exc}") from None
+    if password and not prepared:
+        raise DeviceError("the password cannot be used: it is empty after SASLprep (RFC 4013)")
+    return prepared
+
+
 def verify_password(creds: Credentials, password: str) -> bool:
-    """True when `password` yields the stored StoredKey (constant-time compare)."""
+    """True when `password` yields the stored StoredKey (constant-time compare).
+
+    The SASLprep'ed form (query profile) is tried first; the password as typed as well when
+    it differs or SASLprep refuses it, so records made before passwords were prepared keep
+    working. An ASCII password costs one PBKDF2, as before.
+    """
+    candidates = [password]
+    try:
+        prepared = saslprep(password, allow_unassigned=True)
+    except SaslPrepError:
+        prepared = password
+    if prepared != password:
+        candidates.insert(0, prepared)
+    return any(_matches(creds, text) for text in candidates)
+
+
+def _matches(creds: Credentials, password: str) -> bool:
     salted = salted_password(password, creds.salt, creds.iterations)
     return hmac.compare_digest(stored_key(client_key(salted)), creds.stored_key)

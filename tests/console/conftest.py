@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from firmware.console.shell import ConsoleShell
 from firmware.device.admin import DeviceAdmin
 from firmware.device.budget import RamBudget
+from firmware.device.device import Device, RunOptions
 from firmware.device.profile import Profile, factory
 from firmware.pop3.server import Pop3Service
+from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import ScanRequest, ScanResult, run_scan_async
 from firmware.store.board import Board
 
@@ -36,6 +39,10 @@ class BenchDevice:
         self.pop3: Pop3Service | None = None
         self.started_at = time.monotonic() - 3725.0
         self.scans_done = 0
+        self.scans_failed = 0
+        self.boots = 1
+        self.feeder: ScanFeeder | None = None
+        self.pop3s_addresses: list[tuple[str, int]] = []
         self.log_lines: collections.deque[str] = collections.deque(maxlen=100)
         self.reboots = 0
         self.shutdowns = 0
@@ -127,5 +134,38 @@ def term(shell: ConsoleShell) -> Term:
 
 @pytest.fixture
 def admin_term(term: Term) -> Term:
+    assert "logged in" in term.login()
+    return term
+
+
+# ----- a real running Device (POP3 and POP3S on loopback) for the security commands -----
+
+BOX_PASSWORD = "alice-pw"
+
+
+@pytest.fixture
+async def live_device(tmp_path: Path) -> AsyncIterator[Device]:
+    path = tmp_path / "live.img"
+    profile = factory("DP-3530").with_value("pop3.plaintext_auth", "always")
+    profile = profile.with_value("pop3.auth_failure_delay_s", "0")
+    with Board.create(path, profile, ADMIN_PASSWORD, size=8 * MIB) as board:
+        board.add_box("alice", BOX_PASSWORD)
+    device = Device(RunOptions(image=path, pop3=("127.0.0.1", 0), pop3s=("127.0.0.1", 0)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(device.run)
+        with trio.fail_after(20):
+            while not device.pop3_addresses or device.pop3 is None:
+                await trio.sleep(0.01)
+        try:
+            yield device
+        finally:
+            device.request_shutdown()
+
+
+@pytest.fixture
+async def live_term(live_device: Device) -> Term:
+    """Logged in to the console of the running device."""
+    term = Term(ConsoleShell(DeviceAdmin(live_device), clock=trio.current_time))
+    term.shell.connect()
     assert "logged in" in term.login()
     return term

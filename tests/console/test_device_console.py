@@ -90,6 +90,11 @@ def test_a_live_session_bound_an_invalid_import_and_a_reboot(
     console_device: tuple[DeviceProcess, Terminal],
 ) -> None:
     device, term = console_device
+    out = term.run("status")
+    assert re.search(r"^TLS        STLS offered; \d+ handshakes, \d+ failed$", out, re.M)
+    assert re.search(r"^logins     \d+ ok, \d+ failed; \d+ evicted before login$", out, re.M)
+    out = term.run("tls show")
+    assert "usable:      yes\n" in out and "in service:  STLS/POP3S" in out
     out = term.run("profile set pop3.max_sessions 2")
     assert "pop3.max_sessions = 2 (saved; applied now)" in out
     third_client_refused(device.pop3_port)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import poplib
 import re
+import ssl
+from functools import partial
 
 import pytest
+import trio
+import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware.console.linedisc import MAX_LINE
 from firmware.console.shell import HELP, MAX_HELD, ConsoleShell, Mode, PowerAction, ScanAction
-from firmware.device.admin import EXPORT_END
+from firmware.device.admin import EXPORT_END, TLS_END
+from firmware.device.credentials import verify_password
+from firmware.device.device import Device
 from firmware.device.profile import MODELS, factory
-from tests.console.conftest import ADMIN_PASSWORD, BenchDevice, Clock, Term
+from firmware.scanner.feeder import ScanFeeder
+from firmware.security import tls
+from firmware.security.abuse import LOCKOUT_FAILURES
+from tests.console.conftest import ADMIN_PASSWORD, BOX_PASSWORD, BenchDevice, Clock, Term
 
 
 def one_error_line(out: str) -> str:
@@ -136,7 +146,15 @@ def test_help_explains_every_command(admin_term: Term, topic: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "line", ["help", *(f"help {topic}" for topic in HELP), "status", "profile list", "box list"]
+    "line",
+    [
+        "help",
+        *(f"help {topic}" for topic in HELP),
+        "status",
+        "profile list",
+        "box list",
+        "tls show",
+    ],
 )
 def test_output_fits_an_80_column_terminal(admin_term: Term, line: str) -> None:
     for text in admin_term.run(line).splitlines():
@@ -169,6 +187,12 @@ def test_help_of_a_group_lists_its_sub_commands(admin_term: Term) -> None:
         "log 0",
         "fsck now",
         "reboot now",
+        "tls",
+        "tls show now",
+        "tls import now",
+        "tls selfsign a b",
+        "box unlock",
+        "box passwd alice legacy more",
     ],
 )
 def test_bad_usage_is_one_error_line(admin_term: Term, line: str) -> None:
@@ -545,3 +569,260 @@ def test_a_failing_operation_is_logged_and_ends_only_the_session(
     assert any(r.exc_info for r in caplog.records if "internal error" in r.getMessage())
     assert "logged in" in admin_term.login()  # the console itself goes on
     assert "model" in admin_term.run("status")
+
+
+# ----- security: the TLS certificate, legacy secrets, box lock-outs -----
+
+
+def paste_pem(term: Term, text: str) -> str:
+    """Pasted text as a terminal sends it: each line ended by CRLF (one Enter)."""
+    return "".join(term.type(line + "\r\n") for line in text.splitlines())
+
+
+def stored_tls(device: BenchDevice) -> tuple[str | None, str | None, str | None]:
+    settings = device.board.settings()
+    return tuple(settings.get(k) for k in (tls.SETTING_CERT, tls.SETTING_KEY, tls.SETTING_CHAIN))  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def ca_issued() -> tuple[str, str, str]:
+    """(leaf, key, chain) PEM: a leaf for the device issued by an intermediate CA."""
+    leaf = trustme.CA().create_child_ca().issue_cert("copier.lab.example")
+    pems = [blob.bytes().decode() for blob in leaf.cert_chain_pems]
+    return pems[0], leaf.private_key_pem.bytes().decode(), "".join(pems[1:])
+
+
+def test_tls_show_describes_the_factory_certificate(admin_term: Term, device: BenchDevice) -> None:
+    out = admin_term.run("tls show")
+    hostname = device.profile.str("identity.hostname")
+    info = tls.describe(device.board.settings()[tls.SETTING_CERT])
+    assert f"subject:     {info.subject}\n" in out
+    assert f"names:       DNS:{hostname}\n" in out
+    assert re.search(r"^valid until: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", out, re.M)
+    digest = re.search(r"^sha256:      (\S+)\n {13}(\S+)$", out, re.M)
+    assert digest is not None and digest.group(1) + digest.group(2) == info.sha256_fingerprint
+    assert "usable:      yes\n" in out
+    assert "in service:  no TLS now\n" in out  # the bench device runs no POP3 service
+    assert "saved since boot" not in out
+
+
+def test_tls_selfsign_makes_a_new_certificate_for_the_hostname(
+    admin_term: Term, device: BenchDevice
+) -> None:
+    before = stored_tls(device)
+    out = admin_term.run("tls selfsign")
+    hostname = device.profile.str("identity.hostname")
+    assert out.startswith(
+        f"self-signed TLS certificate for {hostname} (saved; applies after reboot)"
+    )
+    after = stored_tls(device)
+    assert after[0] != before[0] and after[1] != before[1]
+    assert tls.check_pair(after[0] or "", after[1] or "").san == (f"DNS:{hostname}",)
+    assert "saved since boot: in service after reboot" in admin_term.run("tls show")
+    admin_term.run("tls selfsign 192.0.2.7")
+    assert tls.describe(stored_tls(device)[0] or "").san == ("IP:192.0.2.7",)
+    one_error_line(admin_term.run('tls selfsign "two words"'))
+    assert tls.describe(stored_tls(device)[0] or "").san == ("IP:192.0.2.7",)
+
+
+def test_tls_import_reads_pasted_pem_up_to_the_end_marker(
+    admin_term: Term, device: BenchDevice, ca_issued: tuple[str, str, str]
+) -> None:
+    leaf, key, chain = ca_issued
+    out = admin_term.run("tls import")
+    assert out.endswith(f"end with the line {TLS_END} (Ctrl-C cancels)\n")
+    assert admin_term.shell.mode is Mode.IMPORT
+    # What `openssl pkcs12 -nodes` prints: attribute lines between the blocks are ignored.
+    ec_parameters = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"
+    out = paste_pem(admin_term, f"Bag Attributes\n{leaf}{ec_parameters}{key}  \n{chain}{TLS_END}")
+    assert "TLS certificate imported with 1 chain certificate(s)" in out
+    assert "(saved; applies after reboot)" in out and "names:       DNS:copier.lab.example" in out
+    assert out.endswith("DP-3530> ")
+    assert stored_tls(device) == (leaf, key, chain)
+    assert "usable:      yes" in admin_term.run("tls show")
+
+
+@pytest.mark.parametrize(
+    ("pasted", "error"),
+    [
+        (
+            "{leaf}{other_key}",
+            "tls import: key: the private key does not belong to the certificate",
+        ),
+        ("{leaf}", "expected one -----BEGIN ... PRIVATE KEY----- block, found 0"),
+        ("{key}", "no -----BEGIN CERTIFICATE----- block found"),
+        ("{leaf}{key}{key}", "found 2"),
+        ("{leaf}{key}{leaf}", "chain: certificate 1 .* did not sign"),
+        ("{leaf}{key}-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n", "X509 CRL"),
+        ("garbage\n", "no -----BEGIN CERTIFICATE-----"),
+    ],
+)
+def test_a_refused_tls_import_changes_nothing(
+    admin_term: Term, device: BenchDevice, ca_issued: tuple[str, str, str], pasted: str, error: str
+) -> None:
+    leaf, key, _ = ca_issued
+    other_key = tls.make_self_signed("other.example")[1]
+    before = stored_tls(device)
+    admin_term.run("tls import")
+    out = paste_pem(admin_term, pasted.format(leaf=leaf, key=key, other_key=other_key) + TLS_END)
+    echoed, _, result = out.removesuffix("DP-3530> ").partition(f"{TLS_END}\r\n")
+    assert "error" not in echoed
+    line = one_error_line(result.replace("\r\n", "\n"))
+    assert re.search(error, line) and line.endswith("; nothing changed\n"), line
+    assert stored_tls(device) == before
+
+
+def test_tls_import_can_be_cancelled_and_is_bounded(
+    admin_term: Term, device: BenchDevice, ca_issued: tuple[str, str, str]
+) -> None:
+    before = stored_tls(device)
+    admin_term.run("tls import")
+    paste_pem(admin_term, ca_issued[0])
+    assert "import cancelled; nothing changed" in admin_term.type("\x03")
+    admin_term.run("tls import")
+    paste_pem(admin_term, "A" * 64 + "\n" * 0 + ("x\n" * 401))
+    out = admin_term.type(TLS_END + "\r")
+    assert "error: tls import refused: more than 400 lines; nothing changed" in out
+    assert stored_tls(device) == before
+
+
+def test_box_show_and_list_say_whether_a_box_has_a_legacy_secret(
+    admin_term: Term, device: BenchDevice
+) -> None:
+    add_box(admin_term, "alice")
+    assert "legacy" not in admin_term.run("box list")
+    assert "no legacy secret: no APOP, CRAM-MD5" in admin_term.run("box show alice")
+    admin_term.run("box add bob legacy")
+    admin_term.type("bob-pw-1\r")
+    assert "box bob added (APOP/CRAM-MD5 secret kept)" in admin_term.type("bob-pw-1\r")
+    out = admin_term.run("box list")
+    assert re.search(r"^bob .* legacy secret \(APOP, CRAM-MD5\)$", out, re.M)
+    assert not re.search(r"^alice .*legacy", out, re.M)
+    assert "legacy secret kept: APOP and CRAM-MD5 work" in admin_term.run("box show bob")
+    admin_term.run("profile set pop3.apop false")
+    assert "APOP, CRAM-MD5 off (pop3.apop = false)" in admin_term.run("box show bob")
+
+
+@pytest.mark.parametrize(
+    ("option", "had", "has", "says"),
+    [
+        ("legacy", False, True, "APOP/CRAM-MD5 secret kept from now on"),
+        ("--legacy", False, True, "kept from now on"),
+        ("", False, False, "password of box alice changed\n"),
+        ("", True, True, "password of box alice changed\n"),
+        ("nolegacy", True, False, "APOP/CRAM-MD5 secret dropped"),
+        ("LEGACY", True, True, "password of box alice changed\n"),
+    ],
+)
+def test_box_passwd_keeps_enables_or_drops_the_legacy_secret(
+    admin_term: Term, device: BenchDevice, option: str, had: bool, has: bool, says: str
+) -> None:
+    device.board.add_box("alice", "old-pw", legacy=had)
+    assert admin_term.run(f"box passwd alice {option}".strip()) == "New password for box alice: "
+    admin_term.type("new-pw\r")
+    out = admin_term.type("new-pw\r").replace("\r\n", "\n")
+    assert says in out
+    creds = device.board.box_credentials("alice")
+    assert creds is not None and verify_password(creds, "new-pw")
+    assert creds.legacy_secret == ("new-pw" if has else None)
+
+
+def test_box_passwd_refuses_an_unknown_option(admin_term: Term, device: BenchDevice) -> None:
+    device.board.add_box("alice", "old-pw")
+    assert "usage: box passwd NAME [[no]legacy]" in one_error_line(
+        admin_term.run("box passwd alice maybe")
+    )
+
+
+def test_security_commands_without_the_pop3_service(admin_term: Term) -> None:
+    assert "POP3 service is not running" in one_error_line(admin_term.run("box unlock alice"))
+    assert "TLS" not in admin_term.run("status")  # nothing to say without the service
+
+
+def test_status_shows_failed_scans_and_the_lab_feeder(
+    admin_term: Term, device: BenchDevice
+) -> None:
+    assert "feeder" not in admin_term.run("status")
+    device.scans_done, device.scans_failed = 3, 2
+    device.feeder = ScanFeeder(device, 6.0)
+    out = admin_term.run("status")
+    assert re.search(r"^scans\s+3 done, 2 failed$", out, re.M)
+    assert re.search(
+        r"^feeder\s+scan feeder 6 jobs/min: 0 done \(0 pages, 0 bytes\), 0 failed$", out, re.M
+    )
+
+
+# ----- the security commands on a running device -----
+
+
+def pop3_fail_login(address: tuple[str, int], box: str) -> str:
+    client = poplib.POP3(*address, timeout=10)
+    try:
+        client.user(box)
+        client.pass_("wrong")
+    except poplib.error_proto as exc:
+        return str(exc)
+    finally:
+        client.close()
+    raise AssertionError("a wrong password was accepted")
+
+
+def pop3_login(address: tuple[str, int], *, stls: bool = False) -> poplib.POP3:
+    client = poplib.POP3(*address, timeout=10)
+    if stls:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        client.stls(context)
+    try:
+        client.user("alice")
+        client.pass_(BOX_PASSWORD)
+    except poplib.error_proto:
+        client.close()  # an open session would hold the device's shutdown for its grace
+        raise
+    return client
+
+
+async def test_a_locked_box_shows_in_status_until_box_unlock(
+    live_term: Term, live_device: Device
+) -> None:
+    address = live_device.pop3_addresses[0]
+    for _ in range(LOCKOUT_FAILURES):
+        await trio.to_thread.run_sync(pop3_fail_login, address, "alice")
+    with pytest.raises(poplib.error_proto):  # locked: even the right password fails
+        await trio.to_thread.run_sync(pop3_login, address)
+    out = live_term.run("status")
+    assert re.search(
+        r"^locked\s+1 box\(es\) after failed logins \(`box unlock NAME`\):$", out, re.M
+    )
+    assert re.search(r"^\s+alice 1[45]:\d\d$", out, re.M)
+    assert re.search(rf"^logins\s+0 ok, {LOCKOUT_FAILURES + 1} failed; 0 evicted", out, re.M)
+    assert re.search(r"^alice .* locked 1[45]:\d\d$", live_term.run("box list"), re.M)
+    assert "left after failed logins (`box unlock`)" in live_term.run("box show alice")
+    out = live_term.run("box unlock alice")
+    assert out == "box alice unlocked; its failed-login count is cleared\n"
+    assert "locked" not in live_term.run("status")
+    client = await trio.to_thread.run_sync(pop3_login, address)
+    await trio.to_thread.run_sync(client.quit)
+    assert live_term.run("box unlock alice") == "box alice is not locked\n"
+    one_error_line(live_term.run("box unlock nobody"))
+
+
+async def test_status_shows_tls_and_sessions_in_tls(live_term: Term, live_device: Device) -> None:
+    out = live_term.run("status")
+    host, port = live_device.pop3s_addresses[0]
+    assert f"TLS        STLS offered, POP3S on {host}:{port}; 0 handshakes, 0 failed\n" in out
+    client = await trio.to_thread.run_sync(
+        partial(pop3_login, live_device.pop3_addresses[0], stls=True)
+    )
+    try:
+        out = live_term.run("status")
+        assert "1 of 16 sessions open, 1 in TLS" in out
+        assert "; 1 handshakes, 0 failed" in out
+        assert re.search(r"^logins\s+1 ok, 0 failed", out, re.M)
+    finally:
+        await trio.to_thread.run_sync(client.quit)
+    assert "in service:  STLS/POP3S with the certificate loaded at boot" in live_term.run(
+        "tls show"
+    )
+    for line in live_term.run("status").splitlines() + live_term.run("tls show").splitlines():
+        assert len(line) < 80, line

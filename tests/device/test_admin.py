@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 from firmware.device.admin import (
     EXPORT_BEGIN,
     EXPORT_END,
     DeviceAdmin,
+    format_left,
     format_size,
     format_uptime,
     format_value,
@@ -22,6 +24,8 @@ from firmware.device.admin import (
 from firmware.device.device import Device, RunOptions
 from firmware.device.profile import MODELS, factory
 from firmware.errors import BoxError, DeviceError, ProfileError
+from firmware.security import tls
+from firmware.security.abuse import LOCKOUT_FAILURES
 from firmware.store.board import Board
 
 ADMIN_PASSWORD = "admin-test-pw"
@@ -65,11 +69,23 @@ def admin(device: Device) -> DeviceAdmin:
     return DeviceAdmin(device)
 
 
-def pop3_login(address: tuple[str, int]) -> poplib.POP3:
+def pop3_login(
+    address: tuple[str, int], box: str = "alice", password: str = ALICE_PASSWORD
+) -> poplib.POP3:
     client = poplib.POP3(address[0], address[1], timeout=10)
-    client.user("alice")
-    client.pass_(ALICE_PASSWORD)
+    client.user(box)
+    client.pass_(password)
     return client
+
+
+def pop3_refused(address: tuple[str, int], box: str, password: str) -> None:
+    client = poplib.POP3(address[0], address[1], timeout=10)
+    try:
+        client.user(box)
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\]"):
+            client.pass_(password)
+    finally:
+        client.close()
 
 
 async def test_status_counts_sessions_and_scans(admin: DeviceAdmin, device: Device) -> None:
@@ -215,9 +231,115 @@ async def test_while_rebooting_everything_is_a_clear_error(
             await trio.sleep(0)
 
 
+async def test_status_counts_failed_logins_and_locks_until_unlock(
+    admin: DeviceAdmin, device: Device
+) -> None:
+    address = device.pop3_addresses[0]
+    out = admin.status()
+    assert "TLS        STLS offered; 0 handshakes, 0 failed" in out  # no --pop3s here
+    assert "locked" not in out
+    for _ in range(LOCKOUT_FAILURES):
+        await trio.to_thread.run_sync(pop3_refused, address, "alice", "wrong")
+    await trio.to_thread.run_sync(pop3_refused, address, "alice", ALICE_PASSWORD)
+    out = admin.status()
+    assert re.search(rf"^logins\s+0 ok, {LOCKOUT_FAILURES + 1} failed;", out, re.M)
+    assert re.search(r"^locked\s+1 box\(es\) .*\n\s+alice 1[45]:\d\d$", out, re.M)
+    assert admin.box_unlock("alice") == "box alice unlocked; its failed-login count is cleared"
+    assert "locked" not in admin.status()
+    client = await trio.to_thread.run_sync(pop3_login, address)
+    await trio.to_thread.run_sync(client.quit)
+    assert re.search(r"^logins\s+1 ok,", admin.status(), re.M)
+    assert admin.box_unlock("alice") == "box alice is not locked"
+    with pytest.raises(DeviceError, match="no box named 'nobody' is locked"):
+        admin.box_unlock("nobody")
+
+
+async def test_a_guessed_name_that_got_locked_can_be_unlocked(
+    admin: DeviceAdmin, device: Device
+) -> None:
+    for _ in range(LOCKOUT_FAILURES):
+        await trio.to_thread.run_sync(pop3_refused, device.pop3_addresses[0], "mallory", "x")
+    assert re.search(r"^\s+mallory 1[45]:\d\d$", admin.status(), re.M)
+    assert admin.box_unlock("mallory").startswith("box mallory unlocked")
+
+
+async def test_status_counts_failed_scans(admin: DeviceAdmin, device: Device) -> None:
+    request = admin.prepare_scan("alice", [])
+    admin.box_del("alice", purge=True)  # gone before the job stores its message
+    with pytest.raises(BoxError):
+        await admin.scan(request)
+    assert re.search(r"^scans\s+0 done, 1 failed$", admin.status(), re.M)
+
+
+async def test_tls_import_and_selfsign_apply_after_reboot(
+    admin: DeviceAdmin, device: Device
+) -> None:
+    leaf = trustme.CA().issue_cert("copier.lab.example")
+    cert_pem = leaf.cert_chain_pems[0].bytes().decode()
+    key_pem = leaf.private_key_pem.bytes().decode()
+    out = admin.tls_import(key_pem + "\n" + cert_pem)  # the key may come first
+    assert out.startswith("TLS certificate imported (saved; applies after reboot)")
+    assert device.board.settings()[tls.SETTING_CERT] == cert_pem
+    assert tls.SETTING_CHAIN not in device.board.settings()
+    assert "in service after reboot" in admin.tls_show()
+    admin.reboot()
+    await wait_booted(device, boots=2)
+    out = admin.tls_show()
+    assert "names:       DNS:copier.lab.example" in out
+    assert "after reboot" not in out and "in service:  STLS/POP3S" in out
+    with pytest.raises(tls.TlsError, match="expired"):
+        expired = trustme.CA().issue_cert(
+            "old.example", not_after=trustme.datetime.datetime(2001, 1, 1)
+        )
+        admin.tls_import(
+            expired.cert_chain_pems[0].bytes().decode() + expired.private_key_pem.bytes().decode()
+        )
+    assert device.board.settings()[tls.SETTING_CERT] == cert_pem
+    assert "for dp3530.local (saved; applies after reboot)" in admin.tls_selfsign()
+
+
+async def test_box_legacy_secret_and_what_box_show_says(admin: DeviceAdmin, device: Device) -> None:
+    assert "no legacy secret: no APOP, CRAM-MD5" in admin.box_show("alice")
+    out = admin.box_passwd("alice", "alice-new", "alice-new", legacy=True)
+    assert out.endswith("APOP/CRAM-MD5 secret kept from now on")
+    creds = device.board.box_credentials("alice")
+    assert creds is not None and creds.legacy_secret == "alice-new"
+    assert "legacy secret kept" in admin.box_show("alice")
+    assert "legacy secret (APOP, CRAM-MD5)" in admin.box_list()
+    admin.box_passwd("alice", "alice-new2", "alice-new2")  # keeps it
+    assert device.board.box_credentials("alice").legacy_secret == "alice-new2"  # type: ignore[union-attr]
+    assert admin.box_passwd("alice", "alice-new3", "alice-new3", legacy=False).endswith("dropped")
+    assert device.board.box_credentials("alice").legacy_secret is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("password", ["bell\x07pw", "pw\u0221x", "\u00ad\u00ad\u00ad\u00ad"])
+async def test_a_password_saslprep_refuses_changes_nothing(
+    admin: DeviceAdmin, device: Device, password: str
+) -> None:
+    with pytest.raises(
+        DeviceError, match=r"^box add: the password cannot be used: .*; nothing changed$"
+    ):
+        admin.box_add("carol", password, password)
+    with pytest.raises(DeviceError, match=r"^passwd: the password cannot be used"):
+        admin.set_password(ADMIN_PASSWORD, password, password)
+    assert [b.name for b in device.board.boxes()] == ["alice"]
+
+
+async def test_a_non_ascii_password_logs_in_however_it_is_normalised(
+    admin: DeviceAdmin, device: Device
+) -> None:
+    admin.box_add("dora", "pässwörd", "pässwörd")  # composed (NFC)
+    address = device.pop3_addresses[0]
+    for typed in ("pässwörd", "pa\u0308sswo\u0308rd"):  # composed, decomposed
+        client = await trio.to_thread.run_sync(pop3_login, address, "dora", typed)
+        await trio.to_thread.run_sync(client.quit)
+    await trio.to_thread.run_sync(pop3_refused, address, "dora", "passwort")
+
+
 def test_formatting_helpers() -> None:
     assert format_value(True) == "true"
     assert format_value(("mono", "gray")) == "mono,gray"
     assert format_size(512) == "512 B"
     assert format_size(3 * MIB // 2) == "1.5 MiB"
     assert format_uptime(90061) == "1d 01:01:01"
+    assert format_left(899.2) == "15:00" and format_left(61) == "1:01" and format_left(-1) == "0:00"
