@@ -145,6 +145,17 @@ class MultilineBody:
         self._done = True
         return TERMINATOR if self._tail == CRLF else CRLF + TERMINATOR
 
+    def take_first(self) -> bytes:
+        """The chunk read ahead (b"" if none); iteration goes on after it.
+
+        For an adapter that sends the rest of a stored message by other means: it gets the
+        bytes already read, and `close()` still releases everything.
+        """
+        chunk, self._first = self._first, b""
+        if chunk:
+            self._tail = chunk[-2:] if len(chunk) > 1 else self._tail[-1:] + chunk
+        return chunk
+
     def close(self) -> None:
         """Release what the body holds; safe to call more than once."""
         self._done = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from firmware.device.credentials import Credentials, make_credentials, verify_password
@@ -101,6 +102,19 @@ class BoardMailstore:
 
     def read_top(self, box: str, uid: str, lines: int, chunk_size: int) -> Iterator[bytes]:
         return self._board.read_top(box, uid, lines, chunk_size=chunk_size)
+
+    @property
+    def image_path(self) -> Path:
+        """The board image file, which holds every message in its wire form."""
+        return self._board.path
+
+    def wire_extents(self, box: str, uid: str, start: int) -> list[tuple[int, int]]:
+        """Where the wire bytes from `start` to the end lie in the image file, right now.
+
+        Only for a message whose RETR has already read (and checked) its first chunk through
+        `read_wire`: the record header is not read from flash again, as in read_wire's chunks.
+        """
+        return self._board.wire_extents(box, uid, start, check=False)
 
     def delete(self, box: str, uids: Sequence[str]) -> None:
         self._board.delete(box, list(uids))

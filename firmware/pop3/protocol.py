@@ -76,6 +76,8 @@ class Reply:
     """What to send for one command: a first line, maybe a body, maybe a delay or a close.
 
     `starttls`: after sending `head`, the adapter starts TLS on the connection (STLS).
+    `stored`: (box, uid) when the body is exactly that stored message's wire form (RETR), so
+    an adapter may copy it from the store by other means than pulling the body.
     """
 
     head: bytes
@@ -83,6 +85,7 @@ class Reply:
     close: bool = False
     delay: float = 0.0
     starttls: bool = False
+    stored: tuple[str, str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -538,7 +541,7 @@ class Pop3Protocol:
             if self._retrieved is None:
                 self._retrieved = set()
             self._retrieved.add(index)
-            return Reply(b"+OK %d octets\r\n" % self._sizes[index], body)
+            return Reply(b"+OK %d octets\r\n" % self._sizes[index], body, stored=(self.box, uid))
         return Reply(b"+OK top of message follows\r\n", body)
 
     def _cmd_retr(self, rest: str) -> Reply:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -26,10 +27,11 @@ import trio
 from firmware.device.budget import RamBudget, Reservation
 from firmware.device.profile import Profile
 from firmware.errors import DeviceError, MemoryFullError
-from firmware.pop3.framing import LineReader
+from firmware.pop3.direct import can_map, send_from_image
+from firmware.pop3.framing import CRLF, TERMINATOR, LineReader
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import BoardMailstore
-from firmware.pop3.protocol import Pop3Protocol, Pop3Stats, Reply
+from firmware.pop3.protocol import STREAM_CHUNK, Pop3Protocol, Pop3Stats, Reply
 from firmware.security.abuse import ClientSessions, LoginGuard, PreauthEvictor
 from firmware.security.authlog import log_event
 
@@ -148,6 +150,9 @@ class Pop3Service:
         self._refusing = 0
         self._accept_scopes: set[trio.CancelScope] = set()  # one per serve() (POP3, POP3S)
         self._sessions_gone: trio.Event | None = None
+        self._serving = 0  # serve() calls running; the image fd lives while any does
+        self._image_fd: int | None = None  # read-only, for RETR straight from the image
+        self._direct: bool | None = None  # None: not tried yet; False: cannot map the image
 
     # -- console-facing ------------------------------------------------------------------
 
@@ -232,6 +237,7 @@ class Pop3Service:
         )
         accept_scope = trio.CancelScope()
         self._accept_scopes.add(accept_scope)
+        self._serving += 1
         try:
             async with trio.open_nursery() as sessions:
                 with accept_scope:
@@ -245,6 +251,9 @@ class Pop3Service:
                     await trio.aclose_forcefully(listener)
         finally:
             self._accept_scopes.discard(accept_scope)
+            self._serving -= 1
+            if not self._serving:
+                self._close_image()
             for listener in listeners:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(listener)
@@ -468,8 +477,35 @@ class Pop3Service:
                 stream = session.stream
             scope.deadline = trio.current_time() + self._idle_limit(protocol)
 
+    def _image(self) -> int | None:
+        """The image file, read-only, if RETR can copy from it directly (opened once)."""
+        if self._direct is None:
+            try:
+                fd = os.open(self._store.image_path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                log.warning("POP3: RETR reads through the store: cannot open the image: %s", exc)
+                self._direct = False
+                return None
+            self._direct = can_map(fd)
+            if self._direct:
+                self._image_fd = fd
+            else:
+                os.close(fd)
+                log.info("POP3: RETR reads through the store: the image cannot be mapped")
+        return self._image_fd
+
+    def _close_image(self) -> None:
+        if self._image_fd is not None:
+            fd, self._image_fd = self._image_fd, None
+            os.close(fd)
+        self._direct = None
+
     async def _send(self, session: _Session, protocol: Pop3Protocol, reply: Reply) -> None:
-        """Send a reply; a body is pulled from the store chunk by chunk as the peer reads."""
+        """Send a reply; a body is pulled from the store chunk by chunk as the peer reads.
+
+        RETR on a plain TCP connection sends what the store has read ahead, then copies the
+        rest straight from the image file (firmware/pop3/direct.py). TLS and TOP pull the body.
+        """
         stream = session.stream
         body = reply.body
         if body is None:
@@ -477,6 +513,15 @@ class Pop3Service:
             return
         try:
             pending = reply.head
+            if reply.stored is not None and stream is session.socket_stream:
+                first = body.take_first()
+                # A full first chunk: more follows (a shorter one was the whole message).
+                if len(first) >= STREAM_CHUNK and (image_fd := self._image()) is not None:
+                    await self._send_direct(
+                        session, protocol, reply.stored, image_fd, reply.head, first
+                    )
+                    return
+                pending += first
             for chunk in body:
                 if len(pending) < SEND_COALESCE or len(chunk) < SEND_COALESCE:
                     pending += chunk
@@ -495,6 +540,35 @@ class Pop3Service:
             raise trio.BrokenResourceError("message read failed mid-stream") from exc
         finally:
             body.close()
+
+    async def _send_direct(
+        self,
+        session: _Session,
+        protocol: Pop3Protocol,
+        stored: tuple[str, str],
+        image_fd: int,
+        head: bytes,
+        first: bytes,
+    ) -> None:
+        """RETR: the head and the chunk read ahead, the rest from the image, the terminator."""
+        box, uid = stored
+        stream = session.socket_stream
+        await stream.send_all(head + first)
+        idle = self._idle_limit(protocol)
+
+        def progress() -> None:
+            session.scope.deadline = trio.current_time() + idle
+
+        progress()
+        tail = await send_from_image(
+            stream.socket,
+            image_fd,
+            lambda at: self._store.wire_extents(box, uid, at),
+            len(first),
+            first[-2:],
+            progress,
+        )
+        await stream.send_all(TERMINATOR if tail == CRLF else CRLF + TERMINATOR)
 
     async def _close_gently(self, session: _Session) -> None:
         """Half-close and drain briefly, so a last reply is not lost to a TCP reset.

@@ -589,6 +589,51 @@ class Board:
         )
         return _chain(head, body)
 
+    def wire_extents(
+        self, box: str, uid: str, start: int = 0, end: int | None = None, *, check: bool = True
+    ) -> list[tuple[int, int]]:
+        """Where wire bytes [start, end) of a message lie in the image file, right now.
+
+        (file offset, length) pieces in order: one, or two where the record wraps around the
+        end of the ring. Checked as `read_wire` checks (CorruptRecordError, BoxError). Valid
+        only until the next change to the board: a compaction may move the record, so a
+        reader that yields in between must ask again (as `read_wire` does per chunk). Lets
+        the POP3 server copy a message straight from the image file to a socket.
+
+        `check=False` skips re-reading the record header from flash (~20 us): for the lookups
+        that follow a checked read of the same message, as `read_wire`'s later chunks do.
+        A removed message still raises BoxError, one known to be corrupt CorruptRecordError.
+        """
+        seq = self._seq_of(box, uid)
+        if check:
+            header = self._verified(box, uid, seq)
+        else:
+            msg = self._msgs[seq]
+            if not msg.ok:
+                raise CorruptRecordError(
+                    f"message {uid} in box {box!r}: its record at log offset "
+                    f"{msg.header.position} fails its CRC"
+                )
+            header = msg.header
+        stop = header.payload_len if end is None else end
+        if not 0 <= start <= stop <= header.payload_len:
+            raise ValueError(
+                f"wire range [{start}, {stop}) is outside message {uid} "
+                f"({header.payload_len} wire bytes)"
+            )
+        geometry = self.geometry
+        capacity = geometry.capacity
+        logical = header.position + RECORD_HEADER_SIZE + start
+        length = stop - start
+        pieces: list[tuple[int, int]] = []
+        while length > 0:
+            at = logical % capacity
+            n = min(length, capacity - at)
+            pieces.append((geometry.data_offset + at, n))
+            logical += n
+            length -= n
+        return pieces
+
     def _verified(self, box: str, uid: str, seq: int) -> Header:
         msg = self._msgs[seq]
         if msg.ok:

@@ -100,6 +100,11 @@ def test_crlf_split_across_chunks_is_seen() -> None:
     assert b"".join(MultilineBody(iter([b"a\r", b"\n"]))) == b"a\r\n.\r\n"
     assert b"".join(MultilineBody(iter([b"a\r\n", b"", b""]))) == b"a\r\n.\r\n"
     assert b"".join(MultilineBody(iter([b"a"]), first=b"x\r\n")) == b"x\r\na\r\n.\r\n"
+    taken = MultilineBody(iter([b"b"]), first=b"x\r\na")
+    assert taken.take_first() == b"x\r\na" and taken.take_first() == b""
+    assert b"".join(taken) == b"b\r\n.\r\n"  # iteration goes on after the taken chunk
+    ends_open = MultilineBody(iter([]), first=b"x")
+    assert ends_open.take_first() == b"x" and b"".join(ends_open) == b"\r\n.\r\n"
 
 
 def test_close_releases_once_and_closes_the_source() -> None:

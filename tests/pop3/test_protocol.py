@@ -463,6 +463,16 @@ def test_retr_returns_its_reservation(h: Harness) -> None:
     assert h.budget.used == 0
 
 
+def test_retr_says_which_stored_message_it_sends_and_top_does_not(h: Harness, board: Board) -> None:
+    s = logged_in(h)
+    s.send("RETR 2")
+    assert s.last is not None and s.last.stored == ("alice", board.messages("alice")[1].uid)
+    s.send("TOP 2 0")
+    assert s.last is not None and s.last.ok and s.last.stored is None
+    s.send("LIST")
+    assert s.last is not None and s.last.stored is None
+
+
 def test_after_update_every_line_closes(h: Harness) -> None:
     s = logged_in(h)
     s.send("QUIT")

@@ -396,3 +396,68 @@ def test_nvram_full_changes_nothing(board: Board, image: Path) -> None:
     with Board.open(image) as again:
         assert again.box_names() == ["alice", "bob"]
         assert dict(again.settings()) == before
+
+
+def read_extents(image: Path, extents: list[tuple[int, int]]) -> bytes:
+    with open(image, "rb") as f:
+        return b"".join(os.pread(f.fileno(), n, offset) for offset, n in extents)
+
+
+def test_wire_extents_locate_the_wire_bytes_also_across_the_ring_end(
+    board: Board, image: Path
+) -> None:
+    capacity = board.usage().total
+    body = os.urandom(30_000).hex().encode()  # 60 KB of text
+    kept = None
+    wrapped = 0
+    for n in range(2 * capacity // len(body)):
+        info = board.deliver("alice", body + b"\n." + str(n).encode())
+        if kept is not None:
+            board.delete("alice", [kept.uid])
+        kept = info
+        extents = board.wire_extents("alice", info.uid)
+        assert all(n > 0 for _, n in extents) and len(extents) <= 2
+        wrapped += len(extents) == 2
+        expected = wire(board, "alice", info.uid)
+        assert read_extents(image, extents) == expected
+        # Any sub-range, e.g. one that starts or ends on either side of the wrap point.
+        ranges: list[tuple[int, int | None]] = [(3, None), (len(expected), None), (0, 0)]
+        if len(extents) == 2:
+            cut = extents[0][1]
+            ranges += [(cut - 7, cut + 5), (cut, None), (0, cut)]
+        for start, end in ranges:
+            part = board.wire_extents("alice", info.uid, start, end)
+            assert read_extents(image, part) == expected[start:end]
+    assert wrapped >= 1  # at least one record wrapped around the end of the ring
+
+
+def test_wire_extents_follow_compaction_and_check_like_read_wire(board: Board, image: Path) -> None:
+    first = board.deliver("alice", MSG)
+    second = board.deliver("alice", MSG + b"second\n")
+    before = board.wire_extents("alice", second.uid)
+    board.delete("alice", [first.uid])
+    board.compact()
+    after = board.wire_extents("alice", second.uid)
+    assert after != before  # moved forward...
+    assert read_extents(image, after) == wire(board, "alice", second.uid)  # ...and found again
+    with pytest.raises(ValueError, match="outside message"):
+        board.wire_extents("alice", second.uid, 0, 10**9)
+    with pytest.raises(ValueError, match="outside message"):
+        board.wire_extents("alice", second.uid, 5, 4)
+    with pytest.raises(BoxError, match="no message with uid"):
+        board.wire_extents("alice", first.uid)
+    board.deliver("alice", MSG)  # so the damaged record is not the log's last
+    offset, _ = after[0]
+    with open(image, "r+b") as f:
+        f.seek(offset + 3)
+        byte = f.read(1)
+        f.seek(offset + 3)
+        f.write(bytes([byte[0] ^ 0x40]))
+    board.close()
+    with Board.open(image) as again:  # boot finds the damage; checked or not, it is refused
+        with pytest.raises(CorruptRecordError, match=second.uid):
+            again.wire_extents("alice", second.uid)
+        with pytest.raises(CorruptRecordError, match=second.uid):
+            again.wire_extents("alice", second.uid, check=False)
+        with pytest.raises(BoxError, match="no message with uid"):
+            again.wire_extents("alice", first.uid, check=False)
