@@ -109,6 +109,17 @@ def _lock_holder(path: Path) -> str:
     return "another process"
 
 
+class FileOps:
+    """The raw calls an open image makes on its file, gathered so that reliability tests can
+    swap in a fault-injecting one (short writes, ENOSPC, EIO). The default is the os module's
+    functions themselves: the hot path pays one attribute lookup.
+    """
+
+    pread = staticmethod(os.pread)
+    pwrite = staticmethod(os.pwrite)
+    fdatasync = staticmethod(os.fdatasync)
+
+
 class Image:
     """One open board image, locked against every other opener."""
 
@@ -116,6 +127,7 @@ class Image:
         self.path = path
         self.geometry = geometry
         self._fd = fd
+        self.ops = FileOps()  # tests replace it to inject storage faults
         # Observer of every write, erase and sync, in order (crash-consistency tests replay
         # prefixes of it): ("write", offset, data), ("erase", offset, length), ("sync", 0, None).
         self.trace: Callable[[str, int, bytes | int | None], None] | None = None
@@ -252,7 +264,7 @@ class Image:
         return self.geometry.nvram_offset + slot * self.geometry.nvram_slot_size
 
     def _read_slot(self, slot: int) -> tuple[int, bytes] | None:
-        raw = os.pread(self._fd, self.geometry.nvram_slot_size, self._slot_offset(slot))
+        raw = self.ops.pread(self._fd, self.geometry.nvram_slot_size, self._slot_offset(slot))
         try:
             parsed = NvramSlot.parse(raw).body.value
         except (ConstructError, ValueError, TypeError):
@@ -332,7 +344,7 @@ class Image:
     def read(self, logical: int, length: int) -> bytes:
         """Bytes of the data area at a logical offset."""
         try:
-            parts = [os.pread(self._fd, n, off) for off, n in self._segments(logical, length)]
+            parts = [self.ops.pread(self._fd, n, off) for off, n in self._segments(logical, length)]
         except OSError as exc:
             raise self._io_error("read", exc) from None
         data = b"".join(parts)
@@ -371,7 +383,7 @@ class Image:
         if self.trace is not None:
             self.trace("sync", 0, None)
         try:
-            os.fdatasync(self._fd)
+            self.ops.fdatasync(self._fd)
         except OSError as exc:
             raise self._io_error("fsync", exc) from None
 
@@ -384,7 +396,7 @@ class Image:
         view = memoryview(data)
         while view:
             try:
-                n = os.pwrite(self._fd, view, offset)
+                n = self.ops.pwrite(self._fd, view, offset)
             except OSError as exc:
                 raise self._io_error("write", exc) from None
             view = view[n:]
