@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from firmware.device.device import Device, RunOptions
+from firmware.errors import DeviceError
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -76,4 +77,17 @@ def _run(args: argparse.Namespace) -> int:
         console=args.console,
         scan_feed_per_min=args.scan_feed,
     )
-    return trio.run(Device(options).run)
+    try:
+        return trio.run(Device(options).run)
+    except BaseExceptionGroup as group:
+        # A refused boot (missing image, in use, corrupt) leaves the nursery wrapped in a
+        # group: report it as the one clear line every other command gives.
+        refusals, rest = group.split(DeviceError)
+        if refusals is not None and rest is None:
+            raise _first_leaf(refusals) from None
+        raise
+
+
+def _first_leaf(group: BaseExceptionGroup[DeviceError]) -> DeviceError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -7,6 +7,7 @@ around the erase blocks without ever reusing an address (records carry their log
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -318,8 +319,18 @@ class Image:
             else 1
         )
         slot = 1 - current
-        self._write_slot(slot, sequence, data)
-        self.sync()
+        try:
+            self._write_slot(slot, sequence, data)
+            self.sync()
+        except StorageFullError:
+            raise  # refused before anything was written
+        except BaseException:
+            # Reported as failed, so the new generation must not win at the next boot: wipe
+            # the slot's start (its magic) and sync again; the old slot stays in force.
+            with contextlib.suppress(Exception):
+                self._pwrite_all(bytes(64), self._slot_offset(slot))
+                self.sync()
+            raise
         self.nvram_sequence = sequence
         self.nvram_slots[slot] = sequence
 

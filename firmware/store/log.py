@@ -9,6 +9,7 @@ a bad last record (torn: discarded, logged, erased).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import zlib
@@ -347,10 +348,26 @@ class Log:
         buf += bytes(pad + guard)
         self.image.write(at, buf)
         final = replace(header, position=pos, payload_crc=crc)
-        self.image.write(pos, final.build())
-        self.image.sync()
+        self._commit_header(pos, final)
         self.tail = pos + total
         return final
+
+    def _commit_header(self, pos: int, header: Header) -> None:
+        """Write the header that makes a record count, and make it durable.
+
+        If that fails (EIO or ENOSPC on write or fsync) the operation is reported as failed,
+        so the header must not survive to the next boot: zero it and sync again before the
+        error goes up. (Best effort: if the device cannot even do that, boot still checks
+        every CRC.)
+        """
+        try:
+            self.image.write(pos, header.build())
+            self.image.sync()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.image.write(pos, bytes(RECORD_HEADER_SIZE))
+                self.image.sync()
+            raise
 
     def append_unsized(
         self, payload: Iterable[bytes], room: int, complete: Callable[[int], Header]
@@ -384,8 +401,7 @@ class Log:
         buf += bytes(total - RECORD_HEADER_SIZE - written + guard)
         self.image.write(at, buf)
         final = replace(header, position=pos, payload_crc=crc)
-        self.image.write(pos, final.build())
-        self.image.sync()
+        self._commit_header(pos, final)
         self.tail = pos + total
         return final
 

@@ -51,3 +51,13 @@ def test_bad_override_is_refused_before_boot(demo_image: Path) -> None:
     proc = dpfw("run", str(demo_image), "--set", "pop3.max_sessions=lots", check=False)
     assert proc.returncode == 1
     assert "pop3.max_sessions = 'lots' is not allowed" in proc.stderr
+
+
+def test_a_missing_image_is_one_clean_error_line(tmp_path: Path) -> None:
+    """Found by the reliability campaign: a refused boot used to print a traceback."""
+    proc = dpfw("run", str(tmp_path / "none.img"), "--pop3", "127.0.0.1:0", check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"dpfw: {tmp_path / 'none.img'}: no such board image"
+    ]

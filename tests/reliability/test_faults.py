@@ -96,22 +96,11 @@ def disarm(board: Board) -> None:
     board.image.ops = FaultyOps(Plan())
 
 
-FSYNC_FINDING = pytest.mark.xfail(
-    strict=True,
-    reason="store finding: after fdatasync fails (EIO) the record or NVRAM generation that was "
-    "written stays in the file, the operation reports ImageError, and the next boot takes it "
-    "as committed (Image.sync raises, but Log.append / Image.write_nvram leave the written "
-    "header / slot in place); fix: erase the record's header (or invalidate the new NVRAM "
-    "slot) and sync again before raising",
-)
-
-
 def cases() -> list[object]:
     out: list[object] = []
     for operation in OPERATIONS:
         for fault in FAULTS:
-            marks = [FSYNC_FINDING] if fault == "eio-fsync" and operation != "compact" else []
-            out.append(pytest.param(operation, fault, marks=marks, id=f"{operation}-{fault}"))
+            out.append(pytest.param(operation, fault, id=f"{operation}-{fault}"))
     return out
 
 
