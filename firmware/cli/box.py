@@ -15,14 +15,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmds = parser.add_subparsers(dest="box_command", required=True, metavar="ACTION")
 
     p = cmds.add_parser("add", help="add a mailbox")
-    p.add_argument("image", type=Path, metavar="IMG")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument(
-        "--legacy",
-        action="store_true",
-        help="also keep an APOP/CRAM-MD5 secret (plaintext-equivalent)",
-    )
-    add_secret_options(p, "password")
+    _image_and_name(p)
+    _password_options(p)
     p.set_defaults(func=cmd_add)
 
     p = cmds.add_parser("list", help="list mailboxes")
@@ -30,21 +24,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_list)
 
     p = cmds.add_parser("del", help="delete a mailbox")
-    p.add_argument("image", type=Path, metavar="IMG")
-    p.add_argument("name", metavar="NAME")
+    _image_and_name(p)
     p.add_argument("--purge", action="store_true", help="also delete its messages")
     p.set_defaults(func=cmd_del)
 
     p = cmds.add_parser("passwd", help="set a mailbox password")
+    _image_and_name(p)
+    _password_options(p)
+    p.set_defaults(func=cmd_passwd)
+
+
+def _image_and_name(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", type=Path, metavar="IMG")
     p.add_argument("name", metavar="NAME")
+
+
+def _password_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--legacy",
         action="store_true",
         help="also keep an APOP/CRAM-MD5 secret (plaintext-equivalent)",
     )
     add_secret_options(p, "password")
-    p.set_defaults(func=cmd_passwd)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
