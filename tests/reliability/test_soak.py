@@ -37,6 +37,11 @@ BOXES = [f"s{i}" for i in range(1, BOUND + 1)]
 # still wobbles by a few hundred KiB, while a leak of one message or one session per cycle
 # (thousands of cycles) shows far above this.
 GROWTH_LIMIT_KIB = 3 * 1024
+# One minute is short for allocators to settle: CI runs saw +3.4 and +4.1 MiB in a minute on a
+# device that stays flat over ten (58.3 -> 58.8 MiB). The CI variant allows 6 MiB, which still
+# catches a leak of 2 KiB per session (about 3,000 sessions a minute); the release soak holds
+# the 3 MiB line over ten minutes.
+CI_GROWTH_LIMIT_KIB = 6 * 1024
 # The largest jobs the restricted feeder below can draw (5 pages, 200x200, each format).
 WARM_UP_SCANS = [
     ("pages=5", "dpi=200x200", "mode=gray", "format=pdf"),
@@ -147,7 +152,9 @@ def load(device: Device, seconds: float) -> SoakReport:
     return report
 
 
-def check(device: Device, report: SoakReport, seconds: float) -> dict[str, float]:
+def check(
+    device: Device, report: SoakReport, seconds: float, limit_kib: int = GROWTH_LIMIT_KIB
+) -> dict[str, float]:
     try:
         assert device.alive(), device.output()
         assert not report.errors, report.errors[:10]
@@ -170,7 +177,7 @@ def check(device: Device, report: SoakReport, seconds: float) -> dict[str, float
             "vmrss_max_kib": report.vmrss_max,
         }
         print("soak figures:", figures)
-        assert growth <= GROWTH_LIMIT_KIB, f"RSS grew by {growth} KiB after warm-up: {figures}"
+        assert growth <= limit_kib, f"RSS grew by {growth} KiB after warm-up: {figures}"
         return figures
     finally:
         device.kill()
@@ -179,7 +186,7 @@ def check(device: Device, report: SoakReport, seconds: float) -> dict[str, float
 def test_soak_one_minute(tmp_path: Path) -> None:
     seconds = 60.0
     device, report = run_soak(tmp_path, seconds, feed_per_min=30)
-    check(device, report, seconds)
+    check(device, report, seconds, limit_kib=CI_GROWTH_LIMIT_KIB)
 
 
 @pytest.mark.slow
