@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ADMIN_PASSWORD = "admin-test-pw"
@@ -30,19 +32,66 @@ def dpfw(
     return proc
 
 
-class DeviceProcess:
-    """A `dpfw run` child process; knows its POP3 port once it has booted."""
+def create_image(path: Path, model: str = "DP-3510", size: str = "1MiB") -> Path:
+    """`dpfw image create` with the test admin password; returns `path`."""
+    dpfw(
+        "image",
+        "create",
+        str(path),
+        "--profile",
+        model,
+        "--size",
+        size,
+        "--admin-password",
+        ADMIN_PASSWORD,
+    )
+    return path
 
-    def __init__(self, image: Path, *args: str) -> None:
+
+class DeviceProcess:
+    """A `dpfw run` child process; knows its POP3 port once it has booted.
+
+    `prefix` runs the command under another (e.g. `unshare`); `limit_as` caps its address
+    space (RLIMIT_AS); `env` and `cwd` replace the child's environment and directory.
+    """
+
+    def __init__(
+        self,
+        image: Path,
+        *args: str,
+        prefix: Sequence[str] = (),
+        limit_as: int | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.image = image
+
+        def limits() -> None:
+            if limit_as is not None:
+                resource.setrlimit(resource.RLIMIT_AS, (limit_as, limit_as))
+
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "firmware", "run", str(image), "--pop3", "127.0.0.1:0", *args],
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "firmware",
+                "run",
+                str(image),
+                "--pop3",
+                "127.0.0.1:0",
+                *args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=limits if limit_as is not None else None,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
         )
+        self.pid = self.popen.pid
         self.lines: list[str] = []
         self._booted = threading.Event()
         self.pop3_port = 0
@@ -53,9 +102,9 @@ class DeviceProcess:
         assert self.popen.stdout is not None
         for line in self.popen.stdout:
             self.lines.append(line.rstrip("\n"))
-            if match := re.search(r"console: (/dev/\S+)", line):
+            if match := re.search(r"^dpfw: console: (/dev/\S+)", line):
                 self.console_path = match.group(1)
-            if line.startswith("dpfw: ") and (match := re.search(r"POP3 on \S+:(\d+)", line)):
+            if match := re.search(r"^dpfw: POP3 on \S+:(\d+)", line):
                 self.pop3_port = int(match.group(1))
                 self._booted.set()
         self._booted.set()
@@ -63,7 +112,7 @@ class DeviceProcess:
     def wait_booted(self, timeout: float = 30.0) -> int:
         if not self._booted.wait(timeout) or not self.pop3_port:
             self.kill()
-            raise AssertionError("device did not boot:\n" + "\n".join(self.lines))
+            raise AssertionError("device did not boot:\n" + self.output())
         self._booted.clear()
         return self.pop3_port
 
@@ -72,6 +121,9 @@ class DeviceProcess:
         self.pop3_port = 0
         return self.wait_booted(timeout)
 
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, as an init system would; returns the exit code."""
         if self.popen.poll() is None:
@@ -79,10 +131,10 @@ class DeviceProcess:
         return self.popen.wait(timeout)
 
     def kill(self) -> None:
-        """SIGKILL: a power cut."""
+        """SIGKILL to the whole process group: a power cut."""
         if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(10)
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait(10)
 
     def output(self) -> str:
         time.sleep(0.05)

@@ -8,23 +8,12 @@ import pytest
 
 from firmware.device.credentials import verify_password
 from firmware.store.board import Board
-from tests.support import dpfw
+from tests.support import create_image, dpfw
 
 
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
-    path = tmp_path / "b.img"
-    dpfw(
-        "image",
-        "create",
-        str(path),
-        "--profile",
-        "DP-3510",
-        "--size",
-        "1MiB",
-        "--admin-password",
-        "adm",
-    )
+    path = create_image(tmp_path / "b.img")
     return path
 
 

@@ -7,23 +7,12 @@ from pathlib import Path
 import pytest
 
 from firmware.store.board import Board
-from tests.support import dpfw
+from tests.support import create_image, dpfw
 
 
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
-    path = tmp_path / "b.img"
-    dpfw(
-        "image",
-        "create",
-        str(path),
-        "--profile",
-        "DP-3510",
-        "--size",
-        "1MiB",
-        "--admin-password",
-        "adm",
-    )
+    path = create_image(tmp_path / "b.img")
     dpfw("box", "add", str(path), "alice", "--password", "pw")
     return path
 

@@ -8,23 +8,12 @@ from pathlib import Path
 import pytest
 
 from firmware.device.profile import MODELS, factory
-from tests.support import ADMIN_PASSWORD, dpfw
+from tests.support import create_image, dpfw
 
 
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
-    path = tmp_path / "board.img"
-    dpfw(
-        "image",
-        "create",
-        str(path),
-        "--profile",
-        "DP-3520",
-        "--size",
-        "16MiB",
-        "--admin-password",
-        ADMIN_PASSWORD,
-    )
+    path = create_image(tmp_path / "board.img", "DP-3520", "16MiB")
     return path
 
 

@@ -12,12 +12,9 @@ import hashlib
 import os
 import poplib
 import re
-import resource
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -26,6 +23,7 @@ import serial
 
 from firmware.device.profile import factory
 from firmware.store.board import Board
+from tests.support import DeviceProcess
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_ADMIN = "admin-lab"
@@ -71,8 +69,8 @@ def readonly_root_available() -> bool:
     return probe.returncode == 0
 
 
-class Device:
-    """A `dpfw run` child on IMG, optionally under rlimits and a chosen environment."""
+class Device(DeviceProcess):
+    """A `dpfw run` child on IMG, optionally with a console, rlimits, a read-only root."""
 
     def __init__(
         self,
@@ -84,73 +82,23 @@ class Device:
         cwd: Path | None = None,
         readonly_root: bool = False,
     ) -> None:
-        self.image = image
-        command = [sys.executable, "-m", "firmware", "run", str(image), "--pop3", "127.0.0.1:0"]
-        if console:
-            command += ["--console", "pty"]
-        if readonly_root:
-            command = ["unshare", "--mount", "sh", "-c", READONLY_ROOT, "sh", str(image), *command]
-
-        def limits() -> None:
-            if limit_as is not None:
-                resource.setrlimit(resource.RLIMIT_AS, (limit_as, limit_as))
-
-        self.popen = subprocess.Popen(
-            [*command, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            preexec_fn=limits,
-            env=dict(env) if env is not None else None,
+        prefix = ["unshare", "--mount", "sh", "-c", READONLY_ROOT, "sh", str(image)]
+        super().__init__(
+            image,
+            *(["--console", "pty"] if console else []),
+            *args,
+            prefix=prefix if readonly_root else (),
+            limit_as=limit_as,
+            env=env,
             cwd=cwd or REPO,
         )
-        self.pid = self.popen.pid
-        self.lines: list[str] = []
-        self.pop3_port = 0
-        self.console_path: str | None = None
-        self._booted = threading.Event()
         self._want_console = console
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if match := re.search(r"^dpfw: console: (/dev/\S+)", line):
-                self.console_path = match.group(1)
-            if match := re.search(r"^dpfw: POP3 on \S+:(\d+)", line):
-                self.pop3_port = int(match.group(1))
-                self._booted.set()
-        self._booted.set()
 
     def wait_booted(self, timeout: float = 30.0) -> int:
-        if not self._booted.wait(timeout) or not self.pop3_port:
-            self.kill()
-            raise AssertionError("device did not boot:\n" + self.output())
+        port = super().wait_booted(timeout)
         if self._want_console:
             assert self.console_path is not None, self.output()
-        return self.pop3_port
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, as an init system would; returns the exit code."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        return self.popen.wait(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL to the whole process group: a power cut."""
-        if self.popen.poll() is None:
-            os.killpg(self.pid, signal.SIGKILL)
-        self.popen.wait(10)
-
-    def output(self) -> str:
-        time.sleep(0.05)
-        return "\n".join(self.lines)
+        return port
 
     def unexpected_log_lines(self, allowed: Iterable[str] = ()) -> list[str]:
         """WARNING/ERROR/CRITICAL lines and tracebacks that are not designed ones."""
