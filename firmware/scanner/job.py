@@ -174,6 +174,15 @@ def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now().astimezone()
 
 
+def _start(
+    req: ScanRequest, board: Board, profile: Profile, job_number: int, now: datetime | None
+) -> _JobPages:
+    """Refuse a job the device cannot do (before anything is drawn) or set it up."""
+    check_request(req, profile)
+    _check_box(board, req.box)
+    return _JobPages(req, profile, job_number, _now(now))
+
+
 def run_scan(
     req: ScanRequest,
     board: Board,
@@ -184,9 +193,7 @@ def run_scan(
     now: datetime | None = None,
 ) -> ScanResult:
     """Run one job synchronously; raises DeviceError (MEMORY FULL, quota, ...) storing nothing."""
-    check_request(req, profile)
-    _check_box(board, req.box)
-    job = _JobPages(req, profile, job_number, _now(now))
+    job = _start(req, board, profile, job_number, now)
     held: list[Reservation] = []
     try:
         for page in range(1, req.pages + 1):
@@ -208,9 +215,7 @@ async def run_scan_async(
     now: datetime | None = None,
 ) -> ScanResult:
     """`run_scan` for the trio loop: drawing and encoding run in a worker thread."""
-    check_request(req, profile)
-    _check_box(board, req.box)
-    job = _JobPages(req, profile, job_number, _now(now))
+    job = _start(req, board, profile, job_number, now)
     held: list[Reservation] = []
     try:
         for page in range(1, req.pages + 1):
