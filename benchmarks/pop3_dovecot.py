@@ -5,7 +5,7 @@ system's Dovecot is used or touched. By default Dovecot gets its fastest reasona
 ratio against it is not flattered: passwords as {SSHA256} (salted SHA-256, one hash per login)
 and messages stored with CRLF line ends (`mail_save_crlf = yes`: RETR needs no LF->CRLF work).
 Two switches give the other side of each choice: `scheme="scram-sha-256"` stores the very
-credentials dpfw keeps (SCRAM-SHA-256, 4096 PBKDF2 rounds, firmware/device/credentials.py), and
+credentials dpfw keeps (SCRAM-SHA-256, 4096 PBKDF2 rounds, firmware/security/credentials.py), and
 `crlf=False` stores LF line ends as Dovecot does by default. Maildir file names carry S= and W=
 sizes, so Dovecot never scans a file to learn a size.
 """

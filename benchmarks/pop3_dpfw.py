@@ -40,7 +40,7 @@ def image_size(corpus: Corpus) -> int:
 
 def build_image(path: Path, corpus: Corpus) -> None:
     """Create the board image and deliver every account's message (each delivery is durable)."""
-    from firmware.device.profile import factory
+    from firmware.config.profile import factory
     from firmware.store.board import Board
 
     profile = factory(MODEL).with_value("mailbox.max_boxes", str(len(corpus.accounts) + 16))

@@ -39,8 +39,8 @@ def pages_per_second(fmt: str, mode: str, dpi: str, pages: int) -> tuple[float, 
 
 def rss_child(pages: int) -> None:
     """Run one whole job into a fresh board image; print peak RSS (KiB) and the job's figures."""
-    from firmware.device.budget import RamBudget
-    from firmware.device.profile import factory
+    from firmware.config.budget import RamBudget
+    from firmware.config.profile import factory
     from firmware.scanner.job import ScanRequest, run_scan
     from firmware.store.board import Board
 

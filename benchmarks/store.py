@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from firmware.device.profile import Profile, factory
+from firmware.config.profile import Profile, factory
 from firmware.store.board import Board
 
 MiB = 1 << 20

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware.cli.common import add_secret_options, parse_size, read_secret
-from firmware.device.budget import RamBudget
-from firmware.device.profile import MODELS, Profile, factory, parse_toml
+from firmware.config.budget import RamBudget
+from firmware.config.profile import MODELS, Profile, factory, parse_toml
 from firmware.errors import DeviceError, ProfileError
 from firmware.scanner.job import ScanRequest, run_scan
 from firmware.store import demo

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from firmware.device.profile import MODELS, SCHEMA, factory, parse_toml
+from firmware.config.profile import MODELS, SCHEMA, factory, parse_toml
 from firmware.errors import ProfileError
 from firmware.store.board import Board
 

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from firmware.device.budget import RamBudget
-from firmware.device.profile import COLOR_MODES, FORMATS, RESOLUTIONS, Profile
+from firmware.config.budget import RamBudget
+from firmware.config.profile import COLOR_MODES, FORMATS, RESOLUTIONS, Profile
 from firmware.errors import DeviceError
 from firmware.scanner.job import JOB_NUMBER_LIMIT, ScanRequest, ScanResult, run_scan
 

@@ -15,14 +15,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from firmware import __version__
-from firmware.device.credentials import prepare_password
-from firmware.device.profile import MODELS, SCHEMA, Profile, Value, factory, parse_toml, validate
+from firmware.config.profile import MODELS, SCHEMA, Profile, Value, factory, parse_toml, validate
 from firmware.errors import BoxError, DeviceError, ProfileError
 from firmware.security import tls
+from firmware.security.credentials import prepare_password
 from firmware.store.board import check_box_name
 
 if TYPE_CHECKING:
-    from firmware.device.budget import RamBudget
+    from firmware.config.budget import RamBudget
     from firmware.pop3.server import Pop3Service
     from firmware.scanner.feeder import ScanFeeder
     from firmware.scanner.job import ScanRequest, ScanResult

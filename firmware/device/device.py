@@ -20,8 +20,8 @@ from pathlib import Path
 
 import trio
 
-from firmware.device.budget import RamBudget
-from firmware.device.profile import SCHEMA, Profile, validate
+from firmware.config.budget import RamBudget
+from firmware.config.profile import SCHEMA, Profile, validate
 from firmware.errors import DeviceError, ProfileError
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder

@@ -14,10 +14,10 @@ from typing import Any
 
 from construct import ConstructError, Container, ListContainer
 
-from firmware.device.credentials import Credentials
-from firmware.device.profile import MODELS, SCHEMA, Profile, factory, flatten, validate
+from firmware.config.profile import MODELS, SCHEMA, Profile, factory, flatten, validate
 from firmware.errors import DeviceError, ImageError
 from firmware.flash.layout import NvramState
+from firmware.security.credentials import Credentials
 
 __all__ = ["BoxRecord", "Nvram", "decode", "encode", "profile_from_nvram"]
 

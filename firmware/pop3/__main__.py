@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trio
 
-from firmware.device.budget import RamBudget
+from firmware.config.budget import RamBudget
 from firmware.errors import DeviceError
 from firmware.pop3.server import Pop3Service
 from firmware.security.tls import context_from_settings

@@ -11,8 +11,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from firmware.device.credentials import Credentials, make_credentials, verify_password
 from firmware.pop3.auth import AuthCache
+from firmware.security.credentials import Credentials, make_credentials, verify_password
 
 if TYPE_CHECKING:
     from firmware.store.board import Board

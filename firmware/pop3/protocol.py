@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from firmware.device.budget import RamBudget
-from firmware.device.profile import Profile
+from firmware.config.budget import RamBudget
+from firmware.config.profile import Profile
 from firmware.errors import CorruptRecordError, DeviceError, MemoryFullError
 from firmware.pop3.auth import apop_matches, make_apop_timestamp
 from firmware.pop3.framing import (

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from firmware.device.budget import RamBudget, Reservation
-from firmware.device.profile import Profile
+from firmware.config.budget import RamBudget, Reservation
+from firmware.config.profile import Profile
 from firmware.errors import DeviceError, MemoryFullError
 from firmware.pop3.direct import can_map, send_from_image
 from firmware.pop3.framing import CRLF, TERMINATOR, LineReader

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import trio
 
-from firmware.device.profile import Profile
+from firmware.config.profile import Profile
 from firmware.errors import (
     BoxError,
     DeviceError,

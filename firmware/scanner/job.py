@@ -16,8 +16,8 @@ from datetime import datetime
 
 import trio
 
-from firmware.device.budget import RamBudget, Reservation
-from firmware.device.profile import Profile
+from firmware.config.budget import RamBudget, Reservation
+from firmware.config.profile import Profile
 from firmware.errors import BoxError, DeviceError
 from firmware.scanner.encode import FORMAT_MODES, FORMATS, DocumentWriter, open_writer
 from firmware.scanner.mime import ScanMessageInfo, attachment_names, write_message

@@ -114,7 +114,7 @@ def is_cancel(line: bytes) -> bool:
 
 
 class StoredCredentials(Protocol):
-    """What NVRAM keeps for a box (firmware.device.credentials.Credentials fits this)."""
+    """What NVRAM keeps for a box (firmware.security.credentials.Credentials fits this)."""
 
     @property
     def salt(self) -> bytes: ...

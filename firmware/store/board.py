@@ -17,12 +17,12 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import BinaryIO
 
-from firmware.device.credentials import Credentials, make_credentials, verify_password
-from firmware.device.profile import Profile
+from firmware.config.profile import Profile
 from firmware.errors import BoxError, CorruptRecordError, DeviceError, QuotaError, StorageFullError
 from firmware.flash import nvram as nv
 from firmware.flash.image import Geometry, Image
 from firmware.flash.layout import RECORD_HEADER_SIZE, align
+from firmware.security.credentials import Credentials, make_credentials, verify_password
 from firmware.store.log import (
     CHUNK,
     KIND_DELETE,

@@ -12,7 +12,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from firmware.device.profile import factory
+from firmware.config.profile import factory
 from firmware.store.board import Board
 
 MODEL = "DP-3530"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.device.credentials import verify_password
+from firmware.security.credentials import verify_password
 from firmware.store.board import Board
 from tests.support import create_image, dpfw
 

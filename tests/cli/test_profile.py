@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.device.profile import MODELS, factory
+from firmware.config.profile import MODELS, factory
 from tests.support import create_image, dpfw
 
 

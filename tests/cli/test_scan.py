@@ -14,7 +14,7 @@ import pytest
 
 from firmware.cli import COMMAND_MODULES
 from firmware.cli import scan as scan_cli
-from firmware.device.profile import factory
+from firmware.config.profile import factory
 from firmware.errors import DeviceError
 from firmware.store.board import Board
 

@@ -11,7 +11,7 @@ import trustme
 
 from firmware.cli import COMMAND_MODULES
 from firmware.cli import tls as tls_cli
-from firmware.device.profile import factory
+from firmware.config.profile import factory
 from firmware.errors import DeviceError
 from firmware.security import tls
 from firmware.store.board import Board

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from firmware.config.budget import RamBudget
+from firmware.config.profile import Profile, factory
 from firmware.console.shell import ConsoleShell
 from firmware.device.admin import DeviceAdmin
-from firmware.device.budget import RamBudget
 from firmware.device.device import Device, RunOptions
-from firmware.device.profile import Profile, factory
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import ScanRequest, ScanResult, run_scan_async

@@ -13,15 +13,15 @@ import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from firmware.config.profile import MODELS, factory
 from firmware.console.linedisc import MAX_LINE
 from firmware.console.shell import HELP, MAX_HELD, ConsoleShell, Mode, PowerAction, ScanAction
 from firmware.device.admin import EXPORT_END, TLS_END
-from firmware.device.credentials import verify_password
 from firmware.device.device import Device
-from firmware.device.profile import MODELS, factory
 from firmware.scanner.feeder import ScanFeeder
 from firmware.security import tls
 from firmware.security.abuse import LOCKOUT_FAILURES
+from firmware.security.credentials import verify_password
 from tests.console.conftest import ADMIN_PASSWORD, BOX_PASSWORD, BenchDevice, Clock, Term
 
 

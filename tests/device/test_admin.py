@@ -12,6 +12,7 @@ import pytest
 import trio
 import trustme
 
+from firmware.config.profile import MODELS, factory
 from firmware.device.admin import (
     EXPORT_BEGIN,
     EXPORT_END,
@@ -22,7 +23,6 @@ from firmware.device.admin import (
     format_value,
 )
 from firmware.device.device import Device, RunOptions
-from firmware.device.profile import MODELS, factory
 from firmware.errors import BoxError, DeviceError, ProfileError
 from firmware.security import tls
 from firmware.security.abuse import LOCKOUT_FAILURES

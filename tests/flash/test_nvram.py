@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from firmware.device.credentials import make_credentials
-from firmware.device.profile import factory
+from firmware.config.profile import factory
 from firmware.errors import DeviceError, ImageError
 from firmware.flash.nvram import BoxRecord, Nvram, decode, encode, profile_from_nvram
+from firmware.security.credentials import make_credentials
 
 
 def test_round_trip() -> None:

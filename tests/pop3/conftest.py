@@ -15,8 +15,8 @@ import pytest
 import trio
 import trustme
 
-from firmware.device.budget import RamBudget
-from firmware.device.profile import Profile, factory
+from firmware.config.budget import RamBudget
+from firmware.config.profile import Profile, factory
 from firmware.pop3.server import Pop3Service
 from firmware.security.tls import context_from_settings, settings_for
 from firmware.store.board import Board

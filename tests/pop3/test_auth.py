@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from firmware.device.credentials import make_credentials
 from firmware.pop3.auth import (
     AuthCache,
     apop_digest,
@@ -13,6 +12,7 @@ from firmware.pop3.auth import (
     safe_hostname,
 )
 from firmware.pop3.mailbox import BoardMailstore
+from firmware.security.credentials import make_credentials
 from firmware.store.board import Board
 from tests.pop3.conftest import BOB_PASSWORD
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from firmware.device.profile import factory
+from firmware.config.profile import factory
 from firmware.store.board import Board
 from tests.pop3.conftest import ADMIN_PASSWORD, BOB_PASSWORD, install_certificate, make_board
 

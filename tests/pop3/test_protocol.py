@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware.device.budget import RamBudget
+from firmware.config.budget import RamBudget
 from firmware.pop3.auth import apop_digest
 from firmware.pop3.framing import LINE_TOO_LONG, LineTooLong
 from firmware.pop3.locks import BoxLocks

@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from firmware.device.budget import RamBudget
+from firmware.config.budget import RamBudget
 from firmware.pop3.server import SESSION_RAM, Pop3Service
 from firmware.store.board import Board
 from tests.pop3.conftest import BOB_PASSWORD, LiveProfile, RawClient, Server, make_board

@@ -18,10 +18,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from firmware.config.budget import RamBudget
+from firmware.config.profile import factory, parse_toml
 from firmware.console.shell import ConsoleShell, PowerAction, ScanAction
 from firmware.device.admin import DeviceAdmin
-from firmware.device.budget import RamBudget
-from firmware.device.profile import factory, parse_toml
 from firmware.errors import DeviceError
 from firmware.flash import nvram
 from firmware.flash.layout import RECORD_HEADER_SIZE

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import serial
 
-from firmware.device.profile import factory
+from firmware.config.profile import factory
 from firmware.store.board import Board
 from tests.support import DeviceProcess
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.device.budget import RamBudget
+from firmware.config.budget import RamBudget
 from firmware.errors import DeviceError, ImageError, StorageFullError
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import BoardMailstore

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from firmware.config.profile import SCHEMA, factory_text
 from firmware.console.shell import HELP
-from firmware.device.profile import SCHEMA, factory_text
 from firmware.flash.image import Image
 from firmware.flash.layout import KIND_DELETE, KIND_MESSAGE
 from firmware.store.log import Header, encode_delete

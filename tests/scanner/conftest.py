@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.device.profile import Profile, factory
+from firmware.config.profile import Profile, factory
 from firmware.store.board import Board
 
 MiB = 1024 * 1024

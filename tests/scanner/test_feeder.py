@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
-from firmware.device.budget import RamBudget
-from firmware.device.profile import Profile
+from firmware.config.budget import RamBudget
+from firmware.config.profile import Profile
 from firmware.errors import BoxError, MemoryFullError, QuotaError, StorageFullError
 from firmware.scanner.encode import FORMAT_MODES
 from firmware.scanner.feeder import ScanFeeder, failure_reason, random_request

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 import pytest
 import trio
 
-from firmware.device.budget import RamBudget
+from firmware.config.budget import RamBudget
 from firmware.errors import BoxError, DeviceError, MemoryFullError, QuotaError, StorageFullError
 from firmware.scanner.job import JobNumbers, ScanRequest, check_request, run_scan, run_scan_async
 from firmware.store.board import Board

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 
 import trio
 
-from firmware.device.budget import RamBudget
+from firmware.config.budget import RamBudget
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.job import ScanRequest, run_scan_async
 from firmware.store.board import Board

@@ -34,7 +34,7 @@ from firmware.security.sasl import (
 
 @dataclass(frozen=True)
 class Creds:
-    """Shaped like firmware.device.credentials.Credentials; keys derived here independently."""
+    """Shaped like firmware.security.credentials.Credentials; keys derived here independently."""
 
     salt: bytes
     iterations: int
@@ -540,8 +540,8 @@ def test_scram_keys_match_independent_derivation() -> None:
 
 
 def test_device_credentials_fit_the_mechanisms() -> None:
-    """Once firmware.device.credentials exists, its records must work with every mechanism."""
-    credentials = pytest.importorskip("firmware.device.credentials")
+    """Once firmware.security.credentials exists, its records must work with every mechanism."""
+    credentials = pytest.importorskip("firmware.security.credentials")
     creds = credentials.make_credentials("pencil", legacy=True)
     assert creds.iterations >= sasl.MIN_ITERATIONS
     assert sasl.password_matches(creds, "pencil")

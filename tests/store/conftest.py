@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.device.profile import factory
+from firmware.config.profile import factory
 from firmware.store.board import Board
 from tests.store.helpers import ADMIN
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from firmware.device.profile import Profile, factory
+from firmware.config.profile import Profile, factory
 
 ADMIN = "admin-pw"
 

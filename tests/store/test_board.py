@@ -12,8 +12,7 @@ from typing import BinaryIO
 
 import pytest
 
-from firmware.device.credentials import verify_password
-from firmware.device.profile import factory
+from firmware.config.profile import factory
 from firmware.errors import (
     BoxError,
     CorruptRecordError,
@@ -22,6 +21,7 @@ from firmware.errors import (
     QuotaError,
     StorageFullError,
 )
+from firmware.security.credentials import verify_password
 from firmware.store.board import Board
 from firmware.store.wire import encode, unstuff
 from tests.store.helpers import ADMIN, lab_profile

@@ -8,7 +8,8 @@ import hmac
 
 import pytest
 
-from firmware.device.credentials import (
+from firmware.errors import DeviceError
+from firmware.security.credentials import (
     MIN_ITERATIONS,
     SALT_BYTES,
     Credentials,
@@ -20,7 +21,6 @@ from firmware.device.credentials import (
     stored_key,
     verify_password,
 )
-from firmware.errors import DeviceError
 from firmware.security.sasl import ScramSha256, Success
 from tests.security.test_sasl import ScramClient
 

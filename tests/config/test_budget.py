@@ -13,8 +13,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware.device.budget import RamBudget
-from firmware.device.profile import factory
+from firmware.config.budget import RamBudget
+from firmware.config.profile import factory
 from firmware.errors import MemoryFullError
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.job import ScanRequest, run_scan_async

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware.device.profile import (
+from firmware.config.profile import (
     MODELS,
     SCHEMA,
     factory,

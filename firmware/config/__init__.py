@@ -1,0 +1,1 @@
+"""Device configuration: the profile schema and typed access, the RAM budget."""
