@@ -53,7 +53,6 @@ KNOWN_DEBT: set[tuple[str, str]] = {
     ("firmware.flash", "firmware.config"),
     ("firmware.flash", "firmware.security"),
     ("firmware.store", "firmware.config"),
-    ("firmware.device", "firmware.console"),
 }
 
 

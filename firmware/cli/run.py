@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from firmware.device.device import Device, RunOptions
+from firmware.console.port import run_console
+from firmware.device.device import Device, RunOptions, Service
 from firmware.errors import DeviceError
 
 
@@ -74,11 +76,13 @@ def _run(args: argparse.Namespace) -> int:
         overrides=dict(args.settings),
         pop3=args.pop3,
         pop3s=args.pop3s,
-        console=args.console,
         scan_feed_per_min=args.scan_feed,
     )
+    services: list[Service] = []
+    if args.console != "none":
+        services.append(partial(run_console, spec=args.console))
     try:
-        return trio.run(Device(options).run)
+        return trio.run(Device(options, services).run)
     except BaseExceptionGroup as group:
         # A refused boot (missing image, in use, corrupt) leaves the nursery wrapped in a
         # group: report it as the one clear line every other command gives.

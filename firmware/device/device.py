@@ -13,7 +13,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -43,7 +43,6 @@ class RunOptions:
     overrides: Mapping[str, str] = field(default_factory=dict)
     pop3: tuple[str, int] | None = None  # None: address and port from the profile
     pop3s: tuple[str, int] | None = None  # None: no implicit-TLS listener
-    console: str = "none"
     scan_feed_per_min: float = 0.0
 
 
@@ -70,11 +69,20 @@ def apply_overrides(stored: Profile, overrides: Mapping[str, str]) -> Profile:
     return validate(values, "--set")
 
 
-class Device:
-    """A DP-series copier simulated in one process."""
+Service = Callable[["Device"], Awaitable[None]]
+"""A task that lives as long as the device process, across reboots (e.g. the admin console)."""
 
-    def __init__(self, options: RunOptions) -> None:
+
+class Device:
+    """A DP-series copier simulated in one process.
+
+    `services` are started once and run until the device stops; the composition root
+    (firmware.cli.run) passes the console this way, so this module imports no front-end.
+    """
+
+    def __init__(self, options: RunOptions, services: Sequence[Service] = ()) -> None:
         self.options = options
+        self.services = tuple(services)
         self.overrides: dict[str, str] = dict(options.overrides)
         self.started_at = time.monotonic()
         self.scans_done = 0
@@ -167,10 +175,8 @@ class Device:
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._watch_signals)
-                if self.options.console != "none":
-                    from firmware.console.port import run_console
-
-                    outer.start_soon(run_console, self, self.options.console)
+                for service in self.services:
+                    outer.start_soon(service, self)
                 while True:
                     await self._boot_and_serve()
                     if not self._reboot:
