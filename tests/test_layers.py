@@ -10,6 +10,7 @@ needed fails the test too, so the list can only shrink.
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 from pathlib import Path
 
@@ -108,6 +109,7 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
+@functools.cache
 def all_edges() -> set[tuple[str, str, str, str]]:
     """(importer module, imported module, importer key, imported key) for every import."""
     edges = set()

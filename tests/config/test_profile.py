@@ -128,7 +128,7 @@ _ANY_VALUE = st.none() | st.integers() | st.text(max_size=5) | st.booleans() | s
 @settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.dictionaries(st.sampled_from(sorted(SCHEMA)), _ANY_VALUE | st.lists(_ANY_VALUE)))
 def test_any_value_gives_a_profile_or_a_profile_error(changes: dict[str, object]) -> None:
-    values = dict(factory("DP-3530"))
+    values: dict[str, object] = dict(factory("DP-3530"))
     values.update(changes)
     try:
         validate(values, "fuzz")

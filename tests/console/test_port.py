@@ -116,7 +116,7 @@ async def test_line_noise_over_the_pty_leaves_the_console_usable(
         noise = bytes(b for b in random.Random(7).randbytes(64 * 1024) if b not in b"\r\n\x04")
         noise += b"x" * (MAX_LINE + 50)  # ends with a full line, so we know all was read
         port = client.port
-        assert port is not None
+        assert isinstance(port, serial.Serial)
 
         def spray() -> None:  # like a terminal: keeps reading the echo while it writes
             for start in range(0, len(noise), 512):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import poplib
 import re
@@ -288,9 +289,7 @@ async def test_tls_import_and_selfsign_apply_after_reboot(
     assert "names:       DNS:copier.lab.example" in out
     assert "after reboot" not in out and "in service:  STLS/POP3S" in out
     with pytest.raises(tls.TlsError, match="expired"):
-        expired = trustme.CA().issue_cert(
-            "old.example", not_after=trustme.datetime.datetime(2001, 1, 1)
-        )
+        expired = trustme.CA().issue_cert("old.example", not_after=datetime.datetime(2001, 1, 1))
         admin.tls_import(
             expired.cert_chain_pems[0].bytes().decode() + expired.private_key_pem.bytes().decode()
         )

@@ -8,6 +8,7 @@ Skipped only when a binary is missing (CI installs curl and fetchmail). fetchmai
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import trio
@@ -17,7 +18,7 @@ from tests.pop3.conftest import ALICE_PASSWORD, BOB_PASSWORD, MESSAGES, Server
 from tests.pop3.test_clients import need, normalised
 
 
-async def curl(*args: str) -> trio.CompletedProcess[bytes]:
+async def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
     return await trio.run_process(
         [need("curl"), "-sS", "--max-time", "20", *args],
         capture_stdout=True,

@@ -222,7 +222,9 @@ def poplib_stls(port: int, context: ssl.SSLContext) -> None:
         assert "STLS" not in client.capa()
         client.user("alice")
         client.pass_(ALICE_PASSWORD)
-        size = int(client.list(2).split()[2])
+        listing = client.list(2)
+        assert isinstance(listing, bytes)
+        size = int(listing.split()[2])
         _, lines, octets = client.retr(2)
         assert octets == size and lines[3:5] == [b".", b".."]  # unstuffed by poplib
         client.quit()

@@ -26,6 +26,7 @@ CI_KILLS = 30
 RELEASE_KILLS = int(os.environ.get("DPFW_POWERCUT_KILLS", "0"))
 
 
+@pytest.mark.slow
 def test_thirty_power_cuts_lose_nothing_acknowledged(tmp_path: Path) -> None:
     seed = int(os.environ.get("DPFW_POWERCUT_SEED", "20261128"))
     figures = run_campaign(tmp_path, CI_KILLS, seed)

@@ -183,6 +183,7 @@ def check(
         device.kill()
 
 
+@pytest.mark.slow
 def test_soak_one_minute(tmp_path: Path) -> None:
     seconds = 60.0
     device, report = run_soak(tmp_path, seconds, feed_per_min=30)
