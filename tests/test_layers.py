@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "firmware.http": 6,
     "firmware.cli": 7,
     "firmware.__main__": 8,
+    "firmware.pop3.__main__": 8,  # `python -m firmware.pop3`: an entry point over the Device
 }
 
 # Edges allowed by the numbers but still wrong: the store takes a limits value, not a Profile.
@@ -161,10 +162,10 @@ def test_known_debt_is_still_owed() -> None:
 
 def test_no_cycles_between_packages() -> None:
     graph: dict[str, set[str]] = {}
+    # Nodes are the table's entries (an entry point such as firmware.pop3.__main__ is its own).
     for _here, _target, k_here, k_target in all_edges():
-        a, b = package_of(k_here), package_of(k_target)
-        if a != b:
-            graph.setdefault(a, set()).add(b)
+        if k_here != k_target:
+            graph.setdefault(k_here, set()).add(k_target)
     debt_edges = {(a, b) for a, b in KNOWN_DEBT}
     seen: set[str] = set()
     stack: list[str] = []

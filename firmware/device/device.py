@@ -93,6 +93,7 @@ class Device:
         self._log_ring = LogRing()
         self.log_lines = self._log_ring.lines
         self._stop: trio.Event = trio.Event()
+        self._booted: trio.Event = trio.Event()
         self._reboot = False
         self._board: Board | None = None
         self._profile: Profile | None = None
@@ -162,6 +163,10 @@ class Device:
         self.scans_done += 1
         return result
 
+    async def wait_booted(self) -> None:
+        """Return once the device serves POP3 (after this boot; at once if it already does)."""
+        await self._booted.wait()
+
     async def run(self) -> int:
         """Boot, serve until shutdown (reboot loops back to boot); 0 on a clean stop."""
         # Every package logs under "firmware.*" or "dpfw.*"; the ring sees both at INFO even
@@ -221,6 +226,7 @@ class Device:
                 bound = await nursery.start(self.pop3.serve, host, port)
                 self.pop3_addresses = [(host, int(bound))]
                 self._announce(host, int(bound), tls=context is not None)
+                self._booted.set()
                 if self.options.scan_feed_per_min > 0:
                     self.feeder = ScanFeeder(self, self.options.scan_feed_per_min)
                     nursery.start_soon(self.feeder.run)
@@ -231,6 +237,7 @@ class Device:
         finally:
             self._board = None
             self.pop3 = None
+            self._booted = trio.Event()
             board.close()
             log.info("board image closed cleanly")
 

@@ -1,53 +1,34 @@
-"""`python -m firmware.pop3 IMAGE`: serve one board image's POP3 service alone.
+"""`python -m firmware.pop3 IMAGE`: a device that serves POP3 only (no console, no scan feed).
 
-For measurements and lab use without the rest of the device (console, scanner): the service
-reads the image's stored profile, its RAM budget is the profile's image RAM, and it prints
-`POP3 on HOST:PORT` once it listens (port 0 picks a free port). With `--pop3s-port` it also
-serves implicit TLS with the image's certificate and prints `POP3S on HOST:PORT`; STLS is
-offered whenever the image has a certificate. SIGINT or SIGTERM stop it the way the device
-stops: no new sessions, open ones get a few seconds, then exit 0.
+For measurements and lab use: it is the same `Device` that `dpfw run` boots (one boot path),
+started with the console and the scan feeder off. Once it listens it prints `POP3 on HOST:PORT`
+on standard output (port 0 picks a free port), and with `--pop3s-port` also `POP3S on
+HOST:PORT`; the device's boot lines go to standard error as usual. SIGINT or SIGTERM stop it
+the way the device stops: no new sessions, open ones get a few seconds, then exit 0.
+
+This module is an entry point (a composition root, like `firmware.__main__`), so it may import
+the device layer above the POP3 service.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
 from pathlib import Path
 
 import trio
 
-from firmware.config.budget import RamBudget
+from firmware.device.device import Device, RunOptions
 from firmware.errors import DeviceError
-from firmware.pop3.server import Pop3Service
-from firmware.security.tls import context_from_settings
-from firmware.store.board import Board
-
-DRAIN_GRACE_S = 5.0
 
 
-async def _serve(board: Board, host: str, port: int, pop3s_port: int | None) -> None:
-    """Serve until SIGINT or SIGTERM, then drain: open sessions get a few seconds to finish."""
-    profile = board.profile
-    budget = RamBudget(profile.int("memory.image_ram_mib") * 1024 * 1024)
-    tls = context_from_settings(board.settings())
-    service = Pop3Service(board, lambda: board.profile, budget, tls=tls)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            actual = await nursery.start(service.serve, host, port)
-            print(f"POP3 on {host}:{actual}", flush=True)
-            if pop3s_port is not None:
-                actual = await nursery.start(
-                    lambda task_status: service.serve(
-                        host, pop3s_port, implicit_tls=True, task_status=task_status
-                    )
-                )
-                print(f"POP3S on {host}:{actual}", flush=True)
-            async for _ in signals:
-                await service.drain(DRAIN_GRACE_S)
-                nursery.cancel_scope.cancel()
-                break
+async def _print_addresses(device: Device) -> None:
+    """Print where the device listens, once per boot, for harnesses that read stdout."""
+    await device.wait_booted()
+    for host, port in device.pop3_addresses:
+        print(f"POP3 on {host}:{port}", flush=True)
+    for host, port in device.pop3s_addresses:
+        print(f"POP3S on {host}:{port}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,14 +40,25 @@ def main(argv: list[str] | None = None) -> int:
         "--pop3s-port", type=int, default=None, help="also serve implicit TLS on this port"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    options = RunOptions(
+        image=args.image,
+        pop3=(args.host, args.port),
+        pop3s=None if args.pop3s_port is None else (args.host, args.pop3s_port),
+    )
     try:
-        with Board.open(args.image) as board:
-            trio.run(_serve, board, args.host, args.port, args.pop3s_port)
+        return trio.run(Device(options, [_print_addresses]).run)
     except DeviceError as exc:
         print(f"dpfw: {exc}", file=sys.stderr)
         return 1
-    return 0
+    except BaseExceptionGroup as group:
+        refusals, rest = group.split(DeviceError)
+        if refusals is None or rest is not None:
+            raise
+        first: BaseException = refusals
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        print(f"dpfw: {first}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
