@@ -216,10 +216,10 @@ COMMANDS = tuple(dict.fromkeys(key.split(" ", 1)[0] for key in HELP))  # first w
 SCAN_OPTIONS = ("pages=", "dpi=", "mode=", "format=")
 
 
-def suggest(word: str, choices: Iterable[str]) -> str:
-    """'; did you mean "x"?' for the nearest choice (difflib ratio >= 0.6), or ''."""
+def suggest(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """'; did you mean "PREFIXx"?' for the nearest choice (difflib ratio >= 0.6), or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f'; did you mean "{close[0]}"?' if close else ""
+    return f'; did you mean "{prefix}{close[0]}"?' if close else ""
 
 
 def subcommands(group: str) -> list[str]:
@@ -528,7 +528,8 @@ class ConsoleShell:
                 raise DeviceError(f"{name}: which one? {self._group_usage(name)}")
             sub, args = args[0].lower(), args[1:]
             if sub not in subcommands(name):
-                hint = suggest(sub, subcommands(name)) or f"; {self._group_usage(name)}"
+                hint = suggest(sub, subcommands(name), f"{name} ")
+                hint = hint or f"; {self._group_usage(name)}"
                 raise DeviceError(f'unknown command "{name} {sub}"{hint}')
             name = f"{name} {sub}"
         if name not in HELP:
