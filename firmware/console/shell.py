@@ -747,7 +747,15 @@ class ConsoleShell:
     def _cmd_scan(self, args: list[str]) -> None:
         if not args:
             raise DeviceError(f"usage: {HELP['scan'].usage}")
-        request = self.admin.prepare_scan(args[0], args[1:])
+        usage = "scan BOX [pages=N] [dpi=D] [mode=M] [format=F]"
+        options = []
+        for name, value in key_value_pairs(args[1:], usage):
+            known = [option.rstrip("=") for option in SCAN_OPTIONS]
+            if name.lower() not in known:
+                hint = suggest(name.lower(), known) or f"; usage: {usage}"
+                raise DeviceError(f'scan: unknown option "{name}"{hint}')
+            options.append(f"{name.lower()}={value}")
+        request = self.admin.prepare_scan(args[0], options)
         self._say(f"scanning {request.pages} page(s) into box {request.box} ...")
         self._start(ScanAction(request))
 

@@ -7,7 +7,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware.console.linedisc import MAX_LINE
-from firmware.console.shell import COMMANDS, GROUPS, HELP, MAX_HELD, ConsoleShell, subcommands
+from firmware.console.shell import (
+    COMMANDS,
+    GROUPS,
+    HELP,
+    MAX_HELD,
+    ConsoleShell,
+    ScanAction,
+    subcommands,
+)
 from firmware.device.profile import SCHEMA
 from tests.console.conftest import ADMIN_PASSWORD, BenchDevice, Clock, Term
 
@@ -93,6 +101,22 @@ def test_a_value_may_contain_an_equals_sign(admin_term: Term, device: BenchDevic
 def test_a_key_without_a_value_is_answered_with_the_syntax(admin_term: Term, args: str) -> None:
     out = error_line(admin_term.run(f"profile set {args}"))
     assert "KEY=VALUE" in out and "KEY VALUE" in out, out
+
+
+def test_scan_options_take_the_same_key_value_forms_and_suggestions(
+    admin_term: Term, device: BenchDevice
+) -> None:
+    device.board.add_box("bob", "bob-pw-1")
+    admin_term.type(b"scan bob pages = 2 mode= gray\r")
+    action = admin_term.shell.take_action()
+    assert isinstance(action, ScanAction)
+    assert action.request.pages == 2 and action.request.mode == "gray"
+    admin_term.shell.finish_action("skipped")
+    assert error_line(admin_term.run("scan bob pgaes=2")) == (
+        'error: scan: unknown option "pgaes"; did you mean "pages"?'
+    )
+    out = error_line(admin_term.run("scan bob pages"))
+    assert "has no value" in out and "pages=N" in out
 
 
 # ----- history -----
