@@ -10,9 +10,14 @@ one byte at a time so the shell can change the echo mode between two lines of on
 
 With `editing` on (the shell's command prompt only) it also keeps a history of the last
 HISTORY lines, recalled with Up/Down (`ESC [ A`/`ESC [ B`, `ESC O A`/`ESC O B`), and completes
-the word before the cursor with Tab through the shell's `completer`. The cursor always stays at
-the end of the line: Left/Right and other keys are swallowed. With echo off (a password)
-editing is off whatever the flag says: a secret is never recorded, recalled or completed.
+the word before the cursor with Tab through the shell's `completer`; Left/Right (and Ctrl-A,
+Ctrl-E, Home, End) move the cursor. Typing and erasing at the end of the line echo plain text
+and `BS SP BS`, as before, for any terminal; in mid-line the echo uses the VT100/ECMA-48
+codes every terminal program in use understands (CUB/CUF `ESC [ n D`/`C`, ICH `ESC [ n @`,
+DCH `ESC [ n P`, EL `ESC [ K`), so one byte of input never costs more than a few bytes of
+echo, even in line noise full of Ctrl-A. With echo off (a password) editing is
+off whatever the flag says: a secret is never recorded, recalled or completed, and the cursor
+stays at the end of the line.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from enum import Enum
 MAX_LINE = 255  # characters; longer lines are refused whole, never truncated and run
 
 CR, LF, BS, DEL, ESC, BEL = 0x0D, 0x0A, 0x08, 0x7F, 0x1B, 0x07
-CTRL_C, CTRL_D, CTRL_U, TAB = 0x03, 0x04, 0x15, 0x09
+CTRL_A, CTRL_C, CTRL_D, CTRL_E, CTRL_U, TAB = 0x01, 0x03, 0x04, 0x05, 0x15, 0x09
 _MAX_ESCAPE = 16  # a longer "escape sequence" is noise; stop swallowing
 HISTORY = 32  # lines remembered for Up/Down (each at most MAX_LINE characters)
 MAX_LISTED = 64  # candidates a Tab lists at most
@@ -61,6 +66,7 @@ class LineEditor:
         self.max_line = max_line
         self.echo = True  # False while a secret is typed: nothing but Enter is echoed
         self._buf: list[str] = []
+        self._pos = 0  # the cursor, 0..len(_buf); at the end unless editing moved it
         self._overflow = False
         self._after_cr = False
         self._esc = _Esc.NONE
@@ -81,6 +87,7 @@ class LineEditor:
     def reset(self) -> None:
         """Forget the unfinished line and any half-read escape sequence."""
         self._buf.clear()
+        self._pos = 0
         self._overflow = False
         self._after_cr = False
         self._esc = _Esc.NONE
@@ -120,7 +127,9 @@ class LineEditor:
         if byte == TAB and self._editing():
             return self._complete(), None
         if byte == CTRL_U:
-            return self._erase(len(self._buf)), None
+            return self._erase_line(), None
+        if byte in (CTRL_A, CTRL_E) and self._editing():
+            return self._move_to(0 if byte == CTRL_A else len(self._buf)), None
         if byte == CTRL_C:
             self.reset()
             return b"^C\r\n", Event(Kind.CANCEL)
@@ -131,24 +140,51 @@ class LineEditor:
             self._esc, self._esc_len, self._esc_params = _Esc.START, 0, False
         return b"", None  # any other control byte or 8-bit noise is dropped
 
-    def _insert(self, char: str) -> bytes:
-        if len(self._buf) >= self.max_line:
+    def _insert(self, text: str) -> bytes:
+        if len(self._buf) + len(text) > self.max_line:
             first = not self._overflow
             self._overflow = True
             return bytes([BEL]) if first and self.echo else b""
-        self._buf.append(char)
-        return char.encode("ascii") if self.echo else b""
+        in_line = self._pos < len(self._buf)
+        self._buf[self._pos : self._pos] = text
+        self._pos += len(text)
+        if not self.echo:
+            return b""
+        room = f"\x1b[{len(text)}@" if in_line else ""  # ICH: open a gap, the tail moves right
+        return (room + text).encode("ascii")
 
     def _erase(self, count: int) -> bytes:
-        count = min(count, len(self._buf))
-        del self._buf[len(self._buf) - count :]
+        """Erase `count` characters before the cursor."""
+        count = min(count, self._pos)
+        in_line = self._pos < len(self._buf)
+        del self._buf[self._pos - count : self._pos]
+        self._pos -= count
         if not self._buf:
             self._overflow = False
-        return b"\b \b" * count if self.echo else b""
+        if not self.echo or not count:
+            return b""
+        if not in_line:
+            return b"\b \b" * count
+        return _cursor(-count) + f"\x1b[{count}P".encode()  # DCH: the tail moves left
+
+    def _erase_line(self) -> bytes:
+        if self._pos == len(self._buf):
+            return self._erase(len(self._buf))
+        out = _cursor(-self._pos) + b"\x1b[K" if self.echo else b""  # EL: erase to the end
+        self._buf.clear()
+        self._pos = 0
+        self._overflow = False
+        return out
+
+    def _move_to(self, pos: int) -> bytes:
+        pos = max(0, min(pos, len(self._buf)))
+        old, self._pos = self._pos, pos
+        return _cursor(pos - old) if self.echo else b""
 
     def _finish(self) -> Event:
         text, overflow = "".join(self._buf), self._overflow
         self._buf.clear()
+        self._pos = 0
         self._overflow = False
         recording = self._editing()
         self._recall, self._draft = None, ""
@@ -170,6 +206,14 @@ class LineEditor:
                 return self._browse(-1)
             if key == ord("B"):
                 return self._browse(+1)
+            if self._editing() and key in (ord("C"), ord("D"), ord("H"), ord("F")):
+                target = {
+                    ord("C"): self._pos + 1,
+                    ord("D"): self._pos - 1,
+                    ord("H"): 0,
+                    ord("F"): len(self._buf),
+                }[key]
+                return self._move_to(target)
             return b""
         self._esc_params = True
         if self._esc_len > _MAX_ESCAPE:
@@ -193,37 +237,43 @@ class LineEditor:
         return self._replace(self._draft if target == last else self._history[target])
 
     def _replace(self, text: str) -> bytes:
-        out = self._erase(len(self._buf))
-        text = text[: self.max_line]
-        self._buf.extend(text)
-        return out + text.encode("ascii", "replace")
+        out = self._erase_line()
+        return out + self._insert(text[: self.max_line])
 
     def _complete(self) -> bytes:
         """Tab: one candidate completes the word; several extend it to their common prefix,
         or are listed under the line (as bash does) when there is nothing to add."""
         if self.completer is None or self._overflow:
             return bytes([BEL])
-        line = "".join(self._buf)
+        line = "".join(self._buf[: self._pos])  # the word before the cursor is completed
         start, found = self.completer(line)
         start = max(0, min(start, len(line)))
         word = line[start:]
-        found = sorted({c for c in found if c.startswith(word) and c.isascii()})
+        found = sorted({c for c in found if c.startswith(word) and c.isascii() and c.isprintable()})
         if not found:
             return bytes([BEL])
         if len(found) == 1:  # a word ending in "=" (scan's pages=) takes its value next
             addition = found[0][len(word) :] + ("" if found[0].endswith("=") else " ")
         else:
             addition = _common_prefix(found)[len(word) :]
-        if len(line) + len(addition) > self.max_line:
+        if len(self._buf) + len(addition) > self.max_line:
             return bytes([BEL])
         if addition:
-            self._buf.extend(addition)
-            return addition.encode("ascii")
+            return self._insert(addition)
         listed = found[:MAX_LISTED]
         more = f"  (+{len(found) - len(listed)} more)" if len(found) > len(listed) else ""
-        return ("\r\n" + "  ".join(listed) + more + "\r\n" + self.prompt + line).encode(
-            "ascii", "replace"
-        )
+        whole = "".join(self._buf)
+        redraw = "\r\n" + "  ".join(listed) + more + "\r\n" + self.prompt + whole
+        return redraw.encode("ascii", "replace") + _cursor(self._pos - len(whole))
+
+
+def _cursor(step: int) -> bytes:
+    """Move the terminal's cursor `step` columns (negative: left): BS for one, else CUB/CUF."""
+    if step == -1:
+        return b"\b"
+    if step < 0:
+        return f"\x1b[{-step}D".encode()
+    return f"\x1b[{step}C".encode() if step else b""
 
 
 def _common_prefix(words: list[str]) -> str:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware.console.linedisc import HISTORY, MAX_LINE, Completer, Event, Kind, LineEditor
+from firmware.console.linedisc import (
+    HISTORY,
+    MAX_LINE,
+    MAX_LISTED,
+    Completer,
+    Event,
+    Kind,
+    LineEditor,
+)
 
 
 def run(data: bytes, editor: LineEditor | None = None) -> tuple[bytes, list[Event]]:
@@ -216,7 +224,62 @@ def test_tab_never_grows_the_line_past_its_bound() -> None:
     assert editor.pending == 1
 
 
-KEYS = st.sampled_from([UP, DOWN, SS3_UP, SS3_DOWN, b"\t", b"\x1b", b"\x1b[", b"\x1bO", b"\r"])
+LEFT, RIGHT = b"\x1b[D", b"\x1b[C"
+
+
+def test_left_and_right_move_the_cursor_and_typing_inserts_in_mid_line() -> None:
+    editor = editing()
+    assert run(b"stus" + LEFT + LEFT, editor)[0] == b"stus\b\b"
+    assert run(b"a", editor)[0] == b"\x1b[1@a"  # ICH opens a gap, the tail moves right
+    assert run(b"t", editor)[0] == b"\x1b[1@t"
+    assert run(RIGHT + RIGHT + RIGHT, editor)[0] == b"\x1b[1C\x1b[1C"  # no move past the end
+    assert run(b"\r", editor)[1] == [Event(Kind.LINE, "status")]
+
+
+def test_backspace_in_mid_line_closes_the_gap() -> None:
+    editor = editing()
+    run(b"logg 5" + LEFT + LEFT, editor)
+    assert run(b"\x7f", editor)[0] == b"\b\x1b[1P"  # DCH: the tail moves left
+    assert run(b"\r", editor)[1] == [Event(Kind.LINE, "log 5")]
+
+
+def test_ctrl_a_ctrl_e_home_end_and_ctrl_u_from_mid_line() -> None:
+    editor = editing()
+    assert run(b"atus\x01", editor)[0] == b"atus\x1b[4D"
+    assert run(b"st\x05", editor)[0] == b"\x1b[1@s\x1b[1@t\x1b[4C"
+    assert run(b"\x1bOH\x1b[F", editor)[0] == b"\x1b[6D\x1b[6C"
+    run(LEFT + LEFT, editor)
+    assert run(b"\x15", editor)[0] == b"\x1b[4D\x1b[K"  # to the start, erase to the end
+    assert editor.pending == 0
+    assert run(b"ok\x15", editor)[0] == b"ok\b \b\b \b"  # at the end: plain BS SP BS
+
+
+def test_mid_line_echo_stays_small_in_noise_full_of_ctrl_a() -> None:
+    editor = editing()
+    echo, _ = run(b"x" * 200 + b"\x01y" * 500, editor)
+    assert len(echo) < 200 + 500 * 12
+
+
+def test_cursor_keys_do_nothing_with_editing_off_or_echo_off() -> None:
+    editor = LineEditor()
+    assert run(b"ab" + LEFT + b"\x01c\r", editor) == (b"abc\r\n", [Event(Kind.LINE, "abc")])
+    editor = editing()
+    editor.echo = False
+    assert run(b"ab" + LEFT + b"c\r", editor) == (b"\r\n", [Event(Kind.LINE, "abc")])
+
+
+def test_tab_completes_the_word_before_the_cursor() -> None:
+    editor = editing(lambda line: (line.rfind(" ") + 1, ["status", "session"]))
+    run(b"help st x" + LEFT + LEFT, editor)
+    assert run(b"\t", editor)[0] == b"\x1b[5@atus "
+    assert run(b"\r", editor)[1] == [Event(Kind.LINE, "help status  x")]
+    run(b"s x" + LEFT + LEFT + b"\t", editor)
+    assert run(b"\t", editor)[0] == b"\r\nsession  status\r\nDP> s x\x1b[2D"
+
+
+KEYS = st.sampled_from(
+    [UP, DOWN, SS3_UP, SS3_DOWN, LEFT, RIGHT, b"\x01", b"\x05", b"\t", b"\x1b", b"\x1b[", b"\r"]
+)
 
 
 @given(st.lists(st.one_of(st.binary(max_size=40), KEYS), max_size=200))
@@ -228,7 +291,7 @@ def test_noise_with_keys_and_broken_escapes_never_raises_and_stays_bounded(
     for byte in b"".join(pieces):
         out, event = editor.push(byte)
         assert editor.pending <= MAX_LINE
-        assert len(out) <= 4 * MAX_LINE + 400
+        assert len(out) <= 6 * MAX_LINE + MAX_LISTED * (MAX_LINE + 2)
         assert len(editor.history) <= HISTORY
         if event is not None and event.kind is Kind.LINE:
             assert len(event.text) <= MAX_LINE
