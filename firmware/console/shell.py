@@ -217,9 +217,11 @@ SCAN_OPTIONS = ("pages=", "dpi=", "mode=", "format=")
 
 
 def suggest(word: str, choices: Iterable[str], prefix: str = "") -> str:
-    """'; did you mean "PREFIXx"?' for the nearest choice (difflib ratio >= 0.6), or ''."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f'; did you mean "{prefix}{close[0]}"?' if close else ""
+    """'; did you mean "PREFIXx"?' for the nearest choice (difflib ratio >= 0.6, case
+    ignored), or ''."""
+    by_lower = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f'; did you mean "{prefix}{by_lower[close[0]]}"?' if close else ""
 
 
 def subcommands(group: str) -> list[str]:
@@ -617,7 +619,8 @@ class ConsoleShell:
             for h in HELP.values():
                 self._say(f"  {h.usage:{width}}  {h.summary}")
             self._say("Keys: BS/DEL erase, Ctrl-U clears, Ctrl-C drops the line, Ctrl-D logs out,")
-            self._say("      Up/Down recall earlier lines, Tab completes commands, keys, boxes.")
+            self._say("      Up/Down recall lines, Left/Right/Ctrl-A/Ctrl-E move, Tab completes")
+            self._say("      commands, profile keys, models and boxes.")
             return
         chosen = [h for key, h in HELP.items() if key == topic or key.startswith(topic + " ")]
         if not chosen:

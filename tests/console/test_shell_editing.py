@@ -69,6 +69,7 @@ def test_unknown_profile_keys_get_the_nearest_key(admin_term: Term) -> None:
     out = error_line(admin_term.run("profile set pop3.prot=1110"))
     assert out.endswith('unknown profile key "pop3.prot"; did you mean "pop3.port"?')
     assert "`profile show` lists every key" in admin_term.run("profile get zzzzzz")
+    assert 'did you mean "pop3.port"?' in admin_term.run("profile get POP3.PORT")
 
 
 # ----- profile set KEY=VALUE -----
