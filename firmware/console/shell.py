@@ -117,7 +117,7 @@ HELP: dict[str, Help] = {
         Help(
             "profile set KEY VALUE [...]",
             "change values; saved to NVRAM atomically",
-            "profile set KEY VALUE [KEY VALUE ...]\n"
+            "profile set KEY VALUE [KEY VALUE ...]   (KEY=VALUE, as --set takes it, too)\n"
             "Values are checked against the schema; an error names the key and what\n"
             "is allowed, and nothing is saved. Several pairs are checked together and\n"
             "saved in one NVRAM write, e.g.\n"
@@ -651,7 +651,7 @@ class ConsoleShell:
         self._say(self.admin.profile_get(args[0]))
 
     def _cmd_profile_set(self, args: list[str]) -> None:
-        usage = "profile set KEY VALUE [KEY VALUE ...] (or KEY=VALUE ...)"
+        usage = "profile set KEY VALUE [KEY VALUE ...] or KEY=VALUE [KEY=VALUE ...]"
         if not args:
             raise DeviceError(f"usage: {usage}")
         pairs = key_value_pairs(args, usage)
