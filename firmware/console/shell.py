@@ -5,21 +5,28 @@ transport learns of time through `next_deadline()` / `tick()` (idle logout) and 
 must be awaited through `take_action()` (a scan, a reboot): it runs the action on the device
 and hands the outcome back with `finish_action()`. Everything the administrator types goes
 through one bounded line editor, so line noise can cost output but never memory or a crash.
+
+One table, HELP, names every command with its usage: dispatch, `help`, Tab completion and
+the "did you mean" suggestions for mistyped commands all read it, and profile keys come from
+the profile schema (firmware.device.profile.SCHEMA), so nothing here is a second list to keep
+in step by hand.
 """
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import logging
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
 from firmware.device.admin import EXPORT_END, TLS_END, DeviceAdmin
+from firmware.device.profile import MODELS, SCHEMA
 from firmware.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -110,7 +117,7 @@ HELP: dict[str, Help] = {
         Help(
             "profile set KEY VALUE [...]",
             "change values; saved to NVRAM atomically",
-            "profile set KEY VALUE [KEY VALUE ...]\n"
+            "profile set KEY VALUE [KEY VALUE ...]   (KEY=VALUE, as --set takes it, too)\n"
             "Values are checked against the schema; an error names the key and what\n"
             "is allowed, and nothing is saved. Several pairs are checked together and\n"
             "saved in one NVRAM write, e.g.\n"
@@ -203,7 +210,49 @@ HELP: dict[str, Help] = {
         Help("logout", "end this console session (so does Ctrl-D)"),
     ]
 }
-GROUPS = ("profile", "box", "session", "tls")
+ALIASES = {"exit": "logout"}
+GROUPS = tuple(dict.fromkeys(key.split(" ", 1)[0] for key in HELP if " " in key))
+COMMANDS = tuple(dict.fromkeys(key.split(" ", 1)[0] for key in HELP))  # first words, in order
+SCAN_OPTIONS = ("pages=", "dpi=", "mode=", "format=")
+
+
+def suggest(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """'; did you mean "PREFIXx"?' for the nearest choice (difflib ratio >= 0.6, case
+    ignored), or ''."""
+    by_lower = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f'; did you mean "{prefix}{by_lower[close[0]]}"?' if close else ""
+
+
+def subcommands(group: str) -> list[str]:
+    """'box' -> ['list', 'show', 'add', ...], in HELP's order."""
+    return [key.split(" ", 1)[1] for key in HELP if key.startswith(group + " ")]
+
+
+def _arguments(name: str) -> list[str]:
+    """The argument words of a command's usage: 'box del' -> ['NAME', '[purge]']."""
+    return HELP[name].usage.split()[len(name.split()) :]
+
+
+def key_value_pairs(args: list[str], usage: str) -> list[tuple[str, str]]:
+    """`KEY VALUE`, `KEY=VALUE`, `KEY= VALUE`, `KEY =VALUE` and `KEY = VALUE`, mixed freely
+    (the CLI's `--set KEY=VALUE` form is accepted as typed). Raises DeviceError naming the
+    syntax when a key has no value. The first "=" separates: a value may contain more."""
+    pairs: list[tuple[str, str]] = []
+    rest = list(args)
+    while rest:
+        token = rest.pop(0)
+        key, eq, value = token.partition("=")
+        if not key:
+            raise DeviceError(f"{token!r} has no key; usage: {usage}")
+        if not eq and rest and rest[0].startswith("="):
+            value, eq = rest.pop(0)[1:], "="
+        if not value:
+            if not rest:
+                raise DeviceError(f"{key!r} has no value; usage: {usage}")
+            value = rest.pop(0)
+        pairs.append((key, value))
+    return pairs
 
 
 class ConsoleShell:
@@ -213,6 +262,7 @@ class ConsoleShell:
         self.admin = admin
         self.clock = clock
         self.editor = LineEditor(MAX_LINE)
+        self.editor.completer = self.complete
         self.mode = Mode.LOGIN
         self.failures = 0  # wrong passwords since the last good one
         self.lockouts = 0
@@ -254,7 +304,10 @@ class ConsoleShell:
         if self.logged_in:
             self._last_input = self.clock()
         for index, byte in enumerate(data):
+            self.editor.editing = self.mode is Mode.COMMAND  # never at a password or a paste
             echo, event = self.editor.push(byte)
+            if self.mode is Mode.LOGIN and event == Event(Kind.LINE, ""):
+                echo = b"\r"  # an empty Enter redraws the login prompt in place (see _on_event)
             if echo:
                 self._out.append(echo)
             if event is not None:
@@ -312,6 +365,7 @@ class ConsoleShell:
     def _reset_session(self) -> None:
         self.mode = Mode.LOGIN
         self.editor.reset()
+        self.editor.clear_history()
         self.editor.echo = False
         self._questions = None
         self._import = []
@@ -375,6 +429,11 @@ class ConsoleShell:
 
     def _on_event(self, event: Event) -> None:
         if self.mode is Mode.LOGIN:
+            # The first thing a serial user does is press Enter to wake the line. That empty
+            # answer used to be echoed as a new line and asked again under the connect
+            # banner's prompt, so the screen showed `Password:` twice; `feed` now echoes a
+            # bare CR for it and the prompt is redrawn over itself (a lost banner still gets
+            # a prompt this way).
             if event.kind is Kind.LINE and event.text:
                 self._login(event.text)
             else:
@@ -465,18 +524,93 @@ class ConsoleShell:
 
     def _dispatch(self, words: list[str]) -> None:
         name, args = words[0].lower(), words[1:]
+        name = ALIASES.get(name, name)
         if name in GROUPS:
             if not args:
                 raise DeviceError(f"{name}: which one? {self._group_usage(name)}")
-            name, args = f"{name} {args[0].lower()}", args[1:]
-        handler = getattr(self, "_cmd_" + name.replace(" ", "_"), None)
-        if handler is None or (name not in HELP and name != "exit"):
-            raise DeviceError(f"unknown command {' '.join(words[:2])!r}; `help` lists them")
+            sub, args = args[0].lower(), args[1:]
+            if sub not in subcommands(name):
+                hint = suggest(sub, subcommands(name), f"{name} ")
+                hint = hint or f"; {self._group_usage(name)}"
+                raise DeviceError(f'unknown command "{name} {sub}"{hint}')
+            name = f"{name} {sub}"
+        if name not in HELP:
+            hint = suggest(name, COMMANDS + tuple(ALIASES)) or "; `help` lists them"
+            raise DeviceError(f'unknown command "{words[0]}"{hint}')
+        handler: Callable[[list[str]], None] = getattr(self, "_cmd_" + name.replace(" ", "_"))
         handler(args)
 
     def _group_usage(self, group: str) -> str:
-        subs = [key.split(" ", 1)[1] for key in HELP if key.startswith(group + " ")]
-        return f"{group} {'|'.join(subs)}"
+        return f"{group} {'|'.join(subcommands(group))}"
+
+    # ----- Tab completion (from HELP, the profile schema and the board's boxes) -----
+
+    def complete(self, line: str) -> tuple[int, list[str]]:
+        """The editor's completer: where the last word of `line` starts, and the words that
+        may stand there. Commands and sub-commands come from HELP; `KEY` from the profile
+        schema, `MODEL` from the factory models, `NAME`/`BOX` from the board's boxes, and
+        lower-case words in a usage's brackets (`[purge]`) as they are."""
+        start = len(line) - len(line.split(" ")[-1])
+        words = line[:start].split()
+        if not words:
+            return start, [*COMMANDS, *ALIASES]
+        first = words[0].lower()
+        if first in GROUPS:
+            if len(words) == 1:
+                return start, subcommands(first)
+            name, args = f"{first} {words[1].lower()}", words[2:]
+        else:
+            name, args = first, words[1:]
+        if name not in HELP:
+            return start, []
+        return start, self._argument_candidates(name, args)
+
+    def _argument_candidates(self, name: str, before: list[str]) -> list[str]:
+        if name == "help":
+            return [*COMMANDS, *subcommands(before[0].lower())] if before else list(COMMANDS)
+        if name == "profile set":
+            return list(SCHEMA) if self._expecting_key(before) else []
+        if name == "scan":
+            return self._box_names() if not before else list(SCAN_OPTIONS)
+        usage = _arguments(name)
+        if len(before) >= len(usage):
+            return []
+        placeholder = usage[len(before)].strip("[].")
+        if placeholder == "KEY":
+            return list(SCHEMA)
+        if placeholder == "MODEL":
+            return list(MODELS)
+        if placeholder in ("NAME", "BOX"):
+            return self._box_names()
+        if placeholder == "[no]legacy":
+            return ["legacy", "nolegacy"]
+        return [placeholder] if placeholder.isalpha() and placeholder.islower() else []
+
+    @staticmethod
+    def _expecting_key(before: list[str]) -> bool:
+        """After these `profile set` words, is the next word a key (not a value)?
+        Follows key_value_pairs: KEY VALUE, KEY=VALUE, KEY= VALUE, KEY =VALUE, KEY = VALUE."""
+        state = "key"  # "key": a key comes next; "bare": after KEY; "value": a value comes next
+        for word in before:
+            if state == "key":
+                _, eq, value = word.partition("=")
+                state = "key" if eq and value else "value" if eq else "bare"
+            elif state == "bare" and word == "=":
+                state = "value"
+            else:
+                state = "key"  # the value itself, or "=VALUE"
+        return state == "key"
+
+    def _box_names(self) -> list[str]:
+        try:
+            return [info.name for info in self.admin.device.board.boxes()]
+        except (DeviceError, OSError, ValueError):
+            return []
+
+    def _check_key(self, key: str, what: str) -> None:
+        if key not in SCHEMA:
+            hint = suggest(key, SCHEMA) or " (`profile show` lists every key)"
+            raise DeviceError(f'{what}: unknown profile key "{key}"{hint}')
 
     def _cmd_help(self, args: list[str]) -> None:
         topic = " ".join(args).lower()
@@ -484,11 +618,14 @@ class ConsoleShell:
             width = max(len(h.usage) for h in HELP.values())
             for h in HELP.values():
                 self._say(f"  {h.usage:{width}}  {h.summary}")
-            self._say("Keys: BS/DEL erase, Ctrl-U clears, Ctrl-C drops the line, Ctrl-D logs out.")
+            self._say("Keys: BS/DEL erase, Ctrl-U clears, Ctrl-C drops the line, Ctrl-D logs out,")
+            self._say("      Up/Down recall lines, Left/Right/Ctrl-A/Ctrl-E move, Tab completes")
+            self._say("      commands, profile keys, models and boxes.")
             return
         chosen = [h for key, h in HELP.items() if key == topic or key.startswith(topic + " ")]
         if not chosen:
-            raise DeviceError(f"help: no command {topic!r}; `help` lists them")
+            hint = suggest(topic, HELP) or "; `help` lists them"
+            raise DeviceError(f'help: no command "{topic}"{hint}')
         for h in chosen:
             self._say(f"{h.usage}")
             self._say(f"  {h.summary}")
@@ -510,12 +647,16 @@ class ConsoleShell:
 
     def _cmd_profile_get(self, args: list[str]) -> None:
         self._arity("profile get", args, 1)
+        self._check_key(args[0], "profile get")
         self._say(self.admin.profile_get(args[0]))
 
     def _cmd_profile_set(self, args: list[str]) -> None:
-        if not args or len(args) % 2:
-            raise DeviceError(f"usage: {HELP['profile set'].usage}")
-        pairs = list(zip(args[0::2], args[1::2], strict=True))
+        usage = "profile set KEY VALUE [KEY VALUE ...] or KEY=VALUE [KEY=VALUE ...]"
+        if not args:
+            raise DeviceError(f"usage: {usage}")
+        pairs = key_value_pairs(args, usage)
+        for key, _ in pairs:
+            self._check_key(key, "profile set")
         self._say(self.admin.profile_set(pairs))
 
     def _cmd_profile_diff(self, args: list[str]) -> None:
@@ -609,7 +750,15 @@ class ConsoleShell:
     def _cmd_scan(self, args: list[str]) -> None:
         if not args:
             raise DeviceError(f"usage: {HELP['scan'].usage}")
-        request = self.admin.prepare_scan(args[0], args[1:])
+        usage = "scan BOX [pages=N] [dpi=D] [mode=M] [format=F]"
+        options = []
+        for name, value in key_value_pairs(args[1:], usage):
+            known = [option.rstrip("=") for option in SCAN_OPTIONS]
+            if name.lower() not in known:
+                hint = suggest(name.lower(), known) or f"; usage: {usage}"
+                raise DeviceError(f'scan: unknown option "{name}"{hint}')
+            options.append(f"{name.lower()}={value}")
+        request = self.admin.prepare_scan(args[0], options)
         self._say(f"scanning {request.pages} page(s) into box {request.box} ...")
         self._start(ScanAction(request))
 
@@ -649,8 +798,6 @@ class ConsoleShell:
 
     def _cmd_logout(self, args: list[str]) -> None:
         self._logout()
-
-    _cmd_exit = _cmd_logout
 
     # ----- helpers -----
 
@@ -695,7 +842,8 @@ class ConsoleShell:
         self._held += data[: max(0, room)]
 
     def _prompt(self) -> None:
-        self._write(f"{self.admin.prompt_name()}> ")
+        self.editor.prompt = f"{self.admin.prompt_name()}> "
+        self._write(self.editor.prompt)
 
     def _error(self, exc: DeviceError, suffix: str = "") -> None:
         message = " ".join(str(exc).split())

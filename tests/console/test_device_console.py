@@ -117,6 +117,44 @@ def test_a_live_session_bound_an_invalid_import_and_a_reboot(
     assert device.popen.wait(30) == 0
 
 
+def test_first_contact_one_prompt_then_history_and_tab_over_a_real_pty(
+    demo_image: Path, start_device: type[DeviceProcess]
+) -> None:
+    """What a picocom/miniterm user does first: Enter, log in, Tab, Up, a CLI-style --set."""
+    device = start_device(demo_image, "--console", "pty")
+    device.wait_booted()
+    assert device.console_path is not None, device.output()
+    term = Terminal(device.console_path)
+    try:
+        term.port.write(b"\r")  # wake the line, as everyone does
+        screen = term.expect("\rPassword: ")  # the Enter's answer: the prompt redrawn in place
+        assert screen.count("Password: ") <= 2 and "\n" not in screen.split("Password: ", 1)[1]
+        term.port.write(DEMO_ADMIN_PASSWORD.encode() + b"\r")
+        term.expect(PROMPT)
+
+        term.port.write(b"sta\t")
+        term.expect("status ")
+        term.port.write(b"\r")
+        assert "uptime" in term.expect(PROMPT)
+        term.port.write(b"profile get pop3.max_sessions_p\t")
+        term.expect("pop3.max_sessions_per_client ")
+        term.port.write(b"\r")
+        term.expect(PROMPT)
+        term.port.write(b"staus\r")
+        assert 'did you mean "status"?' in term.expect(PROMPT)
+        term.port.write(b"profile set pop3.max_sessions=3\r")
+        assert "pop3.max_sessions = 3" in term.expect(PROMPT)
+
+        term.port.write(b"\x1b[A\x1b[A\x1b[A")  # Up: the set, `staus`, then the get
+        term.expect("profile get pop3.max_sessions_per_client ")
+        term.port.write(b"\x1bOA")  # application-cursor Up (screen, vim-style terminals)
+        term.expect("status")
+        term.port.write(b"\r")
+        assert "uptime" in term.expect(PROMPT)
+    finally:
+        term.close()
+
+
 def test_stdio_console_over_a_pipe(demo_image: Path) -> None:
     """`--console stdio` on a pipe: no terminal to put in raw mode, same shell."""
     command = [sys.executable, "-m", "firmware", "run", str(demo_image), "--pop3", "127.0.0.1:0"]

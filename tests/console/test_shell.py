@@ -50,8 +50,19 @@ def test_the_password_is_not_echoed_and_login_shows_the_model_prompt(term: Term)
 
 def test_an_empty_line_at_the_password_prompt_is_not_a_failure(term: Term) -> None:
     for _ in range(5):
-        assert term.type("\r") == "\r\nPassword: "
+        assert term.type("\r") == "\rPassword: "
     assert term.shell.failures == 0
+
+
+def test_the_first_enter_redraws_the_login_prompt_instead_of_asking_twice(
+    shell: ConsoleShell,
+) -> None:
+    """A serial user presses Enter to wake the line: the screen must show one prompt."""
+    screen = shell.connect() + shell.feed(b"\r") + shell.feed(b"\r\n")
+    assert screen == b"DP-3530 admin console\r\nPassword: \rPassword: \rPassword: "
+    assert screen.count(b"\n") == 1  # every redraw is on the prompt's own line
+    out = shell.feed(ADMIN_PASSWORD.encode() + b"\r")
+    assert out.startswith(b"\r\nlogged in") and shell.logged_in
 
 
 def test_three_failures_lock_the_console_for_a_growing_time(term: Term, clock: Clock) -> None:
@@ -255,7 +266,7 @@ def test_profile_show_and_get(admin_term: Term) -> None:
     assert out.startswith("pop3.max_sessions = 16\n")
     assert "from 1 to 4096" in out and "live" in out
     assert "applies after reboot" in admin_term.run("profile get pop3.port")
-    assert "unknown profile key 'pop3.nope'" in one_error_line(
+    assert 'unknown profile key "pop3.nope"' in one_error_line(
         admin_term.run("profile get pop3.nope")
     )
 
