@@ -8,7 +8,7 @@ through one bounded line editor, so line noise can cost output but never memory 
 
 One table, HELP, names every command with its usage: dispatch, `help`, Tab completion and
 the "did you mean" suggestions for mistyped commands all read it, and profile keys come from
-the profile schema (firmware.device.profile.SCHEMA), so nothing here is a second list to keep
+the profile schema (firmware.config.profile.SCHEMA), so nothing here is a second list to keep
 in step by hand.
 """
 
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from firmware.config.profile import MODELS, SCHEMA
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
 from firmware.device.admin import EXPORT_END, TLS_END, DeviceAdmin
-from firmware.device.profile import MODELS, SCHEMA
 from firmware.errors import DeviceError
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from firmware.config.profile import SCHEMA
 from firmware.console.linedisc import MAX_LINE
 from firmware.console.shell import (
     COMMANDS,
@@ -16,7 +17,6 @@ from firmware.console.shell import (
     ScanAction,
     subcommands,
 )
-from firmware.device.profile import SCHEMA
 from tests.console.conftest import ADMIN_PASSWORD, BenchDevice, Clock, Term
 
 UP, DOWN, SS3_UP = b"\x1b[A", b"\x1b[B", b"\x1bOA"
