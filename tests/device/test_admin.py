@@ -156,7 +156,7 @@ async def test_every_factory_profile_exports_and_imports_back(
     admin: DeviceAdmin, device: Device
 ) -> None:
     for model in MODELS:
-        admin.profile_apply(model)
+        admin.profile_apply(model, keep_site=False)
         exported = admin.profile_export()
         assert exported.startswith(f"{EXPORT_BEGIN} {model}\n")
         assert exported.endswith(f"\n{EXPORT_END}")
