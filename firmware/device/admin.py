@@ -325,13 +325,13 @@ class DeviceAdmin:
         return self._put(new, "profile set")
 
     def profile_diff(self) -> str:
-        running = self.device.profile
-        base = factory(running.model)
-        rows = running.diff(base)
+        """The saved profile against its model's factory values, then what waits for a reboot."""
+        saved = self.device.next_profile
+        rows = saved.diff(factory(saved.model))
         if not rows:
-            lines = [f"no differences from the {running.model} factory profile"]
+            lines = [f"no differences from the {saved.model} factory profile"]
         else:
-            lines = [f"differences from the {running.model} factory profile (running | factory):"]
+            lines = [f"differences from the {saved.model} factory profile (saved | factory):"]
             lines += [f"  {k} = {render(ours)} | {render(theirs)}" for k, ours, theirs in rows]
         pending = self.device.pending()
         if pending:

@@ -240,6 +240,7 @@ class Device:
         finally:
             self._board = None
             self.pop3 = None
+            self.pop3_addresses, self.pop3s_addresses = [], []  # nothing listens any more
             board.close()
             log.info("board image closed cleanly")
 
