@@ -104,15 +104,15 @@ HELP: dict[str, Help] = {
             "logins with the time left (`box unlock NAME` lifts a lock); scans done\n"
             "and failed; the lab scan feeder's counts when it runs",
         ),
-        Help("profile list", "the nine factory profiles; * marks the running one"),
+        Help("profile list", "the nine factory profiles; * the running one"),
         Help(
             "profile show [KEY|MODEL]",
-            "the running profile, one key, or MODEL's factory values",
+            "running profile (pending marked), KEY, MODEL",
             "Without an argument: every key of the running profile; a value saved but\n"
             "waiting for a reboot is shown next to it as (pending: VALUE after reboot).\n"
             "With a KEY: as `profile get KEY`. With a MODEL: its factory values.",
         ),
-        Help("profile get KEY", "running and saved value, what it accepts, live or not"),
+        Help("profile get KEY", "running/saved value, what it accepts, when"),
         Help(
             "profile set KEY VALUE [...]",
             "change values; saved to NVRAM atomically",
@@ -125,10 +125,10 @@ HELP: dict[str, Help] = {
             "(the running value stays in force until then; `profile diff` lists them).\n"
             "Lists are comma-separated (mono, gray); booleans are true/false.",
         ),
-        Help("profile diff", "running profile against factory values; pending changes"),
+        Help("profile diff", "saved vs factory values; pending changes"),
         Help(
             "profile apply MODEL [factory]",
-            "switch to MODEL, keeping site settings; asks first",
+            "switch model, keep site settings; asks",
             "Takes MODEL's factory values for the model's own keys (hardware, limits)\n"
             "and keeps the site settings: identity.hostname, pop3 address and ports,\n"
             "the POP3 security policy (plaintext_auth, apop, timeouts, login failures)\n"
@@ -151,7 +151,7 @@ HELP: dict[str, Help] = {
         ),
         Help(
             "profile reset",
-            "every key back to the model's factory value; asks first",
+            "every key to factory values; asks",
             "Site settings too (pop3.plaintext_auth goes back to tls_only). Lists each\n"
             "change (old -> new) and asks `apply? [y/N]`; anything but y changes nothing.",
         ),
