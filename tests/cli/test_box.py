@@ -67,3 +67,32 @@ def test_max_boxes_enforced(image: Path) -> None:
     dpfw("box", "add", str(image), "one", "--password", "pw-1")
     proc = dpfw("box", "add", str(image), "two", "--password", "pw-1", check=False)
     assert proc.returncode == 1 and "mailbox.max_boxes" in proc.stderr
+
+
+def test_one_password_rule_as_on_the_console(image: Path, tmp_path: Path) -> None:
+    """`dpfw box add|passwd` and `image create` refuse what the console refuses, in its words."""
+    rule = "a password has 4 to 64 characters; nothing changed"
+    for bad in ("x", "x" * 100):
+        proc = dpfw("box", "add", str(image), "alice", "--password", bad, check=False)
+        assert proc.returncode == 1 and f"box add: {rule}" in proc.stderr
+    dpfw("box", "add", str(image), "alice", "--password", "good-pw")
+    for bad in ("x", "x" * 100):
+        proc = dpfw("box", "passwd", str(image), "alice", "--password", bad, check=False)
+        assert proc.returncode == 1 and f"box passwd: {rule}" in proc.stderr
+        new = tmp_path / "new.img"
+        proc = dpfw(
+            "image",
+            "create",
+            str(new),
+            "--profile",
+            "DP-3510",
+            "--admin-password",
+            bad,
+            check=False,
+        )
+        assert proc.returncode == 1 and f"image create: {rule}" in proc.stderr
+        assert not new.exists()
+    with Board.open(image) as board:
+        creds = board.box_credentials("alice")
+        assert creds is not None and verify_password(creds, "good-pw")
+        assert [b.name for b in board.boxes()] == ["alice"]

@@ -476,6 +476,22 @@ def test_box_add_errors(admin_term: Term, device: BenchDevice) -> None:
     assert [b.name for b in device.board.boxes()] == ["bob"]
 
 
+def test_one_password_rule_on_every_console_path(admin_term: Term, device: BenchDevice) -> None:
+    rule = "a password has 4 to 64 characters; nothing changed"
+    for bad in ("abc", "x" * 65):
+        assert f"error: box add: {rule}" in add_box(admin_term, "bob", bad, bad)
+    add_box(admin_term, "bob")
+    for bad in ("abc", "x" * 65):
+        admin_term.run("box passwd bob")
+        admin_term.type(bad + "\r")
+        assert f"error: box passwd: {rule}" in admin_term.type(bad + "\r")
+        admin_term.run("passwd")
+        for answer in (ADMIN_PASSWORD, bad):
+            admin_term.type(answer + "\r")
+        assert f"error: passwd: {rule}" in admin_term.type(bad + "\r")
+    assert device.board.check_admin_password(ADMIN_PASSWORD)
+
+
 def test_box_list_show_passwd_del(admin_term: Term, device: BenchDevice) -> None:
     assert admin_term.run("box list") == "no boxes\n"
     add_box(admin_term, "alice")
