@@ -36,11 +36,11 @@ def register(sub: Any) -> None:
     p = psub.add_parser("keys", help="every profile key, what it means and what it accepts")
     p.set_defaults(func=_keys)
 
-    p = psub.add_parser("show", help="print the active profile of an image as TOML")
+    p = psub.add_parser("show", help="print the profile saved on an image as TOML")
     p.add_argument("image", type=Path)
     p.set_defaults(func=_show)
 
-    p = psub.add_parser("set", help="change one key of the active profile (validated)")
+    p = psub.add_parser("set", help="change one key of the saved profile (validated)")
     p.add_argument("image", type=Path)
     p.add_argument("key")
     p.add_argument("value")
@@ -87,7 +87,8 @@ def _list(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     for key, field in SCHEMA.items():
         when = "live" if field.live else "after reboot"
-        print(f"{key:34} {field.allowed()}; {field.doc} ({when})")
+        site = ", site setting" if field.site else ""
+        print(f"{key:34} {field.allowed()}; {field.doc} ({when}{site})")
     return 0
 
 
