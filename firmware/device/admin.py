@@ -19,6 +19,7 @@ from firmware import __version__
 from firmware.device import credentials
 from firmware.device.credentials import MAX_PASSWORD, MIN_PASSWORD
 from firmware.device.profile import (
+    HOSTNAME_RULE,
     MODELS,
     SCHEMA,
     Field,
@@ -27,6 +28,7 @@ from firmware.device.profile import (
     canonical_model,
     factory,
     for_model,
+    is_listen_address,
     parse_toml,
     render,
     shown,
@@ -612,9 +614,10 @@ class DeviceAdmin:
     def tls_selfsign(self, hostname: str | None = None) -> str:
         """A new self-signed certificate for identity.hostname (or `hostname`)."""
         name = hostname or self.device.next_profile.str("identity.hostname")
-        if not re.fullmatch(r"[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}", name):
+        if not is_listen_address(name):
             raise tls.TlsError(
-                f"tls selfsign: {name!r} is not a host name or IP address; nothing changed"
+                f"tls selfsign: {shown(name)} is not an IP address or {HOSTNAME_RULE};"
+                " nothing changed"
             )
         cert_pem, key_pem = tls.make_self_signed(name)
         self._store_tls(tls.settings_for(cert_pem, key_pem))
