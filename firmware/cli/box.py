@@ -7,6 +7,7 @@ from pathlib import Path
 
 from firmware.cli.common import add_secret_options, read_secret
 from firmware.errors import BoxError
+from firmware.security.credentials import check_password_policy
 from firmware.store.board import Board, check_box_name
 
 
@@ -54,6 +55,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         if board.box_credentials(args.name) is not None:
             raise BoxError(f"box {args.name!r} already exists")
         password = read_secret(args, "password")
+        check_password_policy(password, "box add")
         board.add_box(args.name, password, legacy=args.legacy)
     print(f"added box {args.name}")
     return 0
@@ -82,6 +84,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
         if board.box_credentials(args.name) is None:
             raise BoxError(f"no box named {args.name!r}")
         password = read_secret(args, "password")
+        check_password_policy(password, "box passwd")
         board.set_box_password(args.name, password, legacy=args.legacy)
     print(f"password of box {args.name} changed")
     return 0

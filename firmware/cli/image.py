@@ -9,9 +9,10 @@ from typing import Any
 
 from firmware.cli.common import add_secret_options, parse_size, read_secret
 from firmware.config.budget import RamBudget
-from firmware.config.profile import MODELS, Profile, factory, parse_toml
+from firmware.config.profile import MODELS, Profile, factory, parse_toml, shown
 from firmware.errors import DeviceError, ProfileError
 from firmware.scanner.job import ScanRequest, run_scan
+from firmware.security.credentials import check_password_policy
 from firmware.store import demo
 from firmware.store.board import Board
 
@@ -56,12 +57,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def load_profile(text: str) -> Profile:
-    """A factory model name, or the path of a profile TOML file."""
-    if text in MODELS:
+    """A factory model name (any case), or the path of a profile TOML file."""
+    if text.upper() in MODELS:
         return factory(text)
     path = Path(text)
     if not path.is_file():
-        raise ProfileError(f"{text!r} is neither a model ({', '.join(MODELS)}) nor a file")
+        raise ProfileError(f"{shown(text)} is neither a model ({', '.join(MODELS)}) nor a file")
     return parse_toml(path.read_text("utf-8"), str(path))
 
 
@@ -70,6 +71,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     if args.image.exists():
         raise DeviceError(f"{args.image} already exists; refusing to overwrite it")
     password = read_secret(args, "admin-password")
+    check_password_policy(password, "image create")
     with Board.create(args.image, profile, password, size=args.size) as board:
         print(
             f"created {board.path}: {profile.model}, {board.geometry.image_size} bytes, "

@@ -1,12 +1,27 @@
-"""`dpfw profile ...`: read and change a device's active profile while the device is off."""
+"""`dpfw profile ...`: read and change the profile saved on an image while the device is off.
+
+Nothing runs, so every change applies at the next boot. `apply` and `reset` print each key
+that changes (old -> new) and save at once: the command line is the confirmation, and
+`--dry-run` shows the list without saving (the console asks `apply? [y/N]` instead).
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from firmware.config.profile import MODELS, SCHEMA, factory, parse_toml
+from firmware.config.profile import (
+    MODELS,
+    SCHEMA,
+    Profile,
+    canonical_model,
+    factory,
+    for_model,
+    parse_toml,
+    render,
+)
 from firmware.errors import ProfileError
 from firmware.store.board import Board
 
@@ -21,20 +36,34 @@ def register(sub: Any) -> None:
     p = psub.add_parser("keys", help="every profile key, what it means and what it accepts")
     p.set_defaults(func=_keys)
 
-    p = psub.add_parser("show", help="print the active profile of an image as TOML")
+    p = psub.add_parser("show", help="print the profile saved on an image as TOML")
     p.add_argument("image", type=Path)
     p.set_defaults(func=_show)
 
-    p = psub.add_parser("set", help="change one key of the active profile (validated)")
+    p = psub.add_parser("set", help="change one key of the saved profile (validated)")
     p.add_argument("image", type=Path)
     p.add_argument("key")
     p.add_argument("value")
     p.set_defaults(func=_set)
 
-    p = psub.add_parser("apply", help="switch the image to a model's factory profile")
+    p = psub.add_parser(
+        "apply",
+        help="switch the image to MODEL (any case), keeping site settings; lists the changes",
+    )
     p.add_argument("image", type=Path)
-    p.add_argument("model", choices=MODELS, metavar="MODEL")
+    p.add_argument("model", type=_model, metavar="MODEL")
+    p.add_argument(
+        "--factory",
+        action="store_true",
+        help="take every factory value, site settings (host name, ports, POP3 policy) too",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the changes; change nothing")
     p.set_defaults(func=_apply)
+
+    p = psub.add_parser("reset", help="every key back to the model's factory value")
+    p.add_argument("image", type=Path)
+    p.add_argument("--dry-run", action="store_true", help="list the changes; change nothing")
+    p.set_defaults(func=_reset)
 
     p = psub.add_parser("validate", help="check profile TOML files against the schema")
     p.add_argument("files", type=Path, nargs="+")
@@ -58,7 +87,8 @@ def _list(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     for key, field in SCHEMA.items():
         when = "live" if field.live else "after reboot"
-        print(f"{key:34} {field.allowed()}; {field.doc} ({when})")
+        site = ", site setting" if field.site else ""
+        print(f"{key:34} {field.allowed()}; {field.doc} ({when}{site})")
     return 0
 
 
@@ -68,21 +98,49 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(text: str) -> str:
+    try:
+        return canonical_model(text)
+    except ProfileError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _set(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
         new = board.profile.with_value(args.key, args.value, where=str(args.image))
         board.set_profile(new)
-        print(f"{args.key} = {new[args.key]!r} (saved; applies at next boot)")
+        print(f"{args.key} = {render(new[args.key])} (saved; applies at next boot)")
+    return 0
+
+
+def _change(args: argparse.Namespace, what: str, make: Callable[[Profile], Profile]) -> int:
+    """List every key that changes (old -> new), then save unless --dry-run."""
+    with Board.open(args.image) as board:
+        old = board.profile
+        new = make(old)
+        changes = old.diff(new)
+        if not changes:
+            print(f"{args.image}: {what}: no value changed")
+            return 0
+        verb = "would change" if args.dry_run else "changes"
+        print(f"{args.image}: {what} {verb} {len(changes)} value(s):")
+        for key, before, after in changes:
+            print(f"  {key}: {render(before)} -> {render(after)}")
+        if args.dry_run:
+            print("nothing changed (--dry-run)")
+            return 0
+        board.set_profile(new)
+        print("saved; applies at next boot")
     return 0
 
 
 def _apply(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
-        old = board.profile
-        new = factory(args.model)
-        board.set_profile(new)
-        print(f"{args.image}: profile {old.model} -> {new.model} (saved; applies at next boot)")
-    return 0
+    what = f"profile apply {args.model}" + (" --factory" if args.factory else "")
+    return _change(args, what, lambda old: for_model(old, args.model, keep_site=not args.factory))
+
+
+def _reset(args: argparse.Namespace) -> int:
+    return _change(args, "profile reset", lambda old: factory(old.model))
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -2,15 +2,20 @@
 
 A profile is a flat mapping of dotted keys (``pop3.max_sessions``) to values. The schema
 below is the single source of truth for which keys exist, their types, their allowed
-ranges, and whether a change applies to a running device at once or after a reboot.
-Every error names the file, the key, the value and what is allowed.
+ranges, whether a change applies to a running device at once or after a reboot, and whether
+a key is a *site* setting (network names, security policy) that `profile apply MODEL` keeps.
+Every error names the file, the key, the value and what is allowed; values are shown as a
+person types them (`tiff, pdf`, `true`), never as Python reprs.
 """
 
 from __future__ import annotations
 
 import builtins
+import ipaddress
+import json
+import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -38,6 +43,50 @@ COLOR_MODES = ("mono", "gray", "color")
 FORMATS = ("tiff", "pdf", "jpeg")
 BAUD_RATES = (9600, 19200, 38400, 57600, 115200)
 
+HOSTNAME_RULE = (
+    "a host name (RFC 1123): dot-separated labels of 1 to 63 letters, digits or hyphens,"
+    " none starting or ending with a hyphen, 253 characters at most"
+)
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def is_hostname(name: str) -> bool:
+    """True for an RFC 1123 §2.1 host name (RFC 952 labels, a digit may lead)."""
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def is_listen_address(name: str) -> bool:
+    """True for an IP address literal or a host name (what pop3.address may hold)."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return is_hostname(name)
+    return True
+
+
+def canonical_model(name: str) -> str:
+    """'dp-3530' -> 'DP-3530': model names in any case; ProfileError for an unknown one."""
+    for known in MODELS:
+        if known.lower() == name.strip().lower():
+            return known
+    raise ProfileError(f"unknown model {shown(name)}; known models: {', '.join(MODELS)}")
+
+
+def render(value: Any) -> str:
+    """A value for people, as `profile set` takes it back: `tiff, pdf`, `true`, `2.5`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ", ".join(render(item) for item in value)
+    return str(value)
+
+
+def shown(value: Any) -> str:
+    """A value inside an error line: strings quoted (so "" and "my host" are visible)."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return render(value)
+
 
 @dataclass(frozen=True)
 class Field:
@@ -50,9 +99,14 @@ class Field:
     maximum: float | None = None
     choices: tuple[Any, ...] | None = None
     live: bool = False  # True: a running device applies a change at once
+    site: bool = False  # True: a site setting; `profile apply MODEL` keeps it
+    syntax: Callable[[str], bool] | None = None  # a further rule for a string
+    syntax_doc: str = ""  # that rule in words
 
     def allowed(self) -> str:
         """Say in words what this key accepts."""
+        if self.syntax_doc:
+            return self.syntax_doc
         if self.kind is tuple:
             return f"a list drawn from {', '.join(map(str, self.choices or ()))}"
         if self.choices is not None:
@@ -66,13 +120,16 @@ class Field:
 
     def check(self, value: Any, where: str) -> Value:
         """Return `value` in canonical form, or raise a ProfileError naming what and why."""
-        bad = f"{where}: {self.key} = {value!r} is not allowed; expected {self.allowed()}"
+        bad = f"{where}: {self.key} = {shown(value)} is not allowed; expected {self.allowed()}"
         if self.kind is tuple:
             if not isinstance(value, list | tuple) or not value:
                 raise ProfileError(bad)
-            items = tuple(value)
-            if any(not isinstance(i, str) or i not in (self.choices or ()) for i in items):
+            if any(not isinstance(i, str) for i in value):
                 raise ProfileError(bad)
+            items = tuple(_choose(i, self.choices or ()) for i in value)
+            strangers = [i for i, c in zip(value, items, strict=True) if c is None]
+            if strangers:
+                raise ProfileError(f"{bad} ({', '.join(strangers)} is not offered)")
             if len(set(items)) != len(items):
                 raise ProfileError(f"{bad} (without repeats)")
             return items
@@ -89,14 +146,18 @@ class Field:
             value = float(value)
         elif not isinstance(value, str):
             raise ProfileError(bad)
-        if self.choices is not None and value not in self.choices:
-            raise ProfileError(bad)
+        if self.choices is not None:
+            value = _choose(value, self.choices)
+            if value is None:
+                raise ProfileError(bad)
         if self.minimum is not None and value < self.minimum:
             raise ProfileError(bad)
         if self.maximum is not None and value > self.maximum:
             raise ProfileError(bad)
         if isinstance(value, str) and (not value.isprintable() or len(value) > 200):
             raise ProfileError(f"{bad} (printable text up to 200 characters)")
+        if isinstance(value, str) and self.syntax is not None and not self.syntax(value):
+            raise ProfileError(bad)
         return value  # type: ignore[no-any-return]
 
     def parse_text(self, text: str, where: str) -> Value:
@@ -113,9 +174,19 @@ class Field:
                 raw = [part.strip() for part in text.split(",") if part.strip()]
         except (KeyError, ValueError):
             raise ProfileError(
-                f"{where}: {self.key} = {text!r} is not allowed; expected {self.allowed()}"
+                f"{where}: {self.key} = {shown(text)} is not allowed; expected {self.allowed()}"
             ) from None
         return self.check(raw, where)
+
+
+def _choose(value: Any, choices: tuple[Any, ...]) -> Any:
+    """The choice `value` names (text in any case: `PDF`, `dp-3530`), or None."""
+    for choice in choices:
+        if value == choice and type(value) is type(choice):
+            return choice
+        if isinstance(value, str) and isinstance(choice, str) and value.lower() == choice.lower():
+            return choice
+    return None
 
 
 def _num(x: float) -> str:
@@ -128,7 +199,14 @@ def _fields() -> dict[str, Field]:
         f("identity.model", str, "model name", choices=MODELS),
         f("identity.series", str, "product series", choices=("DP",)),
         f("identity.firmware_version", str, "firmware version string"),
-        f("identity.hostname", str, "host name in greetings, Message-IDs and scanner@ address"),
+        f(
+            "identity.hostname",
+            str,
+            "host name in greetings, Message-IDs and scanner@ address",
+            site=True,
+            syntax=is_hostname,
+            syntax_doc=HOSTNAME_RULE,
+        ),
         f("engine.ppm", int, "engine speed, pages per minute", 1, 200),
         f("memory.image_ram_mib", int, "image RAM shared by scans and POP3 sessions", 4, 4096),
         f("storage.flash_mib", int, "default board image size", 8, 65536),
@@ -137,35 +215,92 @@ def _fields() -> dict[str, Field]:
         f("scan.color_modes", tuple, "colour modes offered", choices=COLOR_MODES),
         f("scan.formats", tuple, "document formats offered", choices=FORMATS),
         f("scan.max_pages_per_job", int, "largest job accepted", 1, 999, live=True),
-        f("pop3.address", str, "listen address of the POP3 service"),
-        f("pop3.port", int, "POP3 port", 1, 65535),
-        f("pop3.pop3s_port", int, "implicit-TLS POP3 port", 1, 65535),
+        f(
+            "pop3.address",
+            str,
+            "listen address of the POP3 service",
+            site=True,
+            syntax=is_listen_address,
+            syntax_doc="an IP address or " + HOSTNAME_RULE,
+        ),
+        f("pop3.port", int, "POP3 port", 1, 65535, site=True),
+        f("pop3.pop3s_port", int, "implicit-TLS POP3 port", 1, 65535, site=True),
         f("pop3.max_sessions", int, "POP3 sessions open at once", 1, 4096, live=True),
         f("pop3.max_sessions_per_client", int, "sessions per client address", 1, 4096, live=True),
-        f("pop3.idle_timeout_s", int, "autologout after this idle time", 1, 86400, live=True),
-        f("pop3.preauth_timeout_s", int, "close silent unauthenticated links", 1, 86400, live=True),
-        f("pop3.max_auth_failures", int, "failed logins before disconnect", 1, 100, live=True),
-        f("pop3.auth_failure_delay_s", float, "delay after a failed login", 0, 60, live=True),
-        f("pop3.apop", bool, "offer APOP", live=True),
+        f(
+            "pop3.idle_timeout_s",
+            int,
+            "autologout after this idle time",
+            1,
+            86400,
+            live=True,
+            site=True,
+        ),
+        f(
+            "pop3.preauth_timeout_s",
+            int,
+            "close silent unauthenticated links",
+            1,
+            86400,
+            live=True,
+            site=True,
+        ),
+        f(
+            "pop3.max_auth_failures",
+            int,
+            "failed logins before disconnect",
+            1,
+            100,
+            live=True,
+            site=True,
+        ),
+        f(
+            "pop3.auth_failure_delay_s",
+            float,
+            "delay after a failed login",
+            0,
+            60,
+            live=True,
+            site=True,
+        ),
+        f("pop3.apop", bool, "offer APOP", live=True, site=True),
         f(
             "pop3.plaintext_auth",
             str,
             "USER/PASS without TLS",
             choices=("always", "tls_only"),
             live=True,
+            site=True,
         ),
-        f("pop3.login_delay_s", int, "LOGIN-DELAY; 0 = not advertised", 0, 86400, live=True),
-        f("pop3.expire_days", int, "EXPIRE; -1 = not advertised", -1, 3650, live=True),
+        f(
+            "pop3.login_delay_s",
+            int,
+            "LOGIN-DELAY; 0 = not advertised",
+            0,
+            86400,
+            live=True,
+            site=True,
+        ),
+        f("pop3.expire_days", int, "EXPIRE; -1 = not advertised", -1, 3650, live=True, site=True),
         f("mailbox.max_boxes", int, "mailboxes on the device", 1, 10000, live=True),
         f("mailbox.quota_mib", int, "bytes per box, in MiB", 1, 65536, live=True),
         f("mailbox.max_messages", int, "messages per box", 1, 1_000_000, live=True),
         f("console.baud", int, "serial console speed", choices=BAUD_RATES),
-        f("console.admin_idle_timeout_s", int, "console idle logout", 10, 86400, live=True),
+        f(
+            "console.admin_idle_timeout_s",
+            int,
+            "console idle logout",
+            10,
+            86400,
+            live=True,
+            site=True,
+        ),
     ]
     return {field.key: field for field in table}
 
 
 SCHEMA: dict[str, Field] = _fields()
+SITE_KEYS: tuple[str, ...] = tuple(key for key, field in SCHEMA.items() if field.site)
 
 
 @dataclass(frozen=True)
@@ -191,7 +326,9 @@ class Profile(Mapping[str, Value]):
         """A copy with one key set from text, validated whole."""
         field = SCHEMA.get(key)
         if field is None:
-            raise ProfileError(f"{where}: unknown key {key!r}; known keys: {', '.join(SCHEMA)}")
+            raise ProfileError(
+                f"{where}: unknown key {shown(key)}; known keys: {', '.join(SCHEMA)}"
+            )
         new = dict(self.data)
         new[key] = field.parse_text(text, where)
         return validate(new, where)
@@ -247,10 +384,12 @@ def validate(flat: Mapping[str, Any], where: str) -> Profile:
     """
     unknown = [k for k in flat if k not in SCHEMA]
     if unknown:
-        raise ProfileError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(SCHEMA)}")
+        raise ProfileError(
+            f"{where}: unknown key {shown(unknown[0])}; known keys: {', '.join(SCHEMA)}"
+        )
     missing = [k for k in SCHEMA if k not in flat]
     if missing:
-        raise ProfileError(f"{where}: missing key {missing[0]!r} ({SCHEMA[missing[0]].doc})")
+        raise ProfileError(f"{where}: missing key {shown(missing[0])} ({SCHEMA[missing[0]].doc})")
     values = {key: SCHEMA[key].check(flat[key], where) for key in SCHEMA}
     return Profile(values)
 
@@ -262,7 +401,7 @@ def flatten(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
         if section == "provenance":
             continue  # free-form notes on where values come from; not device settings
         if not isinstance(table, dict):
-            raise ProfileError(f"{where}: {section!r} must be a [section] table")
+            raise ProfileError(f"{where}: {section} must be a [section] table")
         for name, value in table.items():
             if isinstance(value, dict):
                 raise ProfileError(f"{where}: {section}.{name} must be a value, not a table")
@@ -280,12 +419,31 @@ def parse_toml(text: str, where: str) -> Profile:
 
 
 def factory_text(model: str) -> str:
-    """The factory profile file of a model, as shipped."""
-    if model not in MODELS:
-        raise ProfileError(f"unknown model {model!r}; known models: {', '.join(MODELS)}")
+    """The factory profile file of a model (any case: `dp-3530`), as shipped."""
+    model = canonical_model(model)
     return resources.files("device_profiles").joinpath(f"{model}.toml").read_text("utf-8")
 
 
 def factory(model: str) -> Profile:
-    """The validated factory profile of a model."""
+    """The validated factory profile of a model (any case); ProfileError for an unknown one."""
+    model = canonical_model(model)
     return parse_toml(factory_text(model), f"device_profiles/{model}.toml")
+
+
+def running_after(running: Profile, saved: Profile) -> Profile:
+    """The running profile once `saved` is in NVRAM: its live keys now, the rest at reboot."""
+    live = {key: saved[key] for key, field in SCHEMA.items() if field.live}
+    return validate({**running.data, **live}, "running profile")
+
+
+def for_model(current: Profile, model: str, *, keep_site: bool = True) -> Profile:
+    """MODEL's factory profile; with `keep_site`, the SITE_KEYS keep `current`'s values.
+
+    `profile apply MODEL` keeps the site's network names, ports and security policy (a
+    lab's `pop3.plaintext_auth = always` survives a model change); `--factory` and
+    `profile reset` take every factory value.
+    """
+    values = dict(factory(model).data)
+    if keep_site:
+        values.update({key: current[key] for key in SITE_KEYS})
+    return validate(values, f"profile for {canonical_model(model)}")

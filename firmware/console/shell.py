@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from firmware.config.profile import MODELS, SCHEMA
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
-from firmware.device.admin import EXPORT_END, TLS_END, DeviceAdmin
+from firmware.device.admin import EXPORT_END, TLS_END, DeviceAdmin, ProfilePlan
 from firmware.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -111,9 +111,15 @@ HELP: dict[str, Help] = {
             "logins with the time left (`box unlock NAME` lifts a lock); scans done\n"
             "and failed; the lab scan feeder's counts when it runs",
         ),
-        Help("profile list", "the nine factory profiles; * marks the active"),
-        Help("profile show [MODEL]", "every key, active or MODEL's factory profile"),
-        Help("profile get KEY", "one value, what it accepts, live or not"),
+        Help("profile list", "the nine factory profiles; * the running one"),
+        Help(
+            "profile show [KEY|MODEL]",
+            "running profile (pending marked), KEY, MODEL",
+            "Without an argument: every key of the running profile; a value saved but\n"
+            "waiting for a reboot is shown next to it as (pending: VALUE after reboot).\n"
+            "With a KEY: as `profile get KEY`. With a MODEL: its factory values.",
+        ),
+        Help("profile get KEY", "running/saved value, what it accepts, when"),
         Help(
             "profile set KEY VALUE [...]",
             "change values; saved to NVRAM atomically",
@@ -122,11 +128,21 @@ HELP: dict[str, Help] = {
             "is allowed, and nothing is saved. Several pairs are checked together and\n"
             "saved in one NVRAM write, e.g.\n"
             "  profile set pop3.max_sessions 2 pop3.max_sessions_per_client 2\n"
-            "Live keys apply at once; the others apply after `reboot`.\n"
-            "Lists are comma-separated (mono,gray); booleans are true/false.",
+            "Live keys apply at once; the others are saved and apply after `reboot`\n"
+            "(the running value stays in force until then; `profile diff` lists them).\n"
+            "Lists are comma-separated (mono, gray); booleans are true/false.",
         ),
-        Help("profile diff", "active profile against its factory values"),
-        Help("profile apply MODEL", "switch to MODEL's factory profile"),
+        Help("profile diff", "saved vs factory values; pending changes"),
+        Help(
+            "profile apply MODEL [factory]",
+            "switch model, keep site settings; asks",
+            "Takes MODEL's factory values for the model's own keys (hardware, limits)\n"
+            "and keeps the site settings: identity.hostname, pop3 address and ports,\n"
+            "the POP3 security policy (plaintext_auth, apop, timeouts, login failures)\n"
+            "and the console idle timeout. With `factory` every key takes MODEL's\n"
+            "factory value. Lists each change (old -> new) and asks `apply? [y/N]`;\n"
+            "anything but y changes nothing. Most keys apply after `reboot`.",
+        ),
         Help(
             "profile export",
             "the profile as TOML between marker lines",
@@ -140,7 +156,12 @@ HELP: dict[str, Help] = {
             f"  {EXPORT_END}\n"
             "Ctrl-C abandons the import. An invalid profile changes nothing.",
         ),
-        Help("profile reset", "back to the active model's factory values"),
+        Help(
+            "profile reset",
+            "every key to factory values; asks",
+            "Site settings too (pop3.plaintext_auth goes back to tls_only). Lists each\n"
+            "change (old -> new) and asks `apply? [y/N]`; anything but y changes nothing.",
+        ),
         Help("box list", "mailboxes with message counts and sizes"),
         Help("box show NAME", "one mailbox: limits and latest messages"),
         Help(
@@ -664,12 +685,27 @@ class ConsoleShell:
         self._say(self.admin.profile_diff())
 
     def _cmd_profile_apply(self, args: list[str]) -> None:
-        self._arity("profile apply", args, 1)
-        self._say(self.admin.profile_apply(args[0]))
+        self._arity("profile apply", args, 1, 2)
+        if len(args) == 2 and args[1].lower().lstrip("-") != "factory":
+            raise DeviceError(f"usage: {HELP['profile apply'].usage}")
+        self._confirm(self.admin.plan_apply(args[0], keep_site=len(args) == 1))
 
     def _cmd_profile_reset(self, args: list[str]) -> None:
         self._arity("profile reset", args, 0)
-        self._say(self.admin.profile_reset())
+        self._confirm(self.admin.plan_reset())
+
+    def _confirm(self, plan: ProfilePlan) -> None:
+        """Show a planned profile change and make it only on `y`: a sub-state of ASK."""
+        self._say(plan.describe(self.admin.device.profile))
+        if not plan.changes:
+            return
+
+        def answer(words: list[str]) -> str:
+            if words[0].strip().lower() in ("y", "yes"):
+                return self.admin.commit(plan)
+            return "not applied; nothing changed"
+
+        self._ask([("apply? [y/N] ", False)], answer)
 
     def _cmd_profile_export(self, args: list[str]) -> None:
         self._arity("profile export", args, 0)

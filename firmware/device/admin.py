@@ -12,13 +12,29 @@ import collections
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from firmware import __version__
-from firmware.config.profile import MODELS, SCHEMA, Profile, Value, factory, parse_toml, validate
+from firmware.config.profile import (
+    HOSTNAME_RULE,
+    MODELS,
+    SCHEMA,
+    Field,
+    Profile,
+    Value,
+    canonical_model,
+    factory,
+    for_model,
+    is_listen_address,
+    parse_toml,
+    render,
+    shown,
+    validate,
+)
 from firmware.errors import BoxError, DeviceError, ProfileError
-from firmware.security import tls
-from firmware.security.credentials import prepare_password
+from firmware.security import credentials, tls
+from firmware.security.credentials import MAX_PASSWORD, MIN_PASSWORD
 from firmware.store.board import check_box_name
 
 if TYPE_CHECKING:
@@ -34,8 +50,7 @@ TLS_END = "# END DPFW TLS"  # ends a pasted `tls import`
 MAX_TLS_PEM = 64 * 1024  # as `dpfw tls import`: a certificate with a few intermediates
 IGNORED_PEM = frozenset({"EC PARAMETERS"})  # `openssl ecparam -genkey` prints it before the key
 MAX_LOCKED_SHOWN = 8  # `status` names this many locked boxes, then counts the rest
-MIN_PASSWORD = 4
-MAX_PASSWORD = 64
+__all__ = ["MAX_PASSWORD", "MIN_PASSWORD", "DeviceAdmin", "ProfilePlan", "format_value"]
 
 
 class AdminTarget(Protocol):
@@ -45,6 +60,8 @@ class AdminTarget(Protocol):
     def board(self) -> Board: ...
     @property
     def profile(self) -> Profile: ...
+    @property
+    def next_profile(self) -> Profile: ...
     @property
     def budget(self) -> RamBudget: ...
     @property
@@ -64,19 +81,35 @@ class AdminTarget(Protocol):
     @property
     def log_lines(self) -> collections.deque[str]: ...
 
+    def pending(self) -> list[tuple[str, Value, Value]]: ...
     def apply_profile(self, new: Profile) -> Any: ...
     def request_reboot(self) -> None: ...
     def request_shutdown(self) -> None: ...
     async def scan(self, request: ScanRequest) -> ScanResult: ...
 
 
-def format_value(value: Value) -> str:
-    """A value the way `profile set` accepts it back (lists comma-separated, bools as words)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple):
-        return ",".join(value)
-    return str(value)
+format_value = render  # a value the way `profile set` accepts it back: `tiff, pdf`, `true`
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """A whole-profile change (`profile apply`, `profile reset`) shown before it is made."""
+
+    what: str  # "profile apply DP-4520"
+    new: Profile
+    changes: list[tuple[str, Value, Value]]  # (key, saved now, after)
+
+    def describe(self, running: Profile) -> str:
+        """The keys that change, old -> new, and when each takes effect."""
+        if not self.changes:
+            return f"{self.what}: no value changed"
+        lines = [f"{self.what} changes {len(self.changes)} value(s):"]
+        for key, old, new in self.changes:
+            when = "now" if SCHEMA[key].live else "after reboot"
+            if not SCHEMA[key].live and running[key] == new:
+                when = "the running value"
+            lines.append(f"  {key}: {render(old)} -> {render(new)} ({when})")
+        return "\n".join(lines)
 
 
 def format_size(nbytes: int) -> str:
@@ -169,8 +202,11 @@ class DeviceAdmin:
         pop3 = device.pop3
         sessions = pop3.sessions() if pop3 is not None else []
         in_tls = sum(1 for info in sessions if info.tls)
+        pending = device.pending()
+        later = device.next_profile.model
         lines = [
-            f"model      {profile.model}",
+            f"model      {profile.model}"
+            + (f" ({later} after reboot)" if later != profile.model else ""),
             f"firmware   {profile.str('identity.firmware_version')} (dpfw {__version__})",
             f"uptime     {format_uptime(time.monotonic() - device.started_at)}",
             f"RAM        {format_size(budget.used)} used, {format_size(budget.free)} free"
@@ -190,6 +226,10 @@ class DeviceAdmin:
         feeder = device.feeder
         if feeder is not None:
             lines.append(f"feeder     {feeder.stats.describe()}")
+        if pending:
+            lines.append(
+                f"profile    {len(pending)} saved change(s) pending reboot (`profile diff`)"
+            )
         return "\n".join(lines)
 
     def _security_status(self, pop3: Pop3Service) -> list[str]:
@@ -225,11 +265,12 @@ class DeviceAdmin:
     # ----- profiles -----
 
     def profile_list(self) -> str:
-        active = self.device.profile.model
+        running = self.device.profile.model
+        later = self.device.next_profile.model
         lines = []
         for model in MODELS:
             prof = factory(model)
-            mark = "*" if model == active else " "
+            mark = "*" if model == running else ">" if model == later else " "
             lines.append(
                 f"{mark} {model}  {prof.int('engine.ppm'):>3} ppm"
                 f"  RAM {prof.int('memory.image_ram_mib'):>4} MiB"
@@ -237,51 +278,96 @@ class DeviceAdmin:
                 f"  POP3 {prof.int('pop3.max_sessions'):>3}"
                 f"  boxes {prof.int('mailbox.max_boxes'):>5}"
             )
-        lines.append("(* active; modelled values, not Panasonic specifications)")
+        note = "* running" + ("; > saved, runs after reboot" if later != running else "")
+        lines.append(f"({note}; modelled values, not Panasonic specifications)")
         return "\n".join(lines)
 
-    def profile_show(self, model: str | None = None) -> str:
-        prof = self.device.profile if model is None else factory(_model(model))
+    def profile_show(self, what: str | None = None) -> str:
+        """Every key of the running profile (pending saved values marked), a KEY, or a MODEL."""
+        if what is not None and what in SCHEMA:
+            return self.profile_get(what)
+        if what is not None:
+            prof = factory(what)
+            width = max(map(len, SCHEMA))
+            return "\n".join(f"{key:{width}} = {render(prof[key])}" for key in SCHEMA)
+        running = self.device.profile
+        pending = {key: later for key, _, later in self.device.pending()}
         width = max(map(len, SCHEMA))
-        return "\n".join(f"{key:{width}} = {format_value(prof[key])}" for key in SCHEMA)
+        lines = []
+        for key in SCHEMA:
+            line = f"{key:{width}} = {render(running[key])}"
+            if key in pending:
+                line += f"  (pending: {render(pending[key])} after reboot)"
+            lines.append(line)
+        if pending:
+            lines.append(f"({len(pending)} saved value(s) pending reboot)")
+        return "\n".join(lines)
 
     def profile_get(self, key: str) -> str:
         field = _field(key)
-        value = format_value(self.device.profile[key])
+        running = self.device.profile[key]
+        later = self.device.next_profile[key]
         when = "live" if field.live else "applies after reboot"
-        return f"{key} = {value}\n  {field.doc}; {field.allowed()}; {when}"
+        site = "; site setting (kept by `profile apply`)" if field.site else ""
+        lines = [f"{key} = {render(running)}"]
+        if later != running:
+            lines.append(f"  pending: {render(later)} saved, applies after reboot")
+        lines.append(f"  {field.doc}; {field.allowed()}; {when}{site}")
+        return "\n".join(lines)
 
     def profile_set(self, pairs: Sequence[tuple[str, str]]) -> str:
         """Set one or more keys together (validated whole, so cross-key rules can be met)."""
         if not pairs:
             raise DeviceError("profile set: expected KEY VALUE")
-        values = dict(self.device.profile)
+        values = dict(self.device.next_profile)
         for key, text in pairs:
             values[key] = _field(key).parse_text(text, "profile set")
         new = validate(values, "profile set")
         return self._put(new, "profile set")
 
     def profile_diff(self) -> str:
-        active = self.device.profile
-        base = factory(active.model)
-        rows = active.diff(base)
+        """The saved profile against its model's factory values, then what waits for a reboot."""
+        saved = self.device.next_profile
+        rows = saved.diff(factory(saved.model))
         if not rows:
-            return f"no differences from the {active.model} factory profile"
-        lines = [f"differences from the {active.model} factory profile (active | factory):"]
-        lines += [
-            f"  {k} = {format_value(ours)} | {format_value(theirs)}" for k, ours, theirs in rows
-        ]
+            lines = [f"no differences from the {saved.model} factory profile"]
+        else:
+            lines = [f"differences from the {saved.model} factory profile (saved | factory):"]
+            lines += [f"  {k} = {render(ours)} | {render(theirs)}" for k, ours, theirs in rows]
+        pending = self.device.pending()
+        if pending:
+            lines.append("pending: saved, applies after reboot (running -> saved):")
+            lines += [f"  {k}: {render(now)} -> {render(later)}" for k, now, later in pending]
         return "\n".join(lines)
 
-    def profile_apply(self, model: str) -> str:
-        return self._put(factory(_model(model)), f"profile apply {model}")
+    def plan_apply(self, model: str, *, keep_site: bool = True) -> ProfilePlan:
+        """What `profile apply MODEL` would change; site keys stay unless `keep_site` is False."""
+        model = canonical_model(model)
+        saved = self.device.next_profile
+        new = for_model(saved, model, keep_site=keep_site)
+        what = f"profile apply {model}" + ("" if keep_site else " factory")
+        return ProfilePlan(what, new, saved.diff(new))
+
+    def plan_reset(self) -> ProfilePlan:
+        """What `profile reset` would change: every key back to the saved model's factory value."""
+        saved = self.device.next_profile
+        new = factory(saved.model)
+        return ProfilePlan(f"profile reset to {saved.model} factory values", new, saved.diff(new))
+
+    def commit(self, plan: ProfilePlan) -> str:
+        """Make a planned change (after the administrator confirmed it)."""
+        return self._put(plan.new, plan.what)
+
+    def profile_apply(self, model: str, *, keep_site: bool = True) -> str:
+        """Plan and commit at once (callers that confirm themselves use plan_apply/commit)."""
+        return self.commit(self.plan_apply(model, keep_site=keep_site))
 
     def profile_reset(self) -> str:
-        model = self.device.profile.model
-        return self._put(factory(model), f"profile reset to {model} factory values")
+        return self.commit(self.plan_reset())
 
     def profile_export(self) -> str:
-        prof = self.device.profile
+        """The saved profile (what runs after a reboot) between marker lines."""
+        prof = self.device.next_profile
         return "\n".join([f"{EXPORT_BEGIN} {prof.model}", prof.to_toml().rstrip("\n"), EXPORT_END])
 
     def profile_import(self, text: str) -> str:
@@ -296,22 +382,27 @@ class DeviceAdmin:
         return self._put(new, "profile import")
 
     def _put(self, new: Profile, what: str) -> str:
-        current = self.device.profile
-        changed = [key for key in SCHEMA if new[key] != current[key]]
+        """Save `new`; say what changed, what applies now and what waits for a reboot."""
+        running = self.device.profile
+        saved = self.device.next_profile
+        changed = [key for key in SCHEMA if new[key] != saved[key]]
         if not changed:
             return f"{what}: no value changed"
         self.device.apply_profile(new)
+
+        def when(key: str) -> str:
+            if SCHEMA[key].live:
+                return "applied now"
+            if new[key] == running[key]:
+                return "back to the running value"
+            return f"applies after reboot; running: {render(running[key])}"
+
         if len(changed) == 1:
             key = changed[0]
-            when = "applied now" if SCHEMA[key].live else "applies after reboot"
-            return f"{key} = {format_value(new[key])} (saved; {when})"
-        live = [key for key in changed if SCHEMA[key].live]
-        later = [key for key in changed if not SCHEMA[key].live]
+            return f"{key} = {render(new[key])} (saved; {when(key)})"
         lines = [f"{what}: {len(changed)} values changed and saved"]
-        if live:
-            lines.append(f"  applied now: {', '.join(live)}")
-        if later:
-            lines.append(f"  applies after reboot: {', '.join(later)}")
+        for key in changed:
+            lines.append(f"  {key}: {render(saved[key])} -> {render(new[key])} ({when(key)})")
         return "\n".join(lines)
 
     # ----- boxes -----
@@ -521,10 +612,11 @@ class DeviceAdmin:
 
     def tls_selfsign(self, hostname: str | None = None) -> str:
         """A new self-signed certificate for identity.hostname (or `hostname`)."""
-        name = hostname or self.device.profile.str("identity.hostname")
-        if not re.fullmatch(r"[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}", name):
+        name = hostname or self.device.next_profile.str("identity.hostname")
+        if not is_listen_address(name):
             raise tls.TlsError(
-                f"tls selfsign: {name!r} is not a host name or IP address; nothing changed"
+                f"tls selfsign: {shown(name)} is not an IP address or {HOSTNAME_RULE};"
+                " nothing changed"
             )
         cert_pem, key_pem = tls.make_self_signed(name)
         self._store_tls(tls.settings_for(cert_pem, key_pem))
@@ -619,27 +711,11 @@ class DeviceAdmin:
         self.device.request_shutdown()
 
 
-def check_new_password(password: str, what: str) -> None:
-    """Length, then SASLprep (RFC 4013): what SCRAM clients can send must be what we store."""
-    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise DeviceError(
-            f"{what}: a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters; nothing changed"
-        )
-    try:
-        prepare_password(password)
-    except DeviceError as exc:
-        raise DeviceError(f"{what}: {exc}; nothing changed") from None
+check_new_password = credentials.check_password_policy  # the one policy, `what: ...` line
 
 
-def _field(key: str) -> Any:
+def _field(key: str) -> Field:
     field = SCHEMA.get(key)
     if field is None:
-        raise ProfileError(f"unknown profile key {key!r} (`profile show` lists every key)")
+        raise ProfileError(f"unknown profile key {shown(key)} (`profile show` lists every key)")
     return field
-
-
-def _model(model: str) -> str:
-    for known in MODELS:
-        if known.lower() == model.lower():
-            return known
-    raise ProfileError(f"unknown model {model!r}; known models: {', '.join(MODELS)}")

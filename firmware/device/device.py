@@ -21,7 +21,7 @@ from pathlib import Path
 import trio
 
 from firmware.config.budget import RamBudget
-from firmware.config.profile import SCHEMA, Profile, validate
+from firmware.config.profile import SCHEMA, Profile, Value, running_after, shown, validate
 from firmware.errors import DeviceError, ProfileError
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
@@ -64,7 +64,7 @@ def apply_overrides(stored: Profile, overrides: Mapping[str, str]) -> Profile:
     for key, text in overrides.items():
         spec = SCHEMA.get(key)
         if spec is None:
-            raise ProfileError(f"--set: unknown key {key!r}; known keys: {', '.join(SCHEMA)}")
+            raise ProfileError(f"--set: unknown key {shown(key)}; known keys: {', '.join(SCHEMA)}")
         values[key] = spec.parse_text(text, "--set")
     return validate(values, "--set")
 
@@ -112,7 +112,11 @@ class Device:
 
     @property
     def profile(self) -> Profile:
-        """The profile in force: the one in NVRAM with this run's overrides on top."""
+        """The running profile, which every service reads (greeting, scans, limits, prompt).
+
+        It is the profile the device booted with (NVRAM plus this run's `--set` overrides)
+        with the live keys changed since; a change to a reboot key waits in NVRAM.
+        """
         if self._profile is None:
             raise DeviceError("the device is not running (booting or shutting down)")
         return self._profile
@@ -122,22 +126,33 @@ class Device:
         """The profile in NVRAM, without this run's overrides."""
         return self.board.profile
 
-    def apply_profile(self, new: Profile) -> list[str]:
-        """Save `new` in NVRAM and put it in force; return the changed keys that need a reboot.
+    @property
+    def next_profile(self) -> Profile:
+        """What the next boot will run: NVRAM with this run's overrides on top."""
+        return apply_overrides(self.board.profile, self.overrides)
 
-        Keys the caller did not change keep their stored value (a run-only `--set` override
-        is not written to NVRAM); keys it did change drop their override.
+    def pending(self) -> list[tuple[str, Value, Value]]:
+        """(key, running, after reboot) for every saved change that waits for a reboot."""
+        return self.profile.diff(self.next_profile)
+
+    def apply_profile(self, new: Profile) -> list[str]:
+        """Save `new` in NVRAM; put its live keys in force; return the changed reboot keys.
+
+        `new` is compared with `next_profile`, what the admin sees as saved. Keys the caller
+        did not change keep their stored value (a run-only `--set` override is not written to
+        NVRAM); keys it did change drop their override. A reboot key keeps its running value.
         """
-        current = self.profile
-        stored = self.board.profile
-        changed = [key for key in SCHEMA if new[key] != current[key]]
-        to_store = dict(stored.data)
+        running = self.profile
+        before = self.next_profile
+        changed = [key for key in SCHEMA if new[key] != before[key]]
+        to_store = dict(self.board.profile.data)
         for key in changed:
             to_store[key] = new[key]
-            self.overrides.pop(key, None)
         saved = validate(to_store, "profile")
         self.board.set_profile(saved)
-        self._profile = apply_overrides(saved, self.overrides)
+        for key in changed:
+            self.overrides.pop(key, None)
+        self._profile = running_after(running, apply_overrides(saved, self.overrides))
         return [key for key in changed if not SCHEMA[key].live]
 
     # ----- life cycle -----
@@ -238,6 +253,7 @@ class Device:
             self._board = None
             self.pop3 = None
             self._booted = trio.Event()
+            self.pop3_addresses, self.pop3s_addresses = [], []  # nothing listens any more
             board.close()
             log.info("board image closed cleanly")
 

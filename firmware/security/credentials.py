@@ -21,6 +21,9 @@ from firmware.security.saslprep import SaslPrepError, saslprep
 
 MIN_ITERATIONS = 4096  # RFC 7677: at least 4096
 SALT_BYTES = 16
+MIN_PASSWORD = 4  # characters, counted after SASLprep
+MAX_PASSWORD = 64
+PASSWORD_RULE = f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters"
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def make_credentials(
     """
     if iterations < MIN_ITERATIONS:
         raise ValueError(f"iterations must be at least {MIN_ITERATIONS}, not {iterations}")
-    prepared = prepare_password(password)
+    prepared = prepare_password(password)  # the policy is the callers' (check_new_password)
     salt = os.urandom(SALT_BYTES)
     salted = salted_password(prepared, salt, iterations)
     return Credentials(
@@ -75,6 +78,31 @@ def make_credentials(
         server_key=server_key(salted),
         legacy_secret=password if legacy else None,
     )
+
+
+def check_new_password(password: str) -> str:
+    """The one password policy: SASLprep (RFC 4013) accepts it and leaves 4 to 64 characters.
+
+    Every path where a person sets a password calls it: console `passwd` and `box add|passwd`
+    (firmware.device.admin), `dpfw box add|passwd`, `dpfw image create`. `make_credentials`
+    does not, so records and fixtures made before the policy still load. Returns the prepared
+    password; raises DeviceError with one line: "the password cannot be used: ..." or
+    PASSWORD_RULE.
+    """
+    if len(password) > 4 * MAX_PASSWORD:
+        raise DeviceError(PASSWORD_RULE)  # no SASLprep work for pasted novels
+    prepared = prepare_password(password)
+    if not MIN_PASSWORD <= len(prepared) <= MAX_PASSWORD:
+        raise DeviceError(PASSWORD_RULE)
+    return prepared
+
+
+def check_password_policy(password: str, what: str) -> None:
+    """check_new_password as one line for `what` (`box add: ...; nothing changed`)."""
+    try:
+        check_new_password(password)
+    except DeviceError as exc:
+        raise DeviceError(f"{what}: {exc}; nothing changed") from None
 
 
 def prepare_password(password: str) -> str:

@@ -18,28 +18,28 @@ def image(tmp_path: Path) -> Path:
 
 
 def test_add_list_passwd_del(image: Path) -> None:
-    dpfw("box", "add", str(image), "alice", "--password-stdin", stdin="pw1\n")
-    dpfw("box", "add", str(image), "Bob", "--password", "pw2", "--legacy")
+    dpfw("box", "add", str(image), "alice", "--password-stdin", stdin="pw-1\n")
+    dpfw("box", "add", str(image), "Bob", "--password", "pw-2", "--legacy")
     out = dpfw("box", "list", str(image)).stdout
     assert "2 of " in out and "alice\t0 messages" in out and "legacy-secret" in out
-    dpfw("box", "passwd", str(image), "alice", "--password-stdin", stdin="new\n")
+    dpfw("box", "passwd", str(image), "alice", "--password-stdin", stdin="new-pw\n")
     with Board.open(image) as board:
         creds = board.box_credentials("alice")
-        assert creds is not None and verify_password(creds, "new")
+        assert creds is not None and verify_password(creds, "new-pw")
         bob = board.box_credentials("Bob")
-        assert bob is not None and bob.legacy_secret == "pw2"
+        assert bob is not None and bob.legacy_secret == "pw-2"
     dpfw("box", "del", str(image), "Bob")
     assert "Bob" not in dpfw("box", "list", str(image)).stdout
 
 
 def test_errors_are_clear(image: Path) -> None:
-    dpfw("box", "add", str(image), "alice", "--password", "pw")
+    dpfw("box", "add", str(image), "alice", "--password", "pw-1")
     for name, message in (
         ("alice", "already exists"),
         ("a b", "not allowed"),
         ("x" * 41, "not allowed"),
     ):
-        proc = dpfw("box", "add", str(image), name, "--password", "pw", check=False)
+        proc = dpfw("box", "add", str(image), name, "--password", "pw-1", check=False)
         assert proc.returncode == 1 and message in proc.stderr, name
     proc = dpfw("box", "del", str(image), "nobody", check=False)
     assert proc.returncode == 1 and "no box named 'nobody'" in proc.stderr
@@ -50,7 +50,7 @@ def test_errors_are_clear(image: Path) -> None:
 
 
 def test_del_refused_while_holding_messages_unless_purge(image: Path, tmp_path: Path) -> None:
-    dpfw("box", "add", str(image), "alice", "--password", "pw")
+    dpfw("box", "add", str(image), "alice", "--password", "pw-1")
     msg = tmp_path / "m.eml"
     msg.write_bytes(b"Subject: x\n\nhi\n")
     dpfw("deliver", str(image), "alice", str(msg))
@@ -64,6 +64,35 @@ def test_del_refused_while_holding_messages_unless_purge(image: Path, tmp_path: 
 def test_max_boxes_enforced(image: Path) -> None:
     with Board.open(image) as board:
         board.set_profile(board.profile.with_value("mailbox.max_boxes", "1"))
-    dpfw("box", "add", str(image), "one", "--password", "pw")
-    proc = dpfw("box", "add", str(image), "two", "--password", "pw", check=False)
+    dpfw("box", "add", str(image), "one", "--password", "pw-1")
+    proc = dpfw("box", "add", str(image), "two", "--password", "pw-1", check=False)
     assert proc.returncode == 1 and "mailbox.max_boxes" in proc.stderr
+
+
+def test_one_password_rule_as_on_the_console(image: Path, tmp_path: Path) -> None:
+    """`dpfw box add|passwd` and `image create` refuse what the console refuses, in its words."""
+    rule = "a password has 4 to 64 characters; nothing changed"
+    for bad in ("x", "x" * 100):
+        proc = dpfw("box", "add", str(image), "alice", "--password", bad, check=False)
+        assert proc.returncode == 1 and f"box add: {rule}" in proc.stderr
+    dpfw("box", "add", str(image), "alice", "--password", "good-pw")
+    for bad in ("x", "x" * 100):
+        proc = dpfw("box", "passwd", str(image), "alice", "--password", bad, check=False)
+        assert proc.returncode == 1 and f"box passwd: {rule}" in proc.stderr
+        new = tmp_path / "new.img"
+        proc = dpfw(
+            "image",
+            "create",
+            str(new),
+            "--profile",
+            "DP-3510",
+            "--admin-password",
+            bad,
+            check=False,
+        )
+        assert proc.returncode == 1 and f"image create: {rule}" in proc.stderr
+        assert not new.exists()
+    with Board.open(image) as board:
+        creds = board.box_credentials("alice")
+        assert creds is not None and verify_password(creds, "good-pw")
+        assert [b.name for b in board.boxes()] == ["alice"]

@@ -13,7 +13,7 @@ from tests.support import create_image, dpfw
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
     path = create_image(tmp_path / "b.img")
-    dpfw("box", "add", str(path), "alice", "--password", "pw")
+    dpfw("box", "add", str(path), "alice", "--password", "pw-1")
     return path
 
 

@@ -46,7 +46,7 @@ def test_create_refuses_existing_and_bad_profile(tmp_path: Path) -> None:
         "--profile",
         "DP-9999",
         "--admin-password",
-        "x",
+        "x-admin",
         check=False,
     )
     assert proc.returncode == 1 and "DP-9999" in proc.stderr
@@ -118,7 +118,7 @@ def test_refuses_foreign_and_corrupt_images(tmp_path: Path) -> None:
         "--size",
         "1MiB",
         "--admin-password",
-        "x",
+        "x-admin",
     )
     raw = bytearray(image.read_bytes())
     raw[30] ^= 0xFF
@@ -141,7 +141,7 @@ def test_second_opener_gets_in_use_by_pid(tmp_path: Path) -> None:
         "--size",
         "1MiB",
         "--admin-password",
-        "x",
+        "x-admin",
     )
     with Board.open(image):
         proc = dpfw("image", "inspect", str(image), check=False)

@@ -35,20 +35,70 @@ def test_set_is_validated_and_saved(image: Path) -> None:
     assert tomllib.loads(dpfw("profile", "show", str(image)).stdout)["pop3"]["max_sessions"] == 3
     bad = dpfw("profile", "set", str(image), "pop3.max_sessions", "0", check=False)
     assert bad.returncode == 1
-    assert "pop3.max_sessions = '0'" in bad.stderr or "pop3.max_sessions = 0" in bad.stderr
+    assert "pop3.max_sessions = 0 is not allowed" in bad.stderr
     assert "from 1 to 4096" in bad.stderr
     unknown = dpfw("profile", "set", str(image), "pop3.nope", "1", check=False)
-    assert unknown.returncode == 1 and "unknown key 'pop3.nope'" in unknown.stderr
+    assert unknown.returncode == 1 and 'unknown key "pop3.nope"' in unknown.stderr
     # nothing of the refused changes was written
     assert tomllib.loads(dpfw("profile", "show", str(image)).stdout)["pop3"]["max_sessions"] == 3
 
 
-def test_apply_switches_model(image: Path) -> None:
-    out = dpfw("profile", "apply", str(image), "DP-6030").stdout
-    assert "DP-3520 -> DP-6030" in out
+def test_set_prints_values_as_typed_not_python_reprs(image: Path) -> None:
+    out = dpfw("profile", "set", str(image), "scan.formats", "tiff,PDF").stdout
+    assert out == "scan.formats = tiff, pdf (saved; applies at next boot)\n"
+    bad = dpfw("profile", "set", str(image), "scan.formats", "tiff,pdf,bmp", check=False)
+    assert bad.returncode == 1
+    assert "scan.formats = tiff, pdf, bmp is not allowed" in bad.stderr
+    assert "[" not in bad.stderr and "'" not in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["", "my host", "dp-.lan"])
+def test_set_refuses_a_bad_host_name(image: Path, name: str) -> None:
+    bad = dpfw("profile", "set", str(image), "identity.hostname", name, check=False)
+    assert bad.returncode == 1
+    assert f'identity.hostname = "{name}" is not allowed; expected a host name (RFC 1123)' in (
+        bad.stderr
+    )
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert tomllib.loads(dpfw("profile", "show", str(image)).stdout)["identity"]["hostname"] == (
+        "dp3520.local"
+    )
+
+
+def test_apply_switches_model_in_any_case_and_keeps_site_settings(image: Path) -> None:
+    dpfw("profile", "set", str(image), "pop3.plaintext_auth", "always")
+    out = dpfw("profile", "apply", str(image), "dp-6030").stdout
+    assert "profile apply DP-6030 changes" in out
+    assert "  identity.model: DP-3520 -> DP-6030\n" in out
+    assert "plaintext_auth" not in out and out.endswith("saved; applies at next boot\n")
     shown = tomllib.loads(dpfw("profile", "show", str(image)).stdout)
     assert shown["identity"]["model"] == "DP-6030"
+    assert shown["identity"]["hostname"] == "dp3520.local"
+    assert shown["pop3"]["plaintext_auth"] == "always"
     assert shown["memory"]["image_ram_mib"] == factory("DP-6030").int("memory.image_ram_mib")
+
+
+def test_apply_factory_and_reset_take_every_factory_value(image: Path) -> None:
+    dpfw("profile", "set", str(image), "pop3.plaintext_auth", "always")
+    dry = dpfw("profile", "apply", str(image), "DP-6030", "--factory", "--dry-run").stdout
+    assert "  pop3.plaintext_auth: always -> tls_only\n" in dry
+    assert dry.endswith("nothing changed (--dry-run)\n")
+    assert tomllib.loads(dpfw("profile", "show", str(image)).stdout)["pop3"]["plaintext_auth"] == (
+        "always"
+    )
+    dpfw("profile", "apply", str(image), "DP-6030", "--factory")
+    assert tomllib.loads(dpfw("profile", "show", str(image)).stdout) == tomllib.loads(
+        factory("DP-6030").to_toml()
+    )
+    dpfw("profile", "set", str(image), "pop3.apop", "false")
+    out = dpfw("profile", "reset", str(image)).stdout
+    assert "  pop3.apop: false -> true\n" in out
+    assert "no value changed" in dpfw("profile", "reset", str(image)).stdout
+
+
+def test_unknown_model_is_one_clear_line(image: Path) -> None:
+    bad = dpfw("profile", "apply", str(image), "dp-1", check=False)
+    assert bad.returncode == 2 and 'unknown model "dp-1"; known models: DP-3510' in bad.stderr
 
 
 def test_validate_reports_each_bad_file(tmp_path: Path) -> None:

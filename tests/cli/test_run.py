@@ -50,7 +50,7 @@ def test_set_overrides_apply_to_the_run_only(
 def test_bad_override_is_refused_before_boot(demo_image: Path) -> None:
     proc = dpfw("run", str(demo_image), "--set", "pop3.max_sessions=lots", check=False)
     assert proc.returncode == 1
-    assert "pop3.max_sessions = 'lots' is not allowed" in proc.stderr
+    assert 'pop3.max_sessions = "lots" is not allowed' in proc.stderr
 
 
 def test_a_missing_image_is_one_clean_error_line(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 
 import pytest
@@ -11,10 +13,15 @@ from hypothesis import strategies as st
 from firmware.config.profile import (
     MODELS,
     SCHEMA,
+    SITE_KEYS,
+    canonical_model,
     factory,
     factory_text,
     flatten,
+    for_model,
+    is_hostname,
     parse_toml,
+    render,
     validate,
 )
 from firmware.errors import ProfileError
@@ -58,7 +65,7 @@ def _with(model: str, section: str, line: str) -> str:
 
 def test_unknown_key_is_named() -> None:
     text = _with("DP-3530", "pop3", "max_sesions = 3")
-    with pytest.raises(ProfileError, match=r"lab\.toml: unknown key 'pop3\.max_sesions'"):
+    with pytest.raises(ProfileError, match=r'lab\.toml: unknown key "pop3\.max_sesions"'):
         parse_toml(text, "lab.toml")
 
 
@@ -67,7 +74,7 @@ def test_wrong_type_names_key_value_and_what_is_allowed() -> None:
     with pytest.raises(ProfileError) as err:
         parse_toml(text, "lab.toml")
     message = str(err.value)
-    assert "lab.toml" in message and "pop3.max_sessions" in message and "'16'" in message
+    assert "lab.toml" in message and "pop3.max_sessions" in message and '"16"' in message
     assert "an integer from 1 to 4096" in message
 
 
@@ -85,7 +92,7 @@ def test_bad_list_member_is_refused() -> None:
 
 def test_missing_key_is_named() -> None:
     text = factory_text("DP-3530").replace("max_boxes = 100\n", "")
-    with pytest.raises(ProfileError, match=r"missing key 'mailbox\.max_boxes'"):
+    with pytest.raises(ProfileError, match=r'missing key "mailbox\.max_boxes"'):
         parse_toml(text, "x.toml")
 
 
@@ -102,9 +109,9 @@ def test_with_value_parses_text_like_a_person_types_it() -> None:
         == 0.5
     )
     assert profile.with_value("scan.formats", "pdf, tiff").list("scan.formats") == ("pdf", "tiff")
-    with pytest.raises(ProfileError, match=r"pop3\.max_sessions = 'many'"):
+    with pytest.raises(ProfileError, match=r'pop3\.max_sessions = "many"'):
         profile.with_value("pop3.max_sessions", "many")
-    with pytest.raises(ProfileError, match=r"unknown key 'pop3\.nope'"):
+    with pytest.raises(ProfileError, match=r'unknown key "pop3\.nope"'):
         profile.with_value("pop3.nope", "1")
 
 
@@ -139,3 +146,74 @@ def test_any_value_gives_a_profile_or_a_profile_error(changes: dict[str, object]
 def test_sections_must_be_tables() -> None:
     with pytest.raises(ProfileError, match="must be a \\[section\\] table"):
         flatten(tomllib.loads("pop3 = 3"), "x.toml")
+
+
+@pytest.mark.parametrize("name", ["", "my host", "-dp.local", "dp-.local", "dp..local", "dp_1.lan"])
+def test_a_bad_host_name_is_refused_on_every_path(name: str) -> None:
+    """RFC 1123 labels; once an empty name gave scans `From: <scanner>`, `Message-ID: <..@>`."""
+    profile = factory("DP-3530")
+    expected = f"identity.hostname = {json.dumps(name)} is not allowed; expected a host name"
+    with pytest.raises(ProfileError, match=re.escape(expected)):
+        profile.with_value("identity.hostname", name)  # console, `dpfw profile set`, --set
+    text = factory_text("DP-3530").replace('"dp3530.local"', json.dumps(name))
+    with pytest.raises(ProfileError, match=re.escape(expected)):
+        parse_toml(text, "import.toml")  # TOML files and `profile import`
+
+
+@pytest.mark.parametrize("name", ["dp3530.local", "a", "3com.example", "x" * 63 + ".lan"])
+def test_good_host_names_pass(name: str) -> None:
+    assert factory("DP-3530").with_value("identity.hostname", name).str("identity.hostname") == name
+
+
+def test_host_name_length_limits() -> None:
+    assert is_hostname(".".join(["a" * 63] * 3) + "." + "b" * 61)  # 253
+    assert not is_hostname(".".join(["a" * 63] * 3) + "." + "b" * 62)  # 254
+    assert not is_hostname("a" * 64 + ".lan")
+
+
+def test_listen_address_takes_ip_literals_and_host_names() -> None:
+    profile = factory("DP-3530")
+    for good in ("0.0.0.0", "::", "127.0.0.1", "dp.lan"):
+        assert profile.with_value("pop3.address", good).str("pop3.address") == good
+    with pytest.raises(ProfileError, match=r'pop3\.address = "my host" is not allowed'):
+        profile.with_value("pop3.address", "my host")
+
+
+def test_errors_show_values_as_typed_never_python_reprs() -> None:
+    text = factory_text("DP-3530").replace(
+        'formats = ["tiff", "pdf", "jpeg"]', 'formats = ["tiff", "pdf", "bmp"]'
+    )
+    with pytest.raises(ProfileError) as err:
+        parse_toml(text, "x.toml")
+    message = str(err.value)
+    assert "scan.formats = tiff, pdf, bmp is not allowed" in message
+    assert "(bmp is not offered)" in message
+    assert "[" not in message and "'" not in message
+    assert render(("tiff", "pdf")) == "tiff, pdf" and render(True) == "true"
+    assert render(2.0) == "2.0"
+
+
+def test_model_names_and_choices_in_any_case() -> None:
+    assert canonical_model("dp-3530") == "DP-3530"
+    assert factory("dp-4520").model == "DP-4520"
+    profile = factory("DP-3530")
+    assert profile.with_value("identity.model", "dp-6030").model == "DP-6030"
+    assert profile.with_value("scan.formats", "PDF, Tiff").list("scan.formats") == ("pdf", "tiff")
+    assert (
+        profile.with_value("pop3.plaintext_auth", "ALWAYS").str("pop3.plaintext_auth") == "always"
+    )
+    with pytest.raises(ProfileError, match=r'unknown model "dp-1"; known models: DP-3510'):
+        canonical_model("dp-1")
+
+
+def test_site_keys_survive_a_model_change_and_factory_resets_them() -> None:
+    site = factory("DP-3530").with_value("pop3.plaintext_auth", "always")
+    site = site.with_value("identity.hostname", "copier.lab").with_value("pop3.port", "1110")
+    moved = for_model(site, "dp-6030")
+    assert moved.model == "DP-6030"
+    assert moved.int("memory.image_ram_mib") == factory("DP-6030").int("memory.image_ram_mib")
+    assert moved.str("pop3.plaintext_auth") == "always"
+    assert moved.str("identity.hostname") == "copier.lab" and moved.int("pop3.port") == 1110
+    assert for_model(site, "DP-6030", keep_site=False) == factory("DP-6030")
+    assert {"identity.hostname", "pop3.plaintext_auth", "pop3.apop", "pop3.port"} <= set(SITE_KEYS)
+    assert not {"identity.model", "memory.image_ram_mib", "console.baud"} & set(SITE_KEYS)

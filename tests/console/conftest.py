@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from firmware.config.budget import RamBudget
-from firmware.config.profile import Profile, factory
+from firmware.config.profile import Profile, Value, factory, running_after
 from firmware.console.shell import ConsoleShell
 from firmware.device.admin import DeviceAdmin
 from firmware.device.device import Device, RunOptions
@@ -47,9 +47,17 @@ class BenchDevice:
         self.reboots = 0
         self.shutdowns = 0
 
+    @property
+    def next_profile(self) -> Profile:
+        return self.board.profile
+
+    def pending(self) -> list[tuple[str, Value, Value]]:
+        return self.profile.diff(self.board.profile)
+
     def apply_profile(self, new: Profile) -> None:
+        """As Device.apply_profile (no `--set` overrides here): live keys now, others at boot."""
         self.board.set_profile(new)
-        self.profile = new
+        self.profile = running_after(self.profile, new)
 
     def request_reboot(self) -> None:
         self.reboots += 1

@@ -258,7 +258,10 @@ def test_profile_list_marks_the_active_model(admin_term: Term) -> None:
 def test_profile_show_and_get(admin_term: Term) -> None:
     out = admin_term.run("profile show")
     assert re.search(r"^pop3.max_sessions\s+= 16$", out, re.M)
-    assert re.search(r"^scan.color_modes\s+= mono,gray,color$", out, re.M)
+    assert re.search(r"^scan.color_modes\s+= mono, gray, color$", out, re.M)
+    assert re.search(r"^pop3.apop\s+= true$", out, re.M)
+    assert "(" not in out and "'" not in out  # no Python tuples or quotes
+    assert admin_term.run("profile show pop3.port") == admin_term.run("profile get pop3.port")
     other = admin_term.run("profile show dp-6030")
     assert re.search(r"^identity.model\s+= DP-6030$", other, re.M)
     one_error_line(admin_term.run("profile show DP-9999"))
@@ -276,8 +279,39 @@ def test_profile_set_live_and_after_reboot(admin_term: Term, device: BenchDevice
     assert out == "mailbox.max_boxes = 7 (saved; applied now)\n"
     assert device.board.profile.int("mailbox.max_boxes") == 7  # in NVRAM
     out = admin_term.run("profile set pop3.port 1110")
-    assert out == "pop3.port = 1110 (saved; applies after reboot)\n"
+    assert out == "pop3.port = 1110 (saved; applies after reboot; running: 110)\n"
     assert "no value changed" in admin_term.run("profile set pop3.port 1110")
+
+
+def test_a_saved_reboot_key_is_pending_not_running(admin_term: Term, device: BenchDevice) -> None:
+    out = admin_term.run("profile set identity.model dp-4520")
+    assert out == "identity.model = DP-4520 (saved; applies after reboot; running: DP-3530)\n"
+    assert admin_term.type("\r").endswith("\r\nDP-3530> ")  # the prompt keeps the running model
+    assert device.board.profile.model == "DP-4520"
+    show = admin_term.run("profile show")
+    assert re.search(r"^identity.model\s+= DP-3530  \(pending: DP-4520 after reboot\)$", show, re.M)
+    get = admin_term.run("profile get identity.model")
+    assert get.startswith(
+        "identity.model = DP-3530\n  pending: DP-4520 saved, applies after reboot"
+    )
+    assert "  identity.model: DP-3530 -> DP-4520" in admin_term.run("profile diff")
+    status = admin_term.run("status")
+    assert re.search(r"^model\s+DP-3530 \(DP-4520 after reboot\)$", status, re.M)
+    assert "profile    1 saved change(s) pending reboot" in status
+    listing = admin_term.run("profile list").splitlines()
+    assert listing[MODELS.index("DP-4520")].startswith("> DP-4520")
+
+
+@pytest.mark.parametrize("value", ['""', '"my host"', "-x.lan", "a_b.lan"])
+def test_a_bad_host_name_is_one_line_naming_key_value_and_rule(
+    admin_term: Term, device: BenchDevice, value: str
+) -> None:
+    before = device.board.profile
+    out = one_error_line(admin_term.run(f"profile set identity.hostname {value}"))
+    shown = value if value.startswith('"') else f'"{value}"'
+    assert out.startswith(f"error: profile set: identity.hostname = {shown} is not allowed;")
+    assert "host name (RFC 1123)" in out
+    assert device.board.profile == before
 
 
 def test_profile_set_refuses_bad_values_naming_key_and_range(
@@ -304,31 +338,74 @@ def test_profile_set_several_keys_at_once(admin_term: Term, device: BenchDevice)
     assert device.board.profile.int("pop3.max_sessions") == 2
 
 
+def confirm(term: Term, line: str, answer: str) -> tuple[str, str]:
+    """A command that asks `apply? [y/N]`: (what it listed, what the answer brought)."""
+    out = term.type(line + "\r").replace("\r\n", "\n")
+    assert out.startswith(line + "\n") and out.endswith("apply? [y/N] "), out
+    after = term.type(answer + "\r").replace("\r\n", "\n")
+    assert after.startswith(answer + "\n") and after.endswith("DP-3530> "), after
+    return out[len(line) + 1 :], after[len(answer) + 1 : -len("DP-3530> ")]
+
+
 def test_profile_diff_apply_reset(admin_term: Term, device: BenchDevice) -> None:
     assert admin_term.run("profile diff") == "no differences from the DP-3530 factory profile\n"
     admin_term.run("profile set mailbox.quota_mib 5")
+    admin_term.run("profile set pop3.plaintext_auth always")
     out = admin_term.run("profile diff")
     assert "mailbox.quota_mib = 5 | 64" in out
-    out = admin_term.run("profile apply DP-6030")
-    assert "applies after reboot: " in out and "identity.model" in out
+    before = device.board.profile
+    listed, result = confirm(admin_term, "profile apply dp-6030", "n")
+    assert listed.startswith("profile apply DP-6030 changes ")
+    assert "  identity.model: DP-3530 -> DP-6030 (after reboot)\n" in listed
+    assert "  mailbox.quota_mib: 5 -> 128 (now)\n" in listed
+    assert "plaintext_auth" not in listed  # a site setting: kept
+    assert result == "not applied; nothing changed\n"
+    assert device.board.profile == before
+    listed, result = confirm(admin_term, "profile apply DP-6030", "y")
+    assert "identity.model: DP-3530 -> DP-6030 (applies after reboot; running: DP-3530)" in result
+    assert device.board.profile.model == "DP-6030"
+    assert device.board.profile.str("pop3.plaintext_auth") == "always"
+    assert admin_term.type("\r").endswith("DP-3530> ")  # running model until reboot
+    listed, result = confirm(admin_term, "profile reset", "yes")
+    assert listed.startswith("profile reset to DP-6030 factory values changes 2 value(s):\n")
+    assert "  identity.hostname: dp3530.local -> dp6030.local (after reboot)\n" in listed
+    assert "  pop3.plaintext_auth: always -> tls_only (now)\n" in listed
     assert device.board.profile == factory("DP-6030")
-    assert admin_term.type("\r").endswith("DP-6030> ")
-    admin_term.shell.admin.device.apply_profile(factory("DP-3530").with_value("engine.ppm", "5"))
-    out = admin_term.run("profile reset")
-    assert out == "engine.ppm = 35 (saved; applies after reboot)\n"
-    assert device.board.profile == factory("DP-3530")
+    assert admin_term.run("profile reset") == (
+        "profile reset to DP-6030 factory values: no value changed\n"
+    )
+
+
+def test_profile_apply_factory_resets_site_settings_and_ctrl_c_cancels(
+    admin_term: Term, device: BenchDevice
+) -> None:
+    admin_term.run("profile set pop3.plaintext_auth always")
+    before = device.board.profile
+    admin_term.type("profile apply DP-3530 factory\r")
+    out = admin_term.type("\x03").replace("\r\n", "\n")
+    assert "cancelled; nothing changed" in out and device.board.profile == before
+    listed, result = confirm(admin_term, "profile apply DP-3530 factory", "y")
+    assert listed == (
+        "profile apply DP-3530 factory changes 1 value(s):\n"
+        "  pop3.plaintext_auth: always -> tls_only (now)\n"
+        "apply? [y/N] "
+    )
+    assert result == "pop3.plaintext_auth = tls_only (saved; applied now)\n"
+    assert device.profile.str("pop3.plaintext_auth") == "tls_only"
+    assert "usage: profile apply MODEL [factory]" in admin_term.run("profile apply DP-3530 x")
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_factory_profile_exports_and_imports_back(
     admin_term: Term, device: BenchDevice, model: str
 ) -> None:
-    admin_term.run(f"profile apply {model}")
+    if model != "DP-3530":  # the bench starts on DP-3530: nothing to change, nothing asked
+        confirm(admin_term, f"profile apply {model} factory", "y")
     exported = admin_term.run("profile export")
     assert exported.startswith(f"# BEGIN DPFW PROFILE {model}\n")
     assert exported.endswith(f"{EXPORT_END}\n")
     other = "DP-3510" if model != "DP-3510" else "DP-6030"
-    admin_term.run(f"profile apply {other}")
+    confirm(admin_term, f"profile apply {other} factory", "y")
     assert device.board.profile != factory(model)
     prompt = admin_term.run("profile import")
     assert EXPORT_END in prompt
@@ -337,7 +414,7 @@ def test_every_factory_profile_exports_and_imports_back(
         out = admin_term.type(line + "\r")
     assert "values changed and saved" in out
     assert device.board.profile == factory(model)
-    assert device.profile == factory(model)
+    assert device.next_profile == factory(model)
 
 
 def paste(term: Term, text: str) -> str:
@@ -356,7 +433,7 @@ def test_an_invalid_import_changes_nothing(admin_term: Term, device: BenchDevice
     out = paste(admin_term, "[pop3]\nmax_sessions = 3\n")
     assert "missing key" in out
     out = paste(admin_term, text.replace("[pop3]", "[pop3]\nturbo = true"))
-    assert "error: profile import: unknown key 'pop3.turbo' (`profile show` lists every key)" in out
+    assert 'error: profile import: unknown key "pop3.turbo" (`profile show` lists every key)' in out
     assert device.board.profile == before
     assert admin_term.shell.mode is Mode.COMMAND
 
@@ -408,6 +485,22 @@ def test_box_add_errors(admin_term: Term, device: BenchDevice) -> None:
     out = one_error_line(admin_term.run('box add "two words"'))
     assert "box name 'two words' is not allowed" in out
     assert [b.name for b in device.board.boxes()] == ["bob"]
+
+
+def test_one_password_rule_on_every_console_path(admin_term: Term, device: BenchDevice) -> None:
+    rule = "a password has 4 to 64 characters; nothing changed"
+    for bad in ("abc", "x" * 65):
+        assert f"error: box add: {rule}" in add_box(admin_term, "bob", bad, bad)
+    add_box(admin_term, "bob")
+    for bad in ("abc", "x" * 65):
+        admin_term.run("box passwd bob")
+        admin_term.type(bad + "\r")
+        assert f"error: box passwd: {rule}" in admin_term.type(bad + "\r")
+        admin_term.run("passwd")
+        for answer in (ADMIN_PASSWORD, bad):
+            admin_term.type(answer + "\r")
+        assert f"error: passwd: {rule}" in admin_term.type(bad + "\r")
+    assert device.board.check_admin_password(ADMIN_PASSWORD)
 
 
 def test_box_list_show_passwd_del(admin_term: Term, device: BenchDevice) -> None:

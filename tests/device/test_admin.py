@@ -23,7 +23,7 @@ from firmware.device.admin import (
     format_uptime,
     format_value,
 )
-from firmware.device.device import Device, RunOptions
+from firmware.device.device import Device, RunOptions, apply_overrides
 from firmware.errors import BoxError, DeviceError, ProfileError
 from firmware.security import tls
 from firmware.security.abuse import LOCKOUT_FAILURES
@@ -157,7 +157,7 @@ async def test_every_factory_profile_exports_and_imports_back(
     admin: DeviceAdmin, device: Device
 ) -> None:
     for model in MODELS:
-        admin.profile_apply(model)
+        admin.profile_apply(model, keep_site=False)
         exported = admin.profile_export()
         assert exported.startswith(f"{EXPORT_BEGIN} {model}\n")
         assert exported.endswith(f"\n{EXPORT_END}")
@@ -170,12 +170,124 @@ async def test_every_factory_profile_exports_and_imports_back(
 async def test_profile_apply_reset_and_diff(admin: DeviceAdmin, device: Device) -> None:
     assert "pop3.plaintext_auth = always | tls_only" in admin.profile_diff()
     out = admin.profile_apply("dp-4520")
-    assert "values changed and saved" in out and "applies after reboot" in out
+    assert "values changed and saved" in out
+    assert "  identity.model: DP-3530 -> DP-4520 (applies after reboot; running: DP-3530)" in out
+    assert "pop3.plaintext_auth" not in out  # a site setting: kept
+    assert device.board.profile.str("pop3.plaintext_auth") == "always"
+    assert device.board.profile.model == "DP-4520"
+    plan = admin.plan_reset()
+    assert ("pop3.plaintext_auth", "always", "tls_only") in plan.changes
+    assert "  pop3.plaintext_auth: always -> tls_only (now)" in plan.describe(device.profile)
+    out = admin.commit(plan)
+    assert "pop3.plaintext_auth: always -> tls_only (applied now)" in out
     assert device.board.profile == factory("DP-4520")
     assert admin.profile_reset() == "profile reset to DP-4520 factory values: no value changed"
-    assert admin.profile_diff() == "no differences from the DP-4520 factory profile"
+    diff = admin.profile_diff()
+    assert diff.startswith("no differences from the DP-4520 factory profile\npending: saved")
+    assert "  identity.model: DP-3530 -> DP-4520" in diff
     with pytest.raises(ProfileError, match="unknown model"):
         admin.profile_apply("DP-1")
+
+
+async def test_a_reboot_key_stays_pending_until_reboot(admin: DeviceAdmin, device: Device) -> None:
+    """The greeting, CRAM challenge, prompt, status and scans keep the running identity."""
+    out = admin.profile_set([("identity.model", "dp-4520")])
+    assert out == "identity.model = DP-4520 (saved; applies after reboot; running: DP-3530)"
+    out = admin.profile_set([("identity.hostname", "copier.example")])
+    assert out == (
+        "identity.hostname = copier.example (saved; applies after reboot; running: dp3530.local)"
+    )
+    assert device.board.profile.model == "DP-4520"
+
+    def greeting() -> bytes:
+        address = device.pop3_addresses[0]
+        client = poplib.POP3(address[0], address[1], timeout=10)
+        try:
+            return client.getwelcome()
+        finally:
+            client.quit()
+
+    welcome = await trio.to_thread.run_sync(greeting)
+    assert welcome.startswith(b"+OK DP-3530 POP3 service ready")
+    assert b"@dp3530.local>" in welcome  # the APOP timestamp names the running host
+    assert admin.prompt_name() == "DP-3530"
+    status = admin.status()
+    assert re.search(r"^model\s+DP-3530 \(DP-4520 after reboot\)$", status, re.M)
+    assert "profile    2 saved change(s) pending reboot (`profile diff`)" in status
+    shown = admin.profile_show()
+    assert re.search(
+        r"^identity\.model += DP-3530  \(pending: DP-4520 after reboot\)$", shown, re.M
+    )
+    assert shown.endswith("\n(2 saved value(s) pending reboot)")
+    assert admin.profile_get("identity.model").startswith(
+        "identity.model = DP-3530\n  pending: DP-4520 saved, applies after reboot\n"
+    )
+    assert "  identity.hostname: dp3530.local -> copier.example" in admin.profile_diff()
+    await admin.scan(admin.prepare_scan("alice", ["pages=1", "format=pdf"]))
+    uid = device.board.messages("alice")[-1].uid
+    scanned = b"".join(device.board.read_wire("alice", uid))
+    assert b"From: DP-3530 Scanner <scanner@dp3530.local>" in scanned
+    assert re.search(rb"Message-ID: <[^>]*@dp3530\.local>", scanned)
+
+    admin.reboot()
+    await wait_booted(device, boots=2)
+    welcome = await trio.to_thread.run_sync(greeting)
+    assert welcome.startswith(b"+OK DP-4520 POP3 service ready")
+    assert b"@copier.example>" in welcome
+    assert admin.prompt_name() == "DP-4520" and device.pending() == []
+    assert "pending" not in admin.status() and "pending" not in admin.profile_show()
+
+
+async def test_setting_a_pending_key_back_to_its_running_value(
+    admin: DeviceAdmin, device: Device
+) -> None:
+    admin.profile_set([("engine.ppm", "12")])
+    assert admin.profile_set([("engine.ppm", "35")]) == (
+        "engine.ppm = 35 (saved; back to the running value)"
+    )
+    assert device.pending() == [] and device.board.profile.int("engine.ppm") == 35
+
+
+async def test_a_model_change_keeps_plaintext_pop3_for_the_readme_example(
+    admin: DeviceAdmin, device: Device
+) -> None:
+    admin.profile_apply("DP-6030")
+    admin.reboot()
+    await wait_booted(device, boots=2)
+    assert device.profile.model == "DP-6030"
+    client = await trio.to_thread.run_sync(pop3_login, device.pop3_addresses[0])
+    await trio.to_thread.run_sync(client.quit)
+
+
+async def test_a_run_only_override_is_the_running_value(image: Path) -> None:
+    options = RunOptions(
+        image=image,
+        pop3=("127.0.0.1", 0),
+        overrides={"identity.hostname": "bench.lab", "pop3.max_sessions": "3"},
+    )
+    device = Device(options)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(device.run)
+        await wait_booted(device)
+        admin = DeviceAdmin(device)
+        try:
+            assert device.profile.str("identity.hostname") == "bench.lab"
+            assert device.pending() == []
+            out = admin.profile_set([("identity.hostname", "saved.lab")])
+            assert (
+                out
+                == "identity.hostname = saved.lab (saved; applies after reboot; running: bench.lab)"
+            )
+            assert device.profile.str("identity.hostname") == "bench.lab"
+            assert device.board.profile.str("identity.hostname") == "saved.lab"
+            assert device.board.profile.int("pop3.max_sessions") == 16  # never written
+        finally:
+            device.request_shutdown()
+
+
+def test_a_bad_run_only_host_name_is_refused(image: Path) -> None:
+    with pytest.raises(ProfileError, match=r'--set: identity.hostname = "my host" is not allowed'):
+        apply_overrides(factory("DP-3530"), {"identity.hostname": "my host"})
 
 
 async def test_box_operations(admin: DeviceAdmin, device: Device) -> None:
@@ -337,7 +449,7 @@ async def test_a_non_ascii_password_logs_in_however_it_is_normalised(
 
 def test_formatting_helpers() -> None:
     assert format_value(True) == "true"
-    assert format_value(("mono", "gray")) == "mono,gray"
+    assert format_value(("mono", "gray")) == "mono, gray"
     assert format_size(512) == "512 B"
     assert format_size(3 * MIB // 2) == "1.5 MiB"
     assert format_uptime(90061) == "1d 01:01:01"
