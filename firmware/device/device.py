@@ -28,6 +28,7 @@ from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
 from firmware.security.tls import TlsError, context_from_settings
 from firmware.store.board import Board
+from firmware.store.demo import boot_notice
 
 log = logging.getLogger("dpfw.device")
 
@@ -256,7 +257,7 @@ class Device:
         ]
         notice = self.board.settings().get("lab.notice")
         if notice:
-            lines += notice.splitlines()
+            lines += boot_notice(notice, self.board)  # only passwords still true
         if profile.str("pop3.plaintext_auth") == "always":
             lines.append("WARNING: plaintext USER/PASS allowed without TLS (lab setting)")
         if self.overrides:
