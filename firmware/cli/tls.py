@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("selfsign", help="make a new self-signed certificate")
     p.add_argument("image", type=Path, metavar="IMG")
     p.add_argument("--hostname", help="name in the certificate (default: identity.hostname)")
+    p.add_argument(
+        "--no-loopback",
+        dest="loopback",
+        action="store_false",
+        help="name only the host, not also localhost, 127.0.0.1 and ::1 (the lab default)",
+    )
     p.set_defaults(func=cmd_selfsign)
 
 
@@ -99,7 +105,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_selfsign(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
         hostname = args.hostname or board.profile.str("identity.hostname")
-        cert_pem, key_pem = tls.make_self_signed(hostname)
+        cert_pem, key_pem = tls.make_self_signed(hostname, loopback=args.loopback)
         _store(board, tls.settings_for(cert_pem, key_pem))
     print(f"made a self-signed TLS certificate for {hostname}")
     print("\n".join(tls.describe(cert_pem).lines()))

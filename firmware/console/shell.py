@@ -171,11 +171,12 @@ HELP: dict[str, Help] = {
             "mode (tiff for mono, pdf for gray and color).",
         ),
         Help(
-            "tls show",
+            "tls show [pem]",
             "the device certificate, its fingerprint",
             "Subject, issuer, names (SAN), validity, key, SHA-256 fingerprint and\n"
             "chain of the stored certificate, whether it is usable, and whether the\n"
-            "running service offers TLS (STLS, POP3S) with it.",
+            "running service offers TLS (STLS, POP3S) with it. `tls show pem` prints\n"
+            "the certificate and chain as PEM (never the key), for a client's CA file.",
         ),
         Help(
             "tls import",
@@ -593,8 +594,10 @@ class ConsoleShell:
         self._say(self.admin.session_kill(args[0]))
 
     def _cmd_tls_show(self, args: list[str]) -> None:
-        self._arity("tls show", args, 0)
-        self._say(self.admin.tls_show())
+        self._arity("tls show", args, 0, 1)
+        if args and args[0] != "pem":
+            raise DeviceError(f"usage: {HELP['tls show'].usage}")
+        self._say(self.admin.tls_show_pem() if args else self.admin.tls_show())
 
     def _cmd_tls_import(self, args: list[str]) -> None:
         self._arity("tls import", args, 0)

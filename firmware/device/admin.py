@@ -486,6 +486,24 @@ class DeviceAdmin:
             )
         return "\n".join(lines)
 
+    def tls_show_pem(self) -> str:
+        """The stored certificate and chain as PEM text (never the key), for a CA file.
+
+        Lines outside the PEM blocks (the note that it is not yet in service) are ignored by
+        PEM readers such as OpenSSL and curl.
+        """
+        settings = self.device.board.settings()
+        cert_pem = settings.get(tls.SETTING_CERT)
+        if not cert_pem:
+            raise DeviceError("no TLS certificate stored; `tls selfsign` or `tls import` makes one")
+        lines = []
+        if self._tls_saved_in_boot == self.device.boots:
+            lines.append("(saved since boot: in service after reboot)")
+        lines.append(cert_pem.rstrip("\n"))
+        if chain_pem := settings.get(tls.SETTING_CHAIN):
+            lines.append(chain_pem.rstrip("\n"))
+        return "\n".join(lines)
+
     def tls_import(self, text: str) -> str:
         """Pasted PEM: the first certificate, its key, then any chain; checked, then saved."""
         if len(text) > MAX_TLS_PEM:

@@ -74,6 +74,13 @@ def test_selfsign_then_show(image: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_selfsign_with_hostname(image: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "selfsign", str(image), "--hostname", "copier.lab.example")
+    assert tls.describe(stored(image)[tls.SETTING_CERT]).san == (
+        "DNS:copier.lab.example",
+        "DNS:localhost",
+        "IP:127.0.0.1",
+        "IP:::1",
+    )
+    run(capsys, "selfsign", str(image), "--hostname", "copier.lab.example", "--no-loopback")
     assert tls.describe(stored(image)[tls.SETTING_CERT]).san == ("DNS:copier.lab.example",)
 
 

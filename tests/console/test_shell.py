@@ -597,13 +597,27 @@ def test_tls_show_describes_the_factory_certificate(admin_term: Term, device: Be
     hostname = device.profile.str("identity.hostname")
     info = tls.describe(device.board.settings()[tls.SETTING_CERT])
     assert f"subject:     {info.subject}\n" in out
-    assert f"names:       DNS:{hostname}\n" in out
+    assert f"names:       DNS:{hostname}, DNS:localhost, IP:127.0.0.1, IP:::1\n" in out
     assert re.search(r"^valid until: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", out, re.M)
     digest = re.search(r"^sha256:      (\S+)\n {13}(\S+)$", out, re.M)
     assert digest is not None and digest.group(1) + digest.group(2) == info.sha256_fingerprint
     assert "usable:      yes\n" in out
     assert "in service:  no TLS now\n" in out  # the bench device runs no POP3 service
     assert "saved since boot" not in out
+
+
+def test_tls_show_pem_prints_the_certificate_never_the_key(
+    admin_term: Term, device: BenchDevice
+) -> None:
+    out = admin_term.run("tls show pem")
+    cert_pem = device.board.settings()[tls.SETTING_CERT]
+    assert out == cert_pem.rstrip() + "\n"
+    assert "PRIVATE KEY" not in out
+    one_error_line(admin_term.run("tls show key"))
+    admin_term.run("tls selfsign")
+    out = admin_term.run("tls show pem")
+    assert "(saved since boot: in service after reboot)\n-----BEGIN CERTIFICATE-----" in out
+    assert device.board.settings()[tls.SETTING_CERT].rstrip() in out
 
 
 def test_tls_selfsign_makes_a_new_certificate_for_the_hostname(
@@ -617,12 +631,14 @@ def test_tls_selfsign_makes_a_new_certificate_for_the_hostname(
     )
     after = stored_tls(device)
     assert after[0] != before[0] and after[1] != before[1]
-    assert tls.check_pair(after[0] or "", after[1] or "").san == (f"DNS:{hostname}",)
+    loopback = ("DNS:localhost", "IP:127.0.0.1", "IP:::1")
+    assert tls.check_pair(after[0] or "", after[1] or "").san == (f"DNS:{hostname}", *loopback)
     assert "saved since boot: in service after reboot" in admin_term.run("tls show")
     admin_term.run("tls selfsign 192.0.2.7")
-    assert tls.describe(stored_tls(device)[0] or "").san == ("IP:192.0.2.7",)
+    named = ("DNS:localhost", "IP:192.0.2.7", "IP:127.0.0.1", "IP:::1")
+    assert tls.describe(stored_tls(device)[0] or "").san == named
     one_error_line(admin_term.run('tls selfsign "two words"'))
-    assert tls.describe(stored_tls(device)[0] or "").san == ("IP:192.0.2.7",)
+    assert tls.describe(stored_tls(device)[0] or "").san == named
 
 
 def test_tls_import_reads_pasted_pem_up_to_the_end_marker(
