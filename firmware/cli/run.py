@@ -65,6 +65,12 @@ def register(sub: Any) -> None:
         metavar="RATE",
         help="lab feeder: scan RATE jobs per minute into random boxes",
     )
+    p.add_argument(
+        "--cert-out",
+        type=Path,
+        metavar="FILE",
+        help="at each boot, write the TLS certificate in service to FILE (PEM, for --cacert)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -76,6 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         pop3s=args.pop3s,
         console=args.console,
         scan_feed_per_min=args.scan_feed,
+        cert_out=args.cert_out,
     )
     try:
         return trio.run(Device(options).run)
