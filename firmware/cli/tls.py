@@ -9,6 +9,7 @@ from pathlib import Path
 from firmware.errors import DeviceError
 from firmware.security import tls
 from firmware.store.board import Board
+from firmware.text import plural
 
 # NVRAM is small: a server certificate with a few intermediates is a few KiB.
 MAX_PEM_BYTES = 64 * 1024
@@ -49,7 +50,8 @@ def describe_settings(settings: Mapping[str, str]) -> list[str]:
         raise DeviceError("no TLS certificate on this board; `dpfw tls selfsign IMG` makes one")
     lines = tls.describe(cert_pem).lines()
     chain_pem = settings.get(tls.SETTING_CHAIN) or ""
-    lines.append(f"chain:       {chain_pem.count('-----BEGIN CERTIFICATE-----')} certificate(s)")
+    chain = plural(chain_pem.count("-----BEGIN CERTIFICATE-----"), "certificate")
+    lines.append(f"chain:       {chain}")
     try:
         tls.check_pair(cert_pem, settings.get(tls.SETTING_KEY, ""), chain_pem)
     except tls.TlsError as exc:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
 from firmware.device.admin import EXPORT_END, TLS_END, DeviceAdmin
 from firmware.errors import DeviceError
+from firmware.text import plural
 
 if TYPE_CHECKING:
     from firmware.scanner.job import ScanRequest
@@ -613,7 +614,7 @@ class ConsoleShell:
         if not args:
             raise DeviceError(f"usage: {HELP['scan'].usage}")
         request = self.admin.prepare_scan(args[0], args[1:])
-        self._say(f"scanning {request.pages} page(s) into box {request.box} ...")
+        self._say(f"scanning {plural(request.pages, 'page')} into box {request.box} ...")
         self._start(ScanAction(request))
 
     def _cmd_log(self, args: list[str]) -> None:

@@ -29,6 +29,7 @@ from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_a
 from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
 from firmware.store.board import Board
 from firmware.store.demo import boot_notice
+from firmware.text import plural
 
 log = logging.getLogger("dpfw.device")
 
@@ -279,7 +280,7 @@ class Device:
         if self._cert_out_line:
             lines.append(self._cert_out_line)
         lines += [
-            f"POP3 on {host}:{port} (max {profile.int('pop3.max_sessions')} sessions, "
+            f"POP3 on {host}:{port} (max {plural(profile.int('pop3.max_sessions'), 'session')}, "
             f"idle logout {profile.int('pop3.idle_timeout_s')} s, "
             f"STLS {'offered' if tls else 'not available'})",
             f"RAM budget {self.budget.total // MIB} MiB",

@@ -185,7 +185,7 @@ async def test_box_operations(admin: DeviceAdmin, device: Device) -> None:
         admin.box_passwd("carol", "aaaa", "bbbb")
     assert admin.box_passwd("carol", "new-carol", "new-carol") == "password of box carol changed"
     assert device.board.box_credentials("carol") is not None
-    with pytest.raises(BoxError, match="holds 1 messages"):
+    with pytest.raises(BoxError, match="holds 1 message; delete it first"):
         admin.box_del("alice")
     assert "messages   1 of 1000" in admin.box_show("alice")
     assert admin.box_del("alice", purge=True) == "box alice deleted"
