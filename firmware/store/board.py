@@ -300,7 +300,10 @@ class Board:
         if torn is not None:
             self._report_torn(torn, repair)
         log.debug(
-            "%s: replayed %d records in %.3f s", self.path, len(records), time.monotonic() - started
+            "%s: replayed %s in %.3f s",
+            self.path,
+            plural(len(records), "record"),
+            time.monotonic() - started,
         )
 
     def _report_torn(self, torn: TornTail, repair: bool) -> None:
