@@ -9,6 +9,7 @@ from firmware.cli.common import add_secret_options, read_secret
 from firmware.errors import BoxError
 from firmware.security.credentials import check_password_policy
 from firmware.store.board import Board, check_box_name
+from firmware.text import plural
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,10 +66,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
         boxes = board.boxes()
         limit = board.profile.int("mailbox.max_boxes")
-    print(f"{len(boxes)} of {limit} boxes")
+    print(f"{len(boxes)} of {plural(limit, 'box')}")
     for b in boxes:
         extra = "  legacy-secret" if b.has_legacy_secret else ""
-        print(f"{b.name}\t{b.messages} messages\t{b.bytes} bytes{extra}")
+        print(f"{b.name}\t{plural(b.messages, 'message')}\t{plural(b.bytes, 'byte')}{extra}")
     return 0
 
 

@@ -15,6 +15,7 @@ from firmware.scanner.job import ScanRequest, run_scan
 from firmware.security.credentials import check_password_policy
 from firmware.store import demo
 from firmware.store.board import Board
+from firmware.text import plural
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,7 +96,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"created demo image {board.path} ({board.profile.model}, plaintext POP3 allowed)")
         print(f"console admin password: {demo.ADMIN_PASSWORD}")
         for info in board.boxes():
-            print(f"box {info.name}: password {demo.BOXES[info.name]}, {info.messages} messages")
+            messages = plural(info.messages, "message")
+            print(f"box {info.name}: password {demo.BOXES[info.name]}, {messages}")
     return 0
 
 
@@ -178,7 +180,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for b in info["boxes"]:
         extra = " legacy-secret" if b["legacy_secret"] else ""
         bad = f" ({b['corrupt']} corrupt)" if b["corrupt"] else ""
-        print(f"    {b['name']}: {b['messages']} messages, {b['bytes']} bytes{bad}{extra}")
+        messages, size = plural(b["messages"], "message"), plural(b["bytes"], "byte")
+        print(f"    {b['name']}: {messages}, {size}{bad}{extra}")
     sp = info["space"]
     print(
         f"  space: {sp['total']} total, {sp['used']} used, {sp['free']} free, "
@@ -201,7 +204,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_fsck(args: argparse.Namespace) -> int:
     with Board.open(args.image, repair=False) as board:
         report = board.fsck()
-    print(f"{report.records_checked} records checked, {len(report.problems)} problems")
+    print(
+        f"{plural(report.records_checked, 'record')} checked, "
+        f"{plural(len(report.problems), 'problem')}"
+    )
     for p in report.problems:
         where = f" (box {p.box}, uid {p.uid})" if p.uid else ""
         print(f"  {p.what} record at log offset {p.position}, {p.length} bytes: {p.detail}{where}")
@@ -213,7 +219,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
         report = board.compact()
         usage = board.usage()
     print(
-        f"moved {report.records_moved} records ({report.bytes_moved} bytes), reclaimed "
-        f"{report.bytes_reclaimed} bytes in {report.seconds:.3f} s; {usage.free} bytes free"
+        f"moved {plural(report.records_moved, 'record')} ({plural(report.bytes_moved, 'byte')}), "
+        f"reclaimed {plural(report.bytes_reclaimed, 'byte')} in {report.seconds:.3f} s; "
+        f"{plural(usage.free, 'byte')} free"
     )
     return 0

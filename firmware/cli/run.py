@@ -67,6 +67,12 @@ def register(sub: Any) -> None:
         metavar="RATE",
         help="lab feeder: scan RATE jobs per minute into random boxes",
     )
+    p.add_argument(
+        "--cert-out",
+        type=Path,
+        metavar="FILE",
+        help="at each boot, write the TLS certificate in service to FILE (PEM, for --cacert)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -77,6 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         pop3=args.pop3,
         pop3s=args.pop3s,
         scan_feed_per_min=args.scan_feed,
+        cert_out=args.cert_out,
     )
     services: list[Service] = []
     if args.console != "none":

@@ -10,6 +10,7 @@ from firmware.config.budget import RamBudget
 from firmware.config.profile import COLOR_MODES, FORMATS, RESOLUTIONS, Profile
 from firmware.errors import DeviceError
 from firmware.scanner.job import JOB_NUMBER_LIMIT, ScanRequest, ScanResult, run_scan
+from firmware.text import plural
 
 MIB = 1024 * 1024
 
@@ -27,7 +28,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--dpi",
         choices=RESOLUTIONS,
-        help="resolution (default: the profile's first offered; 200x100 = fax fine)",
+        help="resolution (default: the profile's first offered; 200x100 = fax standard, "
+        "200x200 = fax fine)",
     )
     p.add_argument("--mode", choices=COLOR_MODES, default="mono", help="colour mode (mono)")
     p.add_argument(
@@ -74,6 +76,6 @@ def _scan(args: argparse.Namespace) -> int:
     files = result.filename if len(result.filenames) == 1 else f"{len(result.filenames)} files"
     print(
         f"stored job {result.job_number:04d} in {result.box}: uid {result.uid} "
-        f"size {result.size} ({result.pages} pages, {files})"
+        f"size {result.size} ({plural(result.pages, 'page')}, {files})"
     )
     return 0

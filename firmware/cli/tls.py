@@ -9,6 +9,7 @@ from pathlib import Path
 from firmware.errors import DeviceError
 from firmware.security import tls
 from firmware.store.board import Board
+from firmware.text import plural
 
 # NVRAM is small: a server certificate with a few intermediates is a few KiB.
 MAX_PEM_BYTES = 64 * 1024
@@ -33,6 +34,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("selfsign", help="make a new self-signed certificate")
     p.add_argument("image", type=Path, metavar="IMG")
     p.add_argument("--hostname", help="name in the certificate (default: identity.hostname)")
+    p.add_argument(
+        "--no-loopback",
+        dest="loopback",
+        action="store_false",
+        help="name only the host, not also localhost, 127.0.0.1 and ::1 (the lab default)",
+    )
     p.set_defaults(func=cmd_selfsign)
 
 
@@ -43,7 +50,8 @@ def describe_settings(settings: Mapping[str, str]) -> list[str]:
         raise DeviceError("no TLS certificate on this board; `dpfw tls selfsign IMG` makes one")
     lines = tls.describe(cert_pem).lines()
     chain_pem = settings.get(tls.SETTING_CHAIN) or ""
-    lines.append(f"chain:       {chain_pem.count('-----BEGIN CERTIFICATE-----')} certificate(s)")
+    chain = plural(chain_pem.count("-----BEGIN CERTIFICATE-----"), "certificate")
+    lines.append(f"chain:       {chain}")
     try:
         tls.check_pair(cert_pem, settings.get(tls.SETTING_KEY, ""), chain_pem)
     except tls.TlsError as exc:
@@ -99,7 +107,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_selfsign(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
         hostname = args.hostname or board.profile.str("identity.hostname")
-        cert_pem, key_pem = tls.make_self_signed(hostname)
+        cert_pem, key_pem = tls.make_self_signed(hostname, loopback=args.loopback)
         _store(board, tls.settings_for(cert_pem, key_pem))
     print(f"made a self-signed TLS certificate for {hostname}")
     print("\n".join(tls.describe(cert_pem).lines()))

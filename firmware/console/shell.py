@@ -28,6 +28,7 @@ from firmware.config.profile import MODELS, SCHEMA
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
 from firmware.device.admin import EXPORT_END, TLS_END, DeviceAdmin, ProfilePlan
 from firmware.errors import DeviceError
+from firmware.text import plural
 
 if TYPE_CHECKING:
     from firmware.scanner.job import ScanRequest
@@ -199,11 +200,12 @@ HELP: dict[str, Help] = {
             "mode (tiff for mono, pdf for gray and color).",
         ),
         Help(
-            "tls show",
+            "tls show [pem]",
             "the device certificate, its fingerprint",
             "Subject, issuer, names (SAN), validity, key, SHA-256 fingerprint and\n"
             "chain of the stored certificate, whether it is usable, and whether the\n"
-            "running service offers TLS (STLS, POP3S) with it.",
+            "running service offers TLS (STLS, POP3S) with it. `tls show pem` prints\n"
+            "the certificate and chain as PEM (never the key), for a client's CA file.",
         ),
         Help(
             "tls import",
@@ -770,8 +772,10 @@ class ConsoleShell:
         self._say(self.admin.session_kill(args[0]))
 
     def _cmd_tls_show(self, args: list[str]) -> None:
-        self._arity("tls show", args, 0)
-        self._say(self.admin.tls_show())
+        self._arity("tls show", args, 0, 1)
+        if args and args[0] != "pem":
+            raise DeviceError(f"usage: {HELP['tls show'].usage}")
+        self._say(self.admin.tls_show_pem() if args else self.admin.tls_show())
 
     def _cmd_tls_import(self, args: list[str]) -> None:
         self._arity("tls import", args, 0)
@@ -795,7 +799,7 @@ class ConsoleShell:
                 raise DeviceError(f'scan: unknown option "{name}"{hint}')
             options.append(f"{name.lower()}={value}")
         request = self.admin.prepare_scan(args[0], options)
-        self._say(f"scanning {request.pages} page(s) into box {request.box} ...")
+        self._say(f"scanning {plural(request.pages, 'page')} into box {request.box} ...")
         self._start(ScanAction(request))
 
     def _cmd_log(self, args: list[str]) -> None:

@@ -36,6 +36,7 @@ from firmware.errors import BoxError, DeviceError, ProfileError
 from firmware.security import credentials, tls
 from firmware.security.credentials import MAX_PASSWORD, MIN_PASSWORD
 from firmware.store.board import check_box_name
+from firmware.text import plural
 
 if TYPE_CHECKING:
     from firmware.config.budget import RamBudget
@@ -239,7 +240,7 @@ class DeviceAdmin:
             offered = ["STLS offered"]
             offered += [f"POP3S on {host}:{port}" for host, port in self.device.pop3s_addresses]
             tls_line = (
-                f"TLS        {', '.join(offered)}; {stats.tls_sessions} handshakes"
+                f"TLS        {', '.join(offered)}; {plural(stats.tls_sessions, 'handshake')}"
                 f", {stats.tls_failures} failed"
             )
         else:
@@ -257,7 +258,7 @@ class DeviceAdmin:
             ]
             more = len(locked) - len(shown)
             lines.append(
-                f"locked     {len(locked)} box(es) after failed logins (`box unlock NAME`):"
+                f"locked     {plural(len(locked), 'box')} after failed logins (`box unlock NAME`):"
             )
             lines.append("           " + ", ".join(shown) + (f" and {more} more" if more else ""))
         return lines
@@ -400,7 +401,7 @@ class DeviceAdmin:
         if len(changed) == 1:
             key = changed[0]
             return f"{key} = {render(new[key])} (saved; {when(key)})"
-        lines = [f"{what}: {len(changed)} values changed and saved"]
+        lines = [f"{what}: {plural(len(changed), 'value')} changed and saved"]
         for key in changed:
             lines.append(f"  {key}: {render(saved[key])} -> {render(new[key])} ({when(key)})")
         return "\n".join(lines)
@@ -557,7 +558,7 @@ class DeviceAdmin:
         lines = cert_lines(tls.describe(cert_pem))
         chain_pem = settings.get(tls.SETTING_CHAIN) or ""
         lines.append(
-            f"chain:       {chain_pem.count('-----BEGIN CERTIFICATE-----')} certificate(s)"
+            f"chain:       {plural(chain_pem.count('-----BEGIN CERTIFICATE-----'), 'certificate')}"
         )
         try:
             tls.check_pair(cert_pem, settings.get(tls.SETTING_KEY, ""), chain_pem)
@@ -575,6 +576,24 @@ class DeviceAdmin:
             lines.append(
                 "             (the one above was saved since boot: in service after reboot)"
             )
+        return "\n".join(lines)
+
+    def tls_show_pem(self) -> str:
+        """The stored certificate and chain as PEM text (never the key), for a CA file.
+
+        Lines outside the PEM blocks (the note that it is not yet in service) are ignored by
+        PEM readers such as OpenSSL and curl.
+        """
+        settings = self.device.board.settings()
+        cert_pem = settings.get(tls.SETTING_CERT)
+        if not cert_pem:
+            raise DeviceError("no TLS certificate stored; `tls selfsign` or `tls import` makes one")
+        lines = []
+        if self._tls_saved_in_boot == self.device.boots:
+            lines.append("(saved since boot: in service after reboot)")
+        lines.append(cert_pem.rstrip("\n"))
+        if chain_pem := settings.get(tls.SETTING_CHAIN):
+            lines.append(chain_pem.rstrip("\n"))
         return "\n".join(lines)
 
     def tls_import(self, text: str) -> str:
@@ -606,7 +625,7 @@ class DeviceAdmin:
         except tls.TlsError as exc:
             raise tls.TlsError(f"tls import: {exc}") from None
         self._store_tls(tls.settings_for(cert_pem, key_pem, chain_pem))
-        chain = f" with {len(certs) - 1} chain certificate(s)" if len(certs) > 1 else ""
+        chain = f" with {plural(len(certs) - 1, 'chain certificate')}" if len(certs) > 1 else ""
         lines = [f"TLS certificate imported{chain} (saved; applies after reboot)"]
         return "\n".join(lines + cert_lines(info))
 
@@ -670,7 +689,7 @@ class DeviceAdmin:
     async def scan(self, request: ScanRequest) -> str:
         result = await self.device.scan(request)
         return (
-            f"scan job {result.job_number:04d} done: {result.pages} page(s),"
+            f"scan job {result.job_number:04d} done: {plural(result.pages, 'page')},"
             f" {format_size(result.size)} stored in box {printable(result.box)}"
             f" as {printable(result.uid)}"
         )
@@ -684,8 +703,10 @@ class DeviceAdmin:
     def fsck(self) -> str:
         report = self.device.board.fsck()
         if report.clean:
-            return f"fsck: {report.records_checked} records checked, all clean"
-        lines = [f"fsck: {report.records_checked} records checked, {len(report.problems)} bad:"]
+            return f"fsck: {plural(report.records_checked, 'record')} checked, all clean"
+        lines = [
+            f"fsck: {plural(report.records_checked, 'record')} checked, {len(report.problems)} bad:"
+        ]
         for problem in report.problems[:50]:
             where = f" (box {problem.box}, message {problem.uid})" if problem.box else ""
             lines.append(
@@ -700,7 +721,7 @@ class DeviceAdmin:
         report = self.device.board.compact()
         return (
             f"compact: {format_size(report.bytes_reclaimed)} reclaimed,"
-            f" {report.records_moved} records ({format_size(report.bytes_moved)}) moved"
+            f" {plural(report.records_moved, 'record')} ({format_size(report.bytes_moved)}) moved"
             f" in {report.seconds:.2f} s"
         )
 

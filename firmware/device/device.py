@@ -26,8 +26,10 @@ from firmware.errors import DeviceError, ProfileError
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
-from firmware.security.tls import TlsError, context_from_settings
+from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
 from firmware.store.board import Board
+from firmware.store.demo import boot_notice
+from firmware.text import plural
 
 log = logging.getLogger("dpfw.device")
 
@@ -44,6 +46,7 @@ class RunOptions:
     pop3: tuple[str, int] | None = None  # None: address and port from the profile
     pop3s: tuple[str, int] | None = None  # None: no implicit-TLS listener
     scan_feed_per_min: float = 0.0
+    cert_out: Path | None = None  # written at each boot: the certificate TLS serves with
 
 
 class LogRing(logging.Handler):
@@ -101,6 +104,7 @@ class Device:
         self.pop3: Pop3Service | None = None
         self.pop3_addresses: list[tuple[str, int]] = []
         self.pop3s_addresses: list[tuple[str, int]] = []
+        self._cert_out_line = ""  # the banner line naming --cert-out, when written this boot
 
     # ----- what the console and services read -----
 
@@ -226,6 +230,9 @@ class Device:
             profile = self._profile
             self.budget = RamBudget(profile.int("memory.image_ram_mib") * MIB)
             context = self._tls_context(board)
+            self._cert_out_line = ""
+            if self.options.cert_out is not None:
+                self._export_certificate(board, self.options.cert_out, serving=context is not None)
             self.pop3 = Pop3Service(board, lambda: self.profile, self.budget, tls=context)
             host, port = self.options.pop3 or (
                 profile.str("pop3.address"),
@@ -270,6 +277,28 @@ class Device:
             log.error("--pop3s ignored: no usable TLS certificate on the image")
         return context
 
+    def _export_certificate(self, board: Board, path: Path, *, serving: bool) -> None:
+        """Write the certificate (and chain) this boot serves with to `path`, as PEM.
+
+        For a lab client's CA file (`curl --cacert PATH`) while the image is locked by this
+        device. Written at every boot (a certificate saved from the console applies after
+        `reboot`), replaced atomically; removed when this boot serves no TLS, so the file never
+        names a certificate the device is not using. A write that fails is logged, not fatal.
+        """
+        settings = board.settings()
+        try:
+            if not serving:
+                path.unlink(missing_ok=True)
+                return
+            pem = settings[SETTING_CERT].rstrip("\n") + "\n" + (settings.get(SETTING_CHAIN) or "")
+            partial_path = path.with_name(path.name + ".tmp")
+            partial_path.write_text(pem)
+            partial_path.replace(path)
+        except OSError as exc:
+            log.error("--cert-out %s: %s", path, exc.strerror or exc)
+            return
+        self._cert_out_line = f"TLS certificate (PEM, for a client's CA file): {path}"
+
     def _announce(self, host: str, port: int, *, tls: bool) -> None:
         profile = self.profile
         lines = [
@@ -277,15 +306,17 @@ class Device:
             f"booted from {self.options.image}",
         ]
         lines += [f"POP3S on {h}:{p} (implicit TLS)" for h, p in self.pop3s_addresses]
+        if self._cert_out_line:
+            lines.append(self._cert_out_line)
         lines += [
-            f"POP3 on {host}:{port} (max {profile.int('pop3.max_sessions')} sessions, "
+            f"POP3 on {host}:{port} (max {plural(profile.int('pop3.max_sessions'), 'session')}, "
             f"idle logout {profile.int('pop3.idle_timeout_s')} s, "
             f"STLS {'offered' if tls else 'not available'})",
             f"RAM budget {self.budget.total // MIB} MiB",
         ]
         notice = self.board.settings().get("lab.notice")
         if notice:
-            lines += notice.splitlines()
+            lines += boot_notice(notice, self.board)  # only passwords still true
         if profile.str("pop3.plaintext_auth") == "always":
             lines.append("WARNING: plaintext USER/PASS allowed without TLS (lab setting)")
         if self.overrides:

@@ -48,6 +48,7 @@ from firmware.security.sasl import (
     new_mechanism,
     offered_mechanisms,
 )
+from firmware.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +446,10 @@ class Pop3Protocol:
                 "limit", self.peer, limit="login-delay", box=name, session=self.session_id
             )
             return Reply(
-                _line(f"-ERR [LOGIN-DELAY] wait {login_delay} seconds between logins to a box")
+                _line(
+                    f"-ERR [LOGIN-DELAY] wait {plural(login_delay, 'second')} "
+                    "between logins to a box"
+                )
             )
         try:
             listing = self._store.messages(name)
@@ -472,7 +476,10 @@ class Pop3Protocol:
         self._live_count = len(self._uids)
         self._live_octets = sum(self._sizes)
         return Reply(
-            _line(f"+OK {name} has {self._live_count} messages ({self._live_octets} octets)")
+            _line(
+                f"+OK {name} has {plural(self._live_count, 'message')} "
+                f"({plural(self._live_octets, 'octet')})"
+            )
         )
 
     def _cmd_quit(self, rest: str) -> Reply:
@@ -497,7 +504,8 @@ class Pop3Protocol:
             if isinstance(index, Reply):
                 return index
             return Reply(b"+OK %d %d\r\n" % (index + 1, self._sizes[index]))
-        head = b"+OK %d messages (%d octets)\r\n" % (self._live_count, self._live_octets)
+        count, size = plural(self._live_count, "message"), plural(self._live_octets, "octet")
+        head = f"+OK {count} ({size})\r\n".encode("ascii")
         return Reply(head, self._listing_body(self._sizes))
 
     def _cmd_uidl(self, rest: str) -> Reply:
@@ -582,7 +590,8 @@ class Pop3Protocol:
         self._live_count = len(self._uids)
         self._live_octets = sum(self._sizes)
         return Reply(
-            b"+OK maildrop has %d messages (%d octets)\r\n" % (self._live_count, self._live_octets)
+            f"+OK maildrop has {plural(self._live_count, 'message')} "
+            f"({plural(self._live_octets, 'octet')})\r\n".encode("ascii")
         )
 
     # -- UPDATE --------------------------------------------------------------------------
@@ -608,7 +617,8 @@ class Pop3Protocol:
         finally:
             self.end()
         self._stats.messages_deleted += len(uids)
-        return Reply(b"+OK signing off (%d messages left)\r\n" % left, close=True)
+        bye = f"+OK signing off ({plural(left, 'message')} left)\r\n"
+        return Reply(bye.encode("ascii"), close=True)
 
 
 _Handler = Callable[[Pop3Protocol, str], Reply]

@@ -27,6 +27,7 @@ from firmware.errors import (
 from firmware.scanner.encode import FORMAT_MODES
 from firmware.scanner.job import ScanRequest, ScanResult
 from firmware.store.board import Board
+from firmware.text import plural
 
 log = logging.getLogger("dpfw.scanner.feeder")
 
@@ -62,7 +63,7 @@ class FeederStats:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.failed.items()))
         text = (
             f"scan feeder {self.rate_per_min:g} jobs/min: {self.done} done "
-            f"({self.pages} pages, {self.bytes_stored} bytes), {failed} failed"
+            f"({plural(self.pages, 'page')}, {plural(self.bytes_stored, 'byte')}), {failed} failed"
         )
         return f"{text} ({reasons})" if reasons else text
 
@@ -170,11 +171,11 @@ class ScanFeeder:
             self._pages += result.pages
             self._bytes += result.size
             log.info(
-                "scan feeder: job %04d, %d page(s) into %s (%d bytes)",
+                "scan feeder: job %04d, %s into %s (%s)",
                 result.job_number,
-                result.pages,
+                plural(result.pages, "page"),
                 result.box,
-                result.size,
+                plural(result.size, "byte"),
             )
         finally:
             self._limiter.release_on_behalf_of(token)

@@ -23,6 +23,7 @@ from firmware.scanner.encode import FORMAT_MODES, FORMATS, DocumentWriter, open_
 from firmware.scanner.mime import ScanMessageInfo, attachment_names, write_message
 from firmware.scanner.render import MODES, PageSpec, parse_resolution, render_page
 from firmware.store.board import Board, MessageInfo
+from firmware.text import plural
 
 JOB_NUMBER_LIMIT = 10000  # job numbers run 0001..9999 and wrap, as on the device panel
 
@@ -75,8 +76,8 @@ def check_request(req: ScanRequest, profile: Profile) -> None:
         raise DeviceError(f"a scan job needs at least 1 page, not {req.pages}")
     if req.pages > max_pages:
         raise DeviceError(
-            f"scan job of {req.pages} pages refused: {profile.model} takes at most "
-            f"{max_pages} pages per job (scan.max_pages_per_job)"
+            f"scan job of {plural(req.pages, 'page')} refused: {profile.model} takes at most "
+            f"{plural(max_pages, 'page')} per job (scan.max_pages_per_job)"
         )
     offered = (
         ("resolution", req.dpi, "scan.resolutions"),

@@ -32,6 +32,8 @@ SETTING_CERT = "tls.cert_pem"
 SETTING_KEY = "tls.key_pem"
 SETTING_CHAIN = "tls.chain_pem"
 
+# Also named in self-signed certificates, so lab clients on the same host can verify them.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 SELF_SIGNED_DAYS = 3650  # a lab device is not re-keyed; `dpfw tls selfsign` makes a new one
 MIN_RSA_BITS = 2048
 
@@ -74,10 +76,27 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def make_self_signed(
-    hostname: str, *, days: int = SELF_SIGNED_DAYS, now: dt.datetime | None = None
+    hostname: str,
+    *,
+    loopback: bool = True,
+    days: int = SELF_SIGNED_DAYS,
+    now: dt.datetime | None = None,
 ) -> tuple[str, str]:
-    """(cert_pem, key_pem): a fresh self-signed server certificate naming `hostname`."""
+    """(cert_pem, key_pem): a fresh self-signed server certificate naming `hostname`.
+
+    With `loopback` (the default) the certificate also names LOOPBACK_NAMES, so a lab client
+    that connects to localhost or 127.0.0.1 can verify it (`curl --cacert`). A self-signed
+    certificate is a lab certificate; a device on a real network imports one that names only
+    its host name (`dpfw tls import`), or makes one with `loopback=False`.
+    """
     if not hostname or len(hostname) > 253:
         raise TlsError(f"host name {hostname!r} cannot be put in a certificate")
     start = (now or _now()) - dt.timedelta(minutes=5)  # tolerate a client clock slightly behind
@@ -88,11 +107,8 @@ def make_self_signed(
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dpfw simulated device"),
         ]
     )
-    alt: x509.GeneralName
-    try:
-        alt = x509.IPAddress(ipaddress.ip_address(hostname))
-    except ValueError:
-        alt = x509.DNSName(hostname)
+    names = [hostname, *(LOOPBACK_NAMES if loopback else ())]
+    alt = [_general_name(n) for n in dict.fromkeys(names)]  # in order, without repeats
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -101,7 +117,7 @@ def make_self_signed(
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -314,7 +330,10 @@ def settings_for(
 
 
 def device_certificate_settings(hostname: str) -> dict[str, str | None]:
-    """Settings for a fresh self-signed certificate: what `image create` stores."""
+    """Settings for a fresh self-signed certificate: what `image create` and `image demo` store.
+
+    It names `hostname` and LOOPBACK_NAMES (see `make_self_signed`).
+    """
     cert_pem, key_pem = make_self_signed(hostname)
     return settings_for(cert_pem, key_pem)
 

@@ -34,6 +34,7 @@ from firmware.store.log import (
     kind_name,
 )
 from firmware.store.wire import WireEncoder, take_lines
+from firmware.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,10 @@ class Board:
         if torn is not None:
             self._report_torn(torn, repair)
         log.debug(
-            "%s: replayed %d records in %.3f s", self.path, len(records), time.monotonic() - started
+            "%s: replayed %s in %.3f s",
+            self.path,
+            plural(len(records), "record"),
+            time.monotonic() - started,
         )
 
     def _report_torn(self, torn: TornTail, repair: bool) -> None:
@@ -422,7 +426,7 @@ class Board:
         limit = self.profile.int("mailbox.max_boxes")
         if len(self._state.boxes) >= limit:
             raise QuotaError(
-                f"cannot add box {name!r}: the profile allows {limit} boxes "
+                f"cannot add box {name!r}: the profile allows {plural(limit, 'box')} "
                 "(mailbox.max_boxes) and all are in use"
             )
         if not password:
@@ -439,7 +443,8 @@ class Board:
         if state.seqs:
             if not purge:
                 raise BoxError(
-                    f"box {name!r} holds {len(state.seqs)} messages; delete them first "
+                    f"box {name!r} holds {plural(len(state.seqs), 'message')}; "
+                    f"delete {'it' if len(state.seqs) == 1 else 'them'} first "
                     "or purge the box"
                 )
             self._delete_seqs(list(state.seqs), rec.box_id)
@@ -496,8 +501,8 @@ class Board:
         max_messages = self.profile.int("mailbox.max_messages")
         if len(state.seqs) >= max_messages:
             raise QuotaError(
-                f"box {box!r} is full: it holds {len(state.seqs)} messages, the profile allows "
-                f"{max_messages} (mailbox.max_messages)"
+                f"box {box!r} is full: it holds {plural(len(state.seqs), 'message')}, "
+                f"the profile allows {max_messages} (mailbox.max_messages)"
             )
         quota_left = self.profile.int("mailbox.quota_mib") * MiB - state.bytes
         template = Header(0, KIND_MESSAGE, self._next_seq, 0, 0, rec.box_id, time.time())

@@ -6,6 +6,7 @@ network you do not control.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -13,6 +14,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from firmware.config.profile import factory
+from firmware.security.credentials import verify_password
 from firmware.store.board import Board
 
 MODEL = "DP-3530"
@@ -65,10 +67,54 @@ def demo_messages(box: str, host: str) -> list[bytes]:
     ]
 
 
+NOTICE_PREFIX = "LAB IMAGE: "
+_NOTICE = re.compile(
+    r"LAB IMAGE: POP3 boxes \(user/password\) (?P<boxes>.*); console admin password (?P<admin>.+)"
+)
+
+
 def lab_notice() -> str:
-    """What the device prints at every boot of a demo image, so the lab can log in."""
+    """The `lab.notice` setting of a demo image: the passwords it was made with.
+
+    The device does not print it as stored: `boot_notice` prints only the passwords that are
+    still true at that boot.
+    """
     boxes = ", ".join(f"{name}/{password}" for name, password in BOXES.items())
     return f"LAB IMAGE: POP3 boxes (user/password) {boxes}; console admin password {ADMIN_PASSWORD}"
+
+
+def boot_notice(notice: str, board: Board) -> list[str]:
+    """The banner lines for a `lab.notice`: only passwords that still verify on `board`.
+
+    A password changed since the image was made (console `passwd`, `box passwd`, `dpfw box
+    passwd`) or a deleted box is left out, so a boot never prints a password that is no
+    longer true. Checked at every boot against the stored SCRAM keys (PBKDF2, a few ms each).
+    A notice in another format has no passwords this code knows of and is returned as is.
+    """
+    match = _NOTICE.fullmatch(notice.strip())
+    if match is None:
+        return notice.splitlines()
+    shown: list[str] = []
+    stale: list[str] = []
+    for pair in match["boxes"].split(", "):
+        name, _, password = pair.partition("/")
+        credentials = board.box_credentials(name)
+        if credentials is None:
+            continue  # the box is gone: nothing to log in to
+        if verify_password(credentials, password):
+            shown.append(f"{name}/{password}")
+        else:
+            stale.append(f"box {name}")
+    parts = []
+    if shown:
+        parts.append(f"POP3 boxes (user/password) {', '.join(shown)}")
+    if board.check_admin_password(match["admin"]):
+        parts.append(f"console admin password {match['admin']}")
+    else:
+        stale.append("console admin")
+    if stale:
+        parts.append(f"changed since the image was made (not shown): {', '.join(stale)}")
+    return [NOTICE_PREFIX + "; ".join(parts)]
 
 
 def create_demo(path: Path, *, size: int | None = None) -> Board:

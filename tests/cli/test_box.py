@@ -55,7 +55,7 @@ def test_del_refused_while_holding_messages_unless_purge(image: Path, tmp_path: 
     msg.write_bytes(b"Subject: x\n\nhi\n")
     dpfw("deliver", str(image), "alice", str(msg))
     proc = dpfw("box", "del", str(image), "alice", check=False)
-    assert proc.returncode == 1 and "holds 1 messages" in proc.stderr
+    assert proc.returncode == 1 and "holds 1 message; delete it first" in proc.stderr
     dpfw("box", "del", str(image), "alice", "--purge")
     with Board.open(image) as board:
         assert board.boxes() == []

@@ -18,7 +18,7 @@ from firmware.config.profile import factory
 from firmware.errors import DeviceError
 from firmware.store.board import Board
 
-STORED = re.compile(r"stored job (\d{4}) in (\S+): uid (\S+) size (\d+) \((\d+) pages, (.+)\)")
+STORED = re.compile(r"stored job (\d{4}) in (\S+): uid (\S+) size (\d+) \((\d+) pages?, (.+)\)")
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_defaults_come_from_the_profile(image: Path) -> None:
     code, out, _ = dpfw_scan(str(image), "alice", "--mode", "gray")
     assert code == 0
     assert out.strip().endswith(".pdf)")  # gray defaults to PDF
-    assert "(1 pages," in out
+    assert "(1 page," in out
 
 
 def test_jpeg_job_reports_its_files(image: Path) -> None:

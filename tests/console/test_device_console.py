@@ -176,3 +176,53 @@ def test_stdio_console_over_a_pipe(demo_image: Path) -> None:
     assert "model      DP-3530\r\n" in text
     assert text.endswith("shutting down ...\r\nsession closed by shutdown\r\nPassword: ")
     assert proc.returncode == 0
+
+
+def lab_lines(device: DeviceProcess, boots: int = 1) -> list[str]:
+    """The LAB IMAGE banner lines, once `boots` of them were printed (after 'POP3 on')."""
+    deadline = time.monotonic() + 30
+    while True:
+        lines = [line for line in device.lines if line.startswith("dpfw: LAB IMAGE: ")]
+        if len(lines) >= boots or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_the_boot_banner_prints_only_lab_passwords_still_true(
+    demo_image: Path, start_device: type[DeviceProcess]
+) -> None:
+    """Console `passwd` and `box passwd alice`, `reboot`: the banner drops both passwords;
+    a second `dpfw run` of the same image still does."""
+    device = start_device(demo_image, "--console", "pty")
+    device.wait_booted()
+    assert lab_lines(device) == [
+        "dpfw: LAB IMAGE: POP3 boxes (user/password) alice/alice-lab, bob/bob-lab; "
+        "console admin password admin-lab"
+    ]
+    assert device.console_path is not None
+    term = Terminal(device.console_path)
+    try:
+        term.login()
+        term.run("passwd", until="Current password: ")
+        term.run(DEMO_ADMIN_PASSWORD, until="New password: ")
+        term.run("admin-new-1", until="Again: ")
+        assert "password changed" in term.run("admin-new-1")
+        term.run("box passwd alice", until="New password for box alice: ")
+        term.run("alice-new-1", until="Again: ")
+        term.run("alice-new-1")
+        term.run("reboot", until="Password: ")
+        wait_second_boot(device)
+    finally:
+        term.close()
+    expected = (
+        "dpfw: LAB IMAGE: POP3 boxes (user/password) bob/bob-lab; changed since the image "
+        "was made (not shown): box alice, console admin"
+    )
+    assert lab_lines(device, boots=2)[-1] == expected
+    assert device.stop() == 0
+
+    again = start_device(demo_image)
+    again.wait_booted()
+    assert lab_lines(again) == [expected]
+    assert not any("alice-lab" in line or "admin-lab" in line for line in again.lines)
+    assert again.stop() == 0

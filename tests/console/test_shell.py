@@ -544,7 +544,7 @@ def test_scan_hands_an_action_to_the_transport_and_holds_input(admin_term: Term)
     add_box(admin_term, "alice")
     shell = admin_term.shell
     out = admin_term.type("scan alice pages=2 dpi=200x200 mode=mono format=pdf\rstatus\r")
-    assert out.endswith("scanning 2 page(s) into box alice ...\r\n")
+    assert out.endswith("scanning 2 pages into box alice ...\r\n")
     action = shell.take_action()
     assert isinstance(action, ScanAction)
     assert (action.request.box, action.request.pages, action.request.format) == ("alice", 2, "pdf")
@@ -599,7 +599,7 @@ async def test_a_scan_runs_into_the_box(admin_term: Term, device: BenchDevice) -
     action = admin_term.shell.take_action()
     assert isinstance(action, ScanAction)
     text = await admin_term.shell.admin.scan(action.request)
-    assert text.startswith("scan job 0001 done: 1 page(s)")
+    assert text.startswith("scan job 0001 done: 1 page,")
     assert admin_term.shell.finish_action(text).endswith(b"DP-3530> ")
     assert device.scans_done == 1
     assert len(device.board.messages("alice")) == 1
@@ -701,13 +701,27 @@ def test_tls_show_describes_the_factory_certificate(admin_term: Term, device: Be
     hostname = device.profile.str("identity.hostname")
     info = tls.describe(device.board.settings()[tls.SETTING_CERT])
     assert f"subject:     {info.subject}\n" in out
-    assert f"names:       DNS:{hostname}\n" in out
+    assert f"names:       DNS:{hostname}, DNS:localhost, IP:127.0.0.1, IP:::1\n" in out
     assert re.search(r"^valid until: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", out, re.M)
     digest = re.search(r"^sha256:      (\S+)\n {13}(\S+)$", out, re.M)
     assert digest is not None and digest.group(1) + digest.group(2) == info.sha256_fingerprint
     assert "usable:      yes\n" in out
     assert "in service:  no TLS now\n" in out  # the bench device runs no POP3 service
     assert "saved since boot" not in out
+
+
+def test_tls_show_pem_prints_the_certificate_never_the_key(
+    admin_term: Term, device: BenchDevice
+) -> None:
+    out = admin_term.run("tls show pem")
+    cert_pem = device.board.settings()[tls.SETTING_CERT]
+    assert out == cert_pem.rstrip() + "\n"
+    assert "PRIVATE KEY" not in out
+    one_error_line(admin_term.run("tls show key"))
+    admin_term.run("tls selfsign")
+    out = admin_term.run("tls show pem")
+    assert "(saved since boot: in service after reboot)\n-----BEGIN CERTIFICATE-----" in out
+    assert device.board.settings()[tls.SETTING_CERT].rstrip() in out
 
 
 def test_tls_selfsign_makes_a_new_certificate_for_the_hostname(
@@ -721,12 +735,14 @@ def test_tls_selfsign_makes_a_new_certificate_for_the_hostname(
     )
     after = stored_tls(device)
     assert after[0] != before[0] and after[1] != before[1]
-    assert tls.check_pair(after[0] or "", after[1] or "").san == (f"DNS:{hostname}",)
+    loopback = ("DNS:localhost", "IP:127.0.0.1", "IP:::1")
+    assert tls.check_pair(after[0] or "", after[1] or "").san == (f"DNS:{hostname}", *loopback)
     assert "saved since boot: in service after reboot" in admin_term.run("tls show")
     admin_term.run("tls selfsign 192.0.2.7")
-    assert tls.describe(stored_tls(device)[0] or "").san == ("IP:192.0.2.7",)
+    named = ("DNS:localhost", "IP:192.0.2.7", "IP:127.0.0.1", "IP:::1")
+    assert tls.describe(stored_tls(device)[0] or "").san == named
     one_error_line(admin_term.run('tls selfsign "two words"'))
-    assert tls.describe(stored_tls(device)[0] or "").san == ("IP:192.0.2.7",)
+    assert tls.describe(stored_tls(device)[0] or "").san == named
 
 
 def test_tls_import_reads_pasted_pem_up_to_the_end_marker(
@@ -739,7 +755,7 @@ def test_tls_import_reads_pasted_pem_up_to_the_end_marker(
     # What `openssl pkcs12 -nodes` prints: attribute lines between the blocks are ignored.
     ec_parameters = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"
     out = paste_pem(admin_term, f"Bag Attributes\n{leaf}{ec_parameters}{key}  \n{chain}{TLS_END}")
-    assert "TLS certificate imported with 1 chain certificate(s)" in out
+    assert "TLS certificate imported with 1 chain certificate " in out
     assert "(saved; applies after reboot)" in out and "names:       DNS:copier.lab.example" in out
     assert out.endswith("DP-3530> ")
     assert stored_tls(device) == (leaf, key, chain)
@@ -895,9 +911,7 @@ async def test_a_locked_box_shows_in_status_until_box_unlock(
     with pytest.raises(poplib.error_proto):  # locked: even the right password fails
         await trio.to_thread.run_sync(pop3_login, address)
     out = live_term.run("status")
-    assert re.search(
-        r"^locked\s+1 box\(es\) after failed logins \(`box unlock NAME`\):$", out, re.M
-    )
+    assert re.search(r"^locked\s+1 box after failed logins \(`box unlock NAME`\):$", out, re.M)
     assert re.search(r"^\s+alice 1[45]:\d\d$", out, re.M)
     assert re.search(rf"^logins\s+0 ok, {LOCKOUT_FAILURES + 1} failed; 0 evicted", out, re.M)
     assert re.search(r"^alice .* locked 1[45]:\d\d$", live_term.run("box list"), re.M)
@@ -921,7 +935,7 @@ async def test_status_shows_tls_and_sessions_in_tls(live_term: Term, live_device
     try:
         out = live_term.run("status")
         assert "1 of 16 sessions open, 1 in TLS" in out
-        assert "; 1 handshakes, 0 failed" in out
+        assert "; 1 handshake, 0 failed" in out
         assert re.search(r"^logins\s+1 ok, 0 failed", out, re.M)
     finally:
         await trio.to_thread.run_sync(client.quit)

@@ -298,7 +298,7 @@ async def test_box_operations(admin: DeviceAdmin, device: Device) -> None:
         admin.box_passwd("carol", "aaaa", "bbbb")
     assert admin.box_passwd("carol", "new-carol", "new-carol") == "password of box carol changed"
     assert device.board.box_credentials("carol") is not None
-    with pytest.raises(BoxError, match="holds 1 messages"):
+    with pytest.raises(BoxError, match="holds 1 message; delete it first"):
         admin.box_del("alice")
     assert "messages   1 of 1000" in admin.box_show("alice")
     assert admin.box_del("alice", purge=True) == "box alice deleted"
@@ -308,7 +308,7 @@ async def test_box_operations(admin: DeviceAdmin, device: Device) -> None:
 async def test_scan_into_a_box(admin: DeviceAdmin, device: Device) -> None:
     request = admin.prepare_scan("alice", ["pages=2", "mode=gray", "format=pdf"])
     text = await admin.scan(request)
-    assert re.fullmatch(r"scan job 0001 done: 2 page\(s\), .* stored in box alice as \S+", text)
+    assert re.fullmatch(r"scan job 0001 done: 2 pages, .* stored in box alice as \S+", text)
     assert device.scans_done == 1
     assert len(device.board.messages("alice")) == 2
     with pytest.raises(DeviceError, match="at most"):
@@ -324,7 +324,7 @@ async def test_admin_password(admin: DeviceAdmin, device: Device) -> None:
 
 
 async def test_fsck_compact_log(admin: DeviceAdmin) -> None:
-    assert re.fullmatch(r"fsck: \d+ records checked, all clean", admin.fsck())
+    assert re.fullmatch(r"fsck: \d+ records? checked, all clean", admin.fsck())
     assert admin.compact().startswith("compact: ")
     logging.getLogger("dpfw.test").warning("marker \x1b[31m line")
     assert admin.log(1).endswith("WARNING dpfw.test: marker ?[31m line")
@@ -356,7 +356,7 @@ async def test_status_counts_failed_logins_and_locks_until_unlock(
     await trio.to_thread.run_sync(pop3_refused, address, "alice", ALICE_PASSWORD)
     out = admin.status()
     assert re.search(rf"^logins\s+0 ok, {LOCKOUT_FAILURES + 1} failed;", out, re.M)
-    assert re.search(r"^locked\s+1 box\(es\) .*\n\s+alice 1[45]:\d\d$", out, re.M)
+    assert re.search(r"^locked\s+1 box .*\n\s+alice 1[45]:\d\d$", out, re.M)
     assert admin.box_unlock("alice") == "box alice unlocked; its failed-login count is cleared"
     assert "locked" not in admin.status()
     client = await trio.to_thread.run_sync(pop3_login, address)

@@ -408,7 +408,7 @@ def test_quit_commits_the_deletions_in_one_step(h: Harness, board: Board) -> Non
     uids = [m.uid for m in board.messages("alice")]
     s.send("DELE 1")
     s.send("DELE 3")
-    assert s.send("QUIT") == b"+OK signing off (1 messages left)\r\n"
+    assert s.send("QUIT") == b"+OK signing off (1 message left)\r\n"
     assert s.last is not None and s.last.close
     assert [m.uid for m in board.messages("alice")] == [uids[1]]
     assert h.locks.holder("alice") is None
@@ -582,7 +582,7 @@ def test_stuffed_dot_lines_on_store_chunk_boundaries(
     message = head + filler * filler_lines + pad + tail
     board.deliver("bob", message)
     s = h.session()
-    assert s.login("bob", BOB_PASSWORD).startswith(b"+OK bob has 1 messages")
+    assert s.login("bob", BOB_PASSWORD).startswith(b"+OK bob has 1 message (")
     size = int(s.send("LIST 1").split()[2])
     body = s.send("RETR 1").partition(b"\r\n")[2]
     assert unstuff(body) == message

@@ -63,7 +63,7 @@ def test_self_signed_certificate_names_the_host(device_pair: tuple[str, str]) ->
     cert_pem, key_pem = device_pair
     info = tls.describe(cert_pem)
     assert f"CN={HOST}" in info.subject
-    assert info.san == (f"DNS:{HOST}",)
+    assert info.san == (f"DNS:{HOST}", "DNS:localhost", "IP:127.0.0.1", "IP:::1")
     assert info.self_signed and info.key == "EC secp256r1"
     assert info.not_after - info.not_before == dt.timedelta(days=tls.SELF_SIGNED_DAYS)
     assert info.not_before <= dt.datetime.now(dt.UTC) < info.not_after
@@ -76,8 +76,27 @@ def test_self_signed_certificate_names_the_host(device_pair: tuple[str, str]) ->
 
 
 def test_self_signed_for_an_address_uses_an_ip_name() -> None:
-    cert_pem, _ = tls.make_self_signed("192.0.2.7")
+    cert_pem, _ = tls.make_self_signed("192.0.2.7", loopback=False)
     assert tls.describe(cert_pem).san == ("IP:192.0.2.7",)
+    cert_pem, _ = tls.make_self_signed("127.0.0.1")  # named once, not twice
+    assert tls.describe(cert_pem).san == ("DNS:localhost", "IP:127.0.0.1", "IP:::1")
+
+
+@pytest.mark.parametrize("name", [HOST, "localhost", "127.0.0.1", "::1"])
+def test_self_signed_certificate_verifies_for_the_host_and_loopback(
+    device_pair: tuple[str, str], name: str
+) -> None:
+    """What a lab client checks: curl/poplib with the certificate as CA, hostname checked."""
+    server_ctx = tls.server_context(*device_pair)
+    _, client = handshake(server_ctx, trusting(device_pair[0]), hostname=name)
+    assert client.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_without_loopback_names_a_loopback_client_cannot_verify() -> None:
+    pair = tls.make_self_signed(HOST, loopback=False)
+    assert tls.describe(pair[0]).san == (f"DNS:{HOST}",)
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+        handshake(tls.server_context(*pair), trusting(pair[0]), hostname="127.0.0.1")
 
 
 def test_self_signed_certificates_differ_each_time(device_pair: tuple[str, str]) -> None:
@@ -162,7 +181,7 @@ def ca_chain() -> tuple[trustme.CA, str, str, str]:
 
 
 def test_check_pair_accepts_the_device_pair(device_pair: tuple[str, str]) -> None:
-    assert tls.check_pair(*device_pair).san == (f"DNS:{HOST}",)
+    assert tls.check_pair(*device_pair).san == tls.describe(device_pair[0]).san
 
 
 def test_check_pair_accepts_a_ca_issued_chain_and_serves_it(
@@ -286,7 +305,13 @@ def test_device_certificate_settings_are_a_checked_pair() -> None:
     stored = tls.device_certificate_settings(HOST)
     cert, key = stored[tls.SETTING_CERT], stored[tls.SETTING_KEY]
     assert cert is not None and key is not None and stored[tls.SETTING_CHAIN] is None
-    assert tls.check_pair(cert, key).san == (f"DNS:{HOST}",)
+    # What `image create` and `image demo` store: the host name and the loopback names.
+    assert tls.check_pair(cert, key).san == (
+        f"DNS:{HOST}",
+        "DNS:localhost",
+        "IP:127.0.0.1",
+        "IP:::1",
+    )
 
 
 async def test_trio_sslstream_serves_with_the_device_context(device_pair: tuple[str, str]) -> None:

@@ -1,0 +1,50 @@
+"""Counts printed for people say "1 message", "2 messages": firmware/text.py and its users."""
+
+from __future__ import annotations
+
+import poplib
+from pathlib import Path
+
+import pytest
+
+from firmware.text import plural
+from tests.support import DeviceProcess, create_image, dpfw
+
+
+@pytest.mark.parametrize(
+    ("count", "noun", "expected"),
+    [
+        (0, "page", "0 pages"),
+        (1, "page", "1 page"),
+        (2, "page", "2 pages"),
+        (1, "box", "1 box"),
+        (3, "box", "3 boxes"),
+        (-1, "second", "-1 second"),
+        (1, "chain certificate", "1 chain certificate"),
+        (2, "datum", "2 data"),
+    ],
+)
+def test_plural(count: int, noun: str, expected: str) -> None:
+    form = "data" if noun == "datum" else None
+    assert plural(count, noun, form) == expected
+
+
+def test_one_message_and_one_page_on_the_cli_and_over_pop3(
+    tmp_path: Path, start_device: type[DeviceProcess]
+) -> None:
+    image = create_image(tmp_path / "board.img", size="4MiB")
+    dpfw("box", "add", str(image), "alice", "--password", "alice-pw")
+    out = dpfw("scan", str(image), "alice", "--pages", "1").stdout
+    assert "(1 page, " in out and "pages" not in out
+    out = dpfw("box", "list", str(image)).stdout
+    assert "alice\t1 message\t" in out and "messages" not in out
+    assert dpfw("image", "fsck", str(image)).stdout == "1 record checked, 0 problems\n"
+
+    device = start_device(image, "--set", "pop3.plaintext_auth=always")
+    port = device.wait_booted()
+    client = poplib.POP3("127.0.0.1", port, timeout=15)
+    client.user("alice")
+    assert client.pass_("alice-pw").startswith(b"+OK alice has 1 message (")
+    assert client.list()[0].startswith(b"+OK 1 message (")
+    assert client.quit() == b"+OK signing off (1 message left)"
+    assert device.stop() == 0
