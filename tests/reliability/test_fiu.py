@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from firmware.store.board import Board
-from tests.support import ADMIN_PASSWORD, DeviceProcess, create_image, dpfw
+from tests.support import DeviceProcess, create_image, dpfw
 
 pytestmark = pytest.mark.skipif(
     shutil.which("fiu-run") is None, reason="fiu-run (Debian fiu-utils) is not installed"
@@ -60,8 +60,17 @@ def fiu_dpfw(
 ) -> subprocess.CompletedProcess[str]:
     """`dpfw ARGS` under fiu-run with every image I/O point failing at `probability`."""
     return subprocess.run(
-        ["fiu-run", "-x", "-f", "", *_controls(probability), sys.executable, "-m", "firmware"]
-        + list(args),
+        [
+            "fiu-run",
+            "-x",
+            "-f",
+            "",
+            *_controls(probability),
+            sys.executable,
+            "-m",
+            "firmware",
+            *args,
+        ],
         input=stdin,
         capture_output=True,
         text=True,
@@ -127,7 +136,7 @@ def test_deliver_and_boot_under_random_io_faults(image: Path, tmp_path: Path) ->
         result = outcome(proc)
         outcomes["deliver " + result] += 1
         if result == "ok":
-            uid, size, _name = proc.stdout.split()
+            uid, _size, _name = proc.stdout.split()
             acked[uid] = data
         check_messages(image, acked, sent)
     for n in range(BOOT_RUNS):
