@@ -221,6 +221,7 @@ def test_pop3_sessions_under_random_io_faults(image: Path, tmp_path: Path) -> No
     deleted: set[str] = set()
     for _ in range(POP3_SESSIONS):
         client = poplib.POP3("127.0.0.1", port, timeout=20)
+        step = "login"
         try:
             client.user(BOX)
             client.pass_(PASSWORD)
@@ -229,16 +230,19 @@ def test_pop3_sessions_under_random_io_faults(image: Path, tmp_path: Path) -> No
                 for num, uid in (line.split() for line in map(bytes.decode, client.uidl()[1]))
             }
             first = min(uids)
+            step = "RETR"
             lines = client.retr(first)[1]
             assert b"\r\n".join(lines) + b"\r\n" == acked[uids[first]]
+            step = "DELE"
             client.dele(first)
+            step = "QUIT"
             client.quit()
             replies["session +OK"] += 1
             deleted.add(uids[first])
         except poplib.error_proto as exc:
             reply = exc.args[0].decode()
             assert reply.startswith("-ERR [SYS/"), reply
-            replies["session " + reply.split("]")[0] + "]"] += 1
+            replies[f"{step} " + reply.split("]")[0] + "]"] += 1
         finally:
             client.close()
         assert device.alive(), device.output()
