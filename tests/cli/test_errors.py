@@ -15,6 +15,7 @@ import os
 import resource
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -362,3 +363,21 @@ def test_sweep_every_command_with_bad_inputs(image: Path, tmp_path: Path) -> Non
         if not clean:
             failures.append(f"dpfw {' '.join(args)} -> {code}\n{err}")
     assert not failures, "\n".join(failures)
+
+
+def test_ctrl_c_during_a_scan(demo_image: Path) -> None:
+    """SIGINT in the middle of writing a job: one line, status 130, the image consistent."""
+    before = dpfw("box", "list", str(demo_image)).stdout
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware", "scan", str(demo_image), "alice", "--pages", "100"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.0)  # start-up and a few pages; a 100-page job takes far longer
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    line = one_error_line(subprocess.CompletedProcess([], proc.returncode, out, err), 130)
+    assert line == "dpfw: interrupted"
+    assert dpfw("image", "fsck", str(demo_image)).returncode == 0
+    assert dpfw("box", "list", str(demo_image)).stdout == before
