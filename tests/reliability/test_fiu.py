@@ -216,7 +216,7 @@ def test_pop3_sessions_under_random_io_faults(image: Path, tmp_path: Path) -> No
         acked[proc.stdout.split()[0]] = data
     device = FiuDevice(image, tmp_path / "ctl")
     port = device.wait_booted()
-    device.faults(0.15)
+    device.faults(0.08)
     replies: collections.Counter[str] = collections.Counter()
     deleted: set[str] = set()
     for _ in range(POP3_SESSIONS):
