@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +81,33 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
+def check_console(spec: str) -> None:
+    """Refuse a --console path that can never be a serial port (a regular file, a directory).
+
+    A path that does not exist yet is accepted: a USB serial adapter may be plugged in later,
+    and the console retries with back-off (docs/console.md). URLs are pyserial's to judge.
+    """
+    if spec in ("none", "pty", "stdio") or "://" in spec:
+        return
+    try:
+        mode = os.stat(spec).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DeviceError(f"--console {spec}: {exc.strerror}") from None
+    if not stat.S_ISCHR(mode):
+        raise DeviceError(
+            f"--console {spec}: not a serial port (not a character device); "
+            "use pty, stdio, none, a tty device or a pyserial URL"
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
     import trio
 
     from firmware.device.device import Device, RunOptions
 
+    check_console(args.console)
     options = RunOptions(
         image=args.image,
         overrides=dict(args.settings),

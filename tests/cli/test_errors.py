@@ -381,3 +381,15 @@ def test_ctrl_c_during_a_scan(demo_image: Path) -> None:
     assert line == "dpfw: interrupted"
     assert dpfw("image", "fsck", str(demo_image)).returncode == 0
     assert dpfw("box", "list", str(demo_image)).stdout == before
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_console_that_can_never_be_a_serial_port(image: Path, tmp_path: Path, kind: str) -> None:
+    """Used to run with a console retrying it for ever (ENOTTY / EISDIR, a WARNING each boot)."""
+    target = tmp_path / "console"
+    if kind == "file":
+        target.write_bytes(b"")
+    else:
+        target.mkdir()
+    proc = run_dpfw("run", str(image), "--pop3", "127.0.0.1:0", "--console", str(target))
+    assert "not a serial port" in one_error_line(proc)
