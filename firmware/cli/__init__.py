@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from firmware import __version__
+from firmware.cli import limits
 from firmware.errors import DeviceError
 
 # Each module has `register(subparsers)`; its sub-commands set `func(args) -> int`.
@@ -28,18 +31,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Run one `dpfw` command; its exit status. Every failure a user can cause or meet is one
+    `dpfw: ...` line on stderr and a non-zero status, never a traceback: 1 for a refusal or an
+    OS error, 130 for Ctrl-C, 2 for a bad command line (argparse)."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
     except DeviceError as exc:
-        print(f"dpfw: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc))
     except KeyboardInterrupt:
-        return 130
+        return _fail("interrupted", 130)
+    except EOFError:
+        return _fail("end of input where an answer was expected")
+    except BrokenPipeError:
+        # `dpfw ... | head`: the reader left; say nothing more on a stdout nobody reads.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except MemoryError:
+        return _fail(limits.memory_message())
+    except ImportError as exc:
+        # Under a small RLIMIT_AS, loading a C extension fails with "failed to map segment".
+        if limits.address_space_limit() is None:
+            raise
+        return _fail(limits.memory_message(f"loading {exc.name or 'a module'} failed"))
+    except OSError as exc:
+        # An OS error the command did not turn into its own message: name the file and why.
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}")
+    return code
+
+
+def _fail(message: str, code: int = 1) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        print(f"dpfw: {message}", file=sys.stderr, flush=True)
     return code

@@ -46,10 +46,18 @@ def read_secret(args: argparse.Namespace, what: str) -> str:
     if given is not None:
         secret = given
     elif getattr(args, f"{attr}_stdin"):
-        secret = sys.stdin.readline().rstrip("\r\n")
+        try:
+            secret = sys.stdin.readline().rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise DeviceError(f"the {what.replace('-', ' ')} on stdin is not UTF-8 text") from None
     elif sys.stdin.isatty():
-        secret = getpass.getpass(f"{what.replace('-', ' ').capitalize()}: ")
-        if getpass.getpass("Again: ") != secret:
+        try:
+            secret = getpass.getpass(f"{what.replace('-', ' ').capitalize()}: ")
+            again = getpass.getpass("Again: ")
+        except EOFError:  # Ctrl-D at the prompt; Ctrl-C is KeyboardInterrupt, for main()
+            print(file=sys.stderr)  # end the prompt's line
+            raise DeviceError(f"no {what.replace('-', ' ')} given (end of input)") from None
+        if again != secret:
             raise DeviceError(f"the two {what.replace('-', ' ')}s differ")
     else:
         raise DeviceError(f"no {what.replace('-', ' ')}: use --{what}-stdin or --{what}")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from firmware.errors import DeviceError
+from firmware.errors import DeviceError, ImageError
 from firmware.store.board import Board
 
 
@@ -28,8 +28,10 @@ def cmd_deliver(args: argparse.Namespace) -> int:
                 else:
                     with open(name, "rb") as f:
                         info = board.deliver(args.box, f)
-            except OSError as exc:
-                raise DeviceError(f"{name}: {exc.strerror}") from None
+            except OSError as exc:  # the message file (the image's own are ImageError)
+                raise DeviceError(f"{name}: {exc.strerror or exc}") from None
+            except ImageError:
+                raise  # the image, not this file, failed: its message names the image
             except DeviceError as exc:
                 raise DeviceError(f"{name}: {exc}") from None
             print(f"{info.uid} {info.size} {name}")

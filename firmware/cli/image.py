@@ -8,12 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from firmware.cli.common import add_secret_options, parse_size, read_secret
-from firmware.config.budget import RamBudget
 from firmware.config.profile import MODELS, Profile, factory, parse_toml, shown
 from firmware.errors import DeviceError, ProfileError
-from firmware.scanner.job import ScanRequest, run_scan
 from firmware.security.credentials import check_password_policy
-from firmware.store import demo
 from firmware.store.board import Board
 from firmware.text import plural
 
@@ -64,7 +61,13 @@ def load_profile(text: str) -> Profile:
     path = Path(text)
     if not path.is_file():
         raise ProfileError(f"{shown(text)} is neither a model ({', '.join(MODELS)}) nor a file")
-    return parse_toml(path.read_text("utf-8"), str(path))
+    try:
+        toml = path.read_text("utf-8")
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not UTF-8 text, so not a profile TOML file") from None
+    return parse_toml(toml, str(path))
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -81,17 +84,24 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
+# A scanned document in each box, as a person at the copier would have left it:
+# (box, pages, dpi, mode, format) of a ScanRequest.
 DEMO_SCANS = (
-    ScanRequest(box="alice", pages=2, dpi="200x100", mode="mono", format="tiff"),
-    ScanRequest(box="bob", pages=1, dpi="200x200", mode="mono", format="pdf"),
+    ("alice", 2, "200x100", "mono", "tiff"),
+    ("bob", 1, "200x200", "mono", "pdf"),
 )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # Imported here: Pillow is only needed for the demo's scans (a smaller floor for the rest).
+    from firmware.config.budget import RamBudget
+    from firmware.scanner.job import ScanRequest, run_scan
+    from firmware.store import demo
+
     with demo.create_demo(args.image, size=args.size) as board:
-        # A scanned document in each box, as a person at the copier would have left it.
         budget = RamBudget(board.profile.int("memory.image_ram_mib") * 1024 * 1024)
-        for number, request in enumerate(DEMO_SCANS, start=1):
+        for number, (box, pages, dpi, mode, fmt) in enumerate(DEMO_SCANS, start=1):
+            request = ScanRequest(box=box, pages=pages, dpi=dpi, mode=mode, format=fmt)
             run_scan(request, board, budget, board.profile, job_number=number)
         print(f"created demo image {board.path} ({board.profile.model}, plaintext POP3 allowed)")
         print(f"console admin password: {demo.ADMIN_PASSWORD}")

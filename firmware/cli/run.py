@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import stat
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import trio
-
-from firmware.console.port import run_console
-from firmware.device.device import Device, RunOptions, Service
 from firmware.errors import DeviceError
 
 
@@ -21,6 +20,19 @@ def parse_address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:1110)")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
+
+
+def parse_scan_feed(text: str) -> float:
+    """'6' or '0.5' jobs per minute; 0 means off. NaN, infinities and negatives are refused."""
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs per minute") from None
+    if not math.isfinite(rate) or rate < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not allowed; expected 0 (off) or a positive number of jobs per minute"
+        )
+    return rate
 
 
 def parse_setting(text: str) -> tuple[str, str]:
@@ -62,7 +74,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--scan-feed",
-        type=float,
+        type=parse_scan_feed,
         default=0.0,
         metavar="RATE",
         help="lab feeder: scan RATE jobs per minute into random boxes",
@@ -76,7 +88,34 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
+def check_console(spec: str) -> None:
+    """Refuse a --console path that can never be a serial port (a regular file, a directory).
+
+    A path that does not exist yet is accepted: a USB serial adapter may be plugged in later,
+    and the console retries with back-off (docs/console.md). URLs are pyserial's to judge.
+    """
+    if spec in ("none", "pty", "stdio") or "://" in spec:
+        return
+    try:
+        mode = os.stat(spec).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DeviceError(f"--console {spec}: {exc.strerror}") from None
+    if not stat.S_ISCHR(mode):
+        raise DeviceError(
+            f"--console {spec}: not a serial port (not a character device); "
+            "use pty, stdio, none, a tty device or a pyserial URL"
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
+    import trio
+
+    from firmware.console.port import run_console
+    from firmware.device.device import Device, RunOptions, Service
+
+    check_console(args.console)
     options = RunOptions(
         image=args.image,
         overrides=dict(args.settings),
@@ -91,14 +130,20 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return trio.run(Device(options, services).run)
     except BaseExceptionGroup as group:
-        # A refused boot (missing image, in use, corrupt) leaves the nursery wrapped in a
-        # group: report it as the one clear line every other command gives.
-        refusals, rest = group.split(DeviceError)
-        if refusals is not None and rest is None:
-            raise _first_leaf(refusals) from None
+        # A refused boot (missing image, in use, corrupt, an address that cannot be bound) or
+        # a limit of the host (RLIMIT_AS) leaves the nursery wrapped in a group: report it as
+        # the one clear line every other command gives (firmware.cli.main). Anything else is
+        # our own bug and keeps its traceback.
+        expected, rest = group.split(_EXPECTED)
+        if expected is not None and rest is None:
+            raise _first_leaf(expected) from None
         raise
 
 
-def _first_leaf(group: BaseExceptionGroup[DeviceError]) -> DeviceError:
+# What main() turns into one line; KeyboardInterrupt is Ctrl-C before the signal handler.
+_EXPECTED = (DeviceError, OSError, MemoryError, ImportError, KeyboardInterrupt)
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.config.budget import RamBudget
 from firmware.config.profile import COLOR_MODES, FORMATS, RESOLUTIONS, Profile
 from firmware.errors import DeviceError
-from firmware.scanner.job import JOB_NUMBER_LIMIT, ScanRequest, ScanResult, run_scan
 from firmware.text import plural
+
+if TYPE_CHECKING:  # the scanner (Pillow) is imported when a scan runs, not for every command
+    from firmware.scanner.job import ScanRequest, ScanResult
 
 MIB = 1024 * 1024
 
@@ -43,13 +45,15 @@ def register(sub: Any) -> None:
         type=int,
         default=1,
         metavar="N",
-        help=f"job number printed on the pages and in the file name (1..{JOB_NUMBER_LIMIT - 1})",
+        help="job number printed on the pages and in the file name (1..9999)",
     )
     p.set_defaults(func=_scan)
 
 
 def request_from_args(args: argparse.Namespace, profile: Profile) -> ScanRequest:
     """Fill the defaults the profile decides (first offered resolution, format by mode)."""
+    from firmware.scanner.job import ScanRequest
+
     dpi = args.dpi or profile.list("scan.resolutions")[0]
     fmt = args.format or ("tiff" if args.mode == "mono" else "pdf")
     return ScanRequest(box=args.box, pages=args.pages, dpi=dpi, mode=args.mode, format=fmt)
@@ -57,6 +61,7 @@ def request_from_args(args: argparse.Namespace, profile: Profile) -> ScanRequest
 
 def scan_image(image: Path, args: argparse.Namespace) -> ScanResult:
     """Open the board, run the job with the profile's RAM budget, close the board."""
+    from firmware.scanner.job import run_scan
     from firmware.store.board import Board
 
     board = Board.open(image)
@@ -70,6 +75,8 @@ def scan_image(image: Path, args: argparse.Namespace) -> ScanResult:
 
 
 def _scan(args: argparse.Namespace) -> int:
+    from firmware.scanner.job import JOB_NUMBER_LIMIT
+
     if not 0 < args.job < JOB_NUMBER_LIMIT:
         raise DeviceError(f"--job {args.job} is not allowed; expected 1..{JOB_NUMBER_LIMIT - 1}")
     result = scan_image(args.image, args)

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from firmware.errors import DeviceError
-from firmware.security import tls
 from firmware.store.board import Board
 from firmware.text import plural
+
+# firmware.security.tls (cryptography, a slow and large import) is imported by the commands.
 
 # NVRAM is small: a server certificate with a few intermediates is a few KiB.
 MAX_PEM_BYTES = 64 * 1024
@@ -45,6 +46,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def describe_settings(settings: Mapping[str, str]) -> list[str]:
     """What `tls show` prints for a board's settings; DeviceError if there is no certificate."""
+    from firmware.security import tls
+
     cert_pem = settings.get(tls.SETTING_CERT)
     if not cert_pem:
         raise DeviceError("no TLS certificate on this board; `dpfw tls selfsign IMG` makes one")
@@ -79,6 +82,8 @@ def _store(board: Board, settings: Mapping[str, str | None]) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from firmware.security import tls
+
     with Board.open(args.image) as board:
         settings = dict(board.settings())
     if args.pem:
@@ -93,6 +98,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from firmware.security import tls
+
     cert_pem = _read_pem(args.cert, "--cert")
     key_pem = _read_pem(args.key, "--key")
     chain_pem = _read_pem(args.chain, "--chain") if args.chain else None
@@ -105,6 +112,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_selfsign(args: argparse.Namespace) -> int:
+    from firmware.security import tls
+
     with Board.open(args.image) as board:
         hostname = args.hostname or board.profile.str("identity.hostname")
         cert_pem, key_pem = tls.make_self_signed(hostname, loopback=args.loopback)

@@ -8,12 +8,14 @@ lives in the board image, which the device opens at boot and closes at shutdown 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import signal
+import socket
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -74,6 +76,19 @@ def apply_overrides(stored: Profile, overrides: Mapping[str, str]) -> Profile:
 
 Service = Callable[["Device"], Awaitable[None]]
 """A task that lives as long as the device process, across reboots (e.g. the admin console)."""
+
+
+@contextlib.contextmanager
+def _listen_errors(service: str, host: str, port: int) -> Iterator[None]:
+    """A listener that cannot start (EADDRINUSE, EADDRNOTAVAIL, an unknown host name, EACCES
+    for a port below 1024) as one `DeviceError` naming the service, the address and why."""
+    try:
+        yield
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if isinstance(exc, socket.gaierror):
+            why = f"cannot resolve {host!r}: {why}"
+        raise DeviceError(f"cannot listen for {service} on {host}:{port}: {why}") from None
 
 
 class Device:
@@ -241,11 +256,13 @@ class Device:
             async with trio.open_nursery() as nursery:
                 if self.options.pop3s is not None and context is not None:
                     s_host, s_port = self.options.pop3s
-                    s_bound = await nursery.start(
-                        partial(self.pop3.serve, s_host, s_port, implicit_tls=True)
-                    )
+                    with _listen_errors("POP3S", s_host, s_port):
+                        s_bound = await nursery.start(
+                            partial(self.pop3.serve, s_host, s_port, implicit_tls=True)
+                        )
                     self.pop3s_addresses = [(s_host, int(s_bound))]
-                bound = await nursery.start(self.pop3.serve, host, port)
+                with _listen_errors("POP3", host, port):
+                    bound = await nursery.start(self.pop3.serve, host, port)
                 self.pop3_addresses = [(host, int(bound))]
                 self._announce(host, int(bound), tls=context is not None)
                 self._booted.set()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from construct import ConstructError
 
@@ -34,6 +35,7 @@ from firmware.flash.layout import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MIN_IMAGE_SIZE = 256 * 1024
 MAX_IMAGE_SIZE = 1 << 40
@@ -160,7 +162,7 @@ class Image:
         cls._lock(path, fd)
         image = cls(path, fd, geometry)
         try:
-            os.ftruncate(fd, size)
+            image._call("create", os.ftruncate, fd, size)
             image._pwrite_all(
                 Superblock.build(
                     {
@@ -185,11 +187,12 @@ class Image:
             image._write_slot(0, 1, nvram)
             image.nvram_sequence = 1
             image.nvram_slots = [1, None]
-            os.fsync(fd)
+            image._call("fsync", os.fsync, fd)
             _fsync_dir(path)
         except BaseException:
             image.close()
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
             raise
         return image
 
@@ -214,7 +217,11 @@ class Image:
 
     @staticmethod
     def _read_superblock(path: Path, fd: int) -> Geometry:
-        raw = os.pread(fd, SUPERBLOCK_AREA, 0)
+        try:
+            raw = os.pread(fd, SUPERBLOCK_AREA, 0)
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            raise _os_error(path, "read of the superblock", exc) from None
         try:
             prefix = SuperblockPrefix.parse(raw)
         except (ConstructError, ValueError, TypeError):
@@ -233,7 +240,6 @@ class Image:
                 f"{path}: superblock CRC mismatch; the image is corrupt and is not repaired "
                 "automatically"
             ) from None
-        size = os.fstat(fd).st_size
         geometry = Geometry(
             int(sb.image_size),
             int(sb.block_size),
@@ -265,7 +271,15 @@ class Image:
         return self.geometry.nvram_offset + slot * self.geometry.nvram_slot_size
 
     def _read_slot(self, slot: int) -> tuple[int, bytes] | None:
-        raw = self.ops.pread(self._fd, self.geometry.nvram_slot_size, self._slot_offset(slot))
+        # A slot that cannot be read is an error, not an invalid slot: falling back to the other
+        # slot would boot an older generation and the next write would overwrite the newer one.
+        raw = self._call(
+            f"read of NVRAM slot {slot}",
+            self.ops.pread,
+            self._fd,
+            self.geometry.nvram_slot_size,
+            self._slot_offset(slot),
+        )
         try:
             parsed = NvramSlot.parse(raw).body.value
         except (ConstructError, ValueError, TypeError):
@@ -415,17 +429,35 @@ class Image:
 
     def _io_error(self, what: str, exc: OSError) -> ImageError | StorageFullError:
         """The host file system failed us: say so, as the device's own kind of error."""
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return StorageFullError(
-                f"storage full: the file system holding {self.path} is full ({what} failed)"
-            )
-        return ImageError(f"{self.path}: {what} failed: {exc.strerror}")
+        return _os_error(self.path, what, exc)
+
+    def _call(self, what: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """`fn(*args)` with an OSError turned into the device's own error (see `_os_error`)."""
+        try:
+            return fn(*args)
+        except OSError as exc:
+            raise self._io_error(what, exc) from None
 
     def close(self) -> None:
-        """Release the lock and the file."""
+        """Release the lock and the file. Everything was synced before; a failing close(2)
+        (EIO from a network file system) is logged, not raised: there is nothing to retry."""
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError as exc:
+                log.warning("%s: close failed: %s", self.path, exc.strerror)
+
+
+def _os_error(path: Path, what: str, exc: OSError) -> ImageError | StorageFullError:
+    """An OSError on the image file as the device's own error: ENOSPC/EDQUOT are
+    `StorageFullError`, anything else (EIO, ENXIO, EISDIR, ...) `ImageError`
+    ("IMG: read failed: Input/output error")."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError(
+            f"storage full: the file system holding {path} is full ({what} failed)"
+        )
+    return ImageError(f"{path}: {what} failed: {exc.strerror or exc}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -435,5 +467,8 @@ def _fsync_dir(path: Path) -> None:
         return
     try:
         os.fsync(dfd)
+    except OSError as exc:
+        raise _os_error(path, "fsync of the directory", exc) from None
     finally:
-        os.close(dfd)
+        with contextlib.suppress(OSError):
+            os.close(dfd)

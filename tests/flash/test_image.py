@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from pathlib import Path
 
 import pytest
 
 from firmware.errors import ImageError, ImageInUseError, StorageFullError
-from firmware.flash.image import MIN_IMAGE_SIZE, Geometry, Image
+from firmware.flash.image import MIN_IMAGE_SIZE, FileOps, Geometry, Image
 from firmware.flash.layout import FORMAT_VERSION, SUPERBLOCK_MAGIC
 
 
@@ -151,3 +153,29 @@ def test_trace_sees_every_write_and_sync(tmp_path: Path) -> None:
     image.write_nvram(b"x")
     assert seen == ["write", "erase", "sync", "write", "sync"]
     image.close()
+
+
+def test_an_unreadable_nvram_slot_is_an_error_not_an_older_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slot 1 holds the newer generation; if reading it fails with EIO, booting slot 0's older
+    one would let the next NVRAM write land on slot 1 and lose the newer generation for good."""
+    path = tmp_path / "i.img"
+    image = make(path)
+    image.write_nvram(b"second")  # into slot 1
+    slot1 = image.geometry.nvram_offset + image.geometry.nvram_slot_size
+    image.close()
+    real = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        if offset == slot1:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(FileOps, "pread", staticmethod(pread))
+    with pytest.raises(ImageError, match="read of NVRAM slot 1 failed: Input/output error"):
+        Image.open(path)
+    monkeypatch.undo()
+    image, nvram = Image.open(path)
+    image.close()
+    assert nvram == b"second"
