@@ -39,7 +39,6 @@ LAYERS: dict[str, int] = {
     # The running device, its operations, its front-ends, the command line.
     "firmware.device": 4,
     "firmware.ops": 5,
-    "firmware.device.admin": 5,
     "firmware.console": 6,
     "firmware.http": 6,
     "firmware.cli": 7,
