@@ -10,6 +10,8 @@ from typing import Any
 from firmware.cli.common import add_secret_options, parse_size, read_secret
 from firmware.config.profile import MODELS, Profile, factory, parse_toml, shown
 from firmware.errors import DeviceError, ProfileError
+from firmware.ops import render, storage
+from firmware.ops.context import OpsContext
 from firmware.security.credentials import check_password_policy
 from firmware.store.board import Board
 from firmware.text import plural
@@ -213,24 +215,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_fsck(args: argparse.Namespace) -> int:
     with Board.open(args.image, repair=False) as board:
-        report = board.fsck()
-    print(
-        f"{plural(report.records_checked, 'record')} checked, "
-        f"{plural(len(report.problems), 'problem')}"
-    )
-    for p in report.problems:
-        where = f" (box {p.box}, uid {p.uid})" if p.uid else ""
-        print(f"  {p.what} record at log offset {p.position}, {p.length} bytes: {p.detail}{where}")
+        report = storage.fsck(OpsContext.offline(board))
+    print(render.fsck(report))
     return 0 if report.clean else 2
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
-        report = board.compact()
-        usage = board.usage()
-    print(
-        f"moved {plural(report.records_moved, 'record')} ({plural(report.bytes_moved, 'byte')}), "
-        f"reclaimed {plural(report.bytes_reclaimed, 'byte')} in {report.seconds:.3f} s; "
-        f"{plural(usage.free, 'byte')} free"
-    )
+        report = storage.compact(OpsContext.offline(board))
+    print(f"{render.compact(report)}; {render.format_size(report.free)} free")
     return 0

@@ -13,6 +13,7 @@ import email.utils
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
+from typing import BinaryIO
 
 from firmware.errors import CorruptRecordError, DeviceError
 from firmware.ops.context import OpsContext
@@ -98,6 +99,13 @@ def raw_message(ctx: OpsContext, box: str, uid: str) -> bytes:
     BoxError for an unknown box or uid; CorruptRecordError for a bad CRC."""
     ctx.board.message(box, uid)  # an unknown uid fails before anything is read
     return _read(ctx, box, uid)
+
+
+def deliver(ctx: OpsContext, box: str, source: bytes | BinaryIO) -> Message:
+    """Store one RFC 5322 message (bytes or a binary file, read to its end) in `box`; durable
+    before this returns. BoxError, QuotaError, StorageFullError: one line, nothing stored."""
+    info = ctx.board.deliver(box, source)
+    return Message(info.uid, info.size, info.arrived)
 
 
 def delete_message(ctx: OpsContext, box: str, uid: str) -> Message:

@@ -103,6 +103,11 @@ class ModelRow:
 
 
 @dataclass(frozen=True)
+class ModelList:
+    models: list[ModelRow]
+
+
+@dataclass(frozen=True)
 class KeyDiff:
     key: str
     ours: Value

@@ -251,7 +251,7 @@ def box_list(b: BoxList) -> str:
             f"{printable(box.name):20} {box.messages:>8} {format_size(box.bytes):>10}"
             f"  {', '.join(notes)}".rstrip()
         )
-    lines.append(f"({plural(len(b.boxes), 'box')} of {b.max_boxes})")
+    lines.append(f"({len(b.boxes)} of {plural(b.max_boxes, 'box')})")
     return "\n".join(lines)
 
 

@@ -22,9 +22,9 @@ from firmware.config.budget import RamBudget
 from firmware.config.profile import factory, parse_toml
 from firmware.console.shell import ConsoleShell, PowerAction, ScanAction
 from firmware.errors import DeviceError
-from firmware.ops.context import OpsContext
 from firmware.flash import nvram
 from firmware.flash.layout import RECORD_HEADER_SIZE
+from firmware.ops.context import OpsContext
 from firmware.pop3.framing import MAX_COMMAND_LINE, LineReader
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import BoardMailstore
