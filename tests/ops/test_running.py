@@ -529,3 +529,44 @@ def test_formatting_helpers() -> None:
     assert format_size(3 * MIB // 2) == "1.5 MiB"
     assert format_uptime(90061) == "1d 01:01:01"
     assert format_left(899.2) == "15:00" and format_left(61) == "1:01" and format_left(-1) == "0:00"
+
+
+async def test_a_certificate_saved_since_boot_is_seen_by_every_front_end(
+    admin: Admin, device: Device
+) -> None:
+    """Old main kept "saved since boot" in the console's DeviceAdmin: a second front-end (the
+    HTTP API, a reconnected console) said the new certificate was in service. The device now
+    records the certificate it booted with."""
+    other = OpsContext.running(device)
+    assert not ops_tls.tls_show(other).saved_since_boot
+    admin.tls_selfsign()
+    view = ops_tls.tls_show(other)
+    assert view.saved_since_boot and view.serving
+    assert "(the one above was saved since boot: in service after reboot)" in render.tls_view(view)
+    assert ops_tls.tls_pem(other)[1] is True
+    system.reboot(other)
+    await wait_booted(device, boots=2)
+    assert not ops_tls.tls_show(OpsContext.running(device)).saved_since_boot
+
+
+async def test_a_message_is_not_deleted_under_an_open_pop3_session(
+    admin: Admin, device: Device
+) -> None:
+    from firmware.ops import messages
+
+    uid = messages.list_messages(admin.ctx, "alice").messages[0].uid
+    client = await trio.to_thread.run_sync(pop3_login, device.pop3_addresses[0])
+    try:
+        with pytest.raises(DeviceError, match="open in a POP3 session; nothing changed"):
+            messages.delete_message(admin.ctx, "alice", uid)
+    finally:
+        await trio.to_thread.run_sync(client.quit)
+    messages.delete_message(admin.ctx, "alice", uid)
+    assert device.board.messages("alice") == []
+
+
+async def test_status_fields_on_a_running_device(admin: Admin, device: Device) -> None:
+    s = status.status(admin.ctx)
+    assert s.running and s.pop3.running and s.pop3.tls_available
+    assert (s.model, s.next_model, s.pending) == ("DP-3530", "DP-3530", 0)
+    assert s.ram.total == 128 * MIB and s.flash.total > 0
