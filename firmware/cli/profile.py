@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from firmware.device.profile import MODELS, SCHEMA, factory, parse_toml
+from firmware.device.profile import MODELS, SCHEMA, Profile, factory, parse_toml
 from firmware.errors import ProfileError
+from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.store.board import Board
 
 
@@ -70,10 +71,20 @@ def _show(args: argparse.Namespace) -> int:
 
 def _set(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
-        new = board.profile.with_value(args.key, args.value, where=str(args.image))
+        old = board.profile
+        new = old.with_value(args.key, args.value, where=str(args.image))
         board.set_profile(new)
         print(f"{args.key} = {new[args.key]!r} (saved; applies at next boot)")
+        _warn_legacy(board, old, new)
     return 0
+
+
+def _warn_legacy(board: Board, old: Profile, new: Profile) -> None:
+    """Name the boxes that cannot use APOP/CRAM-MD5 when `new` switches pop3.apop on."""
+    if new.bool("pop3.apop") and not old.bool("pop3.apop"):
+        warning = legacy_warning(boxes_without_legacy_secret(board.boxes()), console=False)
+        if warning is not None:
+            print(warning)
 
 
 def _apply(args: argparse.Namespace) -> int:
@@ -82,6 +93,7 @@ def _apply(args: argparse.Namespace) -> int:
         new = factory(args.model)
         board.set_profile(new)
         print(f"{args.image}: profile {old.model} -> {new.model} (saved; applies at next boot)")
+        _warn_legacy(board, old, new)
     return 0
 
 

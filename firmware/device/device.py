@@ -23,6 +23,7 @@ import trio
 from firmware.device.budget import RamBudget
 from firmware.device.profile import SCHEMA, Profile, validate
 from firmware.errors import DeviceError, ProfileError
+from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
@@ -259,6 +260,11 @@ class Device:
             lines += notice.splitlines()
         if profile.str("pop3.plaintext_auth") == "always":
             lines.append("WARNING: plaintext USER/PASS allowed without TLS (lab setting)")
+        if profile.bool("pop3.apop"):
+            names = boxes_without_legacy_secret(self.board.boxes())
+            warning = legacy_warning(names, console=self.options.console != "none")
+            if warning is not None:
+                lines.append(warning)
         if self.overrides:
             lines.append(
                 "run-only settings: " + ", ".join(f"{k}={v}" for k, v in self.overrides.items())
