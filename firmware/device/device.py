@@ -264,7 +264,7 @@ class Device:
             names = boxes_without_legacy_secret(self.board.boxes())
             warning = legacy_warning(names, console=self.options.console != "none")
             if warning is not None:
-                lines.append(warning)
+                lines += warning.splitlines()
         if self.overrides:
             lines.append(
                 "run-only settings: " + ", ".join(f"{k}={v}" for k, v in self.overrides.items())

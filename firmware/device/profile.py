@@ -146,7 +146,7 @@ def _fields() -> dict[str, Field]:
         f("pop3.preauth_timeout_s", int, "close silent unauthenticated links", 1, 86400, live=True),
         f("pop3.max_auth_failures", int, "failed logins before disconnect", 1, 100, live=True),
         f("pop3.auth_failure_delay_s", float, "delay after a failed login", 0, 60, live=True),
-        f("pop3.apop", bool, "offer APOP", live=True),
+        f("pop3.apop", bool, "offer APOP and CRAM-MD5 (legacy secrets)", live=True),
         f(
             "pop3.plaintext_auth",
             str,

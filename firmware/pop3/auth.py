@@ -85,22 +85,23 @@ def boxes_without_legacy_secret(boxes: Iterable[_BoxSecret]) -> list[str]:
 
 
 def legacy_warning(names: list[str], *, console: bool) -> str | None:
-    """One line for an administrator who has APOP/CRAM-MD5 on while `names` keep no secret.
+    """Three lines for an administrator who has APOP/CRAM-MD5 on while `names` keep no secret.
 
     None when every box has one. `console`: say the console's command to fix it, else the CLI's.
     """
     if not names:
         return None
     shown = ", ".join(
-        "".join(c if c.isprintable() else "?" for c in n) for n in names[:MAX_NAMED_BOXES]
+        "".join(c if c.isprintable() else "?" for c in name) for name in names[:MAX_NAMED_BOXES]
     )
     if len(names) > MAX_NAMED_BOXES:
         shown += f" and {len(names) - MAX_NAMED_BOXES} more"
     fix = "`box passwd NAME legacy`" if console else "`dpfw box passwd IMG NAME --legacy`"
     boxes = "box has" if len(names) == 1 else "boxes have"
     return (
-        f"WARNING: pop3.apop is on (APOP and CRAM-MD5 are offered), but {len(names)} {boxes} "
-        f"no {LEGACY_METHODS} secret and cannot use them: {shown}; give one with {fix}"
+        f"WARNING: pop3.apop is on, but {len(names)} {boxes} no {LEGACY_METHODS} secret\n"
+        f"  and cannot log in with APOP or CRAM-MD5: {shown}\n"
+        f"  (give one with {fix})"
     )
 
 

@@ -694,7 +694,8 @@ def test_box_show_and_list_say_whether_a_box_has_a_legacy_secret(
     assert "no legacy secret: no APOP, CRAM-MD5" in admin_term.run("box show alice")
     out = admin_term.run("profile set pop3.apop true").replace("\r\n", "\n")
     assert "pop3.apop = true (saved; applied now)\n" in out
-    assert "1 box has no APOP/CRAM-MD5 secret and cannot use them: alice;" in out
+    assert "WARNING: pop3.apop is on, but 1 box has no APOP/CRAM-MD5 secret\n" in out
+    assert "  and cannot log in with APOP or CRAM-MD5: alice\n" in out
     assert "`box passwd NAME legacy`" in out
     assert "box bob added (APOP/CRAM-MD5 secret kept)" in add_box(admin_term, "bob")
     admin_term.run("box add carol nolegacy")

@@ -253,7 +253,8 @@ def legacy_image(factory_image: Path) -> Iterator[Path]:
     """The factory image with pop3.apop switched on after carol, and dave made after that."""
     out = dpfw("profile", "set", str(factory_image), "pop3.apop", "true").stdout
     assert "pop3.apop = True (saved; applies at next boot)" in out
-    assert "1 box has no APOP/CRAM-MD5 secret and cannot use them: carol;" in out
+    assert "WARNING: pop3.apop is on, but 1 box has no APOP/CRAM-MD5 secret\n" in out
+    assert "  and cannot log in with APOP or CRAM-MD5: carol\n" in out
     assert "`dpfw box passwd IMG NAME --legacy`" in out
     dpfw("box", "add", str(factory_image), "dave", "--password", "dave-pw")
     dpfw("box", "add", str(factory_image), "erin", "--password", "erin-pw", "--no-legacy")
@@ -270,8 +271,8 @@ def test_switching_apop_on_names_the_boxes_that_cannot_use_it(
     device = start_device(legacy_image)
     device.wait_booted()
     assert (
-        "WARNING: pop3.apop is on (APOP and CRAM-MD5 are offered), but 2 boxes have no "
-        "APOP/CRAM-MD5 secret and cannot use them: carol, erin;"
+        "dpfw: WARNING: pop3.apop is on, but 2 boxes have no APOP/CRAM-MD5 secret\n"
+        "dpfw:   and cannot log in with APOP or CRAM-MD5: carol, erin\n"
     ) in device.output()
 
 
@@ -280,7 +281,7 @@ def test_run_set_apop_on_warns_at_boot(
 ) -> None:
     device = start_device(factory_image, "--set", "pop3.apop=true")
     device.wait_booted()
-    assert "but 1 box has no APOP/CRAM-MD5 secret and cannot use them: carol;" in device.output()
+    assert "cannot log in with APOP or CRAM-MD5: carol\n" in device.output()
     quiet = start_device(factory_image) if device.stop() == 0 else None
     assert quiet is not None
     quiet.wait_booted()
