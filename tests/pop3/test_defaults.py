@@ -252,17 +252,41 @@ def test_every_advertised_method_works_for_a_default_box(
 def legacy_image(factory_image: Path) -> Iterator[Path]:
     """The factory image with pop3.apop switched on after carol, and dave made after that."""
     out = dpfw("profile", "set", str(factory_image), "pop3.apop", "true").stdout
-    assert "pop3.apop = True (saved; applies at next boot)" in out
+    assert re.search(r"^pop3\.apop = [Tt]rue \(saved; applies at next boot\)$", out, re.M), out
     assert "WARNING: pop3.apop is on, but 1 box has no APOP/CRAM-MD5 secret\n" in out
     assert "  and cannot log in with APOP or CRAM-MD5: carol\n" in out
     assert "`dpfw box passwd IMG NAME --legacy`" in out
     dpfw("box", "add", str(factory_image), "dave", "--password", "dave-pw")
     dpfw("box", "add", str(factory_image), "erin", "--password", "erin-pw", "--no-legacy")
+    assert legacy_secrets(factory_image) == {"carol": False, "dave": True, "erin": False}
     with Board.open(factory_image) as board:
-        kept = {info.name: info.has_legacy_secret for info in board.boxes()}
-        assert kept == {"carol": False, "dave": True, "erin": False}
         board.deliver("dave", MESSAGE)
     yield factory_image
+
+
+def legacy_secrets(image: Path) -> dict[str, bool]:
+    with Board.open(image) as board:
+        return {info.name: info.has_legacy_secret for info in board.boxes()}
+
+
+def test_dpfw_box_passwd_gives_keeps_or_drops_the_legacy_secret(legacy_image: Path) -> None:
+    image = str(legacy_image)
+    out = dpfw("box", "passwd", image, "carol", "--password", "carol-pw2").stdout
+    assert out == "password of box carol changed\n"  # pop3.apop is on: she gets one
+    out = dpfw("box", "passwd", image, "dave", "--password", "dave-pw2", "--no-legacy").stdout
+    assert "no APOP/CRAM-MD5 secret: this box cannot use APOP or CRAM-MD5" in out
+    assert legacy_secrets(legacy_image) == {"carol": True, "dave": False, "erin": False}
+    dpfw("profile", "set", image, "pop3.apop", "false")
+    # Old main dropped the secret on every `passwd` without --legacy; now it keeps what was.
+    out = dpfw("box", "passwd", image, "carol", "--password", "carol-pw3").stdout
+    assert "APOP/CRAM-MD5 secret kept; pop3.apop is off" in out
+    assert dpfw("box", "add", image, "fred", "--password", "fred-pw").stdout == ("added box fred\n")
+    assert legacy_secrets(legacy_image) == {
+        "carol": True,
+        "dave": False,
+        "erin": False,
+        "fred": False,
+    }
 
 
 def test_switching_apop_on_names_the_boxes_that_cannot_use_it(
