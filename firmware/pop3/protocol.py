@@ -377,8 +377,8 @@ class Pop3Protocol:
         self._user_name = None
         if self._timestamp is None or not self._profile().bool("pop3.apop"):
             return self._bad("-ERR APOP is not offered on this device")
-        parts = rest.split(" ")
-        if len(parts) != 2 or not parts[0] or not parts[1]:
+        parts = _arguments(rest)
+        if len(parts) != 2:
             return self._bad("-ERR APOP takes a mailbox name and a digest")
         name, digest = parts
         timestamp = self._timestamp
@@ -402,11 +402,11 @@ class Pop3Protocol:
         """RFC 5034 AUTH; with no argument, list the mechanisms (what Outlook asks)."""
         self._user_name = None
         offered = self._mechanisms()
-        if not rest:
+        args = _arguments(rest)
+        if not args:
             names = [name.encode("ascii") + b"\r\n" for name in offered]
             return Reply(b"+OK SASL mechanisms follow\r\n", fixed_body(names))
-        args = rest.split(" ")
-        if len(args) > 2 or not all(args):
+        if len(args) > 2:
             return self._bad("-ERR AUTH takes a mechanism and an optional initial response")
         mechanism = new_mechanism(
             args[0],

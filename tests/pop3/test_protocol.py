@@ -437,6 +437,19 @@ def test_numbers_are_decimal_numbers_of_any_length(h: Harness) -> None:
     assert s.send("STAT") == b"+OK 3 %d\r\n" % sum(sizes)
 
 
+def test_arguments_are_split_alike_for_every_command(h: Harness) -> None:
+    s = h.session()
+    timestamp = re.search(rb"<[^>]*>", s.greeting)
+    assert timestamp is not None
+    assert s.send("AUTH ").startswith(b"+OK SASL mechanisms follow")
+    assert s.send("AUTH  PLAIN") == b"+ \r\n"
+    assert s.send("*") == b"-ERR AUTH cancelled\r\n"
+    digest = apop_digest(timestamp.group().decode(), ALICE_PASSWORD)
+    assert s.send(f"APOP  alice  {digest}").startswith(b"+OK alice has 3")
+    assert s.send("LIST  2 ").startswith(b"+OK 2 ")
+    assert s.send("TOP  2  0").startswith(b"+OK")
+
+
 def test_an_empty_box_says_there_are_no_messages(h: Harness) -> None:
     s = h.session()
     assert s.login("bob", BOB_PASSWORD).startswith(b"+OK bob has 0 messages")
