@@ -7,6 +7,7 @@ from pathlib import Path
 
 from firmware.cli.common import add_secret_options, read_secret
 from firmware.errors import BoxError
+from firmware.pop3.auth import LEGACY_METHODS, keeps_legacy_secret
 from firmware.security.credentials import check_password_policy
 from firmware.store.board import Board, check_box_name
 from firmware.text import plural
@@ -42,12 +43,32 @@ def _image_and_name(p: argparse.ArgumentParser) -> None:
 
 
 def _password_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
         "--legacy",
-        action="store_true",
-        help="also keep an APOP/CRAM-MD5 secret (plaintext-equivalent)",
+        action="store_const",
+        const=True,
+        dest="legacy",
+        help="also keep an APOP/CRAM-MD5 secret (plaintext-equivalent); the default while "
+        "pop3.apop is on, or for a box that already had one",
+    )
+    group.add_argument(
+        "--no-legacy",
+        action="store_const",
+        const=False,
+        dest="legacy",
+        help="keep no APOP/CRAM-MD5 secret (the box then cannot use APOP or CRAM-MD5)",
     )
     add_secret_options(p, "password")
+
+
+def _legacy_note(legacy: bool, apop_on: bool) -> str:
+    """What the box's legacy secret means for the device as it is set now."""
+    if legacy:
+        return "" if apop_on else f" ({LEGACY_METHODS} secret kept; pop3.apop is off)"
+    if apop_on:
+        return f" (no {LEGACY_METHODS} secret: this box cannot use APOP or CRAM-MD5)"
+    return ""
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -57,8 +78,10 @@ def cmd_add(args: argparse.Namespace) -> int:
             raise BoxError(f"box {args.name!r} already exists")
         password = read_secret(args, "password")
         check_password_policy(password, "box add")
-        board.add_box(args.name, password, legacy=args.legacy)
-    print(f"added box {args.name}")
+        apop_on = board.profile.bool("pop3.apop")
+        legacy = keeps_legacy_secret(args.legacy, apop_on=apop_on)
+        board.add_box(args.name, password, legacy=legacy)
+    print(f"added box {args.name}{_legacy_note(legacy, apop_on)}")
     return 0
 
 
@@ -82,10 +105,14 @@ def cmd_del(args: argparse.Namespace) -> int:
 
 def cmd_passwd(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
-        if board.box_credentials(args.name) is None:
+        creds = board.box_credentials(args.name)
+        if creds is None:
             raise BoxError(f"no box named {args.name!r}")
         password = read_secret(args, "password")
         check_password_policy(password, "box passwd")
-        board.set_box_password(args.name, password, legacy=args.legacy)
-    print(f"password of box {args.name} changed")
+        apop_on = board.profile.bool("pop3.apop")
+        had = creds.legacy_secret is not None
+        legacy = keeps_legacy_secret(args.legacy, apop_on=apop_on, had=had)
+        board.set_box_password(args.name, password, legacy=legacy)
+    print(f"password of box {args.name} changed{_legacy_note(legacy, apop_on)}")
     return 0

@@ -23,6 +23,7 @@ from firmware.config.profile import (
     render,
 )
 from firmware.errors import ProfileError
+from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.store.board import Board
 
 
@@ -107,9 +108,11 @@ def _model(text: str) -> str:
 
 def _set(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
-        new = board.profile.with_value(args.key, args.value, where=str(args.image))
+        old = board.profile
+        new = old.with_value(args.key, args.value, where=str(args.image))
         board.set_profile(new)
         print(f"{args.key} = {render(new[args.key])} (saved; applies at next boot)")
+        _warn_legacy(board, old, new)
     return 0
 
 
@@ -131,7 +134,16 @@ def _change(args: argparse.Namespace, what: str, make: Callable[[Profile], Profi
             return 0
         board.set_profile(new)
         print("saved; applies at next boot")
+        _warn_legacy(board, old, new)
     return 0
+
+
+def _warn_legacy(board: Board, old: Profile, new: Profile) -> None:
+    """Name the boxes that cannot use APOP/CRAM-MD5 when `new` switches pop3.apop on."""
+    if new.bool("pop3.apop") and not old.bool("pop3.apop"):
+        warning = legacy_warning(boxes_without_legacy_secret(board.boxes()), console=False)
+        if warning is not None:
+            print(warning)
 
 
 def _apply(args: argparse.Namespace) -> int:

@@ -166,11 +166,11 @@ HELP: dict[str, Help] = {
         Help("box list", "mailboxes with message counts and sizes"),
         Help("box show NAME", "one mailbox: limits and latest messages"),
         Help(
-            "box add NAME [legacy]",
+            "box add NAME [[no]legacy]",
             "create a mailbox (asks for its password)",
             "The password is asked twice and not echoed. `legacy` also keeps the\n"
-            "plaintext-equivalent secret APOP and CRAM-MD5 need; without it the box\n"
-            "keeps only salted SCRAM keys.",
+            "plaintext-equivalent secret APOP and CRAM-MD5 need, `nolegacy` keeps only\n"
+            "salted SCRAM keys; without either the box keeps one while pop3.apop is on.",
         ),
         Help("box del NAME [purge]", "delete a mailbox (purge: with its messages)"),
         Help(
@@ -179,7 +179,7 @@ HELP: dict[str, Help] = {
             "The password is asked twice and not echoed. `legacy` keeps a\n"
             "plaintext-equivalent secret from now on, so APOP and CRAM-MD5 work for\n"
             "the box (while pop3.apop is true); `nolegacy` drops it; without either\n"
-            "the box keeps what it had. `box show NAME` says which.",
+            "it keeps one if it had one or pop3.apop is on. `box show NAME` says which.",
         ),
         Help(
             "box unlock NAME",
@@ -728,9 +728,13 @@ class ConsoleShell:
 
     def _cmd_box_add(self, args: list[str]) -> None:
         self._arity("box add", args, 1, 2)
-        if len(args) == 2 and args[1].lower().lstrip("-") != "legacy":
-            raise DeviceError(f"usage: {HELP['box add'].usage}")
-        name, legacy = args[0], len(args) == 2
+        legacy: bool | None = None  # as pop3.apop says
+        if len(args) == 2:
+            option = args[1].lower().lstrip("-")
+            if option not in ("legacy", "nolegacy", "no-legacy"):
+                raise DeviceError(f"usage: {HELP['box add'].usage}")
+            legacy = option == "legacy"
+        name = args[0]
         self.admin.check_new_box(name)
         self._ask(
             [(f"Password for box {name}: ", True), ("Again: ", True)],

@@ -33,6 +33,7 @@ from firmware.config.profile import (
     validate,
 )
 from firmware.errors import BoxError, DeviceError, ProfileError
+from firmware.pop3.auth import boxes_without_legacy_secret, keeps_legacy_secret, legacy_warning
 from firmware.security import credentials, tls
 from firmware.security.credentials import MAX_PASSWORD, MIN_PASSWORD
 from firmware.store.board import check_box_name
@@ -390,6 +391,7 @@ class DeviceAdmin:
         if not changed:
             return f"{what}: no value changed"
         self.device.apply_profile(new)
+        warning = self._apop_switched_on(saved, new)
 
         def when(key: str) -> str:
             if SCHEMA[key].live:
@@ -400,11 +402,11 @@ class DeviceAdmin:
 
         if len(changed) == 1:
             key = changed[0]
-            return f"{key} = {render(new[key])} (saved; {when(key)})"
+            return f"{key} = {render(new[key])} (saved; {when(key)})" + warning
         lines = [f"{what}: {plural(len(changed), 'value')} changed and saved"]
         for key in changed:
             lines.append(f"  {key}: {render(saved[key])} -> {render(new[key])} ({when(key)})")
-        return "\n".join(lines)
+        return "\n".join(lines) + warning
 
     # ----- boxes -----
 
@@ -458,12 +460,29 @@ class DeviceAdmin:
             lines.append(f"  {printable(msg.uid):24} {msg.size:>10} bytes  {when}{flag}")
         return "\n".join(lines)
 
-    def box_add(self, name: str, password: str, again: str, legacy: bool = False) -> str:
+    def _apop_switched_on(self, old: Profile, new: Profile) -> str:
+        """ "\n" + a warning naming the boxes that cannot use APOP/CRAM-MD5, if `new` turns
+        pop3.apop on while some box keeps no legacy secret; else ""."""
+        if not new.bool("pop3.apop") or old.bool("pop3.apop"):
+            return ""
+        names = boxes_without_legacy_secret(self.device.board.boxes())
+        warning = legacy_warning(names, console=True)
+        return "" if warning is None else "\n" + warning
+
+    def box_add(self, name: str, password: str, again: str, legacy: bool | None = None) -> str:
+        """A new box; legacy=True/False keeps an APOP/CRAM-MD5 secret or not, None: keep one
+        while pop3.apop is on (so every advertised method works for the box)."""
         if password != again:
             raise DeviceError("box add: the two passwords differ; nothing changed")
         check_new_password(password, "box add")
-        self.device.board.add_box(name, password, legacy=legacy)
-        return f"box {name} added" + (" (APOP/CRAM-MD5 secret kept)" if legacy else "")
+        apop_on = self.device.profile.bool("pop3.apop")
+        keep = keeps_legacy_secret(legacy, apop_on=apop_on)
+        self.device.board.add_box(name, password, legacy=keep)
+        if keep:
+            return f"box {name} added (APOP/CRAM-MD5 secret kept)"
+        if apop_on:
+            return f"box {name} added; it keeps no APOP/CRAM-MD5 secret and cannot use them"
+        return f"box {name} added"
 
     def box_unlock(self, name: str) -> str:
         """Lift a box's lock-out after failed logins (locks also end by themselves)."""
@@ -481,12 +500,13 @@ class DeviceAdmin:
         return f"box {name} deleted"
 
     def box_passwd(self, name: str, password: str, again: str, legacy: bool | None = None) -> str:
-        """New password; legacy=True keeps an APOP/CRAM-MD5 secret, False drops it, None: as was."""
+        """New password; legacy=True keeps an APOP/CRAM-MD5 secret, False drops it, None: keep
+        one if the box had one or pop3.apop is on."""
         if password != again:
             raise DeviceError("box passwd: the two passwords differ; nothing changed")
         check_new_password(password, "box passwd")
         had = self._box(name).has_legacy_secret
-        keep = had if legacy is None else legacy
+        keep = keeps_legacy_secret(legacy, apop_on=self.device.profile.bool("pop3.apop"), had=had)
         self.device.board.set_box_password(name, password, legacy=keep)
         if keep and not had:
             return f"password of box {name} changed; APOP/CRAM-MD5 secret kept from now on"

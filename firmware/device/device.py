@@ -25,6 +25,7 @@ import trio
 from firmware.config.budget import RamBudget
 from firmware.config.profile import SCHEMA, Profile, Value, running_after, shown, validate
 from firmware.errors import DeviceError, ProfileError
+from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
@@ -336,6 +337,13 @@ class Device:
             lines += boot_notice(notice, self.board)  # only passwords still true
         if profile.str("pop3.plaintext_auth") == "always":
             lines.append("WARNING: plaintext USER/PASS allowed without TLS (lab setting)")
+        if profile.bool("pop3.apop"):
+            names = boxes_without_legacy_secret(self.board.boxes())
+            warning = legacy_warning(
+                names, console=True
+            )  # the image is locked: the console fixes it
+            if warning is not None:
+                lines += warning.splitlines()
         if self.overrides:
             lines.append(
                 "run-only settings: " + ", ".join(f"{k}={v}" for k, v in self.overrides.items())
