@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"{name}: STLS twin (ssl = yes) serving on 127.0.0.1:{tls_port}")
             stls_targets.append(target)
         for name in dovecots:
-            log(f"{name}: doveconf -n checked; saved as {workdir / name / 'doveconf-n.txt'}")
+            log(f"{name}: doveconf -n checked (kept as {name}/doveconf-n.txt with --workdir)")
         results = asyncio.run(measure_all(targets, corpus, plan, stls_targets, _client_context()))
         for name, conf in doveconf.items():
             results[name].doveconf = conf
