@@ -316,7 +316,7 @@ async def _session_worker(
                     host, port, account, uid_seen, stls, tally.first_reply_s if stls else None
                 )
             tally.done += 1
-        except (ProtocolFailure, OSError, TimeoutError, ssl.SSLError) as exc:
+        except (ProtocolFailure, OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             tally.fail(exc)
             await asyncio.sleep(0.01)
 

@@ -1,8 +1,8 @@
 """The measurement schedule of `tools/bench pop3`: which test runs when, on which server.
 
-The machine is shared (by the generator, both servers and whatever else runs), so tests are
-interleaved: every timed test is split into rounds run in ABBA order (dpfw, dovecot, dovecot,
-dpfw, ...), which cancels a steady drift of background load, and each round records how much CPU
+The machine is shared (by the generator, the servers and whatever else runs), so tests are
+interleaved: every timed test is split into rounds run in alternating order (A B C D, D C B A,
+...), which cancels a steady drift of background load, and each round records how much CPU
 processes other than the server and the generator took meanwhile.
 """
 
