@@ -357,14 +357,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             log(f"kept {workdir} (images, maildirs, configs, doveconf -n, server logs)")
 
+    peers = (
+        f"Dovecot {_dovecot_version()} (fast: reused pop3 processes, {{PLAIN}} passwords; "
+        f"classic: a pop3 process per session, {args.dovecot_scheme} passwords; "
+        f"{'LF' if args.dovecot_lf else 'CRLF'} maildir)"
+        if dovecots
+        else "no Dovecot"
+    )
     header = (
-        f"POP3 benchmark: dpfw vs Dovecot {_dovecot_version()} (fast: reused pop3 processes, "
-        f"{{PLAIN}} passwords; classic: a pop3 process per session, {args.dovecot_scheme} "
-        f"passwords; {'LF' if args.dovecot_lf else 'CRLF'} maildir) vs a bare trio ceiling; "
-        f"one run, loopback, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"POP3 benchmark: {', '.join(chosen)}; {peers}; one run, loopback, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
         f"{plan.session_s:g} s per session level, {plan.retr_s:g} s per RETR test, "
         f"each in {plan.rounds} interleaved rounds; STLS clients keep Nagle on; nice {nice}"
     )
+
     print(render_table(results, plan, header))
     for name, fig in results.items():
         for sample in fig.samples:
