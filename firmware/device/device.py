@@ -30,7 +30,7 @@ from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
 from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
-from firmware.store.board import Board
+from firmware.store.board import Board, limits_of
 from firmware.store.demo import boot_notice
 from firmware.text import plural
 
@@ -173,6 +173,7 @@ class Device:
         for key in changed:
             self.overrides.pop(key, None)
         self._profile = running_after(running, apply_overrides(saved, self.overrides))
+        self.board.limits = limits_of(self._profile)
         return [key for key in changed if not SCHEMA[key].live]
 
     # ----- life cycle -----
@@ -242,6 +243,7 @@ class Device:
         try:
             self._board = board
             self._profile = apply_overrides(board.profile, self.overrides)
+            board.limits = limits_of(self._profile)
             self.boots += 1
             profile = self._profile
             self.budget = RamBudget(profile.int("memory.image_ram_mib") * MIB)

@@ -24,7 +24,7 @@ from firmware.device.admin import (
     format_value,
 )
 from firmware.device.device import Device, RunOptions, apply_overrides
-from firmware.errors import BoxError, DeviceError, ProfileError
+from firmware.errors import BoxError, DeviceError, ProfileError, QuotaError
 from firmware.security import tls
 from firmware.security.abuse import LOCKOUT_FAILURES
 from firmware.store.board import Board
@@ -193,6 +193,7 @@ async def test_a_reboot_key_stays_pending_until_reboot(admin: DeviceAdmin, devic
     """The greeting, CRAM challenge, prompt, status and scans keep the running identity."""
     out = admin.profile_set([("identity.model", "dp-4520")])
     assert out == "identity.model = DP-4520 (saved; applies after reboot; running: DP-3530)"
+    admin.profile_set([("pop3.apop", "true")])  # live: the greeting carries a timestamp now
     out = admin.profile_set([("identity.hostname", "copier.example")])
     assert out == (
         "identity.hostname = copier.example (saved; applies after reboot; running: dp3530.local)"
@@ -454,3 +455,35 @@ def test_formatting_helpers() -> None:
     assert format_size(3 * MIB // 2) == "1.5 MiB"
     assert format_uptime(90061) == "1d 01:01:01"
     assert format_left(899.2) == "15:00" and format_left(61) == "1:01" and format_left(-1) == "0:00"
+
+
+async def test_run_only_limits_are_the_ones_the_store_enforces(image: Path) -> None:
+    """`--set mailbox.max_messages=2 --set mailbox.max_boxes=1` for one run: the store refuses
+    the third message and a second box then (it used to read the saved profile); offline
+    afterwards the saved values are in force again."""
+    device = Device(
+        RunOptions(
+            image=image,
+            pop3=("127.0.0.1", 0),
+            overrides={"mailbox.max_messages": "2", "mailbox.max_boxes": "1"},
+        )
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(device.run)
+        await wait_booted(device)
+        try:
+            board = device.board
+            board.deliver("alice", b"Subject: two\r\n\r\nbody\r\n")
+            with pytest.raises(QuotaError, match=r"allows 2 \(mailbox.max_messages\)"):
+                board.deliver("alice", b"Subject: three\r\n\r\nbody\r\n")
+            with pytest.raises(QuotaError, match=r"\(mailbox\.max_boxes\)"):
+                board.add_box("bob", "bob-password")
+            # A live change on the console moves the store's limit with the running profile.
+            DeviceAdmin(device).profile_set([("mailbox.max_messages", "3")])
+            board.deliver("alice", b"Subject: three\r\n\r\nbody\r\n")
+        finally:
+            device.request_shutdown()
+    with Board.open(image) as board:
+        assert board.limits.max_messages == 3  # the console's change was saved
+        assert board.limits.max_boxes == factory("DP-3530").int("mailbox.max_boxes")
+        board.add_box("bob", "bob-password")  # the run-only bound is gone
