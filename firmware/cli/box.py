@@ -56,10 +56,21 @@ def _image_and_name(p: argparse.ArgumentParser) -> None:
 
 
 def _password_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
         "--legacy",
-        action="store_true",
-        help="also keep an APOP/CRAM-MD5 secret (plaintext-equivalent)",
+        action="store_const",
+        const=True,
+        dest="legacy",
+        help="also keep an APOP/CRAM-MD5 secret (plaintext-equivalent); the default while "
+        "pop3.apop is on, or for a box that already had one",
+    )
+    group.add_argument(
+        "--no-legacy",
+        action="store_const",
+        const=False,
+        dest="legacy",
+        help="keep no APOP/CRAM-MD5 secret (the box then cannot use APOP or CRAM-MD5)",
     )
     add_secret_options(p, "password")
 
@@ -107,6 +118,5 @@ def cmd_passwd(args: argparse.Namespace) -> int:
         ctx = OpsContext.offline(board)
         boxes.find_box(ctx, args.name, "box passwd")  # refuse before asking for a password
         password = read_secret(args, "password")
-        legacy = True if args.legacy else None
-        print(render.box_change(boxes.box_passwd(ctx, args.name, password, legacy=legacy)))
+        print(render.box_change(boxes.box_passwd(ctx, args.name, password, legacy=args.legacy)))
     return 0

@@ -172,11 +172,11 @@ HELP: dict[str, Help] = {
         Help("box list", "mailboxes with message counts and sizes"),
         Help("box show NAME", "one mailbox: limits and latest messages"),
         Help(
-            "box add NAME [legacy]",
+            "box add NAME [[no]legacy]",
             "create a mailbox (asks for its password)",
             "The password is asked twice and not echoed. `legacy` also keeps the\n"
-            "plaintext-equivalent secret APOP and CRAM-MD5 need; without it the box\n"
-            "keeps only salted SCRAM keys.",
+            "plaintext-equivalent secret APOP and CRAM-MD5 need, `nolegacy` keeps only\n"
+            "salted SCRAM keys; without either the box keeps one while pop3.apop is on.",
         ),
         Help("box del NAME [purge]", "delete a mailbox (purge: with its messages)"),
         Help(
@@ -185,7 +185,7 @@ HELP: dict[str, Help] = {
             "The password is asked twice and not echoed. `legacy` keeps a\n"
             "plaintext-equivalent secret from now on, so APOP and CRAM-MD5 work for\n"
             "the box (while pop3.apop is true); `nolegacy` drops it; without either\n"
-            "the box keeps what it had. `box show NAME` says which.",
+            "it keeps one if it had one or pop3.apop is on. `box show NAME` says which.",
         ),
         Help(
             "box unlock NAME",
@@ -715,9 +715,7 @@ class ConsoleShell:
 
     def _cmd_box_add(self, args: list[str]) -> None:
         self._arity("box add", args, 1, 2)
-        if len(args) == 2 and args[1].lower().lstrip("-") != "legacy":
-            raise DeviceError(f"usage: {HELP['box add'].usage}")
-        name, legacy = args[0], len(args) == 2
+        name, legacy = args[0], self._legacy_option("box add", args)
         boxes.check_new_box(self.ctx, name)
         self._ask(
             [(f"Password for box {name}: ", True), ("Again: ", True)],
@@ -732,13 +730,7 @@ class ConsoleShell:
 
     def _cmd_box_passwd(self, args: list[str]) -> None:
         self._arity("box passwd", args, 1, 2)
-        legacy: bool | None = None
-        if len(args) == 2:
-            option = args[1].lower().lstrip("-")
-            if option not in ("legacy", "nolegacy", "no-legacy"):
-                raise DeviceError(f"usage: {HELP['box passwd'].usage}")
-            legacy = option == "legacy"
-        name = args[0]
+        name, legacy = args[0], self._legacy_option("box passwd", args)
         boxes.find_box(self.ctx, name, "box passwd")  # before anyone types a password
         self._ask(
             [(f"New password for box {name}: ", True), ("Again: ", True)],
@@ -746,6 +738,15 @@ class ConsoleShell:
                 boxes.box_passwd(self.ctx, name, a[0], a[1], legacy=legacy)
             ),
         )
+
+    def _legacy_option(self, name: str, args: list[str]) -> bool | None:
+        """`legacy` True, `nolegacy` False, neither None (the default pop3.apop decides)."""
+        if len(args) < 2:
+            return None
+        option = args[1].lower().lstrip("-")
+        if option not in ("legacy", "nolegacy", "no-legacy"):
+            raise DeviceError(f"usage: {HELP[name].usage}")
+        return option == "legacy"
 
     def _cmd_box_unlock(self, args: list[str]) -> None:
         self._arity("box unlock", args, 1)

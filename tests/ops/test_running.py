@@ -18,7 +18,7 @@ import trustme
 
 from firmware.config.profile import MODELS, factory
 from firmware.device.device import Device, RunOptions, apply_overrides
-from firmware.errors import BoxError, DeviceError, ProfileError
+from firmware.errors import BoxError, DeviceError, ProfileError, QuotaError
 from firmware.ops import boxes, profile, render, sessions, status, storage, system
 from firmware.ops import tls as ops_tls
 from firmware.ops.context import OpsContext
@@ -270,6 +270,7 @@ async def test_a_reboot_key_stays_pending_until_reboot(admin: Admin, device: Dev
     """The greeting, CRAM challenge, prompt, status and scans keep the running identity."""
     out = admin.profile_set([("identity.model", "dp-4520")])
     assert out == "identity.model = DP-4520 (saved; applies after reboot; running: DP-3530)"
+    admin.profile_set([("pop3.apop", "true")])  # live: the greeting carries a timestamp now
     out = admin.profile_set([("identity.hostname", "copier.example")])
     assert out == (
         "identity.hostname = copier.example (saved; applies after reboot; running: dp3530.local)"
@@ -487,7 +488,9 @@ async def test_tls_import_and_selfsign_apply_after_reboot(admin: Admin, device: 
 async def test_box_legacy_secret_and_what_box_show_says(admin: Admin, device: Device) -> None:
     assert "no legacy secret: no APOP, CRAM-MD5" in admin.box_show("alice")
     out = admin.box_passwd("alice", "alice-new", "alice-new", legacy=True)
-    assert out.endswith("APOP/CRAM-MD5 secret kept from now on")
+    first, note = out.split("\n")  # the factory has pop3.apop off: the second line says so
+    assert first.endswith("APOP/CRAM-MD5 secret kept from now on")
+    assert note == "(APOP/CRAM-MD5 secret kept; pop3.apop is off)"
     creds = device.board.box_credentials("alice")
     assert creds is not None and creds.legacy_secret == "alice-new"
     assert "legacy secret kept" in admin.box_show("alice")
@@ -570,3 +573,35 @@ async def test_status_fields_on_a_running_device(admin: Admin, device: Device) -
     assert s.running and s.pop3.running and s.pop3.tls_available
     assert (s.model, s.next_model, s.pending) == ("DP-3530", "DP-3530", 0)
     assert s.ram.total == 128 * MIB and s.flash.total > 0
+
+
+async def test_run_only_limits_are_the_ones_the_store_enforces(image: Path) -> None:
+    """`--set mailbox.max_messages=2 --set mailbox.max_boxes=1` for one run: the store refuses
+    the third message and a second box then (it used to read the saved profile); offline
+    afterwards the saved values are in force again."""
+    device = Device(
+        RunOptions(
+            image=image,
+            pop3=("127.0.0.1", 0),
+            overrides={"mailbox.max_messages": "2", "mailbox.max_boxes": "1"},
+        )
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(device.run)
+        await wait_booted(device)
+        try:
+            board = device.board
+            board.deliver("alice", b"Subject: two\r\n\r\nbody\r\n")
+            with pytest.raises(QuotaError, match=r"allows 2 \(mailbox.max_messages\)"):
+                board.deliver("alice", b"Subject: three\r\n\r\nbody\r\n")
+            with pytest.raises(QuotaError, match=r"\(mailbox\.max_boxes\)"):
+                board.add_box("bob", "bob-password")
+            # A live change on the console moves the store's limit with the running profile.
+            Admin(device).profile_set([("mailbox.max_messages", "3")])
+            board.deliver("alice", b"Subject: three\r\n\r\nbody\r\n")
+        finally:
+            device.request_shutdown()
+    with Board.open(image) as board:
+        assert board.limits.max_messages == 3  # the console's change was saved
+        assert board.limits.max_boxes == factory("DP-3530").int("mailbox.max_boxes")
+        board.add_box("bob", "bob-password")  # the run-only bound is gone

@@ -28,8 +28,10 @@ BIG = 50 * 1024 * 1024
 
 
 def rss_kib(pid: int) -> int:
+    """The process's anonymous resident memory: what it allocated, not the image pages that
+    the plain-TCP RETR path maps and the kernel may keep resident (those are page cache)."""
     status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    match = re.search(r"RssAnon:\s+(\d+) kB", status)
     assert match is not None
     return int(match.group(1))
 
