@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from firmware.config.profile import MODELS, SCHEMA
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
@@ -63,7 +63,23 @@ class PowerAction:
     what: str  # "reboot" | "shutdown"
 
 
-Action = ScanAction | PowerAction
+@dataclass(frozen=True)
+class StoreAction:
+    """Run a long store operation (`STORE_OPERATIONS[what]`) where store work belongs
+    (`OpsContext.run_store`: the device's store worker), then call `finish_action` with its
+    text; the console holds input meanwhile, POP3 does not wait."""
+
+    what: str  # "fsck" | "compact"
+
+
+STORE_OPERATIONS: dict[str, tuple[Callable[[OpsContext], object], Callable[[Any], str]]] = {
+    "fsck": (storage.fsck, render.fsck),
+    "compact": (storage.compact, render.compact),
+}
+"""what -> (the operation, its renderer)."""
+
+
+Action = ScanAction | PowerAction | StoreAction
 
 
 class Mode(Enum):
@@ -811,11 +827,11 @@ class ConsoleShell:
 
     def _cmd_fsck(self, args: list[str]) -> None:
         self._arity("fsck", args, 0)
-        self._say(render.fsck(storage.fsck(self.ctx)))
+        self._start(StoreAction("fsck"))
 
     def _cmd_compact(self, args: list[str]) -> None:
         self._arity("compact", args, 0)
-        self._say(render.compact(storage.compact(self.ctx)))
+        self._start(StoreAction("compact"))
 
     def _cmd_passwd(self, args: list[str]) -> None:
         self._arity("passwd", args, 0)

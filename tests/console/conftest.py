@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from firmware.config.profile import factory
-from firmware.console.shell import ConsoleShell
+from firmware.console.shell import STORE_OPERATIONS, ConsoleShell, StoreAction
 from firmware.device.device import Device, RunOptions
 from firmware.ops import system
 from firmware.ops.context import OpsContext
@@ -48,6 +48,12 @@ class Term:
     def run(self, line: str) -> str:
         """One command: the output between the echoed line and the next prompt."""
         out = self.type(line + "\r")
+        action = self.shell.take_action()
+        if isinstance(action, StoreAction):  # as the port does (tests/console/test_port.py)
+            operation, show = STORE_OPERATIONS[action.what]
+            out += self.shell.finish_action(show(operation(self.shell.ctx))).decode("ascii")
+        elif action is not None:
+            self.shell.finish_action("")  # scans and power are tested with take_action
         echo = line + "\r\n"
         assert out.startswith(echo), out
         out = out[len(echo) :]
