@@ -24,20 +24,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _password_options(p)
     p.set_defaults(func=cmd_add)
 
-    p = cmds.add_parser("list", help="list mailboxes")
-    p.add_argument("image", type=Path, metavar="IMG")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_list)
-
-    p = cmds.add_parser("show", help="one mailbox: limits, secrets, latest messages")
-    _image_and_name(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_show)
-
-    p = cmds.add_parser("messages", help="a mailbox's messages: uid, size, date, subject, from")
-    _image_and_name(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_messages)
+    for name, helptext, func, named in (
+        ("list", "list mailboxes", cmd_list, False),
+        ("show", "one mailbox: limits, secrets, latest messages", cmd_show, True),
+        ("messages", "a mailbox's messages: uid, size, date, subject, from", cmd_messages, True),
+    ):
+        p = cmds.add_parser(name, help=helptext)
+        p.add_argument("image", type=Path, metavar="IMG")
+        if named:
+            p.add_argument("name", metavar="NAME")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
 
     p = cmds.add_parser("del", help="delete a mailbox")
     _image_and_name(p)

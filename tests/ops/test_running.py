@@ -28,6 +28,7 @@ from firmware.ops.scans import prepare_scan, run_scan
 from firmware.security import tls
 from firmware.security.abuse import LOCKOUT_FAILURES
 from firmware.store.board import Board
+from tests.console.conftest import running_device, wait_booted
 
 ADMIN_PASSWORD = "admin-test-pw"
 ALICE_PASSWORD = "alice-pw"
@@ -46,23 +47,10 @@ def image(tmp_path: Path) -> Path:
     return path
 
 
-async def wait_booted(device: Device, boots: int = 1) -> tuple[str, int]:
-    with trio.fail_after(20):
-        while device.boots < boots or not device.pop3_addresses or device.pop3 is None:
-            await trio.sleep(0.01)
-    return device.pop3_addresses[0]
-
-
 @pytest.fixture
 async def device(image: Path) -> AsyncIterator[Device]:
-    device = Device(RunOptions(image=image, pop3=("127.0.0.1", 0)))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(device.run)
-        await wait_booted(device)
-        try:
-            yield device
-        finally:
-            device.request_shutdown()
+    async with running_device(RunOptions(image=image, pop3=("127.0.0.1", 0))) as device:
+        yield device
 
 
 class Admin:
@@ -343,24 +331,17 @@ async def test_a_run_only_override_is_the_running_value(image: Path) -> None:
         pop3=("127.0.0.1", 0),
         overrides={"identity.hostname": "bench.lab", "pop3.max_sessions": "3"},
     )
-    device = Device(options)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(device.run)
-        await wait_booted(device)
+    async with running_device(options) as device:
         admin = Admin(device)
-        try:
-            assert device.profile.str("identity.hostname") == "bench.lab"
-            assert device.pending() == []
-            out = admin.profile_set([("identity.hostname", "saved.lab")])
-            assert (
-                out
-                == "identity.hostname = saved.lab (saved; applies after reboot; running: bench.lab)"
-            )
-            assert device.profile.str("identity.hostname") == "bench.lab"
-            assert device.board.profile.str("identity.hostname") == "saved.lab"
-            assert device.board.profile.int("pop3.max_sessions") == 16  # never written
-        finally:
-            device.request_shutdown()
+        assert device.profile.str("identity.hostname") == "bench.lab"
+        assert device.pending() == []
+        out = admin.profile_set([("identity.hostname", "saved.lab")])
+        assert (
+            out == "identity.hostname = saved.lab (saved; applies after reboot; running: bench.lab)"
+        )
+        assert device.profile.str("identity.hostname") == "bench.lab"
+        assert device.board.profile.str("identity.hostname") == "saved.lab"
+        assert device.board.profile.int("pop3.max_sessions") == 16  # never written
 
 
 def test_a_bad_run_only_host_name_is_refused(image: Path) -> None:
@@ -579,28 +560,21 @@ async def test_run_only_limits_are_the_ones_the_store_enforces(image: Path) -> N
     """`--set mailbox.max_messages=2 --set mailbox.max_boxes=1` for one run: the store refuses
     the third message and a second box then (it used to read the saved profile); offline
     afterwards the saved values are in force again."""
-    device = Device(
-        RunOptions(
-            image=image,
-            pop3=("127.0.0.1", 0),
-            overrides={"mailbox.max_messages": "2", "mailbox.max_boxes": "1"},
-        )
+    options = RunOptions(
+        image=image,
+        pop3=("127.0.0.1", 0),
+        overrides={"mailbox.max_messages": "2", "mailbox.max_boxes": "1"},
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(device.run)
-        await wait_booted(device)
-        try:
-            board = device.board
-            board.deliver("alice", b"Subject: two\r\n\r\nbody\r\n")
-            with pytest.raises(QuotaError, match=r"allows 2 \(mailbox.max_messages\)"):
-                board.deliver("alice", b"Subject: three\r\n\r\nbody\r\n")
-            with pytest.raises(QuotaError, match=r"\(mailbox\.max_boxes\)"):
-                board.add_box("bob", "bob-password")
-            # A live change on the console moves the store's limit with the running profile.
-            Admin(device).profile_set([("mailbox.max_messages", "3")])
+    async with running_device(options) as device:
+        board = device.board
+        board.deliver("alice", b"Subject: two\r\n\r\nbody\r\n")
+        with pytest.raises(QuotaError, match=r"allows 2 \(mailbox.max_messages\)"):
             board.deliver("alice", b"Subject: three\r\n\r\nbody\r\n")
-        finally:
-            device.request_shutdown()
+        with pytest.raises(QuotaError, match=r"\(mailbox\.max_boxes\)"):
+            board.add_box("bob", "bob-password")
+        # A live change on the console moves the store's limit with the running profile.
+        Admin(device).profile_set([("mailbox.max_messages", "3")])
+        board.deliver("alice", b"Subject: three\r\n\r\nbody\r\n")
     with Board.open(image) as board:
         assert board.limits.max_messages == 3  # the console's change was saved
         assert board.limits.max_boxes == factory("DP-3530").int("mailbox.max_boxes")
