@@ -2,8 +2,10 @@
 
 `ConsoleShell.feed(data)` returns what to send back (echo, command output, prompts). The
 transport learns of time through `next_deadline()` / `tick()` (idle logout) and of work that
-must be awaited through `take_action()` (a scan, a reboot): it runs the action on the device
-and hands the outcome back with `finish_action()`. Everything the administrator types goes
+must be awaited through `take_action()` (a scan, fsck, compact, a reboot): it runs the action
+on the device and hands the outcome back with `finish_action()`. Each command parses its
+words, calls one operation of firmware.ops over the shell's OpsContext and prints
+firmware.ops.render of the result: the operations and their texts are the CLI's too. Everything the administrator types goes
 through one bounded line editor, so line noise can cost output but never memory or a crash.
 
 One table, HELP, names every command with its usage: dispatch, `help`, Tab completion and
