@@ -452,6 +452,11 @@ class ClientConnection(_Connection):
             return b""
         raise self._fail(LocalProtocolError(f"a client does not send {type(event).__name__}"))
 
+    def tls_started(self) -> None:
+        """The TLS handshake after TlsStart is done: AUTHORIZATION again (RFC 2595 §4)."""
+        super().tls_started()
+        self._expected = self.state
+
     def _send_command(self, command: Command) -> bytes:
         expected = self._expected
         if expected not in COMMAND_STATES:

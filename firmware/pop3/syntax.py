@@ -184,11 +184,14 @@ def code_error(code: str) -> str | None:
 def format_status(prefix: bytes, text: str, code: str | None) -> bytes:
     """`+OK`/`-ERR`/`+` line with optional `[code]` and text, CRLF included.
 
-    Raises ValueError when the text holds CR or LF, the code is malformed, or the line is
+    Raises ValueError when the text holds CR or LF, the code is malformed, the text starts
+    with `[` without a code (a client would read it as a code, RFC 2449 §8), or the line is
     longer than 512 octets.
     """
     if "\r" in text or "\n" in text:
         raise ValueError("reply text must not contain CR or LF")
+    if code is None and text.startswith("[") and prefix != b"+":
+        raise ValueError("reply text starting with '[' reads as a response code; pass code=")
     line = prefix
     if code is not None:
         problem = code_error(code)
