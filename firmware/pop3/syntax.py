@@ -86,10 +86,6 @@ def _decimal(word: str) -> int | None:
     return None
 
 
-def _words_ok(words: list[str]) -> bool:
-    return all(w and w.isprintable() for w in words)
-
-
 def parse_command(line: bytes) -> Command | BadCommand:
     """Parse one command line (its line end already removed) into a Command or a BadCommand.
 
@@ -124,7 +120,7 @@ def parse_command(line: bytes) -> Command | BadCommand:
     if spec is Args.NAME_DIGEST:
         return Command(keyword, tuple(words)) if len(words) == 2 else _syntax(keyword, spec)
     # Args.MECHANISM
-    if len(words) <= 2 and _words_ok(words):
+    if len(words) <= 2:
         return Command(keyword, tuple(words))
     return _syntax(keyword, spec)
 

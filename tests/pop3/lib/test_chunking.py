@@ -8,6 +8,7 @@ from firmware.pop3.body import Stuffer, Unstuffer
 from firmware.pop3.connection import ClientConnection, ServerConnection
 from firmware.pop3.events import (
     NEED_DATA,
+    PAUSED,
     Command,
     Data,
     Event,
@@ -31,7 +32,7 @@ def _serve(server: ServerConnection) -> list[Event]:
     seen: list[Event] = []
     while True:
         event = server.next_event()
-        if event is NEED_DATA:
+        if event is NEED_DATA or event is PAUSED:
             return seen
         seen.append(event)
         assert isinstance(event, Command)

@@ -7,8 +7,6 @@ checks the table itself against the same expectations, so the two cannot drift a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from firmware.pop3.connection import ClientConnection, ServerConnection
@@ -204,8 +202,12 @@ def test_server_answer_shapes(state: State, sample: str, kind: str) -> None:
 
 
 def _answer_wire(kind: str) -> bytes:
-    return {OK: b"+OK fine\r\n", MULTI: b"+OK follows\r\nx\r\n.\r\n", ERR: b"-ERR no\r\n",
-            CONT: b"+ eA==\r\n"}[kind]
+    return {
+        OK: b"+OK fine\r\n",
+        MULTI: b"+OK follows\r\nx\r\n.\r\n",
+        ERR: b"-ERR no\r\n",
+        CONT: b"+ eA==\r\n",
+    }[kind]
 
 
 @pytest.mark.parametrize(("state", "sample", "kind"), CASES, ids=str)
@@ -261,7 +263,10 @@ def test_bad_command_answers(state: State, kind: str) -> None:
     server, _ = _pair_in(state)
     server.receive_data(b"x" * 300 + b"\r\n" if state is not S else b"x" * 6000 + b"\r\n")
     assert server.next_event() == BadCommand(Problem.TOO_LONG, "", "line too long")
-    send: Callable[[], object] = lambda: [server.send(e) for e in ANSWER_EVENTS[kind]]
+
+    def send() -> object:
+        return [server.send(e) for e in ANSWER_EVENTS[kind]]
+
     expected = BAD_ANSWERS[state].get(kind)
     if expected is None:
         with pytest.raises(LocalProtocolError):

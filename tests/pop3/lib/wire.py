@@ -7,6 +7,7 @@ from firmware.pop3.events import (
     NEED_DATA,
     PAUSED,
     Command,
+    ConnectionClosed,
     Data,
     Event,
     MultilineEnd,
@@ -18,7 +19,7 @@ from firmware.pop3.events import (
 
 
 def drain(conn: ServerConnection | ClientConnection) -> list[Event]:
-    """Every event available now (stops at NEED_DATA or PAUSED)."""
+    """Every event available now (stops at NEED_DATA, PAUSED or after ConnectionClosed)."""
     events: list[Event] = []
     while True:
         event: NextEvent = conn.next_event()
@@ -26,6 +27,8 @@ def drain(conn: ServerConnection | ClientConnection) -> list[Event]:
             return events
         assert not isinstance(event, type(NEED_DATA))
         events.append(event)
+        if isinstance(event, ConnectionClosed):
+            return events
 
 
 def merge_data(events: list[Event]) -> list[Event]:
