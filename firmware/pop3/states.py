@@ -30,6 +30,10 @@ class State(Enum):
     CLOSED = "closed"
     ERROR = "error"  # after a LocalProtocolError or RemoteProtocolError
 
+    # Members are singletons compared by identity: hash them by identity too, in C, since
+    # every event looks a state up in the table (Enum's own __hash__ is Python code).
+    __hash__ = object.__hash__
+
 
 GREET: Final = "<greeting>"
 SASL_RESPONSE: Final = "<sasl-response>"

@@ -135,19 +135,25 @@ def command_error(command: Command) -> str | None:
     if spec is None:
         return f"unknown command keyword {command.keyword!r}"
     args, numbers = command.args, command.numbers
-    if any(n < 0 for n in numbers):
+    if numbers and min(numbers) < 0:
         return f"{command.keyword}: numbers are non-negative"
-    shapes = {
-        Args.NONE: not args and not numbers,
-        Args.NUMBER: not args and len(numbers) == 1,
-        Args.OPT_NUMBER: not args and len(numbers) <= 1,
-        Args.NUMBER_COUNT: not args and len(numbers) == 2,
-        Args.NAME: len(args) == 1 and not numbers and _is_word(args[0]),
-        Args.REST: len(args) == 1 and not numbers and _is_text(args[0]),
-        Args.NAME_DIGEST: len(args) == 2 and not numbers and all(_is_word(a) for a in args),
-        Args.MECHANISM: len(args) <= 2 and not numbers and all(_is_word(a) for a in args),
-    }
-    if not shapes[spec]:
+    if spec is Args.NONE:
+        fits = not args and not numbers
+    elif spec is Args.NUMBER:
+        fits = not args and len(numbers) == 1
+    elif spec is Args.OPT_NUMBER:
+        fits = not args and len(numbers) <= 1
+    elif spec is Args.NUMBER_COUNT:
+        fits = not args and len(numbers) == 2
+    elif spec is Args.NAME:
+        fits = len(args) == 1 and not numbers and _is_word(args[0])
+    elif spec is Args.REST:
+        fits = len(args) == 1 and not numbers and _is_text(args[0])
+    elif spec is Args.NAME_DIGEST:
+        fits = len(args) == 2 and not numbers and all(_is_word(a) for a in args)
+    else:
+        fits = len(args) <= 2 and not numbers and all(_is_word(a) for a in args)
+    if not fits:
         return f"{command.keyword} takes {spec.value}"
     return None
 
