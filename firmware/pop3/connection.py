@@ -288,7 +288,7 @@ class ServerConnection(_Connection):
         if kind is Data:
             assert isinstance(event, Data)
             body = self._body
-            if body is None:
+            if body is None or self.state is State.ERROR:
                 raise self._fail(LocalProtocolError("Data outside a multi-line reply"))
             if not event.wire:
                 return body.feed(event.data)
@@ -500,12 +500,12 @@ class ClientConnection(_Connection):
         command's `+OK` always starts a body), an over-long status line, end of file inside a
         reply, or data after the `+OK` to STLS.
         """
-        body = self._body
-        if body is not None:
-            return self._read_body(body)
         state = self.state
         if state is State.ERROR:
             raise RemoteProtocolError("the connection is in the ERROR state")
+        body = self._body
+        if body is not None:
+            return self._read_body(body)
         if state is State.STLS:
             return self._tls_event()
         line = self._line(self.reply_line_limit)

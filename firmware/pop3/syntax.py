@@ -231,3 +231,14 @@ def apop_timestamp(greeting_text: str) -> str | None:
     """The APOP timestamp `<...@...>` in a greeting's text (RFC 1939 §7), or None."""
     match = _TIMESTAMP.search(greeting_text)
     return match.group(0) if match else None
+
+
+def parse_capabilities(body: bytes) -> dict[str, tuple[str, ...]]:
+    """A CAPA body (RFC 2449 §6) as {upper-case tag: its arguments}, e.g.
+    {"SASL": ("SCRAM-SHA-256", "PLAIN"), "PIPELINING": (), "EXPIRE": ("0",)}."""
+    capabilities: dict[str, tuple[str, ...]] = {}
+    for line in body.decode(ENCODING, ERRORS).splitlines():
+        words = line.split()
+        if words:
+            capabilities[words[0].upper()] = tuple(words[1:])
+    return capabilities

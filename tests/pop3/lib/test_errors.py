@@ -435,3 +435,37 @@ def test_response_codes_are_parsed_only_when_well_formed() -> None:
         Reply(True, "[] y"),
         Reply(False, "", "SYS/PERM"),
     ]
+
+
+def test_no_data_after_an_error() -> None:
+    server = _server(State.TRANSACTION)
+    server.receive_data(b"RETR 1\r\n")
+    server.next_event()
+    server.send(MultilineStart())
+    with pytest.raises(LocalProtocolError):
+        server.send(Data(b"a\r\n.\r\n", wire=True))
+    with pytest.raises(LocalProtocolError):
+        server.send(Data(b"more"))
+
+
+def test_client_stops_reading_a_body_after_an_error() -> None:
+    _, client = logged_in_pair()
+    client.send(Command("RETR", numbers=(1,)))
+    client.receive_data(b"+OK\r\nabc\r\n")
+    assert client.next_event() == MultilineStart()
+    with pytest.raises(LocalProtocolError):
+        client.send(Command("NOOP", ("x",)))
+    with pytest.raises(RemoteProtocolError, match="ERROR"):
+        client.next_event()
+
+
+def test_capabilities_parse() -> None:
+    from firmware.pop3.syntax import parse_capabilities
+
+    body = b"TOP\r\nSASL SCRAM-SHA-256 PLAIN\r\nresp-codes\r\nEXPIRE 0\r\n"
+    assert parse_capabilities(body) == {
+        "TOP": (),
+        "SASL": ("SCRAM-SHA-256", "PLAIN"),
+        "RESP-CODES": (),
+        "EXPIRE": ("0",),
+    }
