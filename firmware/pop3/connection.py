@@ -77,7 +77,7 @@ class _Connection:
 
     # -- input -------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes read from the peer; b"" means the peer closed its side (end of file).
 
         Raises LocalProtocolError for data after end of file.
@@ -192,7 +192,7 @@ class ServerConnection(_Connection):
         """The client event the application has still to answer, or None."""
         return self._pending
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes from the client (b"" at end of file); see `_Connection.receive_data`."""
         if self._discarded >= 0 and data:
             end = data.find(b"\n")
