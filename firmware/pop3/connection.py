@@ -197,8 +197,8 @@ class ServerConnection(_Connection):
         """Add bytes from the client (b"" at end of file); see `_Connection.receive_data`."""
         if self._discarded >= 0 and data:
             end = data.find(b"\n")
-            if end < 0:
-                self._discarded += len(data)
+            if end < 0 or self._discarded + end > self.limits[2]:
+                self._discarded += len(data)  # past max_discard: fatal at next_event
                 return
             self._discarded = -1
             data = data[end + 1 :]
@@ -225,8 +225,7 @@ class ServerConnection(_Connection):
         if self._discarded > self.limits[2]:
             raise self._fail(
                 RemoteProtocolError(
-                    f"command line longer than {self.limits[0] + self.limits[2]} octets "
-                    "without a line end",
+                    f"a line ran more than {self.limits[2]} octets past the line limit",
                     Reply(False, "line too long; closing"),
                 )
             )
@@ -234,9 +233,7 @@ class ServerConnection(_Connection):
         line = self._line(limit)
         if line is None:
             if self._over(limit):
-                self._discarded = len(self._buf) - self._pos - limit
-                self._buf, self._pos = b"", 0
-                return self._owe(_TOO_LONG, TABLE[state][BAD], False)
+                return self._too_long(state, limit)
             if self._eof:
                 self.state = State.CLOSED
                 self._buf, self._pos = b"", 0
@@ -269,6 +266,25 @@ class ServerConnection(_Connection):
                 f"{event.keyword} is not valid in the {state.value} state",
             )
         return self._owe(event, rows[BAD], False)
+
+    def _too_long(self, state: State, limit: int) -> Event:
+        """Report an over-long line once; drop it up to its LF, now or as it arrives.
+
+        The octets dropped past the limit count the same whatever the chunking: more than
+        `max_discard` of them is fatal at the next call.
+        """
+        buf, start = self._buf, self._pos + limit
+        end = buf.find(b"\n", start)
+        if end < 0:
+            self._discarded = len(buf) - start
+            self._buf, self._pos = b"", 0
+        else:
+            if end - start > self.limits[2]:
+                self._discarded = end - start
+            self._pos = end + 1
+            if self._pos >= len(buf):
+                self._buf, self._pos = b"", 0
+        return self._owe(_TOO_LONG, TABLE[state][BAD], False)
 
     def _owe(self, event: Event, row: Row, multiline: bool) -> Event:
         self._pending = event

@@ -469,3 +469,47 @@ def test_capabilities_parse() -> None:
         "RESP-CODES": (),
         "EXPIRE": ("0",),
     }
+
+
+def test_a_command_pipelined_behind_an_over_long_line_survives() -> None:
+    """The rest of an over-long line is dropped up to its LF, not the commands after it."""
+    server = _server()
+    server.receive_data(b"USER " + b"a" * 300 + b"\r\nCAPA\r\nQUIT\r\n")
+    assert server.next_event() == TOO_LONG
+    server.send(Reply(False, "line too long"))
+    assert server.next_event() == Command("CAPA")
+
+
+LONG_THEN_NOOP = b"x" * 300 + b"\r\nNOOP\r\n"
+ENDLESS = b"x" * (255 + MAX_DISCARD + 1) + b"\r\nNOOP\r\n"
+
+
+def _events_for(chunks: list[bytes]) -> list[object]:
+    server = _server(State.TRANSACTION)
+    seen: list[object] = []
+    try:
+        for chunk in chunks:
+            server.receive_data(chunk)
+            while (event := server.next_event()) is not NEED_DATA:
+                seen.append(event)
+                server.send(Reply(False) if isinstance(event, BadCommand) else Reply(True))
+    except RemoteProtocolError:
+        seen.append("fatal")
+    return seen
+
+
+def test_over_long_lines_read_the_same_at_every_boundary() -> None:
+    assert _events_for([LONG_THEN_NOOP]) == [TOO_LONG, Command("NOOP")]
+    for cut in range(1, len(LONG_THEN_NOOP)):
+        chunks = [LONG_THEN_NOOP[:cut], LONG_THEN_NOOP[cut:]]
+        assert _events_for(chunks) == [TOO_LONG, Command("NOOP")], cut
+
+
+def test_a_line_too_long_to_drop_is_fatal_at_every_boundary() -> None:
+    assert _events_for([ENDLESS]) == [TOO_LONG, "fatal"]
+    for cut in (1, 200, 255, 256, 1000, 255 + MAX_DISCARD, 255 + MAX_DISCARD + 1, len(ENDLESS) - 8):
+        assert _events_for([ENDLESS[:cut], ENDLESS[cut:]]) == [TOO_LONG, "fatal"], cut
+    # exactly max_discard octets (CR included) past the limit before the LF: dropped, not fatal
+    just = b"x" * (255 + MAX_DISCARD - 1) + b"\r\nNOOP\r\n"
+    assert _events_for([just]) == [TOO_LONG, Command("NOOP")]
+    assert _events_for([just[:300], just[300:]]) == [TOO_LONG, Command("NOOP")]
