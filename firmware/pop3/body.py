@@ -55,6 +55,11 @@ class Stuffer:
         self._note(chunk)
         return chunk
 
+    def skip_wire(self, tail: bytes) -> None:
+        """Wire-form octets were sent by other means; `tail` is their last (up to 3) octets."""
+        if tail:
+            self._note(tail[-3:])
+
     def _note(self, chunk: bytes) -> None:
         self._tail = chunk[-3:] if len(chunk) > 2 else (self._tail + chunk)[-3:]
         self._bol = chunk[-1] == _LF

@@ -354,6 +354,17 @@ class ServerConnection(_Connection):
             return b""
         raise self._fail(LocalProtocolError(f"a server does not send {kind.__name__}"))
 
+    def body_sent_elsewhere(self, tail: bytes) -> None:
+        """The adapter wrote wire-form body octets to the socket itself (RETR straight from
+        the stored message); `tail`: their last octets (3 suffice), so that `MultilineEnd`
+        still ends the body correctly. The adapter vouches that they were stuffed.
+
+        Raises LocalProtocolError outside a multi-line reply.
+        """
+        if self._body is None or self.state is State.ERROR:
+            raise self._fail(LocalProtocolError("body octets outside a multi-line reply"))
+        self._body.skip_wire(tail)
+
     def _send_reply(self, event: Reply) -> bytes:
         if self.state is State.GREETING:
             greet = TABLE[State.GREETING][GREET]

@@ -513,3 +513,17 @@ def test_a_line_too_long_to_drop_is_fatal_at_every_boundary() -> None:
     just = b"x" * (255 + MAX_DISCARD - 1) + b"\r\nNOOP\r\n"
     assert _events_for([just]) == [TOO_LONG, Command("NOOP")]
     assert _events_for([just[:300], just[300:]]) == [TOO_LONG, Command("NOOP")]
+
+
+def test_body_sent_elsewhere_keeps_the_terminator_right() -> None:
+    for tail, end in ((b"ab\r\n", b".\r\n"), (b"ab", b"\r\n.\r\n"), (b"\n", b"\r\n.\r\n")):
+        server = _server(State.TRANSACTION)
+        server.receive_data(b"RETR 1\r\n")
+        server.next_event()
+        server.send(MultilineStart())
+        server.send(Data(b"Subject: x\r\n", wire=True))
+        server.body_sent_elsewhere(tail)
+        assert server.send(MultilineEnd()) == end
+    server = _server(State.TRANSACTION)
+    with pytest.raises(LocalProtocolError):
+        server.body_sent_elsewhere(b"x")
