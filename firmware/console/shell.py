@@ -5,8 +5,9 @@ transport learns of time through `next_deadline()` / `tick()` (idle logout) and 
 must be awaited through `take_action()` (a scan, fsck, compact, a reboot): it runs the action
 on the device and hands the outcome back with `finish_action()`. Each command parses its
 words, calls one operation of firmware.ops over the shell's OpsContext and prints
-firmware.ops.render of the result: the operations and their texts are the CLI's too. Everything the administrator types goes
-through one bounded line editor, so line noise can cost output but never memory or a crash.
+firmware.ops.render of the result: the operations and their texts are the CLI's too.
+Everything the administrator types goes through one bounded line editor, so line noise can
+cost output but never memory or a crash.
 
 One table, HELP, names every command with its usage: dispatch, `help`, Tab completion and
 the "did you mean" suggestions for mistyped commands all read it, and profile keys come from
