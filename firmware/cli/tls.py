@@ -10,10 +10,12 @@ from firmware.errors import DeviceError
 from firmware.ops import render
 from firmware.ops import tls as ops_tls
 from firmware.ops.context import OpsContext
-from firmware.ops.tls import MAX_TLS_PEM as MAX_PEM_BYTES
+from firmware.ops.tls import MAX_TLS_PEM
 from firmware.store.board import Board
 
 # firmware.security.tls (cryptography, a slow and large import) is imported by the operations.
+
+MAX_PEM_BYTES = MAX_TLS_PEM  # a file given to --cert/--key/--chain, as a console paste
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
