@@ -64,7 +64,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
         ctx = OpsContext.offline(board)
         if args.pem:
-            print(render.tls_pem(*ops_tls.tls_pem(ctx)))
+            print(render.tls_pem(ops_tls.tls_pem(ctx)))
         elif args.json:
             print_json(ops_tls.tls_show(ctx))
         else:

@@ -785,7 +785,7 @@ class ConsoleShell:
         if args and args[0] != "pem":
             raise DeviceError(f"usage: {HELP['tls show'].usage}")
         if args:
-            self._say(render.tls_pem(*ops_tls.tls_pem(self.ctx)))
+            self._say(render.tls_pem(ops_tls.tls_pem(self.ctx)))
         else:
             self._say(render.tls_view(ops_tls.tls_show(self.ctx)))
 

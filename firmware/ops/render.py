@@ -25,7 +25,7 @@ from firmware.ops.scans import ScanDone
 from firmware.ops.sessions import SessionList
 from firmware.ops.status import Pop3Status, Status
 from firmware.ops.storage import Compact, Fsck
-from firmware.ops.tls import Cert, TlsSaved, TlsView
+from firmware.ops.tls import Cert, TlsPem, TlsSaved, TlsView
 from firmware.pop3.auth import legacy_warning
 from firmware.text import plural
 
@@ -438,10 +438,10 @@ def tls_view(v: TlsView) -> str:
     return "\n".join(lines)
 
 
-def tls_pem(text: str, saved_since_boot: bool) -> str:
+def tls_pem(p: TlsPem) -> str:
     """PEM for a CA file; a note line before it (PEM readers skip text outside blocks)."""
-    note = "(saved since boot: in service after reboot)\n" if saved_since_boot else ""
-    return note + text.rstrip("\n")
+    note = "(saved since boot: in service after reboot)\n" if p.saved_since_boot else ""
+    return note + p.pem.rstrip("\n")
 
 
 def tls_saved(s: TlsSaved, *, live: bool) -> str:

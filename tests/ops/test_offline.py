@@ -162,6 +162,7 @@ def test_every_result_is_plain_json(ctx: OpsContext) -> None:
         profile.commit(ctx, profile.plan_apply(ctx, "DP-4520")),
         sessions.session_list(ctx),
         ops_tls.tls_show(ctx),
+        ops_tls.tls_pem(ctx),
         storage.fsck(ctx),
         storage.compact(ctx),
     ]

@@ -527,7 +527,7 @@ async def test_a_certificate_saved_since_boot_is_seen_by_every_front_end(
     view = ops_tls.tls_show(other)
     assert view.saved_since_boot and view.serving
     assert "(the one above was saved since boot: in service after reboot)" in render.tls_view(view)
-    assert ops_tls.tls_pem(other)[1] is True
+    assert ops_tls.tls_pem(other).saved_since_boot
     system.reboot(other)
     await wait_booted(device, boots=2)
     assert not ops_tls.tls_show(OpsContext.running(device)).saved_since_boot
