@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final, Protocol
 
-from firmware.security.sasl import safe_hostname
+from firmware.security.sasl import safe_hostname as safe_hostname
 
 _counter = itertools.count(1)
 _HEX32 = re.compile(r"[0-9a-f]{32}\Z")
