@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from firmware.config.profile import Profile, factory
-from firmware.store.board import Board
+from firmware.device.boards import create_board, open_board
 
 MiB = 1 << 20
 
@@ -41,7 +41,7 @@ def profile_for_bench() -> Profile:
 
 def deliveries_per_second(directory: Path, count: int) -> float:
     path = directory / "deliver.img"
-    with Board.create(path, profile_for_bench(), "bench", size=max(64, count // 10) * MiB) as b:
+    with create_board(path, profile_for_bench(), "bench", size=max(64, count // 10) * MiB) as b:
         b.add_box("bench", "pw")
         body = message(0, 50_000)
         start = time.perf_counter()
@@ -54,7 +54,7 @@ def deliveries_per_second(directory: Path, count: int) -> float:
 
 def build_image(path: Path, count: int, size: int) -> None:
     # Fill the log without an fsync per message (the bench measures replay, not writing).
-    with Board.create(path, profile_for_bench(), "bench", size=size) as b:
+    with create_board(path, profile_for_bench(), "bench", size=size) as b:
         b.add_box("a", "pw")
         b.add_box("b", "pw")
         sync = b.image.sync
@@ -69,7 +69,7 @@ def build_image(path: Path, count: int, size: int) -> None:
 
 def boot_child(path: str) -> None:
     start = time.perf_counter()
-    with Board.open(Path(path)) as board:
+    with open_board(Path(path)) as board:
         elapsed = time.perf_counter() - start
         count = sum(info.messages for info in board.boxes())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -87,7 +87,7 @@ def boot(path: Path) -> tuple[float, int, int]:
 
 
 def compaction(path: Path) -> tuple[float, int, float]:
-    with Board.open(path) as board:
+    with open_board(path) as board:
         for box in ("a", "b"):
             uids = [m.uid for m in board.messages(box)]
             board.delete(box, uids[::2])

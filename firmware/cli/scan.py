@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firmware.config.profile import COLOR_MODES, FORMATS, RESOLUTIONS
+from firmware.device.boards import open_board
 from firmware.errors import DeviceError
 from firmware.ops import scans
 from firmware.ops.context import OpsContext
@@ -56,7 +57,6 @@ def scan_image(image: Path, args: argparse.Namespace) -> ScanDone:
 
     Options left out take the defaults the console's `scan` takes from the profile.
     """
-    from firmware.store.board import Board
 
     options = {
         name: str(value)
@@ -68,7 +68,7 @@ def scan_image(image: Path, args: argparse.Namespace) -> ScanDone:
         )
         if value is not None
     }
-    with Board.open(image) as board:
+    with open_board(image) as board:
         ctx = OpsContext.offline(board)
         request = scans.prepare_scan(ctx, args.box, options)
         return scans.run_scan_offline(ctx, request, args.job)
