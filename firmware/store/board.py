@@ -5,8 +5,13 @@
 - firmware.store.index: the in-memory index, rebuilt at boot by replaying the log;
 - firmware.store.space: usage, making room and compaction;
 - firmware.store.fsck: re-reading every record against its CRC;
+- firmware.store.delivery (with .source): writing a message within its box's quota;
+- firmware.store.reader: reading a message, checked, in chunks or as file extents;
 - firmware.store.log and firmware.store.wire: records and the wire form on flash;
 - firmware.store.info: the values handed out (BoxInfo, Usage, Problem, StoreLimits, ...).
+
+The facade keeps the NVRAM side (boxes, credentials, settings, the profile text) and the
+order of each operation: check limits, write, index, compact.
 
 Configuration lives in NVRAM (firmware.flash.nvram), written whole and atomically; the profile
 is kept as its TOML text, which the store does not read (firmware.device.boards turns it into
@@ -18,16 +23,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import BinaryIO
 
-from firmware.errors import BoxError, CorruptRecordError, DeviceError, QuotaError
+from firmware.errors import BoxError, DeviceError, QuotaError
 from firmware.flash import nvram as nv
 from firmware.flash.image import Geometry, Image
-from firmware.flash.layout import RECORD_HEADER_SIZE
 from firmware.security.credentials import Credentials, make_credentials, verify_password
+from firmware.store.delivery import write_measured, write_stream
 from firmware.store.fsck import fsck as check_log
 from firmware.store.index import BoxState, Extent, Index, Msg, replay
 from firmware.store.info import (
@@ -43,10 +47,10 @@ from firmware.store.info import (
     Usage,
     check_box_name,
 )
-from firmware.store.log import CHUNK, KIND_DELETE, KIND_MESSAGE, Header, Log, encode_delete
-from firmware.store.source import Source, chain, seekable
+from firmware.store.log import KIND_DELETE, KIND_MESSAGE, Header, Log, encode_delete
+from firmware.store.reader import Reader
+from firmware.store.source import seekable
 from firmware.store.space import Space
-from firmware.store.wire import WireEncoder, take_lines
 from firmware.text import plural
 
 __all__ = [
@@ -85,6 +89,7 @@ class Board:
         self._index = Index(image.geometry.image_id[:4].hex(), state.seq_floor)
         self._limits: StoreLimits | None = None
         self._space = Space(self._log, image, self._index, self._move_anchor, lambda: self.limits)
+        self._reader = Reader(self._log, image, self._index)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -181,7 +186,7 @@ class Board:
             path=self.path,
             repair=repair,
         )
-        self._space.index = self._index
+        self._space.index = self._reader.index = self._index
 
     # -- NVRAM: profile text, admin, settings ----------------------------------------------------
 
@@ -373,72 +378,17 @@ class Board:
         quota_left = limits.quota_mib * MiB - state.bytes
         template = Header(0, KIND_MESSAGE, self._index.next_seq, 0, 0, rec.box_id, time.time())
         if isinstance(message, bytes | bytearray | memoryview) or seekable(message):
-            written = self._deliver_measured(box, message, quota_left, template)
+            write = write_measured
         else:
-            written = self._deliver_stream(box, message, quota_left, template)
+            write = write_stream  # type: ignore[assignment]  # a BinaryIO that cannot seek
+        written = write(
+            self._log, self._space, box, message, quota_left, limits.quota_mib, template
+        )
         self._index.next_seq += 1
         self._index.extents.append(Extent(written.position, written.total, written.seq))
         self._index.add(written, True)
         self._auto_compact()
         return self._info(self._index.msgs[written.seq])
-
-    def _over_quota(self, box: str, new: int, quota_left: int) -> QuotaError:
-        quota = self.limits.quota_mib
-        return QuotaError(
-            f"box {box!r} is over quota: {quota * MiB - quota_left} bytes stored + {new} bytes "
-            f"new exceed {quota} MiB (mailbox.quota_mib)"
-        )
-
-    def _deliver_measured(
-        self,
-        box: str,
-        message: bytes | bytearray | memoryview | BinaryIO,
-        quota_left: int,
-        template: Header,
-    ) -> Header:
-        source = Source(message)
-        measured = source.measure()
-        if measured.pop3_size > quota_left:
-            raise self._over_quota(box, measured.pop3_size, quota_left)
-        header = replace(
-            template,
-            payload_len=measured.wire_size,
-            pop3_size=measured.pop3_size,
-            header_len=measured.header_len,
-        )
-        self._make_room(header.total + self._reserve(), "message")
-        try:
-            return self._log.append(header, source.wire_chunks())
-        except ValueError as exc:
-            raise DeviceError(f"the message changed while it was stored: {exc}") from None
-
-    def _deliver_stream(
-        self, box: str, stream: BinaryIO, quota_left: int, template: Header
-    ) -> Header:
-        enc = WireEncoder()
-
-        def wire_chunks() -> Iterator[bytes]:
-            while chunk := stream.read(CHUNK):
-                out = enc.feed(bytes(chunk))
-                if enc.pop3_size > quota_left:
-                    raise self._over_quota(box, enc.pop3_size, quota_left)
-                if out:
-                    yield out
-            out = enc.finish()
-            if enc.pop3_size > quota_left:
-                raise self._over_quota(box, enc.pop3_size, quota_left)
-            if out:
-                yield out
-
-        def complete(length: int) -> Header:
-            assert enc.header_len is not None and length == enc.wire_size
-            return replace(
-                template, payload_len=length, pop3_size=enc.pop3_size, header_len=enc.header_len
-            )
-
-        self._auto_compact()  # the size is unknown: start with the room the policy keeps free
-        room = self._log.free - self._reserve()
-        return self._log.append_unsized(wire_chunks(), room, complete)
 
     def read_wire(self, box: str, uid: str, chunk_size: int = 65536) -> Iterator[bytes]:
         """The stored wire bytes (dot-stuffed, CRLF, without ".\\r\\n"), in chunks.
@@ -446,19 +396,11 @@ class Board:
         The CRC is checked before the iterator is returned, so a corrupt record raises
         CorruptRecordError here, before anything was sent.
         """
-        seq = self._seq_of(box, uid)
-        header = self._verified(box, uid, seq)
-        return self._stream(seq, 0, header.payload_len, chunk_size)
+        return self._reader.wire(box, uid, self._seq_of(box, uid), chunk_size)
 
     def read_top(self, box: str, uid: str, lines: int, chunk_size: int = 65536) -> Iterator[bytes]:
         """Headers, the blank line and the first `lines` body lines, wire form, in chunks."""
-        seq = self._seq_of(box, uid)
-        header = self._verified(box, uid, seq)
-        head = self._stream(seq, 0, header.header_len, chunk_size)
-        body = take_lines(
-            self._stream(seq, header.header_len, header.payload_len, chunk_size), lines
-        )
-        return chain(head, body)
+        return self._reader.top(box, uid, self._seq_of(box, uid), lines, chunk_size)
 
     def wire_extents(
         self, box: str, uid: str, start: int = 0, end: int | None = None, *, check: bool = True
@@ -476,64 +418,7 @@ class Board:
         A removed message still raises BoxError, one known to be corrupt CorruptRecordError.
         """
         seq = self._seq_of(box, uid)
-        if check:
-            header = self._verified(box, uid, seq)
-        else:
-            msg = self._index.msgs[seq]
-            if not msg.ok:
-                raise CorruptRecordError(
-                    f"message {uid} in box {box!r}: its record at log offset "
-                    f"{msg.header.position} fails its CRC"
-                )
-            header = msg.header
-        stop = header.payload_len if end is None else end
-        if not 0 <= start <= stop <= header.payload_len:
-            raise ValueError(
-                f"wire range [{start}, {stop}) is outside message {uid} "
-                f"({header.payload_len} wire bytes)"
-            )
-        geometry = self.geometry
-        capacity = geometry.capacity
-        logical = header.position + RECORD_HEADER_SIZE + start
-        length = stop - start
-        pieces: list[tuple[int, int]] = []
-        while length > 0:
-            at = logical % capacity
-            n = min(length, capacity - at)
-            pieces.append((geometry.data_offset + at, n))
-            logical += n
-            length -= n
-        return pieces
-
-    def _verified(self, box: str, uid: str, seq: int) -> Header:
-        msg = self._index.msgs[seq]
-        if msg.ok:
-            try:
-                on_flash = self._log.header_at(msg.header.position)
-            except CorruptRecordError:
-                on_flash = None
-            if on_flash != msg.header:
-                msg.ok = False
-            elif not msg.read_verified:
-                msg.ok = msg.read_verified = self._log.verify(msg.header)
-        if not msg.ok:
-            raise CorruptRecordError(
-                f"message {uid} in box {box!r}: its record at log offset "
-                f"{msg.header.position} fails its CRC"
-            )
-        return msg.header
-
-    def _stream(self, seq: int, start: int, end: int, chunk_size: int) -> Iterator[bytes]:
-        # Look the record up again for every chunk: compaction may move it between chunks.
-        chunk_size = max(1, min(chunk_size, CHUNK))
-        at = start
-        while at < end:
-            msg = self._index.msgs.get(seq)
-            if msg is None:
-                raise BoxError(f"message {self._uid(seq)} was removed while being read")
-            n = min(chunk_size, end - at)
-            yield self._image.read(msg.header.position + RECORD_HEADER_SIZE + at, n)
-            at += n
+        return self._reader.extents(box, uid, seq, start, end, check=check)
 
     def delete(self, box: str, uids: Collection[str]) -> None:
         """Remove messages in one atomic, durable record (one POP3 session's QUIT)."""
