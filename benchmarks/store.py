@@ -3,8 +3,9 @@
 Run: `.venv/bin/python -m benchmarks.store [--deliveries N] [--messages N] [--dir DIR]`.
 - deliveries/s: 50 KB messages, each written and fsync'ed before the next (what the scanner and
   `dpfw deliver` wait for);
-- boot: `Board.open` of an image holding --messages messages (10,000 by default), timed in a
-  fresh subprocess whose peak RSS is reported too (replay verifies every CRC);
+- boot: `open_board` (Board.open, then the profile read) of an image holding --messages
+  messages (10,000 by default), timed in a fresh subprocess whose peak RSS is reported too
+  (replay verifies every CRC);
 - compaction: half of those messages deleted, then `compact()`; MB/s of live data moved.
 Use --dir to put the images on the file system you care about (default: a temporary directory).
 """

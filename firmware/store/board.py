@@ -22,7 +22,7 @@ durable before the method returns. The board is used from one thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import BinaryIO
@@ -79,6 +79,10 @@ def _credentials(rec: nv.CredentialRecord) -> Credentials:
     return Credentials(rec.salt, rec.iterations, rec.stored_key, rec.server_key, rec.legacy_secret)
 
 
+def _no_pause() -> None:
+    pass
+
+
 class Board:
     """One open board image: the device's whole persistent state."""
 
@@ -88,7 +92,17 @@ class Board:
         self._log = Log(image, state.log_head)
         self._index = Index(image.geometry.image_id[:4].hex(), state.seq_floor)
         self._limits: StoreLimits | None = None
-        self._space = Space(self._log, image, self._index, self._move_anchor, lambda: self.limits)
+        self.between_steps: Callable[[], None] = _no_pause
+        """Called between the steps of a long operation (each compaction segment), with the
+        board consistent: a store worker can let waiting readers in (branch store-worker)."""
+        self._space = Space(
+            self._log,
+            image,
+            self._index,
+            self._move_anchor,
+            lambda: self.limits,
+            lambda: self.between_steps(),
+        )
         self._reader = Reader(self._log, image, self._index)
 
     # -- lifecycle -----------------------------------------------------------------------------

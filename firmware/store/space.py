@@ -31,12 +31,14 @@ class Space:
         index: Index,
         move_anchor: MoveAnchor,
         limits: Callable[[], StoreLimits],
+        between_steps: Callable[[], None] = lambda: None,
     ) -> None:
         self._log = the_log
         self._image = image
         self.index = index
         self._move_anchor = move_anchor
         self._limits = limits
+        self._between_steps = between_steps  # after each compaction segment, index consistent
 
     def usage(self) -> Usage:
         used = self._log.used
@@ -122,6 +124,7 @@ class Space:
             self._image.erase(head, end - head)
             moved_records += len(moved)
             moved_bytes += sum(h.total for h in moved)
+            self._between_steps()
         index.problems = [p for p in index.problems if p.position >= self._log.head]
         return CompactReport(
             records_moved=moved_records,

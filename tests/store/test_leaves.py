@@ -80,3 +80,13 @@ def test_board_create_refuses_a_profile_object(tmp_path: Path) -> None:
         profile: object = factory("DP-3530")
         Board.create(tmp_path / "b.img", profile, ADMIN, size=1 << 20)  # type: ignore[arg-type]
     assert not (tmp_path / "b.img").exists()
+
+
+def test_compaction_calls_between_steps_after_each_segment(board: Board) -> None:
+    """The hook a store worker uses to let readers in during a long compaction."""
+    uids = [board.deliver("alice", b"Subject: x\r\n\r\n" + b"y" * 30_000).uid for _ in range(20)]
+    board.delete("alice", uids[:-1])
+    calls: list[int] = []
+    board.between_steps = lambda: calls.append(len(board.messages("alice")))
+    report = board.compact()
+    assert report.records_moved == 1 and calls and set(calls) == {1}
