@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firmware.config.profile import COLOR_MODES, FORMATS, RESOLUTIONS
-from firmware.device.boards import open_board
 from firmware.errors import DeviceError
 from firmware.ops import scans
 from firmware.ops.context import OpsContext
@@ -57,6 +56,7 @@ def scan_image(image: Path, args: argparse.Namespace) -> ScanDone:
 
     Options left out take the defaults the console's `scan` takes from the profile.
     """
+    from firmware.device.boards import open_board
 
     options = {
         name: str(value)
