@@ -12,6 +12,7 @@ SSLStream; the session task is the only reader and the only writer of its stream
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -141,10 +142,8 @@ def _ack_now(stream: trio.SocketStream) -> None:
     quickack = getattr(socket, "TCP_QUICKACK", None)
     if quickack is None:
         return
-    try:
+    with contextlib.suppress(OSError):  # the peer is already gone: the next read says so
         stream.setsockopt(socket.IPPROTO_TCP, quickack, 1)
-    except OSError:
-        pass  # the peer is already gone: the next read says so
 
 
 class Pop3Service:
