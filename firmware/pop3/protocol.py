@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
@@ -68,6 +69,10 @@ SASL_LINE_LIMIT: Final = MAX_RESPONSE_LINE + 2
 BOX_LOCKED: Final = "box-locked"
 
 
+async def _verified() -> bool:
+    return True  # a SASL mechanism that succeeded has checked the credentials
+
+
 def parse_number(text: str) -> int | None:
     """An RFC 1939 number argument (message number, TOP line count), or None if it is not one.
 
@@ -98,6 +103,8 @@ class Reply:
     `starttls`: after sending `head`, the adapter starts TLS on the connection (STLS).
     `stored`: (box, uid) when the body is exactly that stored message's wire form (RETR), so
     an adapter may copy it from the store by other means than pulling the body.
+    `guard`: for a body read from the store, what each pull of a chunk must run inside
+    (`async with guard(): next(body)`): the store's short-read lock.
     """
 
     head: bytes
@@ -106,6 +113,7 @@ class Reply:
     delay: float = 0.0
     starttls: bool = False
     stored: tuple[str, str] | None = None
+    guard: Callable[[], AbstractAsyncContextManager[None]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -227,8 +235,12 @@ class Pop3Protocol:
             text += " " + self._timestamp
         return Reply(_line(text))
 
-    def receive_line(self, line: bytes | LineTooLong) -> Reply:
-        """Handle one command line (without its line end); always exactly one reply."""
+    async def receive_line(self, line: bytes | LineTooLong) -> Reply:
+        """Handle one command line (without its line end); always exactly one reply.
+
+        A coroutine because some commands wait for the store (login, RETR/TOP, QUIT); the
+        rest never suspend. The caller must not send the next line before this returns.
+        """
         if self.state is not State.AUTHORIZATION and self.state is not State.TRANSACTION:
             return Reply(b"-ERR session is over\r\n", close=True)
         if line is LINE_NEVER_ENDS:
@@ -236,7 +248,7 @@ class Pop3Protocol:
             authlog.log_event("limit", self.peer, limit="line-length", session=self.session_id)
             return Reply(b"-ERR line too long and still no line end; closing\r\n", close=True)
         if self._sasl is not None:
-            return self._sasl_response(line)
+            return await self._sasl_response(line)
         if line is LINE_TOO_LONG:
             return self._bad("-ERR line too long; commands are at most 255 octets")
         assert isinstance(line, bytes)
@@ -249,6 +261,8 @@ class Pop3Protocol:
                 return self._bad(f"-ERR {keyword} is not valid in the {self.state.value} state")
             return self._bad("-ERR unknown command")
         reply = handler(self, rest)
+        if not isinstance(reply, Reply):
+            reply = await reply
         if reply.ok:
             self._bad_count = 0
         return reply
@@ -364,17 +378,19 @@ class Pop3Protocol:
         self._user_name = name
         return Reply(b"+OK send PASS\r\n")
 
-    def _cmd_pass(self, rest: str) -> Reply:
+    async def _cmd_pass(self, rest: str) -> Reply:
         name, self._user_name = self._user_name, None
         if name is None:
             return self._bad("-ERR send USER first")
         if not self._plaintext_allowed():
             return self._bad("-ERR [AUTH] USER/PASS are refused without TLS on this device")
-        return self._login(
-            name, "PASS", lambda: bool(rest) and self._store.check_password(name, rest)
-        )
 
-    def _cmd_apop(self, rest: str) -> Reply:
+        async def check() -> bool:
+            return bool(rest) and await self._store.check_password(name, rest)
+
+        return await self._login(name, "PASS", check)
+
+    async def _cmd_apop(self, rest: str) -> Reply:
         self._user_name = None
         if self._timestamp is None or not self._profile().bool("pop3.apop"):
             return self._bad("-ERR APOP is not offered on this device")
@@ -386,7 +402,11 @@ class Pop3Protocol:
         secret = self._store.apop_secret(name)
         if secret is None:
             return self._no_legacy_secret(name, "APOP")
-        return self._login(name, "APOP", lambda: apop_matches(timestamp, secret, digest))
+
+        async def check() -> bool:
+            return apop_matches(timestamp, secret, digest)  # one MD5: on the loop
+
+        return await self._login(name, "APOP", check)
 
     def _cmd_stls(self, rest: str) -> Reply:
         bad = self._no_args("STLS", rest)
@@ -399,7 +419,7 @@ class Pop3Protocol:
         self._user_name = None  # RFC 2595 §4: nothing said before TLS carries over
         return Reply(b"+OK begin TLS negotiation\r\n", starttls=True)
 
-    def _cmd_auth(self, rest: str) -> Reply:
+    async def _cmd_auth(self, rest: str) -> Reply:
         """RFC 5034 AUTH; with no argument, list the mechanisms (what Outlook asks)."""
         self._user_name = None
         offered = self._mechanisms()
@@ -425,9 +445,10 @@ class Pop3Protocol:
                 initial = decode_initial_response(args[1].encode("utf-8"))
             except SaslEncodingError:
                 return self._login_failed(None, mechanism.name, MALFORMED)
-        return self._sasl_next(mechanism, mechanism.start(initial))
+        start = mechanism.start
+        return await self._sasl_next(mechanism, await self._store.sasl_step(lambda: start(initial)))
 
-    def _sasl_response(self, line: bytes | LineTooLong) -> Reply:
+    async def _sasl_response(self, line: bytes | LineTooLong) -> Reply:
         """A client line inside an AUTH exchange: `*` cancels, anything else is base64."""
         mechanism, self._sasl = self._sasl, None
         assert mechanism is not None
@@ -440,14 +461,15 @@ class Pop3Protocol:
             response = decode_response(line)
         except SaslEncodingError:
             return self._login_failed(None, mechanism.name, MALFORMED)
-        return self._sasl_next(mechanism, mechanism.step(response))
+        step = mechanism.step
+        return await self._sasl_next(mechanism, await self._store.sasl_step(lambda: step(response)))
 
-    def _sasl_next(self, mechanism: SaslMechanism, step: Step) -> Reply:
+    async def _sasl_next(self, mechanism: SaslMechanism, step: Step) -> Reply:
         if isinstance(step, Challenge):
             self._sasl = mechanism
             return Reply(b"+ " + encode(step.data) + b"\r\n")
         if isinstance(step, Success):
-            return self._login(step.box, mechanism.name, lambda: True)
+            return await self._login(step.box, mechanism.name, _verified)
         if step.reason == NO_LEGACY_SECRET and step.box is not None:
             return self._no_legacy_secret(step.box, mechanism.name)
         return self._login_failed(step.box, mechanism.name, step.reason)
@@ -488,11 +510,11 @@ class Pop3Protocol:
             authlog.log_event("limit", self.peer, limit="auth-failures", session=self.session_id)
         return Reply(b"-ERR [AUTH] invalid mailbox name or password\r\n", close=close, delay=delay)
 
-    def _login(self, name: str, mech: str, check: Callable[[], bool]) -> Reply:
+    async def _login(self, name: str, mech: str, check: Callable[[], Awaitable[bool]]) -> Reply:
         """The one login path: lock-out, credentials, box lock, LOGIN-DELAY, snapshot."""
         if self._guard.refusal(name) is not None:
             return self._login_failed(name, mech, BOX_LOCKED)
-        if not check():
+        if not await check():
             return self._login_failed(name, mech, BAD_CREDENTIALS)
         self._guard.succeeded(self.peer, name)
         profile = self._profile()
@@ -514,7 +536,7 @@ class Pop3Protocol:
                 )
             )
         try:
-            listing = self._store.messages(name)
+            listing = await self._store.messages(name)
         except CorruptRecordError as exc:
             self._locks.release(name, self.session_id)
             return Reply(_line(f"-ERR [SYS/PERM] mailbox cannot be read: {exc}"))
@@ -544,12 +566,12 @@ class Pop3Protocol:
             )
         )
 
-    def _cmd_quit(self, rest: str) -> Reply:
+    async def _cmd_quit(self, rest: str) -> Reply:
         bad = self._no_args("QUIT", rest)
         if bad:
             return bad
         if self.state is State.TRANSACTION:
-            return self._update()
+            return await self._update()
         self.end()
         return Reply(b"+OK signing off\r\n", close=True)
 
@@ -584,7 +606,7 @@ class Pop3Protocol:
             self._listing_body(self._uids),
         )
 
-    def _stream(self, index: int, top_lines: int | None) -> Reply:
+    async def _stream(self, index: int, top_lines: int | None) -> Reply:
         assert self.box is not None
         uid = self._uids[index]
         what = "RETR" if top_lines is None else "TOP"
@@ -594,10 +616,9 @@ class Pop3Protocol:
             return Reply(b"-ERR [SYS/TEMP] out of memory; try again later\r\n")
         try:
             if top_lines is None:
-                chunks = self._store.read_wire(self.box, uid, STREAM_CHUNK)
+                opened = await self._store.read_wire(self.box, uid, STREAM_CHUNK)
             else:
-                chunks = self._store.read_top(self.box, uid, top_lines, STREAM_CHUNK)
-            first = next(chunks, b"")
+                opened = await self._store.read_top(self.box, uid, top_lines, STREAM_CHUNK)
         except CorruptRecordError as exc:
             reservation.release()
             log.error("POP3 %s of %s/%s: %s", what, self.box, uid, exc)
@@ -608,21 +629,23 @@ class Pop3Protocol:
         except BaseException:
             reservation.release()
             raise
-        body = MultilineBody(chunks, first=first, on_close=reservation.release)
+        body = MultilineBody(opened.rest, first=opened.first, on_close=reservation.release)
+        guard = self._store.reading
         if top_lines is None:
             self._stats.messages_retrieved += 1
             if self._retrieved is None:
                 self._retrieved = set()
             self._retrieved.add(index)
-            return Reply(b"+OK %d octets\r\n" % self._sizes[index], body, stored=(self.box, uid))
-        return Reply(b"+OK top of message follows\r\n", body)
+            head = b"+OK %d octets\r\n" % self._sizes[index]
+            return Reply(head, body, stored=(self.box, uid), guard=guard)
+        return Reply(b"+OK top of message follows\r\n", body, guard=guard)
 
-    def _cmd_retr(self, rest: str) -> Reply:
+    async def _cmd_retr(self, rest: str) -> Reply:
         index = self._one_message("RETR", rest)
         assert index is not None
-        return index if isinstance(index, Reply) else self._stream(index, None)
+        return index if isinstance(index, Reply) else await self._stream(index, None)
 
-    def _cmd_top(self, rest: str) -> Reply:
+    async def _cmd_top(self, rest: str) -> Reply:
         parts = _arguments(rest)
         if len(parts) != 2:
             return self._bad("-ERR TOP takes a message number and a line count")
@@ -634,7 +657,7 @@ class Pop3Protocol:
             return self._bad("-ERR a TOP line count is a decimal number (0, 1, ...)")
         # RFC 1939 §7 sets no bound; a count beyond the body sends the whole body. Clamped
         # only so that the store sees a machine-sized integer.
-        return self._stream(index, min(count, sys.maxsize))
+        return await self._stream(index, min(count, sys.maxsize))
 
     def _cmd_dele(self, rest: str) -> Reply:
         index = self._one_message("DELE", rest)
@@ -665,7 +688,7 @@ class Pop3Protocol:
 
     # -- UPDATE --------------------------------------------------------------------------
 
-    def _update(self) -> Reply:
+    async def _update(self) -> Reply:
         """Commit this session's deletions in one atomic store call, then end the session."""
         assert self.box is not None
         doomed = set(self._deleted or ())
@@ -676,7 +699,7 @@ class Pop3Protocol:
         self.state = State.UPDATE
         try:
             if uids:
-                self._store.delete(self.box, uids)
+                await self._store.delete(self.box, uids)
         except CorruptRecordError as exc:
             self._stats.commits_failed += 1
             return Reply(_line(f"-ERR [SYS/PERM] no messages removed: {exc}"), close=True)
@@ -690,7 +713,7 @@ class Pop3Protocol:
         return Reply(bye.encode("ascii"), close=True)
 
 
-_Handler = Callable[[Pop3Protocol, str], Reply]
+_Handler = Callable[[Pop3Protocol, str], Reply | Awaitable[Reply]]
 
 _AUTH_COMMANDS: Final[dict[str, _Handler]] = {
     "USER": Pop3Protocol._cmd_user,

@@ -20,7 +20,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -36,6 +36,7 @@ from firmware.pop3.mailbox import BoardMailstore
 from firmware.pop3.protocol import STREAM_CHUNK, Pop3Protocol, Pop3Stats, Reply
 from firmware.security.abuse import ClientSessions, LoginGuard, PreauthEvictor
 from firmware.security.authlog import log_event
+from firmware.store.worker import StoreWorker
 
 if TYPE_CHECKING:
     from firmware.store.board import Board
@@ -105,7 +106,12 @@ class _Session:
     )
 
     def __init__(
-        self, session_id: int, stream: trio.SocketStream, peer: str, host: str, implicit_tls: bool
+        self,
+        session_id: int,
+        stream: trio.abc.HalfCloseableStream,
+        peer: str,
+        host: str,
+        implicit_tls: bool,
     ) -> None:
         self.id = session_id
         self.socket_stream = stream
@@ -120,7 +126,9 @@ class _Session:
         self.protocol: Pop3Protocol | None = None
 
 
-def _peer_of(stream: trio.SocketStream) -> tuple[str, str]:
+def _peer_of(stream: trio.abc.HalfCloseableStream) -> tuple[str, str]:
+    if not isinstance(stream, trio.SocketStream):
+        return "memory", "memory"  # an in-process stream (tests): no address
     try:
         address = stream.socket.getpeername()
     except OSError:
@@ -129,7 +137,7 @@ def _peer_of(stream: trio.SocketStream) -> tuple[str, str]:
     return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _ack_now(stream: trio.SocketStream) -> None:
+def _ack_now(stream: trio.abc.HalfCloseableStream) -> None:
     """Acknowledge what the client sent at once, for when we next wait for it silently.
 
     After a TLS handshake the server's next move is to read (after STLS it has nothing to
@@ -140,10 +148,18 @@ def _ack_now(stream: trio.SocketStream) -> None:
     pending ACK now (Linux; elsewhere this does nothing).
     """
     quickack = getattr(socket, "TCP_QUICKACK", None)
-    if quickack is None:
+    if quickack is None or not isinstance(stream, trio.SocketStream):
         return
     with contextlib.suppress(OSError):  # the peer is already gone: the next read says so
         stream.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+
+
+def _drop(stream: trio.abc.HalfCloseableStream) -> None:
+    """Close a connection at once, without a word and without waiting."""
+    if isinstance(stream, trio.SocketStream):
+        stream.socket.close()
+    else:
+        trio.lowlevel.spawn_system_task(trio.aclose_forcefully, stream)
 
 
 class Pop3Service:
@@ -156,8 +172,11 @@ class Pop3Service:
         budget: RamBudget,
         *,
         tls: ssl.SSLContext | None = None,
+        worker: StoreWorker | None = None,
     ) -> None:
-        self._store = BoardMailstore(board)
+        """`worker`: the device's store worker, through which every store operation runs (a
+        private one if None: then this service is the Board's only user)."""
+        self._store = BoardMailstore(board, worker)
         self._profile = profile
         self._budget = budget
         self._tls = tls
@@ -256,6 +275,27 @@ class Pop3Service:
         listeners = await trio.open_tcp_listeners(
             port, host=host, backlog=listen_backlog(self._profile().int("pop3.max_sessions"))
         )
+        port = listeners[0].socket.getsockname()[1]
+        await self.serve_listeners(
+            listeners, implicit_tls=implicit_tls, task_status=task_status, started=port
+        )
+
+    async def serve_listeners(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.HalfCloseableStream]],
+        *,
+        implicit_tls: bool = False,
+        started: int = 0,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve connections from `listeners` until cancelled (or drained); closes them after.
+
+        Any trio listener of byte streams: TCP listeners (`serve`), or in-process ones in
+        tests (trio.testing memory streams). `started` is what `task_status.started` gets
+        (the bound port, for `serve`).
+        """
+        if implicit_tls and self._tls is None:
+            raise DeviceError("cannot serve POP3S: the device has no TLS certificate")
         accept_scope = trio.CancelScope()
         self._accept_scopes.add(accept_scope)
         self._serving += 1
@@ -267,7 +307,7 @@ class Pop3Service:
                             accepters.start_soon(
                                 self._accept_loop, listener, sessions, implicit_tls
                             )
-                        task_status.started(listeners[0].socket.getsockname()[1])
+                        task_status.started(started)
                 for listener in listeners:
                     await trio.aclose_forcefully(listener)
         finally:
@@ -280,7 +320,10 @@ class Pop3Service:
                     await trio.aclose_forcefully(listener)
 
     async def _accept_loop(
-        self, listener: trio.SocketListener, sessions: trio.Nursery, implicit_tls: bool
+        self,
+        listener: trio.abc.Listener[trio.abc.HalfCloseableStream],
+        sessions: trio.Nursery,
+        implicit_tls: bool,
     ) -> None:
         while True:
             try:
@@ -295,7 +338,7 @@ class Pop3Service:
                 self._admit(stream, sessions, implicit_tls)
             except Exception:
                 log.exception("POP3 could not admit a connection; closing it")
-                stream.socket.close()
+                _drop(stream)
 
     def _make_room(self, host: str) -> bool:
         """Every slot is taken: evict the oldest connection that has not logged in, if any."""
@@ -310,7 +353,9 @@ class Pop3Service:
         log.info("POP3 session %d (%s) evicted to admit %s", victim.id, victim.peer, host)
         return True
 
-    def _admit(self, stream: trio.SocketStream, sessions: trio.Nursery, implicit_tls: bool) -> None:
+    def _admit(
+        self, stream: trio.abc.HalfCloseableStream, sessions: trio.Nursery, implicit_tls: bool
+    ) -> None:
         """Start a session for `stream`, or refuse it at once with -ERR [SYS/TEMP]."""
         profile = self._profile()
         host, peer = _peer_of(stream)
@@ -337,7 +382,7 @@ class Pop3Service:
             log_event("limit", host, limit=limit)
             log.info("POP3 refused %s: %s", peer, (refusal or b"").decode().strip())
             if self._refusing >= MAX_REFUSING:
-                stream.socket.close()  # refusals are already busy: drop without a word
+                _drop(stream)  # refusals are already busy: drop without a word
                 return
             self._refusing += 1
             sessions.start_soon(self._refuse, stream, refusal or b"")
@@ -349,7 +394,7 @@ class Pop3Service:
         self.stats.sessions_total += 1
         sessions.start_soon(self._run, session, reservation)
 
-    async def _refuse(self, stream: trio.SocketStream, refusal: bytes) -> None:
+    async def _refuse(self, stream: trio.abc.HalfCloseableStream, refusal: bytes) -> None:
         """Say why, in plain text even on the POP3S port: no handshake for a refused client."""
         try:
             with trio.move_on_after(REFUSE_TIMEOUT_S):
@@ -471,7 +516,7 @@ class Pop3Service:
                     return False  # EOF: the client left without QUIT
                 reader.feed(data if type(data) is bytes else bytes(data))
                 continue
-            reply = protocol.receive_line(line)
+            reply = await protocol.receive_line(line)
             if reply.delay > 0:
                 await trio.sleep(reply.delay)
             await self._send(session, protocol, reply)
@@ -533,9 +578,14 @@ class Pop3Service:
         if body is None:
             await stream.send_all(reply.head)
             return
+        guard = reply.guard
         try:
             pending = reply.head
-            if reply.stored is not None and stream is session.socket_stream:
+            if (
+                reply.stored is not None
+                and stream is session.socket_stream
+                and isinstance(stream, trio.SocketStream)
+            ):
                 first = body.take_first()
                 # A full first chunk: more follows (a shorter one was the whole message).
                 if len(first) >= STREAM_CHUNK and (image_fd := self._image()) is not None:
@@ -544,7 +594,14 @@ class Pop3Service:
                     )
                     return
                 pending += first
-            for chunk in body:
+            while True:
+                if guard is None:
+                    chunk = next(body, None)
+                else:
+                    async with guard():  # a short read of the store, under its lock
+                        chunk = next(body, None)
+                if chunk is None:
+                    break
                 if len(pending) < SEND_COALESCE or len(chunk) < SEND_COALESCE:
                     pending += chunk
                     if len(pending) < SEND_COALESCE:
@@ -575,6 +632,7 @@ class Pop3Service:
         """RETR: the head and the chunk read ahead, the rest from the image, the terminator."""
         box, uid = stored
         stream = session.socket_stream
+        assert isinstance(stream, trio.SocketStream)
         await stream.send_all(head + first)
         idle = self._idle_limit(protocol)
 
@@ -586,6 +644,7 @@ class Pop3Service:
             stream.socket,
             image_fd,
             lambda at: self._store.wire_extents(box, uid, at),
+            self._store.reading,
             len(first),
             first[-2:],
             progress,
