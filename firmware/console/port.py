@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import serial
 import trio
 
-from firmware.console.shell import ConsoleShell, PowerAction, ScanAction
+from firmware.console.shell import Action, ConsoleShell, PowerAction, ScanAction, StoreAction
 from firmware.device.admin import AdminTarget, DeviceAdmin
 from firmware.errors import DeviceError
 
@@ -289,8 +289,17 @@ async def _converse(shell: ConsoleShell, link: Link) -> None:
             await link.send(await _perform(shell, action))
 
 
-async def _perform(shell: ConsoleShell, action: ScanAction | PowerAction) -> bytes:
+async def _perform(shell: ConsoleShell, action: Action) -> bytes:
     admin = shell.admin
+    if isinstance(action, StoreAction):
+        try:
+            text = await (admin.compact() if action.what == "compact" else admin.fsck())
+        except DeviceError as exc:
+            text = "error: " + " ".join(str(exc).split())
+        except Exception:
+            log.exception("console: %s failed", action.what)
+            text = f"error: {action.what} failed with an internal error (logged)"
+        return shell.finish_action(text)
     if isinstance(action, ScanAction):
         try:
             text = await admin.scan(action.request)

@@ -57,7 +57,15 @@ class PowerAction:
     what: str  # "reboot" | "shutdown"
 
 
-Action = ScanAction | PowerAction
+@dataclass(frozen=True)
+class StoreAction:
+    """Run a long store operation on the device's store worker (so the console does not hold
+    up POP3 while it runs), then call `finish_action` with its report."""
+
+    what: str  # "fsck" | "compact"
+
+
+Action = ScanAction | PowerAction | StoreAction
 
 
 class Mode(Enum):
@@ -817,11 +825,11 @@ class ConsoleShell:
 
     def _cmd_fsck(self, args: list[str]) -> None:
         self._arity("fsck", args, 0)
-        self._say(self.admin.fsck())
+        self._start(StoreAction("fsck"))
 
     def _cmd_compact(self, args: list[str]) -> None:
         self._arity("compact", args, 0)
-        self._say(self.admin.compact())
+        self._start(StoreAction("compact"))
 
     def _cmd_passwd(self, args: list[str]) -> None:
         self._arity("passwd", args, 0)

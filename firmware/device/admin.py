@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from firmware.scanner.feeder import ScanFeeder
     from firmware.scanner.job import ScanRequest, ScanResult
     from firmware.store.board import Board, BoxInfo
+from firmware.store.worker import StoreWorker
 
 EXPORT_BEGIN = "# BEGIN DPFW PROFILE"  # TOML comments: an export block is itself valid TOML
 EXPORT_END = "# END DPFW PROFILE"
@@ -88,6 +89,8 @@ class AdminTarget(Protocol):
     def request_reboot(self) -> None: ...
     def request_shutdown(self) -> None: ...
     async def scan(self, request: ScanRequest) -> ScanResult: ...
+    @property
+    def store_worker(self) -> StoreWorker: ...
 
 
 format_value = render  # a value the way `profile set` accepts it back: `tiff, pdf`, `true`
@@ -720,8 +723,9 @@ class DeviceAdmin:
         lines = list(self.device.log_lines)[-count:] if count > 0 else []
         return "\n".join(printable(line) for line in lines) or "(log is empty)"
 
-    def fsck(self) -> str:
-        report = self.device.board.fsck()
+    async def fsck(self) -> str:
+        """Re-read every record, on the store worker (the console waits, POP3 does not)."""
+        report = await self.device.store_worker.run(self.device.board.fsck)
         if report.clean:
             return f"fsck: {plural(report.records_checked, 'record')} checked, all clean"
         lines = [
@@ -737,8 +741,9 @@ class DeviceAdmin:
             lines.append(f"  ... and {len(report.problems) - 50} more")
         return "\n".join(lines)
 
-    def compact(self) -> str:
-        report = self.device.board.compact()
+    async def compact(self) -> str:
+        """Compact the log on the store worker, which lets readers in between segments."""
+        report = await self.device.store_worker.run(self.device.board.compact)
         return (
             f"compact: {format_size(report.bytes_reclaimed)} reclaimed,"
             f" {plural(report.records_moved, 'record')} ({format_size(report.bytes_moved)}) moved"

@@ -19,13 +19,14 @@ import trio
 
 from firmware.config.budget import RamBudget
 from firmware.config.profile import Profile, Value, factory, running_after
-from firmware.console.shell import ConsoleShell
+from firmware.console.shell import ConsoleShell, StoreAction
 from firmware.device.admin import DeviceAdmin
 from firmware.device.device import Device, RunOptions
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import ScanRequest, ScanResult, run_scan_async
 from firmware.store.board import Board
+from firmware.store.worker import StoreWorker
 
 ADMIN_PASSWORD = "admin-pw"
 MIB = 1 << 20
@@ -46,6 +47,7 @@ class BenchDevice:
         self.log_lines: collections.deque[str] = collections.deque(maxlen=100)
         self.reboots = 0
         self.shutdowns = 0
+        self.store_worker = StoreWorker()
 
     @property
     def next_profile(self) -> Profile:
@@ -96,6 +98,13 @@ class Term:
     def run(self, line: str) -> str:
         """One command: the output between the echoed line and the next prompt."""
         out = self.type(line + "\r")
+        action = self.shell.take_action()
+        if isinstance(action, StoreAction):  # as the console port does, on the store worker
+            admin = self.shell.admin
+            report = trio.run(admin.compact if action.what == "compact" else admin.fsck)
+            out += self.shell.finish_action(report).decode("ascii")
+        elif action is not None:
+            self.shell.finish_action("")  # scans and power are tested with take_action
         echo = line + "\r\n"
         assert out.startswith(echo), out
         out = out[len(echo) :]

@@ -324,8 +324,8 @@ async def test_admin_password(admin: DeviceAdmin, device: Device) -> None:
 
 
 async def test_fsck_compact_log(admin: DeviceAdmin) -> None:
-    assert re.fullmatch(r"fsck: \d+ records? checked, all clean", admin.fsck())
-    assert admin.compact().startswith("compact: ")
+    assert re.fullmatch(r"fsck: \d+ records? checked, all clean", await admin.fsck())
+    assert (await admin.compact()).startswith("compact: ")
     logging.getLogger("dpfw.test").warning("marker \x1b[31m line")
     assert admin.log(1).endswith("WARNING dpfw.test: marker ?[31m line")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from firmware.config.budget import RamBudget
 from firmware.config.profile import factory, parse_toml
-from firmware.console.shell import ConsoleShell, PowerAction, ScanAction
+from firmware.console.shell import ConsoleShell, PowerAction, ScanAction, StoreAction
 from firmware.device.admin import DeviceAdmin
 from firmware.errors import DeviceError
 from firmware.flash import nvram
@@ -149,8 +149,8 @@ def console_stream(data: bytes) -> None:
         for chunk in _split(data):
             out = shell.feed(chunk)
             while (action := shell.take_action()) is not None:
-                if isinstance(action, ScanAction):
-                    out += shell.finish_action("scan skipped (fuzz)")
+                if isinstance(action, ScanAction | StoreAction):
+                    out += shell.finish_action("skipped (fuzz)")
                 elif isinstance(action, PowerAction):
                     out += shell.power_done(action.what)
                     out += shell.feed(ADMIN.encode() + b"\r")
