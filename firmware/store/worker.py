@@ -65,6 +65,11 @@ class BoardLock:
     def held(self) -> bool:
         return self._held
 
+    @property
+    def waiting(self) -> int:
+        """Loop-side readers waiting for the lock now."""
+        return self._wanted
+
     def try_acquire(self) -> bool:
         """Take the lock if it is free (loop side: never waits); True if taken."""
         with self._cond:
