@@ -32,7 +32,7 @@ from firmware.errors import DeviceError, MemoryFullError
 from firmware.pop3.direct import can_map, send_from_image
 from firmware.pop3.framing import CRLF, TERMINATOR, LineReader
 from firmware.pop3.locks import BoxLocks
-from firmware.pop3.mailbox import BoardMailstore
+from firmware.pop3.mailbox import BoardMailstore, Mailstore
 from firmware.pop3.protocol import STREAM_CHUNK, Pop3Protocol, Pop3Stats, Reply
 from firmware.security.abuse import ClientSessions, LoginGuard, PreauthEvictor
 from firmware.security.authlog import log_event
@@ -167,16 +167,24 @@ class Pop3Service:
 
     def __init__(
         self,
-        board: Board,
+        board: Board | None,
         profile: Callable[[], Profile],
         budget: RamBudget,
         *,
         tls: ssl.SSLContext | None = None,
         worker: StoreWorker | None = None,
+        store: Mailstore | None = None,
     ) -> None:
         """`worker`: the device's store worker, through which every store operation runs (a
-        private one if None: then this service is the Board's only user)."""
-        self._store = BoardMailstore(board, worker)
+        private one if None: then this service is the Board's only user). `store`: serve
+        this maildrop instead of `board` (e.g. firmware.pop3.memory in tests): RETR then
+        always pulls the body, as there is no image file to copy from."""
+        self._board_store = BoardMailstore(board, worker) if board is not None else None
+        if store is None:
+            if self._board_store is None:
+                raise ValueError("Pop3Service needs a board or a store")
+            store = self._board_store
+        self._store: Mailstore = store
         self._profile = profile
         self._budget = budget
         self._tls = tls
@@ -546,9 +554,11 @@ class Pop3Service:
 
     def _image(self) -> int | None:
         """The image file, read-only, if RETR can copy from it directly (opened once)."""
+        if self._board_store is None or self._store is not self._board_store:
+            return None
         if self._direct is None:
             try:
-                fd = os.open(self._store.image_path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(self._board_store.image_path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as exc:
                 log.warning("POP3: RETR reads through the store: cannot open the image: %s", exc)
                 self._direct = False
@@ -632,7 +642,8 @@ class Pop3Service:
         """RETR: the head and the chunk read ahead, the rest from the image, the terminator."""
         box, uid = stored
         stream = session.socket_stream
-        assert isinstance(stream, trio.SocketStream)
+        store = self._board_store
+        assert isinstance(stream, trio.SocketStream) and store is not None
         await stream.send_all(head + first)
         idle = self._idle_limit(protocol)
 
@@ -643,8 +654,8 @@ class Pop3Service:
         tail = await send_from_image(
             stream.socket,
             image_fd,
-            lambda at: self._store.wire_extents(box, uid, at),
-            self._store.reading,
+            lambda at: store.wire_extents(box, uid, at),
+            store.reading,
             len(first),
             first[-2:],
             progress,
