@@ -30,8 +30,8 @@ import ctypes
 import functools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Final, TypeVar
 
 import trio
@@ -145,11 +145,12 @@ def one_malloc_arena() -> bool:
 class StoreWorker:
     """Runs Board operations on a worker thread, one at a time; see the module docstring."""
 
-    __slots__ = ("_auth_limiter", "_limiter", "lock", "operations")
+    __slots__ = ("_auth_limiter", "_limiter", "_reading", "lock", "operations")
 
     def __init__(self) -> None:
         one_malloc_arena()
         self.lock = BoardLock()
+        self._reading = _Reading(self.lock)
         self._limiter = trio.CapacityLimiter(1)
         self._auth_limiter = trio.CapacityLimiter(1)
         self.operations = 0  # store operations run, for tests and the console
@@ -177,24 +178,38 @@ class StoreWorker:
         store operations, one at a time. `fn` may only read credentials (immutable)."""
         return await trio.to_thread.run_sync(fn, *args, limiter=self._auth_limiter)
 
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[None]:
+    def reading(self) -> AbstractAsyncContextManager[None]:
         """Hold the board for a short synchronous read on the event loop.
 
-        Never blocks the loop: while the worker holds the board, sleep a little and retry
-        (the worker gives way between the steps of a long operation).
+        `async with worker.reading(): ...` never blocks the loop: while the worker holds the
+        board, it sleeps a little and retries (the worker gives way between the steps of a
+        long operation). Nothing inside should await: the worker may be waiting.
         """
-        lock = self.lock
-        if not lock.try_acquire():
-            lock.want()
-            try:
-                delay = READ_RETRY_S
-                while not lock.try_acquire():
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, READ_RETRY_MAX_S)
-            finally:
-                lock.unwant()
+        return self._reading
+
+
+class _Reading:
+    """`StoreWorker.reading()`: a plain class, not @asynccontextmanager, as it runs once per
+    RETR chunk and mapped write (a few microseconds less each); the state is in the lock, so
+    one instance serves every reader."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: BoardLock) -> None:
+        self._lock = lock
+
+    async def __aenter__(self) -> None:
+        lock = self._lock
+        if lock.try_acquire():
+            return
+        lock.want()
         try:
-            yield
+            delay = READ_RETRY_S
+            while not lock.try_acquire():
+                await trio.sleep(delay)
+                delay = min(delay * 2, READ_RETRY_MAX_S)
         finally:
-            lock.release()
+            lock.unwant()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
