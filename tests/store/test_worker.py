@@ -205,3 +205,23 @@ async def test_messages_read_on_the_loop_stay_whole_while_the_worker_compacts(
         assert reads >= 1
     finally:
         board.close()
+
+
+async def test_password_checks_do_not_queue_behind_a_store_operation() -> None:
+    """PBKDF2 runs on its own thread and limiter: a login is not held up by a compaction."""
+    worker = StoreWorker()
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def long_operation() -> None:
+        started.set()
+        _wait(release)
+        order.append("operation")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker.run, long_operation)
+        await trio.to_thread.run_sync(_wait, started)
+        assert await worker.verify(lambda: "checked") == "checked"
+        order.append("verified")
+        release.set()
+    assert order == ["verified", "operation"]
