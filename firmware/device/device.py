@@ -32,7 +32,7 @@ from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_a
 from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
 from firmware.store.board import Board
 from firmware.store.demo import boot_notice
-from firmware.store.worker import StoreWorker
+from firmware.store.worker import StoreWorker, favour_the_event_loop
 from firmware.text import plural
 
 log = logging.getLogger("dpfw.device")
@@ -216,6 +216,7 @@ class Device:
         """Boot, serve until shutdown (reboot loops back to boot); 0 on a clean stop."""
         # Every package logs under "firmware.*" or "dpfw.*"; the ring sees both at INFO even
         # when the embedding program configured no logging.
+        favour_the_event_loop()  # store work runs on threads: hand the GIL back within 1 ms
         loggers = [logging.getLogger("dpfw"), logging.getLogger("firmware")]
         levels = [logger.level for logger in loggers]
         for logger in loggers:
