@@ -216,6 +216,7 @@ class Device:
         """Boot, serve until shutdown (reboot loops back to boot); 0 on a clean stop."""
         # Every package logs under "firmware.*" or "dpfw.*"; the ring sees both at INFO even
         # when the embedding program configured no logging.
+        switch_interval = sys.getswitchinterval()
         favour_the_event_loop()  # store work runs on threads: hand the GIL back within 1 ms
         loggers = [logging.getLogger("dpfw"), logging.getLogger("firmware")]
         levels = [logger.level for logger in loggers]
@@ -240,6 +241,7 @@ class Device:
             for logger, level in zip(loggers, levels, strict=True):
                 logger.removeHandler(self._log_ring)
                 logger.setLevel(level)
+            sys.setswitchinterval(switch_interval)
         return 0
 
     async def _watch_signals(self) -> None:
