@@ -207,8 +207,9 @@ async def _maybe_await(value: object) -> object:
 
 
 async def run_cases(image: Path, plan: Plan) -> list[CaseFigures]:
-    from firmware.device.admin import DeviceAdmin
     from firmware.device.device import Device, RunOptions
+    from firmware.ops import render, storage
+    from firmware.ops.context import OpsContext
     from firmware.scanner.job import ScanRequest
 
     device = Device(RunOptions(image=image, pop3=("127.0.0.1", 0)))
@@ -250,8 +251,12 @@ async def run_cases(image: Path, plan: Plan) -> list[CaseFigures]:
         await trio.sleep(plan.idle_s)
         windows.append(("idle", start, time.monotonic(), ""))
         await trio.sleep(0.1)
-        admin = DeviceAdmin(device)
-        await case("compact", admin.compact)  # awaitable since the store worker
+        ctx = OpsContext.running(device)
+
+        async def compact() -> str:  # the console's `compact`: on the store worker
+            return render.compact(await ctx.run_store(storage.compact, ctx))
+
+        await case("compact", compact)
         start, end, reply = await trio.to_thread.run_sync(
             _quit_with_deletions, port, plan.deletions
         )

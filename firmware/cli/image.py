@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from firmware.cli.common import add_secret_options, parse_size, read_secret
 from firmware.config.profile import MODELS, Profile, factory, parse_toml, shown
 from firmware.errors import DeviceError, ProfileError
+from firmware.ops import boxes, render, storage
+from firmware.ops.context import OpsContext
 from firmware.security.credentials import check_password_policy
 from firmware.store.board import Board
 from firmware.text import plural
@@ -115,7 +118,8 @@ def describe(board: Board) -> dict[str, Any]:
     """Everything `inspect` shows, as plain data."""
     g = board.geometry
     usage = board.usage()
-    report = board.fsck()
+    ctx = OpsContext.offline(board)
+    report = storage.fsck(ctx)
     slots = board.nvram_slots
     return {
         "image": str(board.path),
@@ -138,16 +142,7 @@ def describe(board: Board) -> dict[str, Any]:
             "slot_sequences": list(slots),
             "active_sequence": max(s for s in slots if s is not None),
         },
-        "boxes": [
-            {
-                "name": b.name,
-                "messages": b.messages,
-                "bytes": b.bytes,
-                "legacy_secret": b.has_legacy_secret,
-                "corrupt": b.corrupt,
-            }
-            for b in board.boxes()
-        ],
+        "boxes": [dataclasses.asdict(box) for box in boxes.box_list(ctx).boxes],
         "space": {
             "total": usage.total,
             "used": usage.used,
@@ -157,17 +152,7 @@ def describe(board: Board) -> dict[str, Any]:
         },
         "settings": sorted(board.settings()),
         "records_checked": report.records_checked,
-        "problems": [
-            {
-                "what": p.what,
-                "log_offset": p.position,
-                "length": p.length,
-                "detail": p.detail,
-                "box": p.box,
-                "uid": p.uid,
-            }
-            for p in report.problems
-        ],
+        "problems": [dataclasses.asdict(problem) for problem in report.problems],
     }
 
 
@@ -213,24 +198,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_fsck(args: argparse.Namespace) -> int:
     with Board.open(args.image, repair=False) as board:
-        report = board.fsck()
-    print(
-        f"{plural(report.records_checked, 'record')} checked, "
-        f"{plural(len(report.problems), 'problem')}"
-    )
-    for p in report.problems:
-        where = f" (box {p.box}, uid {p.uid})" if p.uid else ""
-        print(f"  {p.what} record at log offset {p.position}, {p.length} bytes: {p.detail}{where}")
+        report = storage.fsck(OpsContext.offline(board))
+    print(render.fsck(report))
     return 0 if report.clean else 2
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
-        report = board.compact()
-        usage = board.usage()
-    print(
-        f"moved {plural(report.records_moved, 'record')} ({plural(report.bytes_moved, 'byte')}), "
-        f"reclaimed {plural(report.bytes_reclaimed, 'byte')} in {report.seconds:.3f} s; "
-        f"{plural(usage.free, 'byte')} free"
-    )
+        report = storage.compact(OpsContext.offline(board))
+    print(f"{render.compact(report)}; {render.format_size(report.free)} free")
     return 0

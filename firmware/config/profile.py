@@ -11,11 +11,12 @@ person types them (`tiff, pdf`, `true`), never as Python reprs.
 from __future__ import annotations
 
 import builtins
+import difflib
 import ipaddress
 import json
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -330,13 +331,21 @@ class Profile(Mapping[str, Value]):
 
     def with_value(self, key: str, text: str, where: str = "profile") -> Profile:
         """A copy with one key set from text, validated whole."""
-        field = SCHEMA.get(key)
-        if field is None:
-            raise ProfileError(
-                f"{where}: unknown key {shown(key)}; known keys: {', '.join(SCHEMA)}"
-            )
+        return self.with_values([(key, text)], where)
+
+    def with_values(self, pairs: Iterable[tuple[str, str]], where: str) -> Profile:
+        """A copy with each (KEY, text as typed) pair set, validated whole.
+
+        The one reader of typed KEY VALUE pairs: console `profile set`, `dpfw profile set`
+        and `dpfw run --set` all come here. Raises ProfileError: `unknown_key`'s line, or the
+        key, the value and what is allowed; nothing is half-applied.
+        """
         new = dict(self.data)
-        new[key] = field.parse_text(text, where)
+        for key, text in pairs:
+            field = SCHEMA.get(key)
+            if field is None:
+                raise unknown_key(key, where)
+            new[key] = field.parse_text(text, where)
         return validate(new, where)
 
     def to_toml(self) -> str:
@@ -390,14 +399,24 @@ def validate(flat: Mapping[str, Any], where: str) -> Profile:
     """
     unknown = [k for k in flat if k not in SCHEMA]
     if unknown:
-        raise ProfileError(
-            f"{where}: unknown key {shown(unknown[0])}; known keys: {', '.join(SCHEMA)}"
-        )
+        raise unknown_key(unknown[0], where)
     missing = [k for k in SCHEMA if k not in flat]
     if missing:
         raise ProfileError(f"{where}: missing key {shown(missing[0])} ({SCHEMA[missing[0]].doc})")
     values = {key: SCHEMA[key].check(flat[key], where) for key in SCHEMA}
     return Profile(values)
+
+
+def unknown_key(key: str, where: str) -> ProfileError:
+    """The one line for a key the schema does not have, wherever it was typed or read:
+    `WHERE: unknown key "pop3.prot"; did you mean "pop3.port"?` (difflib, case ignored), or
+    `... (`profile show` lists every key)` when no key is close."""
+    by_lower = {name.lower(): name for name in SCHEMA}
+    close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
+    hint = " (`profile show` lists every key)"
+    if close:
+        hint = f'; did you mean "{by_lower[close[0]]}"?'
+    return ProfileError(f"{where}: unknown key {shown(key)}{hint}")
 
 
 def flatten(doc: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -23,14 +23,14 @@ from pathlib import Path
 import trio
 
 from firmware.config.budget import RamBudget
-from firmware.config.profile import SCHEMA, Profile, Value, running_after, shown, validate
-from firmware.errors import DeviceError, ProfileError
+from firmware.config.profile import SCHEMA, Profile, Value, running_after, validate
+from firmware.errors import DeviceError
 from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
 from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
-from firmware.store.board import Board
+from firmware.store.board import Board, limits_of
 from firmware.store.demo import boot_notice
 from firmware.store.worker import StoreWorker, favour_the_event_loop
 from firmware.text import plural
@@ -67,13 +67,7 @@ class LogRing(logging.Handler):
 
 def apply_overrides(stored: Profile, overrides: Mapping[str, str]) -> Profile:
     """The stored profile with this run's `--set KEY=VALUE` values on top, validated whole."""
-    values = dict(stored.data)
-    for key, text in overrides.items():
-        spec = SCHEMA.get(key)
-        if spec is None:
-            raise ProfileError(f"--set: unknown key {shown(key)}; known keys: {', '.join(SCHEMA)}")
-        values[key] = spec.parse_text(text, "--set")
-    return validate(values, "--set")
+    return stored.with_values(overrides.items(), "--set")
 
 
 Service = Callable[["Device"], Awaitable[None]]
@@ -126,6 +120,7 @@ class Device:
         self.pop3_addresses: list[tuple[str, int]] = []
         self.pop3s_addresses: list[tuple[str, int]] = []
         self._cert_out_line = ""  # the banner line naming --cert-out, when written this boot
+        self.tls_cert_at_boot: str | None = None  # the stored certificate this boot read (PEM)
 
     # ----- what the console and services read -----
 
@@ -178,6 +173,7 @@ class Device:
         for key in changed:
             self.overrides.pop(key, None)
         self._profile = running_after(running, apply_overrides(saved, self.overrides))
+        self.board.limits = limits_of(self._profile)
         return [key for key in changed if not SCHEMA[key].live]
 
     # ----- life cycle -----
@@ -255,10 +251,12 @@ class Device:
         try:
             self._board = board
             self._profile = apply_overrides(board.profile, self.overrides)
+            board.limits = limits_of(self._profile)
             self.boots += 1
             profile = self._profile
             self.budget = RamBudget(profile.int("memory.image_ram_mib") * MIB)
             context = self._tls_context(board)
+            self.tls_cert_at_boot = board.settings().get(SETTING_CERT)
             self._cert_out_line = ""
             if self.options.cert_out is not None:
                 self._export_certificate(board, self.options.cert_out, serving=context is not None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,14 @@ def test_add_list_passwd_del(image: Path) -> None:
     dpfw("box", "add", str(image), "alice", "--password-stdin", stdin="pw-1\n")
     dpfw("box", "add", str(image), "Bob", "--password", "pw-2", "--legacy")
     out = dpfw("box", "list", str(image)).stdout
-    assert "2 of " in out and "alice\t0 messages" in out and "legacy-secret" in out
+    assert "(2 of 20 boxes)" in out and re.search(r"^alice +0 +0 B$", out, re.M)
+    assert re.search(r"^Bob +0 +0 B  legacy secret \(APOP, CRAM-MD5\)$", out, re.M)
+    listing = json.loads(dpfw("box", "list", str(image), "--json").stdout)
+    assert listing["max_boxes"] == 20
+    assert [(b["name"], b["messages"], b["legacy_secret"]) for b in listing["boxes"]] == [
+        ("Bob", 0, True),
+        ("alice", 0, False),
+    ]
     dpfw("box", "passwd", str(image), "alice", "--password-stdin", stdin="new-pw\n")
     with Board.open(image) as board:
         creds = board.box_credentials("alice")

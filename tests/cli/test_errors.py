@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import json
 import os
 import resource
 import select
@@ -210,7 +211,7 @@ def _fiu(point: str, errno: int) -> list[str]:
 def test_create_with_a_failing_fsync(tmp_path: Path) -> None:
     img = tmp_path / "x.img"
     proc = run_dpfw(
-        "image", "create", str(img), "--profile", "DP-3510", "--admin-password", "pw",
+        "image", "create", str(img), "--profile", "DP-3510", "--admin-password", "test-pw",
         prefix=_fiu("posix/io/sync/fsync", 5),
     )  # fmt: skip
     assert "fsync failed: Input/output error" in one_error_line(proc)
@@ -221,7 +222,7 @@ def test_create_with_a_failing_fsync(tmp_path: Path) -> None:
 def test_create_on_a_full_disk(tmp_path: Path) -> None:
     img = tmp_path / "x.img"
     proc = run_dpfw(
-        "image", "create", str(img), "--profile", "DP-3510", "--admin-password", "pw",
+        "image", "create", str(img), "--profile", "DP-3510", "--admin-password", "test-pw",
         prefix=_fiu("posix/io/rw/pwrite", 28),
     )  # fmt: skip
     assert "storage full" in one_error_line(proc)
@@ -257,7 +258,8 @@ def test_deliver_write_errors_name_the_image(image: Path, tmp_path: Path, point:
     eml.write_bytes(b"Subject: x\r\n\r\nbody\r\n")
     line = one_error_line(run_dpfw("deliver", str(image), "alice", str(eml), prefix=_fiu(point, 5)))
     assert line.startswith(f"dpfw: {image}: ") and "Input/output error" in line
-    assert dpfw("box", "list", str(image)).stdout.count("0 messages") == 1
+    listing = json.loads(dpfw("box", "list", str(image), "--json").stdout)
+    assert [(b["name"], b["messages"]) for b in listing["boxes"]] == [("alice", 0)]
 
 
 def test_create_in_a_read_only_directory(tmp_path: Path) -> None:
@@ -270,7 +272,7 @@ def test_create_in_a_read_only_directory(tmp_path: Path) -> None:
     if probe.returncode != 0:
         pytest.skip("no private mount namespace (needs root)")
     proc = run_dpfw(
-        "image", "create", str(ro / "x.img"), "--profile", "DP-3510", "--admin-password", "pw",
+        "image", "create", str(ro / "x.img"), "--profile", "DP-3510", "--admin-password", "test-pw",
         prefix=["unshare", "--mount", "sh", "-c", script, "sh", str(ro)],
     )  # fmt: skip
     assert "cannot create: Read-only file system" in one_error_line(proc)

@@ -100,7 +100,7 @@ def test_inspect_reports_a_corrupt_record(tmp_path: Path) -> None:
     text = dpfw("image", "inspect", str(image)).stdout
     assert "corrupt record at log offset" in text
     proc = dpfw("image", "fsck", str(image), check=False)
-    assert proc.returncode == 2 and "1 problem\n" in proc.stdout
+    assert proc.returncode == 2 and "records checked, 1 bad:\n  corrupt at " in proc.stdout
 
 
 def test_refuses_foreign_and_corrupt_images(tmp_path: Path) -> None:

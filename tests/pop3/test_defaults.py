@@ -272,7 +272,9 @@ def legacy_secrets(image: Path) -> dict[str, bool]:
 def test_dpfw_box_passwd_gives_keeps_or_drops_the_legacy_secret(legacy_image: Path) -> None:
     image = str(legacy_image)
     out = dpfw("box", "passwd", image, "carol", "--password", "carol-pw2").stdout
-    assert out == "password of box carol changed\n"  # pop3.apop is on: she gets one
+    assert out == (  # pop3.apop is on: she gets one
+        "password of box carol changed; APOP/CRAM-MD5 secret kept from now on\n"
+    )
     out = dpfw("box", "passwd", image, "dave", "--password", "dave-pw2", "--no-legacy").stdout
     assert "no APOP/CRAM-MD5 secret: this box cannot use APOP or CRAM-MD5" in out
     assert legacy_secrets(legacy_image) == {"carol": True, "dave": False, "erin": False}
@@ -280,7 +282,7 @@ def test_dpfw_box_passwd_gives_keeps_or_drops_the_legacy_secret(legacy_image: Pa
     # Old main dropped the secret on every `passwd` without --legacy; now it keeps what was.
     out = dpfw("box", "passwd", image, "carol", "--password", "carol-pw3").stdout
     assert "APOP/CRAM-MD5 secret kept; pop3.apop is off" in out
-    assert dpfw("box", "add", image, "fred", "--password", "fred-pw").stdout == ("added box fred\n")
+    assert dpfw("box", "add", image, "fred", "--password", "fred-pw").stdout == ("box fred added\n")
     assert legacy_secrets(legacy_image) == {
         "carol": True,
         "dave": False,
