@@ -94,7 +94,7 @@ class Board:
         self._limits: StoreLimits | None = None
         self.between_steps: Callable[[], None] = _no_pause
         """Called between the steps of a long operation (each compaction segment), with the
-        board consistent: a store worker can let waiting readers in (branch store-worker)."""
+        board consistent: the store worker lets waiting readers in (firmware/store/worker.py)."""
         self._space = Space(
             self._log,
             image,

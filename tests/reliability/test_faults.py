@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trio
 
 from firmware.config.budget import RamBudget
 from firmware.device.boards import open_board, saved_profile
@@ -186,7 +187,7 @@ def pop3_session(board: Board) -> Pop3Protocol:
     )
     protocol.greeting()
     for line in (b"USER bob", b"PASS bob-pw"):
-        assert protocol.receive_line(line).ok
+        assert trio.run(protocol.receive_line, line).ok
     return protocol
 
 
@@ -197,9 +198,12 @@ def test_quit_under_a_write_fault_says_sys_temp_and_removes_nothing(
     with open_board(image) as board:
         before = snapshot(board)
         session = pop3_session(board)
-        assert session.receive_line(b"DELE 1").ok and session.receive_line(b"DELE 2").ok
+        assert (
+            trio.run(session.receive_line, b"DELE 1").ok
+            and trio.run(session.receive_line, b"DELE 2").ok
+        )
         armed(board, Plan(write_errno=errno_))
-        reply = session.receive_line(b"QUIT")
+        reply = trio.run(session.receive_line, b"QUIT")
         assert reply.head.startswith(b"-ERR [SYS/"), reply.head
         disarm(board)
         assert snapshot(board) == before
@@ -211,7 +215,7 @@ def test_retr_under_a_read_fault_is_an_err_before_any_byte(image: Path) -> None:
     with open_board(image) as board:
         session = pop3_session(board)
         armed(board, Plan(read_errno=EIO))
-        reply = session.receive_line(b"RETR 1")
+        reply = trio.run(session.receive_line, b"RETR 1")
         assert reply.head.startswith(b"-ERR"), reply.head
         disarm(board)
-        assert session.receive_line(b"RETR 1").ok  # the session goes on
+        assert trio.run(session.receive_line, b"RETR 1").ok  # the session goes on
