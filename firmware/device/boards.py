@@ -65,10 +65,19 @@ def save_profile(board: Board, profile: Profile) -> None:
 
 
 def open_board(path: Path, *, repair: bool = True) -> Board:
-    """Board.open, then the saved profile read and its limits set; ImageError as Board.open."""
+    """Board.open, then the saved profile read and its limits set; ImageError as Board.open.
+
+    A profile that had to be fitted to this schema (warnings logged) is kept fitted in memory
+    and reaches NVRAM with the next update, so the warnings do not repeat at every boot.
+    """
     board = Board.open(path, repair=repair)
     try:
-        board.limits = limits_of(saved_profile(board))
+        profile = saved_profile(board)
+        fitted = profile.to_toml()
+        if fitted != board.profile_toml:  # written by another firmware version
+            board.refit_profile_toml(fitted)
+            _profiles[board] = (fitted, profile)
+        board.limits = limits_of(profile)
     except BaseException:
         board.close()
         raise

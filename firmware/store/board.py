@@ -220,6 +220,15 @@ class Board:
         """Save a profile's TOML text as the active profile (atomic NVRAM update)."""
         self._commit(self._state.evolve(profile_toml=text))
 
+    def refit_profile_toml(self, text: str) -> None:
+        """Replace the profile text in memory only; the next NVRAM update writes it.
+
+        For a profile fitted to this firmware's schema at open (firmware.device.boards): the
+        image is not written just for that (an `inspect` writes nothing), but the fitted text
+        rides along with the next change, as it always has.
+        """
+        self._state = self._state.evolve(profile_toml=text)
+
     @property
     def limits(self) -> StoreLimits:
         """The limits in force; DeviceError until the opener set them."""

@@ -90,3 +90,21 @@ def test_compaction_calls_between_steps_after_each_segment(board: Board) -> None
     board.between_steps = lambda: calls.append(len(board.messages("alice")))
     report = board.compact()
     assert report.records_moved == 1 and calls and set(calls) == {1}
+
+
+def test_a_fitted_profile_reaches_nvram_with_the_next_update(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = tmp_path / "b.img"
+    old_text = factory("DP-3530").to_toml() + "\n[future]\nx = 1\n"
+    Board.create(image, old_text, ADMIN, size=1 << 20).close()
+    with open_board(image, repair=False):
+        pass  # inspect: nothing written
+    with Board.open(image) as board:
+        assert board.profile_toml == old_text
+    with open_board(image) as board:
+        board.add_box("alice", "alice-pw")  # any NVRAM update carries the fitted profile
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), open_board(image) as board:
+        assert board.profile_toml == factory("DP-3530").to_toml()
+    assert "future.x" not in caplog.text
