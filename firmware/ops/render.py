@@ -84,7 +84,9 @@ def status(s: Status) -> str:
     if s.feeder is not None:
         lines.append(f"feeder     {s.feeder}")
     if s.pending:
-        lines.append(f"profile    {s.pending} saved change(s) pending reboot (`profile diff`)")
+        lines.append(
+            f"profile    {plural(s.pending, 'saved change')} pending reboot (`profile diff`)"
+        )
     return "\n".join(lines)
 
 
@@ -149,7 +151,7 @@ def profile_view(view: ProfileView) -> str:
             line += f"  (pending: {format_value(k.saved)} after reboot)"
         lines.append(line)
     if view.pending:
-        lines.append(f"({len(view.pending)} saved value(s) pending reboot)")
+        lines.append(f"({plural(len(view.pending), 'saved value')} pending reboot)")
     return "\n".join(lines)
 
 
@@ -181,7 +183,7 @@ def plan(p: ProfilePlan, *, dry_run: bool = False) -> str:
     if not p.changes:
         return f"{p.what}: no value changed"
     verb = "would change" if dry_run else "changes"
-    lines = [f"{p.what} {verb} {len(p.changes)} value(s):"]
+    lines = [f"{p.what} {verb} {plural(len(p.changes), 'value')}:"]
     for c in p.changes:
         when = _PLANNED[c.when]
         lines.append(

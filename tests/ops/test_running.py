@@ -279,12 +279,12 @@ async def test_a_reboot_key_stays_pending_until_reboot(admin: Admin, device: Dev
     assert admin.prompt_name() == "DP-3530"
     status = admin.status()
     assert re.search(r"^model\s+DP-3530 \(DP-4520 after reboot\)$", status, re.M)
-    assert "profile    2 saved change(s) pending reboot (`profile diff`)" in status
+    assert "profile    2 saved changes pending reboot (`profile diff`)" in status
     shown = admin.profile_show()
     assert re.search(
         r"^identity\.model += DP-3530  \(pending: DP-4520 after reboot\)$", shown, re.M
     )
-    assert shown.endswith("\n(2 saved value(s) pending reboot)")
+    assert shown.endswith("\n(2 saved values pending reboot)")
     assert admin.profile_get("identity.model").startswith(
         "identity.model = DP-3530\n  pending: DP-4520 saved, applies after reboot\n"
     )
