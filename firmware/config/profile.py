@@ -14,6 +14,7 @@ import builtins
 import difflib
 import ipaddress
 import json
+import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -145,6 +146,8 @@ class Field:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ProfileError(bad)
             value = float(value)
+            if not math.isfinite(value):  # TOML has nan and inf; so has float("nan")
+                raise ProfileError(f"{bad} (a finite number)")
         elif not isinstance(value, str):
             raise ProfileError(bad)
         if self.choices is not None:
@@ -308,6 +311,8 @@ def _fields() -> dict[str, Field]:
 
 SCHEMA: dict[str, Field] = _fields()
 SITE_KEYS: tuple[str, ...] = tuple(key for key, field in SCHEMA.items() if field.site)
+MODEL_KEYS: tuple[str, ...] = ("identity.model", "identity.series")
+"""Keys that name the model: changed only with its figures (`profile apply`, `import`)."""
 
 
 @dataclass(frozen=True)
@@ -338,13 +343,19 @@ class Profile(Mapping[str, Value]):
 
         The one reader of typed KEY VALUE pairs: console `profile set`, `dpfw profile set`
         and `dpfw run --set` all come here. Raises ProfileError: `unknown_key`'s line, or the
-        key, the value and what is allowed; nothing is half-applied.
+        key, the value and what is allowed, or that a MODEL_KEYS key changes only with
+        `profile apply`; nothing is half-applied.
         """
         new = dict(self.data)
         for key, text in pairs:
             field = SCHEMA.get(key)
             if field is None:
                 raise unknown_key(key, where)
+            if key in MODEL_KEYS:
+                raise ProfileError(
+                    f"{where}: {key} cannot be set alone: a model is its figures too (engine,"
+                    " RAM, limits); use `profile apply MODEL` (keeps site settings)"
+                )
             new[key] = field.parse_text(text, where)
         return validate(new, where)
 

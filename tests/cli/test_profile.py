@@ -110,3 +110,23 @@ def test_validate_reports_each_bad_file(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "good.toml: valid profile for DP-3530" in proc.stdout
     assert "bad.toml: engine.ppm = 900 is not allowed" in proc.stdout
+
+
+def test_set_refuses_non_finite_numbers_and_the_model_alone(image: Path) -> None:
+    before = dpfw("profile", "show", str(image)).stdout
+    for pair in (["pop3.auth_failure_delay_s", "nan"], ["pop3.auth_failure_delay_s=inf"]):
+        bad = dpfw("profile", "set", str(image), *pair, check=False)
+        assert bad.returncode == 1 and "is not allowed" in bad.stderr, bad
+        assert "(a finite number)" in bad.stderr
+    bad = dpfw("profile", "set", str(image), "identity.model", "DP-4520", check=False)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("dpfw: profile set: identity.model cannot be set alone")
+    assert "use `profile apply MODEL`" in bad.stderr and bad.stderr.count("\n") == 1
+    assert dpfw("profile", "show", str(image)).stdout == before  # nothing saved
+
+
+def test_set_takes_key_equals_value_like_the_console(image: Path) -> None:
+    out = dpfw("profile", "set", str(image), "pop3.apop=true", "pop3.max_sessions=", "5").stdout
+    assert out.startswith("profile set: 2 values changed and saved\n")
+    saved = tomllib.loads(dpfw("profile", "show", str(image)).stdout)["pop3"]
+    assert saved["apop"] is True and saved["max_sessions"] == 5

@@ -137,7 +137,7 @@ def test_one_error_vocabulary_for_every_profile_change(change: object, ctx: OpsC
 
 def test_a_plan_is_checked_again_against_what_is_saved_when_committed(ctx: OpsContext) -> None:
     plan = profile.plan_apply(ctx, "DP-6030")
-    profile.commit(ctx, profile.plan_set(ctx, [("identity.model", "DP-6030")]))
+    profile.commit(ctx, profile.plan_apply(ctx, "DP-6030"))
     update = profile.commit(ctx, plan)
     assert "identity.model" not in [c.key for c in update.changes]  # already saved
     assert ctx.board.profile.model == "DP-6030"
