@@ -200,8 +200,13 @@ def _num(x: float) -> str:
 def _fields() -> dict[str, Field]:
     f = Field
     table = [
-        f("identity.model", str, "model name", choices=MODELS),
-        f("identity.series", str, "product series", choices=("DP",)),
+        f(
+            "identity.model",
+            str,
+            "model name; changed only with its figures, by `profile apply MODEL`",
+            choices=MODELS,
+        ),
+        f("identity.series", str, "product series; follows the model", choices=("DP",)),
         f("identity.firmware_version", str, "firmware version string"),
         f(
             "identity.hostname",
@@ -213,7 +218,14 @@ def _fields() -> dict[str, Field]:
         ),
         f("engine.ppm", int, "engine speed, pages per minute", 1, 200),
         f("memory.image_ram_mib", int, "image RAM shared by scans and POP3 sessions", 4, 4096),
-        f("storage.flash_mib", int, "default board image size", 8, 65536),
+        f(
+            "storage.flash_mib",
+            int,
+            "size of a NEW board image (`image create` without --size);"
+            " an existing image keeps its size (`status` shows it)",
+            8,
+            65536,
+        ),
         f("storage.compact_threshold_pct", int, "compact when free space falls below", 1, 90),
         f("scan.resolutions", tuple, "scan resolutions offered", choices=RESOLUTIONS),
         f("scan.color_modes", tuple, "colour modes offered", choices=COLOR_MODES),
