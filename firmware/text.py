@@ -17,3 +17,12 @@ def plural(count: int, noun: str, plural_form: str | None = None) -> str:
     if plural_form is None:
         plural_form = noun + ("es" if noun.endswith(_ES_ENDINGS) else "s")
     return f"{count} {plural_form}"
+
+
+def host_port(host: str, port: int | str) -> str:
+    """An address as people and logs read it: "127.0.0.1:1110", "dp.lan:110", and an IPv6
+    address in brackets, "[::1]:1110" (RFC 3986 §3.2.2; `--pop3` takes it back that way).
+    A host already in brackets is left as it is."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"

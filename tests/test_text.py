@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.text import plural
+from firmware.text import host_port, plural
 from tests.support import DeviceProcess, create_image, dpfw
 
 
@@ -79,3 +79,10 @@ def test_no_noun_with_an_optional_plural_is_printed() -> None:
         if re.search(r"[A-Za-z]\((s|es)\)", text)
     ]
     assert found == []
+
+
+def test_host_port_brackets_ipv6_only() -> None:
+    assert host_port("127.0.0.1", 1110) == "127.0.0.1:1110"
+    assert host_port("dp3530.local", 110) == "dp3530.local:110"
+    assert host_port("::1", 2197) == "[::1]:2197"
+    assert host_port("fe80::1%eth0", "995") == "[fe80::1%eth0]:995"

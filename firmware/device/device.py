@@ -32,7 +32,7 @@ from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_a
 from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
 from firmware.store.board import Board, limits_of
 from firmware.store.demo import boot_notice
-from firmware.text import plural
+from firmware.text import host_port, plural
 
 log = logging.getLogger("dpfw.device")
 
@@ -83,7 +83,33 @@ def _listen_errors(service: str, host: str, port: int) -> Iterator[None]:
         why = exc.strerror or str(exc)
         if isinstance(exc, socket.gaierror):
             why = f"cannot resolve {host!r}: {why}"
-        raise DeviceError(f"cannot listen for {service} on {host}:{port}: {why}") from None
+        raise DeviceError(
+            f"cannot listen for {service} on {host_port(host, port)}: {why}"
+        ) from None
+
+
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def refuse_one_address_for_both(
+    pop3: tuple[str, int], given: tuple[str, int] | None, pop3s: tuple[str, int] | None
+) -> None:
+    """DeviceError naming both options when POP3S would listen where POP3 does (same port,
+    same or wildcard host; port 0 means any free port, so never a clash). Before any listener
+    starts, so the line does not blame whichever service happened to bind second."""
+    if pop3s is None or pop3[1] == 0 or pop3[1] != pop3s[1]:
+        return
+    if pop3[0] != pop3s[0] and pop3[0] not in _WILDCARDS and pop3s[0] not in _WILDCARDS:
+        return
+    first = (
+        f"--pop3 {host_port(*pop3)}"
+        if given is not None
+        else f"POP3 ({host_port(*pop3)}, the profile's pop3.address and pop3.port)"
+    )
+    raise DeviceError(
+        f"{first} and --pop3s {host_port(*pop3s)} are the same address; "
+        "give each its own port (e.g. --pop3 127.0.0.1:1110 --pop3s 127.0.0.1:1995)"
+    )
 
 
 class Device:
@@ -252,6 +278,7 @@ class Device:
                 profile.str("pop3.address"),
                 profile.int("pop3.port"),
             )
+            refuse_one_address_for_both((host, port), self.options.pop3, self.options.pop3s)
             async with trio.open_nursery() as nursery:
                 if self.options.pop3s is not None and context is not None:
                     s_host, s_port = self.options.pop3s
@@ -321,11 +348,12 @@ class Device:
             f"{profile.model} firmware {profile.str('identity.firmware_version')} "
             f"booted from {self.options.image}",
         ]
-        lines += [f"POP3S on {h}:{p} (implicit TLS)" for h, p in self.pop3s_addresses]
+        lines += [f"POP3S on {host_port(h, p)} (implicit TLS)" for h, p in self.pop3s_addresses]
         if self._cert_out_line:
             lines.append(self._cert_out_line)
         lines += [
-            f"POP3 on {host}:{port} (max {plural(profile.int('pop3.max_sessions'), 'session')}, "
+            f"POP3 on {host_port(host, port)} "
+            f"(max {plural(profile.int('pop3.max_sessions'), 'session')}, "
             f"idle logout {profile.int('pop3.idle_timeout_s')} s, "
             f"STLS {'offered' if tls else 'not available'})",
             f"RAM budget {self.budget.total // MIB} MiB",

@@ -34,6 +34,7 @@ from firmware.pop3.mailbox import BoardMailstore
 from firmware.pop3.protocol import STREAM_CHUNK, Pop3Protocol, Pop3Stats, Reply
 from firmware.security.abuse import ClientSessions, LoginGuard, PreauthEvictor
 from firmware.security.authlog import log_event
+from firmware.text import host_port
 
 if TYPE_CHECKING:
     from firmware.store.board import Board
@@ -124,7 +125,7 @@ def _peer_of(stream: trio.SocketStream) -> tuple[str, str]:
     except OSError:
         return "unknown", "unknown"
     host, port = str(address[0]), address[1]
-    return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host, host_port(host, port)
 
 
 class Pop3Service:
@@ -231,7 +232,7 @@ class Pop3Service:
         """
         if implicit_tls and self._tls is None:
             raise DeviceError(
-                f"cannot serve POP3S on {host}:{port}: the device has no TLS certificate "
+                f"cannot serve POP3S on {host_port(host, port)}: the device has no TLS certificate "
                 "(dpfw tls selfsign or dpfw tls import)"
             )
         listeners = await trio.open_tcp_listeners(
