@@ -1,6 +1,9 @@
-"""Small helpers for text printed to people: counts with the right noun form."""
+"""Small helpers for text printed to people: counts with the right noun form, addresses, and
+why a file or port could not be used (the OS's words, never Python's reprs)."""
 
 from __future__ import annotations
+
+import os
 
 _ES_ENDINGS = ("s", "x", "z", "ch", "sh")
 
@@ -26,3 +29,30 @@ def host_port(host: str, port: int | str) -> str:
     if ":" in host and not host.startswith("["):
         return f"[{host}]:{port}"
     return f"{host}:{port}"
+
+
+def os_reason(exc: BaseException) -> str:
+    """Why an OS call failed, in the OS's words: "Is a directory", "No such file or directory".
+
+    Never Python's text ("[Errno 21] Is a directory: '/tmp/x'"): an error with a positive
+    errno (OSError, pyserial's SerialException, which repeats the errno inside its own text)
+    gives os.strerror(errno); else its strerror (socket.gaierror: "Name or service not
+    known"); a UnicodeError gives "not UTF-8 text"; anything else its text on one line.
+    """
+    if isinstance(exc, UnicodeError):
+        return "not UTF-8 text"
+    number = getattr(exc, "errno", None)
+    if isinstance(number, int) and number > 0:
+        return os.strerror(number)
+    strerror = getattr(exc, "strerror", None)
+    if isinstance(strerror, str) and strerror:
+        return strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def file_problem(path: object, exc: BaseException, action: str = "read") -> str:
+    """One line for a file that could not be used: "PATH: cannot read: Is a directory", or
+    "PATH: not UTF-8 text" for a UnicodeError (`action` is "read", "write", "open", ...)."""
+    if isinstance(exc, UnicodeError):
+        return f"{path}: not UTF-8 text"
+    return f"{path}: cannot {action}: {os_reason(exc)}"

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from firmware import __version__
 from firmware.cli import limits
 from firmware.errors import DeviceError
+from firmware.text import os_reason
 
 # Each module has `register(subparsers)`; its sub-commands set `func(args) -> int`.
 COMMAND_MODULES = ("image", "box", "deliver", "profile", "scan", "tls", "run")
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # An OS error the command did not turn into its own message: name the file and why.
         where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(f"{where}{exc.strerror or exc}")
+        return _fail(f"{where}{os_reason(exc)}")
     return code
 
 

@@ -11,6 +11,7 @@ from firmware.ops.boxes import find_box
 from firmware.ops.context import OpsContext
 from firmware.ops.messages import deliver
 from firmware.store.board import Board
+from firmware.text import file_problem
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +34,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
                     with open(name, "rb") as f:
                         info = deliver(ctx, args.box, f)
             except OSError as exc:  # the message file (the image's own are ImageError)
-                raise DeviceError(f"{name}: {exc.strerror or exc}") from None
+                raise DeviceError(file_problem(name, exc)) from None
             except ImageError:
                 raise  # the image, not this file, failed: its message names the image
             except DeviceError as exc:

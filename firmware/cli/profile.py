@@ -20,6 +20,7 @@ from firmware.ops import profile, render
 from firmware.ops.context import OpsContext
 from firmware.ops.profile import ProfilePlan
 from firmware.store.board import Board
+from firmware.text import file_problem
 
 SET_USAGE = "dpfw profile set IMG KEY VALUE [KEY VALUE ...] (or KEY=VALUE ...)"
 
@@ -146,7 +147,7 @@ def _validate(args: argparse.Namespace) -> int:
         try:
             prof = parse_toml(path.read_text("utf-8"), str(path))
         except (OSError, UnicodeDecodeError) as exc:
-            print(f"{path}: cannot read: {exc}")
+            print(file_problem(path, exc))
             failed += 1
         except ProfileError as exc:
             print(exc)

@@ -32,7 +32,7 @@ from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_a
 from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
 from firmware.store.board import Board, limits_of
 from firmware.store.demo import boot_notice
-from firmware.text import host_port, plural
+from firmware.text import file_problem, host_port, os_reason, plural
 
 log = logging.getLogger("dpfw.device")
 
@@ -80,7 +80,7 @@ def _listen_errors(service: str, host: str, port: int) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        why = exc.strerror or str(exc)
+        why = os_reason(exc)
         if isinstance(exc, socket.gaierror):
             why = f"cannot resolve {host!r}: {why}"
         raise DeviceError(
@@ -338,7 +338,7 @@ class Device:
             partial_path.write_text(pem)
             partial_path.replace(path)
         except OSError as exc:
-            log.error("--cert-out %s: %s", path, exc.strerror or exc)
+            log.error("--cert-out %s", file_problem(path, exc, "write"))
             return
         self._cert_out_line = f"TLS certificate (PEM, for a client's CA file): {path}"
 

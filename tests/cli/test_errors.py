@@ -13,6 +13,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import resource
 import select
 import shutil
@@ -30,7 +31,7 @@ import pytest
 
 from firmware.cli import main
 from firmware.cli.limits import FLOOR_MIB
-from tests.support import create_image, dpfw
+from tests.support import DeviceProcess, create_image, dpfw
 
 MIB = 1 << 20
 
@@ -328,25 +329,31 @@ def _sweep_cases(tmp: Path, img: Path) -> list[list[str]]:
         ["tls", "import", i, "--cert", empty, "--key", empty],
         ["profile", "set", i, "pop3.port", "abc"],
         ["profile", "set", i, "no.key", "1"],
-        ["profile", "validate", d, latin1, missing],
+        ["profile", "validate", d, latin1, missing, junk],
+        ["image", "create", str(tmp / "n.img"), "--profile", junk, "--admin-password", "x"],
         ["run", i, "--pop3", "127.0.0.1:0", "--set", "no.key=1"],
         ["run", i, "--pop3", "127.0.0.1:0", "--set", "pop3.port=-1"],
     ]
     return cases
 
 
-def _main_in_process(args: list[str]) -> tuple[int, str]:
+def _main_in_process(args: list[str]) -> tuple[int, str, str]:
     """`dpfw ARGS` through firmware.cli.main in this process (a child per case would take a
     minute on a busy machine); any exception escaping main is a traceback a user would see."""
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main(args)
         except SystemExit as exc:  # argparse
             code = int(exc.code or 0)
         except BaseException:
-            return -1, err.getvalue() + "Traceback\n" + traceback.format_exc()
-    return code, err.getvalue()
+            return -1, out.getvalue(), err.getvalue() + "Traceback\n" + traceback.format_exc()
+    return code, out.getvalue(), err.getvalue()
+
+
+# Python's own error text: "[Errno 21] Is a directory: '/tmp/x'", "'utf-8' codec can't decode
+# byte 0xbf in position 5: invalid start byte". People get the OS's words and the path once.
+PYTHON_TEXT = re.compile(r"\[Errno|codec can't|: '/|invalid start byte")
 
 
 def test_sweep_every_command_with_bad_inputs(image: Path, tmp_path: Path) -> None:
@@ -354,9 +361,11 @@ def test_sweep_every_command_with_bad_inputs(image: Path, tmp_path: Path) -> Non
     for args in _sweep_cases(tmp_path, image):
         if args[0] == "run":  # a child, so that a case that boots cannot hang the test
             proc = run_dpfw(*args)
-            code, err = proc.returncode, proc.stderr
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
         else:
-            code, err = _main_in_process(args)
+            code, out, err = _main_in_process(args)
+        if PYTHON_TEXT.search(out + err):
+            failures.append(f"dpfw {' '.join(args)} shows Python's error text:\n{out}{err}")
         dpfw_lines = [line for line in err.splitlines() if line.startswith("dpfw: ")]
         clean = "Traceback" not in err and (
             code == 2  # argparse: usage and one error line
@@ -395,3 +404,38 @@ def test_a_console_that_can_never_be_a_serial_port(image: Path, tmp_path: Path, 
         target.mkdir()
     proc = run_dpfw("run", str(image), "--pop3", "127.0.0.1:0", "--console", str(target))
     assert "not a serial port" in one_error_line(proc)
+
+
+def test_unreadable_files_are_named_with_the_os_reason(image: Path, tmp_path: Path) -> None:
+    """`PATH: cannot read: Is a directory` and `PATH: not UTF-8 text`, whichever command."""
+    folder, binary = tmp_path / "adir", tmp_path / "binary.toml"
+    folder.mkdir()
+    binary.write_bytes(b"[ide\xbfntity]\n")
+    code, out, _ = _main_in_process(["profile", "validate", str(folder), str(binary)])
+    assert code == 1
+    assert out.splitlines() == [
+        f"{folder}: cannot read: Is a directory",
+        f"{binary}: not UTF-8 text",
+    ]
+    code, _, err = _main_in_process(["deliver", str(image), "alice", str(folder)])
+    assert (code, err) == (1, f"dpfw: {folder}: cannot read: Is a directory\n")
+    args = ["tls", "import", str(image), "--cert", str(folder), "--key", str(folder)]
+    code, _, err = _main_in_process(args)
+    assert (code, err) == (1, f"dpfw: --cert {folder}: cannot read: Is a directory\n")
+
+
+def test_a_console_port_that_is_missing_is_logged_in_the_os_words(
+    image: Path, tmp_path: Path, start_device: type[DeviceProcess]
+) -> None:
+    """A serial port not there (yet) is retried; the log line says why without pyserial's
+    "[Errno 2] could not open port X: [Errno 2] No such file or directory: 'X'"."""
+    port = tmp_path / "ttyUSB9"
+    device = start_device(image, "--console", str(port))
+    device.wait_booted()
+    deadline = time.monotonic() + 30
+    while "not available" not in device.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    out = device.output()
+    assert f"console: {port} not available (No such file or directory); retrying" in out, out
+    assert not PYTHON_TEXT.search(out), out
+    assert device.stop() == 0
