@@ -26,12 +26,13 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
         ctx = OpsContext.offline(board)
         find_box(ctx, args.box)  # an unknown box fails before any file is read
-        for name in args.files:
+        for path in args.files:
+            name = "stdin" if path == "-" else path
             try:
-                if name == "-":
+                if path == "-":
                     info = deliver(ctx, args.box, sys.stdin.buffer)
                 else:
-                    with open(name, "rb") as f:
+                    with open(path, "rb") as f:
                         info = deliver(ctx, args.box, f)
             except OSError as exc:  # the message file (the image's own are ImageError)
                 raise DeviceError(file_problem(name, exc)) from None
