@@ -29,7 +29,15 @@ from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
-from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
+from firmware.security.tls import (
+    SETTING_CERT,
+    SETTING_CHAIN,
+    TlsError,
+    certificate_host_names,
+    context_from_settings,
+    hostname_warning,
+    names_host,
+)
 from firmware.store.board import Board, limits_of
 from firmware.store.demo import boot_notice
 from firmware.text import file_problem, host_port, os_reason, plural
@@ -363,6 +371,10 @@ class Device:
             lines += boot_notice(notice, self.board)  # only passwords still true
         if profile.str("pop3.plaintext_auth") == "always":
             lines.append("WARNING: plaintext USER/PASS allowed without TLS (lab setting)")
+        cert_names = certificate_host_names(self.board.settings().get(SETTING_CERT))
+        hostname = profile.str("identity.hostname")
+        if cert_names is not None and not names_host(cert_names, hostname):
+            lines.append(hostname_warning(cert_names, hostname, console=True))  # image locked
         if profile.bool("pop3.apop"):
             names = boxes_without_legacy_secret(self.board.boxes())
             warning = legacy_warning(

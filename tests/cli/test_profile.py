@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config.profile import MODELS, factory
-from tests.support import create_image, dpfw
+from tests.support import DeviceProcess, create_image, dpfw
 
 
 @pytest.fixture
@@ -130,3 +130,28 @@ def test_set_takes_key_equals_value_like_the_console(image: Path) -> None:
     assert out.startswith("profile set: 2 values changed and saved\n")
     saved = tomllib.loads(dpfw("profile", "show", str(image)).stdout)["pop3"]
     assert saved["apop"] is True and saved["max_sessions"] == 5
+
+
+def test_a_new_host_name_warns_that_the_certificate_names_the_old_one(
+    image: Path, start_device: type[DeviceProcess]
+) -> None:
+    out = dpfw("profile", "set", str(image), "identity.hostname", "copier.example").stdout
+    assert out.splitlines() == [
+        "identity.hostname = copier.example (saved; applies at next boot)",
+        "WARNING: the TLS certificate names dp3520.local, localhost, not copier.example;"
+        " `dpfw tls selfsign IMG` makes one for copier.example",
+    ]
+    device = start_device(image)
+    device.wait_booted()
+    assert device.stop() == 0
+    assert (
+        "WARNING: the TLS certificate names dp3520.local, localhost, not copier.example;"
+        " `tls selfsign` makes one for copier.example" in device.output()
+    )
+    dpfw("tls", "selfsign", str(image))
+    out = dpfw("profile", "set", str(image), "identity.hostname=COPIER.example").stdout
+    assert "WARNING" not in out  # host names compare in any case
+    device = start_device(image)
+    device.wait_booted()
+    assert device.stop() == 0
+    assert "TLS certificate names" not in device.output()
