@@ -666,13 +666,14 @@ class ConsoleShell:
             self._say("      Up/Down recall lines, Left/Right/Ctrl-A/Ctrl-E move, Tab completes")
             self._say("      commands, profile keys, models and boxes.")
             return
-        chosen = [h for key, h in HELP.items() if key == topic or key.startswith(topic + " ")]
+        chosen = [(k, h) for k, h in HELP.items() if k == topic or k.startswith(topic + " ")]
         if not chosen:
             hint = suggest(topic, HELP) or "; `help` lists them"
             raise DeviceError(f'help: no command "{topic}"{hint}')
-        for h in chosen:
+        for key, h in chosen:
             self._say(f"{h.usage}")
-            self._say(f"  {h.summary}")
+            # The list's pointer to a page ("(`help scan`)") is not repeated on that page.
+            self._say(f"  {h.summary.replace(f' (`help {key}`)', '')}")
             if h.detail and len(chosen) == 1:
                 for line in h.detail.splitlines():
                     self._say(f"  {line}")

@@ -439,3 +439,20 @@ def test_a_console_port_that_is_missing_is_logged_in_the_os_words(
     assert f"console: {port} not available (No such file or directory); retrying" in out, out
     assert not PYTHON_TEXT.search(out), out
     assert device.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [
+        (["box", "list", "IMG", "extra"], "usage: dpfw box list "),
+        (["image", "fsck", "IMG", "x", "y"], "usage: dpfw image fsck "),
+        (["profile", "list", "--bogus"], "usage: dpfw profile list "),
+        (["scan", "IMG", "alice", "more"], "usage: dpfw scan "),
+    ],
+)
+def test_extra_arguments_get_the_sub_commands_usage(args: list[str], usage: str) -> None:
+    proc = dpfw(*args, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(usage), proc.stderr
+    command = usage.removeprefix("usage: ").strip()
+    assert f"{command}: error: unrecognized arguments: " in proc.stderr

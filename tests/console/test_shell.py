@@ -164,6 +164,7 @@ async def test_help_lists_every_command(admin_term: Term) -> None:
 async def test_help_explains_every_command(admin_term: Term, topic: str) -> None:
     out = admin_term.run(f"help {topic}")
     assert out.startswith(HELP[topic].usage)
+    assert f"`help {topic}`" not in out  # a page does not send the reader to itself
 
 
 @pytest.mark.parametrize(
