@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.cli.common import print_json
-from firmware.config.profile import MODELS, canonical_model, parse_toml
+from firmware.config.profile import MODELS, canonical_model, check_toml
 from firmware.errors import ProfileError
 from firmware.ops import profile, render
 from firmware.ops.context import OpsContext
@@ -145,12 +145,15 @@ def _validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            prof = parse_toml(path.read_text("utf-8"), str(path))
+            text = path.read_text("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             print(file_problem(path, exc))
             failed += 1
-        except ProfileError as exc:
-            print(exc)
+            continue
+        prof, problems = check_toml(text, str(path))
+        for line in problems:  # every bad key of the file, not only the first
+            print(line)
+        if prof is None:
             failed += 1
         else:
             print(f"{path}: valid profile for {prof.model}")

@@ -420,14 +420,38 @@ def validate(flat: Mapping[str, Any], where: str) -> Profile:
     No cross-key rules: a per-client bound above the global one simply never binds, so an
     administrator can lower pop3.max_sessions alone.
     """
-    unknown = [k for k in flat if k not in SCHEMA]
-    if unknown:
-        raise unknown_key(unknown[0], where)
-    missing = [k for k in SCHEMA if k not in flat]
-    if missing:
-        raise ProfileError(f"{where}: missing key {shown(missing[0])} ({SCHEMA[missing[0]].doc})")
-    values = {key: SCHEMA[key].check(flat[key], where) for key in SCHEMA}
-    return Profile(values)
+    prof, problems = _checked(flat, where)
+    if prof is None:
+        raise ProfileError(problems[0])
+    return prof
+
+
+def _checked(flat: Mapping[str, Any], where: str) -> tuple[Profile | None, list[str]]:
+    """(the Profile, []) or (None, every problem's line: unknown keys, then missing keys,
+    then bad values, in schema order)."""
+    problems = [str(unknown_key(key, where)) for key in flat if key not in SCHEMA]
+    problems += [
+        f"{where}: missing key {shown(key)} ({spec.doc})"
+        for key, spec in SCHEMA.items()
+        if key not in flat
+    ]
+    values: dict[str, Value] = {}
+    for key, spec in SCHEMA.items():
+        if key in flat:
+            try:
+                values[key] = spec.check(flat[key], where)
+            except ProfileError as exc:
+                problems.append(str(exc))
+    return (None, problems) if problems else (Profile(values), [])
+
+
+def check_toml(text: str, where: str) -> tuple[Profile | None, list[str]]:
+    """Profile TOML checked whole, for `dpfw profile validate`: (the Profile, []) or (None,
+    one line per problem: every unknown, missing or bad key, or the one TOML syntax error)."""
+    try:
+        return _checked(flatten(_load_toml(text, where), where), where)
+    except ProfileError as exc:
+        return None, [str(exc)]
 
 
 def unknown_key(key: str, where: str) -> ProfileError:
@@ -457,13 +481,16 @@ def flatten(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
     return flat
 
 
-def parse_toml(text: str, where: str) -> Profile:
-    """Parse and validate profile TOML text."""
+def _load_toml(text: str, where: str) -> dict[str, Any]:
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{where}: not valid TOML: {exc}") from None
-    return validate(flatten(doc, where), where)
+
+
+def parse_toml(text: str, where: str) -> Profile:
+    """Parse and validate profile TOML text; ProfileError names the first problem."""
+    return validate(flatten(_load_toml(text, where), where), where)
 
 
 def factory_text(model: str) -> str:

@@ -155,3 +155,24 @@ def test_a_new_host_name_warns_that_the_certificate_names_the_old_one(
     device.wait_booted()
     assert device.stop() == 0
     assert "TLS certificate names" not in device.output()
+
+
+def test_validate_reports_every_bad_key_of_a_file(tmp_path: Path) -> None:
+    text = (
+        factory("DP-3530")
+        .to_toml()
+        .replace("ppm = 35", "ppm = 900")
+        .replace("max_sessions = 16", 'max_sessions = "many"')
+        .replace("[pop3]\n", "[pop3]\nprot = 1\n")
+        .replace("max_boxes = 100\n", "")
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    proc = dpfw("profile", "validate", str(bad), check=False)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0] == f'{bad}: unknown key "pop3.prot"; did you mean "pop3.port"?'
+    assert lines[1].startswith(f'{bad}: missing key "mailbox.max_boxes"')
+    assert lines[2].startswith(f"{bad}: engine.ppm = 900 is not allowed")
+    assert lines[3].startswith(f'{bad}: pop3.max_sessions = "many" is not allowed')
