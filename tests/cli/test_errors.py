@@ -116,9 +116,17 @@ def test_bad_scan_feed_is_refused(tmp_path: Path, rate: str) -> None:
 # --- prompts on a real terminal ------------------------------------------------------------
 
 
+# A busy machine (the whole suite on 2 shared cores) can take tens of seconds to start Python
+# and import the firmware; these bound a hang, they are not how long things should take.
+START_S = 120
+EXIT_S = 120
+
+
 def _on_pty(args: Sequence[str], prompt: bytes, answer: bytes) -> tuple[int, str]:
     """Run dpfw with a pty as its controlling terminal, answer the first `prompt` with
-    `answer` (a control character); its exit code and stderr."""
+    `answer` (a control character) once the prompt is shown; its exit code and stderr.
+    What the child writes to the terminal after the answer (the echoed ^C, a newline) is
+    read too, so it never waits on a full terminal."""
     master, slave = os.openpty()
 
     def take_terminal() -> None:
@@ -134,20 +142,34 @@ def _on_pty(args: Sequence[str], prompt: bytes, answer: bytes) -> tuple[int, str
     )
     os.close(slave)
     seen = b""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_S
     try:
         while prompt not in seen:
-            assert time.monotonic() < deadline, seen
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if ready:
-                seen += os.read(master, 1024)
+            assert time.monotonic() < deadline, f"no prompt {prompt!r} in {START_S} s: {seen!r}"
+            assert proc.poll() is None, f"exited {proc.returncode} before the prompt: {seen!r}"
+            seen += _read_some(master)
         os.write(master, answer)
-        _, err = proc.communicate(timeout=30)
+        deadline = time.monotonic() + EXIT_S
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, f"still running {EXIT_S} s after the answer"
+            seen += _read_some(master)
+        _, err = proc.communicate(timeout=EXIT_S)
     finally:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
     return proc.returncode, err.decode()
+
+
+def _read_some(master: int) -> bytes:
+    """What the terminal shows within 0.2 s (b"" if nothing, or the child closed it)."""
+    ready, _, _ = select.select([master], [], [], 0.2)
+    if not ready:
+        return b""
+    try:
+        return os.read(master, 1024)
+    except OSError:  # EIO: every slave descriptor closed (the child exited)
+        return b""
 
 
 def test_ctrl_d_at_the_image_create_prompt(tmp_path: Path) -> None:
@@ -376,18 +398,44 @@ def test_sweep_every_command_with_bad_inputs(image: Path, tmp_path: Path) -> Non
     assert not failures, "\n".join(failures)
 
 
+def _holds_lock(pid: int, image: Path) -> bool:
+    """True when process `pid` holds the flock every open Board takes (from /proc/locks)."""
+    st = image.stat()
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks", encoding="ascii", errors="replace") as f:
+        return any(
+            len(parts) >= 6 and parts[1] == "FLOCK" and parts[4] == str(pid) and parts[5] == ident
+            for parts in (line.split() for line in f)
+        )
+
+
 def test_ctrl_c_during_a_scan(demo_image: Path) -> None:
-    """SIGINT in the middle of writing a job: one line, status 130, the image consistent."""
+    """SIGINT in the middle of a job: one line, status 130, the image consistent.
+
+    The job is the largest the DP-3530 takes (200 pages at 400 dpi: tens of seconds on an idle
+    machine, more on a busy one) and SIGINT goes once the scan holds the image open, so the
+    job is under way whatever the machine's load; a scan that ignored Ctrl-C would exit 0."""
     before = dpfw("box", "list", str(demo_image)).stdout
     proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware", "scan", str(demo_image), "alice", "--pages", "100"],
+        [
+            *(sys.executable, "-m", "firmware", "scan", str(demo_image), "alice"),
+            *("--pages", "200", "--dpi", "400"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2.0)  # start-up and a few pages; a 100-page job takes far longer
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + START_S
+        while not _holds_lock(proc.pid, demo_image):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"the scan did not open the image in {START_S} s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=EXIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     line = one_error_line(subprocess.CompletedProcess([], proc.returncode, out, err), 130)
     assert line == "dpfw: interrupted"
     assert dpfw("image", "fsck", str(demo_image)).returncode == 0
