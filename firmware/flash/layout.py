@@ -44,7 +44,8 @@ SUPERBLOCK_AREA = 4096  # bytes reserved for the superblock at offset 0
 
 KIND_MESSAGE = 1
 KIND_DELETE = 2
-KINDS = {KIND_MESSAGE: "message", KIND_DELETE: "delete"}
+KIND_TRAY = 3  # an Internet Fax document printed into the output tray (docs/ifax.md)
+KINDS = {KIND_MESSAGE: "message", KIND_DELETE: "delete", KIND_TRAY: "tray"}
 
 # Just enough to tell a foreign file and a newer format apart before trusting anything else.
 SuperblockPrefix = Struct("magic" / Bytes(8), "format_version" / Int16ub)

@@ -31,6 +31,7 @@ from firmware.errors import BoxError, DeviceError, QuotaError
 from firmware.flash import nvram as nv
 from firmware.flash.image import Geometry, Image
 from firmware.security.credentials import Credentials, make_credentials, verify_password
+from firmware.store import tray as _tray
 from firmware.store.delivery import write_measured, write_stream
 from firmware.store.fsck import fsck as check_log
 from firmware.store.index import BoxState, Extent, Index, Msg, replay
@@ -193,7 +194,7 @@ class Board:
     def _replay(self, *, repair: bool) -> None:
         self._index = replay(
             self._log,
-            {rec.box_id for rec in self._state.boxes.values()},
+            {rec.box_id for rec in self._state.boxes.values()} | {_tray.TRAY_BOX_ID},
             self._state.seq_floor,
             self._index.uid_tag,
             self._box_name,
@@ -462,6 +463,31 @@ class Board:
         self._index.extents.append(Extent(written.position, written.total, -1))
         for seq in seqs:
             self._index.drop(seq)
+
+    # -- the output tray (Internet Fax, firmware.store.tray) --------------------------------------
+
+    def tray(self) -> list[_tray.TrayEntry]:
+        """The tray's documents, oldest first (from the index: no flash read)."""
+        return _tray.entries(self._index)
+
+    def tray_print(self, meta: Mapping[str, object], document: bytes) -> _tray.TrayEntry:
+        """Store one tray document, durable (fsync) before it returns; StorageFullError if not."""
+        payload, meta_len = _tray.encode(dict(meta), document)
+        written = _tray.write(self._log, self._space, self._index, payload, meta_len)
+        self._auto_compact()
+        return next(e for e in self.tray() if e.seq == written.seq)
+
+    def tray_read(self, seq: int) -> tuple[dict[str, object], bytes]:
+        """A tray document's description and bytes, CRC-checked (CorruptRecordError)."""
+        return _tray.read(self._log, self._index, seq)
+
+    def tray_clear(self) -> int:
+        """Remove every tray document in one atomic record; how many were removed."""
+        seqs = [e.seq for e in self.tray()]
+        if seqs:
+            self._delete_seqs(seqs, _tray.TRAY_BOX_ID)
+            self._auto_compact()
+        return len(seqs)
 
     # -- space -----------------------------------------------------------------------------------
 

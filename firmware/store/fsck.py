@@ -9,14 +9,15 @@ from __future__ import annotations
 from firmware.errors import CorruptRecordError
 from firmware.store.index import BoxNames, Index
 from firmware.store.info import FsckReport, Problem
-from firmware.store.log import KIND_MESSAGE, Log, kind_name
+from firmware.store.log import KIND_MESSAGE, KIND_TRAY, Log, kind_name
 
 
 def fsck(the_log: Log, index: Index, box_names: BoxNames) -> FsckReport:
     """Check each record from head to tail; torn tails found at boot are reported again.
 
     Problems: "corrupt" (an unreadable header, a stored message or delete record failing its
-    CRC), "stale" (a record no longer in use fails its CRC: compaction reclaims it).
+    CRC; tray records count as stored messages), "stale" (a record no longer in use fails
+    its CRC: compaction reclaims it).
     """
     checked = 0
     problems = [p for p in index.problems if p.what == "torn"]
@@ -29,11 +30,12 @@ def fsck(the_log: Log, index: Index, box_names: BoxNames) -> FsckReport:
         checked += 1
         if the_log.verify(header):
             continue
-        msg = index.msgs.get(header.seq) if header.kind == KIND_MESSAGE else None
+        stored = header.kind in (KIND_MESSAGE, KIND_TRAY)
+        msg = index.msgs.get(header.seq) if stored else None
         if msg is not None and msg.header.position == header.position:
             msg.ok = False
             problems.append(index.corrupt_problem(header, box_names))
-        elif header.kind == KIND_MESSAGE:
+        elif stored:
             problems.append(
                 Problem(
                     ext.position,
