@@ -92,7 +92,7 @@ def _show(args: argparse.Namespace) -> int:
         if args.json:
             print_json(profile.profile_view(ctx))
         else:
-            print(ctx.saved_profile.to_toml(), end="")
+            print(ctx.saved_profile.to_toml(mask_secrets=True), end="")
     return 0
 
 

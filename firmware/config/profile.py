@@ -107,6 +107,7 @@ class Field:
     site: bool = False  # True: a site setting; `profile apply MODEL` keeps it
     syntax: Callable[[str], bool] | None = None  # a further rule for a string
     syntax_doc: str = ""  # that rule in words
+    secret: bool = False  # True: shown as MASK by show, get, diff, plans and export
 
     def allowed(self) -> str:
         """Say in words what this key accepts."""
@@ -198,6 +199,31 @@ def _choose(value: Any, choices: tuple[Any, ...]) -> Any:
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+MASK = "********"
+"""How a secret key's value (ifax.password) is shown; an import that carries it keeps the
+value saved before (docs/ifax.md)."""
+
+IFAX_TLS = ("none", "stls", "pop3s")
+IFAX_AUTH = ("user", "apop", "sasl")
+
+
+def is_sender_list(text: str) -> bool:
+    """True for "" or comma-separated addresses (a@b.c) or domains (b.c, @b.c)."""
+    for item in (part.strip() for part in text.split(",")):
+        if not item and text.strip():
+            return False
+        local, _, domain = item.rpartition("@")
+        if item and (not is_hostname(domain) or (local and any(c in local for c in " <>"))):
+            return False
+    return True
+
+
+def masked(key: str, value: Value) -> Value:
+    """`value` as people may see it: MASK for a non-empty secret key."""
+    spec = SCHEMA.get(key)
+    return MASK if spec is not None and spec.secret and value != "" else value
 
 
 def _fields() -> dict[str, Field]:
@@ -320,6 +346,83 @@ def _fields() -> dict[str, Field]:
             live=True,
             site=True,
         ),
+        f("ifax.enabled", bool, "Internet Fax reception by POP3 polling", live=True, site=True),
+        f(
+            "ifax.server",
+            str,
+            "POP3 server the Internet Fax poller logs in to",
+            live=True,
+            site=True,
+            syntax=is_listen_address,
+            syntax_doc="an IP address or " + HOSTNAME_RULE,
+        ),
+        f(
+            "ifax.port",
+            int,
+            "POP3 server port (110; 995 for pop3s)",
+            1,
+            65535,
+            live=True,
+            site=True,
+        ),
+        f(
+            "ifax.tls",
+            str,
+            "none, stls (STARTTLS, RFC 2595) or pop3s (implicit TLS); certificate verified",
+            choices=IFAX_TLS,
+            live=True,
+            site=True,
+        ),
+        f(
+            "ifax.ca_file",
+            str,
+            "PEM file of CA certificates to verify the server by (empty: the system's)",
+            live=True,
+            site=True,
+        ),
+        f("ifax.user", str, "POP3 user name of the fax mailbox", live=True, site=True),
+        f(
+            "ifax.password",
+            str,
+            "POP3 password of the fax mailbox (kept in NVRAM, shown as ********)",
+            live=True,
+            site=True,
+            secret=True,
+        ),
+        f(
+            "ifax.auth",
+            str,
+            "login method: user (USER/PASS), apop, sasl (SCRAM-SHA-256 or PLAIN, as offered)",
+            choices=IFAX_AUTH,
+            live=True,
+            site=True,
+        ),
+        f(
+            "ifax.poll_interval_s",
+            int,
+            "poll every N seconds; 0 = only on demand",
+            0,
+            86400,
+            live=True,
+            site=True,
+        ),
+        f(
+            "ifax.leave_on_server",
+            bool,
+            "leave faxes on the server (UIDL remembered) instead of deleting them once stored",
+            live=True,
+            site=True,
+        ),
+        f("ifax.max_message_kib", int, "larger faxes are refused unread", 1, 65536, live=True),
+        f(
+            "ifax.accept_from",
+            str,
+            "senders accepted: comma-separated addresses or domains; empty = anyone",
+            live=True,
+            site=True,
+            syntax=is_sender_list,
+            syntax_doc="comma-separated addresses (a@b.example) or domains (b.example)",
+        ),
     ]
     return {field.key: field for field in table}
 
@@ -374,15 +477,26 @@ class Profile(Mapping[str, Value]):
             new[key] = field.parse_text(text, where)
         return validate(new, where)
 
-    def to_toml(self) -> str:
-        """The profile as TOML, grouped into its sections."""
+    def to_toml(self, *, mask_secrets: bool = False) -> str:
+        """The profile as TOML, grouped into its sections; secrets as MASK if `mask_secrets`."""
         sections: dict[str, dict[str, Any]] = {}
         for key, value in self.data.items():
+            if mask_secrets:
+                value = masked(key, value)
             section, name = key.split(".", 1)
             sections.setdefault(section, {})[name] = (
                 list(value) if isinstance(value, tuple) else value
             )
         return tomli_w.dumps(sections)
+
+    def unmasked(self, previous: Profile) -> Profile:
+        """A copy where each secret still reading MASK (an import of an export) keeps
+        `previous`'s value."""
+        new = dict(self.data)
+        for key, spec in SCHEMA.items():
+            if spec.secret and new.get(key) == MASK:
+                new[key] = previous[key]
+        return Profile(new)
 
     def diff(self, other: Profile) -> list[tuple[str, Value, Value]]:
         """(key, ours, theirs) for every key whose value differs."""

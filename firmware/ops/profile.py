@@ -23,6 +23,7 @@ from firmware.config.profile import (
     canonical_model,
     factory,
     for_model,
+    masked,
     parse_toml,
     unknown_key,
     validate,
@@ -164,6 +165,7 @@ def field_of(key: str, where: str) -> None:
 
 def _key(key: str, running: Value, saved: Value) -> ProfileKey:
     spec = SCHEMA[key]
+    running, saved = masked(key, running), masked(key, saved)
     return ProfileKey(key, running, saved, spec.doc, spec.allowed(), spec.live, spec.site)
 
 
@@ -184,15 +186,20 @@ def profile_get(ctx: OpsContext, key: str, where: str = "profile get") -> Profil
 
 def profile_diff(ctx: OpsContext) -> ProfileDiff:
     saved = ctx.saved_profile
-    rows = [KeyDiff(k, ours, theirs) for k, ours, theirs in saved.diff(factory(saved.model))]
-    pending = [KeyDiff(k, now, later) for k, now, later in ctx.pending()]
+    rows = [
+        KeyDiff(k, masked(k, ours), masked(k, theirs))
+        for k, ours, theirs in saved.diff(factory(saved.model))
+    ]
+    pending = [KeyDiff(k, masked(k, now), masked(k, later)) for k, now, later in ctx.pending()]
     return ProfileDiff(saved.model, rows, pending)
 
 
 def profile_export(ctx: OpsContext) -> str:
     """The saved profile (what runs after a reboot) as TOML between marker lines."""
     prof = ctx.saved_profile
-    return "\n".join([f"{EXPORT_BEGIN} {prof.model}", prof.to_toml().rstrip("\n"), EXPORT_END])
+    return "\n".join(
+        [f"{EXPORT_BEGIN} {prof.model}", prof.to_toml(mask_secrets=True).rstrip("\n"), EXPORT_END]
+    )
 
 
 # ----- the one update path -----
@@ -209,7 +216,13 @@ def _when(ctx: OpsContext, key: str, running: Value, after: Value) -> When:
 def _plan(ctx: OpsContext, what: str, new: Profile) -> ProfilePlan:
     saved, running = ctx.saved_profile, ctx.profile
     changes = [
-        KeyChange(key, saved[key], new[key], running[key], _when(ctx, key, running[key], new[key]))
+        KeyChange(
+            key,
+            masked(key, saved[key]),
+            masked(key, new[key]),
+            masked(key, running[key]),
+            _when(ctx, key, running[key], new[key]),
+        )
         for key in SCHEMA
         if new[key] != saved[key]
     ]
@@ -241,7 +254,7 @@ def plan_reset(ctx: OpsContext) -> ProfilePlan:
 
 def plan_import(ctx: OpsContext, text: str, what: str = "profile import") -> ProfilePlan:
     """A whole profile as TOML (an export block, markers included), validated whole."""
-    return _plan(ctx, what, parse_toml(text, what))
+    return _plan(ctx, what, parse_toml(text, what).unmasked(ctx.saved_profile))
 
 
 def commit(ctx: OpsContext, plan: ProfilePlan) -> ProfileUpdate:
