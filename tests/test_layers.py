@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     # Services on the store.
     "firmware.scanner": 3,
     "firmware.pop3": 3,
+    "firmware.ifax": 3,  # the Internet Fax poller: the POP3 library's client role + the store
     # The running device, its operations, its front-ends, the command line.
     "firmware.device": 4,
     "firmware.ops": 5,

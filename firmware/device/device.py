@@ -27,6 +27,7 @@ from firmware.config.profile import SCHEMA, Profile, Value, running_after, valid
 from firmware.device.boards import limits_of, open_board, save_profile, saved_profile
 from firmware.device.demo import boot_notice
 from firmware.errors import DeviceError
+from firmware.ifax.poller import IfaxPoller
 from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
@@ -148,6 +149,7 @@ class Device:
         self._profile: Profile | None = None
         self.budget = RamBudget(0)
         self.pop3: Pop3Service | None = None
+        self.ifax: IfaxPoller | None = None  # the Internet Fax poller while booted
         self.store_worker = StoreWorker()
         """The one way the running device reaches its Board for anything that writes or takes
         long (POP3 logins and commits, scans, console compact/fsck): `await
@@ -209,6 +211,8 @@ class Device:
             self.overrides.pop(key, None)
         self._profile = running_after(running, apply_overrides(saved, self.overrides))
         self.board.limits = limits_of(self._profile)
+        if self.ifax is not None and any(key.startswith("ifax.") for key in changed):
+            self.ifax.wake()
         return [key for key in changed if not SCHEMA[key].live]
 
     # ----- life cycle -----
@@ -317,6 +321,10 @@ class Device:
                 self.pop3_addresses = [(host, int(bound))]
                 self._announce(host, int(bound), tls=context is not None)
                 self._booted.set()
+                self.ifax = IfaxPoller(
+                    lambda: self.board, lambda: self.profile, lambda: self.budget, self.store_worker
+                )
+                nursery.start_soon(self.ifax.run)
                 if self.options.scan_feed_per_min > 0:
                     self.feeder = ScanFeeder(self, self.options.scan_feed_per_min)
                     nursery.start_soon(self.feeder.run)
@@ -327,6 +335,7 @@ class Device:
         finally:
             self._board = None
             self.pop3 = None
+            self.ifax = None
             self._booted = trio.Event()
             self.pop3_addresses, self.pop3s_addresses = [], []  # nothing listens any more
             with trio.CancelScope(shield=True):
