@@ -23,7 +23,7 @@ from pathlib import Path
 import trio
 
 from firmware.config.budget import RamBudget
-from firmware.config.profile import SCHEMA, Profile, Value, running_after, validate
+from firmware.config.profile import SCHEMA, Profile, Value, masked, running_after, validate
 from firmware.device.boards import limits_of, open_board, save_profile, saved_profile
 from firmware.device.demo import boot_notice
 from firmware.errors import DeviceError
@@ -411,7 +411,8 @@ class Device:
                 lines += warning.splitlines()
         if self.overrides:
             lines.append(
-                "run-only settings: " + ", ".join(f"{k}={v}" for k, v in self.overrides.items())
+                "run-only settings: "
+                + ", ".join(f"{k}={masked(k, v)}" for k, v in self.overrides.items())
             )
         # Printed once (not also logged to stderr); the console's `log` still shows them.
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

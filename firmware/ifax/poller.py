@@ -9,9 +9,11 @@ record (durable, fsync'ed, through the store worker), and only then DELE it unle
 (connection lost mid-RETR, MEMORY FULL, storage full) stores nothing partial: faxes already
 stored stay stored and are recognised by their UIDL next time; the rest stay on the server.
 
-The UIDL key of a fax is `user@host:port UIDL`. Known keys come from the tray records
-themselves and, once the tray is cleared, from the NVRAM setting `ifax.seen` (the newest
-SEEN_MAX keys), so leave-on-server mode does not re-print a cleared tray.
+The UIDL key of a fax is `user@host UIDL` (RFC 1939 §7: unique in one maildrop; the port and
+TLS mode may change without re-printing, a new server or user starts a fresh history). Known
+keys come from the tray records themselves and, once the tray is cleared, from the NVRAM
+setting `ifax.seen` (the newest SEEN_MAX keys), so leave-on-server mode does not re-print a
+cleared tray.
 
 Timing (`run`): every `ifax.poll_interval_s` seconds while `ifax.enabled` (0: only on demand).
 After a failure the next try waits longer, doubling from the interval (at least
@@ -174,7 +176,7 @@ class IfaxPoller:
                 sizes = await client.list_sizes()
                 marked = 0
                 for number in sorted(uids):
-                    key = f"{cfg.name} {uids[number]}"
+                    key = f"{cfg.user}@{cfg.host} {uids[number]}"
                     if key in known:
                         counts["skipped"] += 1
                     else:

@@ -44,6 +44,7 @@ info_log_path = {log}
 mail_location = maildir:~/Maildir
 first_valid_uid = 1
 pop3_uidl_format = %g
+pop3_lock_session = yes
 passdb {{
   driver = passwd-file
   args = {passwd}
