@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import serial
 import trio
 
-from firmware.console.shell import STORE_OPERATIONS, Action, ConsoleShell, PowerAction, ScanAction
+from firmware.console.shell import (
+    ASYNC_OPERATIONS,
+    STORE_OPERATIONS,
+    Action,
+    AsyncAction,
+    ConsoleShell,
+    PowerAction,
+    ScanAction,
+)
 from firmware.errors import DeviceError
 from firmware.ops import render, system
 from firmware.ops.context import OpsContext
@@ -299,6 +307,15 @@ async def _converse(shell: ConsoleShell, link: Link) -> None:
 
 async def _perform(shell: ConsoleShell, action: Action) -> bytes:
     ctx = shell.ctx
+    if isinstance(action, AsyncAction):
+        try:
+            text = await ASYNC_OPERATIONS[action.what](ctx, *action.args)
+        except DeviceError as exc:
+            text = "error: " + " ".join(str(exc).split())
+        except Exception:
+            log.exception("console: %s failed", action.what)
+            text = f"error: {action.what} failed with an internal error (logged)"
+        return shell.finish_action(text)
     if not isinstance(action, ScanAction | PowerAction):  # a StoreAction
         operation, show = STORE_OPERATIONS[action.what]
         try:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from firmware.config.profile import MODELS, SCHEMA
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
 from firmware.errors import DeviceError
-from firmware.ops import boxes, profile, render, sessions, status, storage, system
+from firmware.ops import boxes, ifax, profile, render, sessions, status, storage, system
 from firmware.ops import tls as ops_tls
 from firmware.ops.context import OpsContext
 from firmware.ops.profile import EXPORT_END, ProfilePlan, parse_pairs
@@ -82,7 +82,41 @@ STORE_OPERATIONS: dict[str, tuple[Callable[[OpsContext], object], Callable[[Any]
 """what -> (the operation, its renderer)."""
 
 
-Action = ScanAction | PowerAction | StoreAction
+@dataclass(frozen=True)
+class AsyncAction:
+    """Run an operation that waits on the network or the store (`ASYNC_OPERATIONS[what]`,
+    awaited with `args`), then call `finish_action` with its text; input is held meanwhile."""
+
+    what: str  # "ifax poll" | "ifax tray list" | "ifax tray show" | "ifax tray clear"
+    args: tuple[int, ...] = ()
+
+
+async def _ifax_poll(ctx: OpsContext) -> str:
+    return render.ifax_poll(await ifax.poll(ctx))
+
+
+async def _tray_list(ctx: OpsContext) -> str:
+    return render.tray_list(await ctx.run_store(ifax.tray_list, ctx))
+
+
+async def _tray_show(ctx: OpsContext, number: int) -> str:
+    return render.tray_show(await ctx.run_store(ifax.tray_show, ctx, number))
+
+
+async def _tray_clear(ctx: OpsContext) -> str:
+    return render.tray_cleared(await ctx.run_store(ifax.tray_clear, ctx))
+
+
+ASYNC_OPERATIONS: dict[str, Callable[..., Any]] = {
+    "ifax poll": _ifax_poll,
+    "ifax tray list": _tray_list,
+    "ifax tray show": _tray_show,
+    "ifax tray clear": _tray_clear,
+}
+"""what -> async fn(ctx, *args) -> text."""
+
+
+Action = ScanAction | PowerAction | StoreAction | AsyncAction
 
 
 class Mode(Enum):
@@ -250,6 +284,23 @@ HELP: dict[str, Help] = {
             "the stored one (key included) and applies after `reboot`.",
         ),
         Help("log [N]", f"the last N log lines (default 20, max {MAX_LOG_LINES})"),
+        Help(
+            "ifax status",
+            "Internet Fax: server, mode, polls, last result",
+        ),
+        Help(
+            "ifax poll",
+            "poll the fax mail server now",
+            "Logs in to ifax.server, fetches every fax not yet in the tray, prints\n"
+            "TIFF-FX faxes into the tray (other attachments: an error report) and\n"
+            "deletes them from the server once stored, unless ifax.leave_on_server.",
+        ),
+        Help(
+            "ifax tray list|show N|clear",
+            "the fax output tray",
+            "`clear` removes every document in one record; their UIDLs are kept so\n"
+            "a fax left on the server is not printed again.",
+        ),
         Help("fsck", "check every record on the board image"),
         Help("compact", "reclaim flash held by deleted messages"),
         Help("passwd", "change the admin password"),
@@ -847,6 +898,26 @@ class ConsoleShell:
                 raise DeviceError(f"log: N must be a number from 1 to {MAX_LOG_LINES}")
             count = int(args[0])
         self._say(render.log(system.log_tail(self.ctx, count)))
+
+    def _cmd_ifax_status(self, args: list[str]) -> None:
+        self._arity("ifax status", args, 0)
+        self._say(render.ifax_status(ifax.status(self.ctx)))
+
+    def _cmd_ifax_poll(self, args: list[str]) -> None:
+        self._arity("ifax poll", args, 0)
+        self._start(AsyncAction("ifax poll"))
+
+    def _cmd_ifax_tray(self, args: list[str]) -> None:
+        usage = f"usage: {HELP['ifax tray'].usage}"
+        what = args[0].lower() if args else ""
+        if what in ("list", "clear") and len(args) == 1:
+            self._start(AsyncAction(f"ifax tray {what}"))
+        elif what == "show" and len(args) == 2:
+            if not args[1].isdigit() or not 1 <= int(args[1]) <= 1_000_000:
+                raise DeviceError(f"ifax tray show: N must be a document number, not {args[1]!r}")
+            self._start(AsyncAction("ifax tray show", (int(args[1]),)))
+        else:
+            raise DeviceError(usage)
 
     def _cmd_fsck(self, args: list[str]) -> None:
         self._arity("fsck", args, 0)

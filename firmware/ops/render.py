@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from firmware.config.profile import render as format_value
 from firmware.ops.boxes import BoxChange, BoxDetail, BoxList, Unlock
+from firmware.ops.ifax import IfaxStatus, PollResult, TrayCleared, TrayDoc, TrayList
 from firmware.ops.messages import MessageList
 from firmware.ops.profile import (
     KeyChange,
@@ -460,3 +461,77 @@ def tls_saved(s: TlsSaved, *, live: bool) -> str:
     else:
         first = f"self-signed TLS certificate for {printable(', '.join(s.names))} ({when})"
     return "\n".join([first, *cert_lines(s.cert)])
+
+
+# ----- Internet Fax (firmware/ops/ifax.py) -----
+
+
+def ifax_status(s: IfaxStatus) -> str:
+    state = "on" if s.enabled else "off (ifax.enabled = false)"
+    every = f"every {s.poll_interval_s} s" if s.poll_interval_s else "on demand only"
+    lines = [
+        f"Internet Fax: {state}",
+        f"  server  {printable(s.user)}@{printable(s.server)} tls {s.tls}, auth {s.auth}",
+        f"  mode    {'leave on server (UIDL)' if s.leave_on_server else 'delete once stored'}"
+        f", poll {every}",
+        f"  polls   {s.polls} since boot: {s.received} received, {s.errors} refused"
+        + (" (polling now)" if s.busy else ""),
+    ]
+    if s.last_result is not None and s.last_poll_at is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.last_poll_at))
+        lines.append(f"  last    {when}: {printable(s.last_result)}")
+    if s.next_poll_in_s is not None:
+        lines.append(f"  next    in {s.next_poll_in_s:.0f} s")
+    lines.append(f"  tray    {plural(s.tray_documents, 'document')}")
+    return "\n".join(lines)
+
+
+def ifax_poll(r: PollResult) -> str:
+    """`ifax poll`: '2 documents received' first, then the rest."""
+    head = f"{plural(r.received, 'document')} received"
+    rest = []
+    if r.errors:
+        rest.append(f"{r.errors} refused (error report in the tray)")
+    if r.skipped:
+        rest.append(f"{r.skipped} already in the tray")
+    if r.deleted:
+        rest.append(f"{r.deleted} deleted from the server")
+    line = head + (", " + ", ".join(rest) if rest else "")
+    if r.failed:
+        code = f" [{r.code}]" if r.code else ""
+        line += f"\npoll stopped{code}: {printable(' '.join(r.failed.split()))}"
+    return line
+
+
+def tray_list(t: TrayList) -> str:
+    if not t.documents:
+        return "the tray is empty"
+    lines = [f"{'N':>3}  {'status':<8} {'pages':>5}  {'res':<8} {'from':<28} subject"]
+    for d in t.documents:
+        lines.append(
+            f"{d.number:>3}  {d.status:<8} {d.pages:>5}  {d.resolution or '-':<8} "
+            f"{printable(d.sender)[:28]:<28} {printable(d.subject)[:40]}"
+        )
+    return "\n".join(lines)
+
+
+def tray_show(d: TrayDoc) -> str:
+    received = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.received)) if d.received else "-"
+    lines = [
+        f"document {d.number}: {d.status}",
+        f"  from       {printable(d.sender)}",
+        f"  subject    {printable(d.subject)}",
+        f"  date       {printable(d.date)}",
+        f"  received   {received} (UIDL {printable(d.uidl)})",
+        f"  pages      {d.pages}" + (f" at {d.resolution}" if d.resolution else ""),
+        f"  stored     {format_size(d.bytes)}",
+    ]
+    for n, (w, h) in enumerate(d.page_sizes, 1):
+        lines.append(f"  page {n:<5} {w}x{h} pixels")
+    if d.error:
+        lines.append(f"  error      {printable(d.error)}")
+    return "\n".join(lines)
+
+
+def tray_cleared(c: TrayCleared) -> str:
+    return f"tray cleared: {plural(c.removed, 'document')} removed"
