@@ -4,7 +4,8 @@ The adapter is the loop of docs/pop3-library.md: `send(Command)` -> socket, sock
 `receive_data`, `next_event` until a whole reply. It adds what a good client needs: a
 deadline on every network step, the three TLS modes (none; STLS, RFC 2595; POP3S, RFC 8314
 §3.3) with certificate and host-name verification, and the three login methods (USER/PASS and
-APOP, RFC 1939 §7; SASL PLAIN, RFC 5034 with RFC 4616, only when CAPA's SASL offers it). An
+APOP, RFC 1939 §7; SASL SCRAM-SHA-256, RFC 5802/7677, or else PLAIN, RFC 4616, in RFC 5034's
+AUTH, only as CAPA's SASL line offers them). An
 `-ERR` becomes `Pop3Error` with its RFC 2449/3206 response code (`IN-USE`, `LOGIN-DELAY`,
 `SYS/TEMP`, `SYS/PERM`, `AUTH`), which the poller turns into its back-off.
 """
@@ -12,7 +13,10 @@ APOP, RFC 1939 §7; SASL PLAIN, RFC 5034 with RFC 4616, only when CAPA's SASL of
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import hmac
+import secrets
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +41,7 @@ from firmware.pop3.events import (
 )
 from firmware.pop3.syntax import parse_capabilities
 from firmware.pop3.wire_errors import LocalProtocolError, RemoteProtocolError
+from firmware.security.saslprep import saslprep
 
 TLS_MODES = ("none", "stls", "pop3s")
 AUTH_METHODS = ("user", "apop", "sasl")
@@ -197,8 +202,14 @@ class Pop3Client:
             await self.command(Command("APOP", (cfg.user, digest)))
         elif cfg.auth == "sasl":
             offered = {m.upper() for m in self.capabilities.get("SASL", ())}
+            if "SCRAM-SHA-256" in offered:
+                await self._scram()
+                return
             if "PLAIN" not in offered:
-                raise Pop3Error(f"{cfg.host} offers no SASL PLAIN (CAPA SASL: {sorted(offered)})")
+                raise Pop3Error(
+                    f"{cfg.host} offers neither SASL SCRAM-SHA-256 nor PLAIN "
+                    f"(CAPA SASL: {' '.join(sorted(offered)) or 'none'})"
+                )
             token = base64.b64encode(f"\0{cfg.user}\0{cfg.password}".encode()).decode("ascii")
             reply = await self.command(Command("AUTH", ("PLAIN", token)))
             if isinstance(reply, SaslContinuation):
@@ -207,6 +218,70 @@ class Pop3Client:
         else:
             await self.command(Command("USER", (cfg.user,)))
             await self.command(Command("PASS", (cfg.password,)))
+
+    async def _scram(self) -> None:
+        """AUTH SCRAM-SHA-256 (RFC 5802, RFC 7677) in POP3's SASL exchange (RFC 5034 §4).
+
+        The server's signature is checked: a server that does not know the password (a
+        man in the middle) is refused even if it says +OK.
+        """
+        cfg = self.config
+        try:
+            password = saslprep(cfg.password).encode("utf-8")
+        except ValueError as exc:
+            raise Pop3Error(f"ifax.password cannot be used with SCRAM: {exc}") from None
+        user = saslprep(cfg.user).replace("=", "=3D").replace(",", "=2C")
+        nonce = base64.b64encode(secrets.token_bytes(18)).decode("ascii")
+        first_bare = f"n={user},r={nonce}"
+        reply = await self.command(Command("AUTH", ("SCRAM-SHA-256", _b64(f"n,,{first_bare}"))))
+        server_first = _sasl_text(reply)
+        fields = dict(item.split("=", 1) for item in server_first.split(",") if "=" in item)
+        try:
+            salt = base64.b64decode(fields["s"], validate=True)
+            iterations = int(fields["i"])
+            combined = fields["r"]
+        except (KeyError, ValueError) as exc:
+            await self._cancel()
+            raise Pop3Error(f"SCRAM: bad server-first message ({exc})") from None
+        if not combined.startswith(nonce) or not 1 <= iterations <= 1_000_000:
+            await self._cancel()
+            raise Pop3Error("SCRAM: the server's nonce or iteration count is not acceptable")
+        salted = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
+        client_key = hmac.digest(salted, b"Client Key", "sha256")
+        stored_key = hashlib.sha256(client_key).digest()
+        without_proof = f"c=biws,r={combined}"
+        message = f"{first_bare},{server_first},{without_proof}".encode()
+        signature = hmac.digest(stored_key, message, "sha256")
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        await self._send(SaslResponse(_b64(f"{without_proof},p={_b64(proof)}")))
+        event = await self._next()
+        if isinstance(event, Reply):
+            if not event.ok:
+                raise Pop3Error(f"AUTH: -ERR {event.text}".rstrip(), event.code)
+            raise Pop3Error("SCRAM: +OK without the server's signature")
+        if not isinstance(event, SaslContinuation):
+            raise Pop3Error(f"SCRAM: unexpected {type(event).__name__}")
+        server_final = _sasl_text(event)
+        if server_final.startswith("e="):  # RFC 5802 §7 server-error: the server's -ERR follows
+            await self._send(SaslResponse(""))
+            answer = await self._next()
+            code = answer.code if isinstance(answer, Reply) else None
+            raise Pop3Error(f"AUTH SCRAM-SHA-256 refused: {server_final[2:]}", code or "AUTH")
+        server_key = hmac.digest(salted, b"Server Key", "sha256")
+        expected = "v=" + _b64(hmac.digest(server_key, message, "sha256"))
+        if server_final != expected:
+            await self._cancel()
+            raise Pop3Error("SCRAM: the server's signature is wrong; not logged in")
+        await self._send(SaslResponse(""))
+        event = await self._next()
+        if not isinstance(event, Reply) or not event.ok:
+            text = event.text if isinstance(event, Reply) else type(event).__name__
+            raise Pop3Error(f"AUTH: -ERR {text}", getattr(event, "code", None))
+
+    async def _cancel(self) -> None:
+        with contextlib.suppress(Pop3Error):
+            await self._send(SaslResponse("*"))
+            await self._next()
 
     async def uidl(self) -> dict[int, str]:
         """Message number -> unique id (RFC 1939 §7)."""
@@ -234,6 +309,19 @@ class Pop3Client:
     async def quit(self) -> None:
         """QUIT: the server commits the DELEs (RFC 1939 §6) only on its +OK."""
         await self.command(Command("QUIT"))
+
+
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode("utf-8") if isinstance(data, str) else data).decode()
+
+
+def _sasl_text(reply: Reply | SaslContinuation) -> str:
+    if not isinstance(reply, SaslContinuation):
+        raise Pop3Error("AUTH: +OK before the SASL exchange ended")
+    try:
+        return base64.b64decode(reply.text, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise Pop3Error("AUTH: the server's challenge is not base64 UTF-8") from None
 
 
 async def _handshake(tls: trio.SSLStream[trio.abc.Stream], config: ServerConfig) -> None:

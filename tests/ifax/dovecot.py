@@ -37,7 +37,7 @@ protocols = pop3
 listen = 127.0.0.1
 {ssl}
 disable_plaintext_auth = no
-auth_mechanisms = plain
+auth_mechanisms = plain scram-sha-256
 auth_failure_delay = 0
 log_path = {log}
 info_log_path = {log}

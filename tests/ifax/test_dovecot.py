@@ -61,9 +61,9 @@ def test_leave_mode_keeps_the_box_and_never_prints_twice(board: Board, dovecot: 
     assert (third.received, third.skipped) == (0, 3) and board.tray() == []
 
 
-def test_stls_with_verification(board: Board, dovecot_tls: Dovecot) -> None:
+def test_stls_with_verification_and_scram(board: Board, dovecot_tls: Dovecot) -> None:
     deliver_three(dovecot_tls)
-    report = poll(board, ifax_profile(dovecot_tls))
+    report = poll(board, ifax_profile(dovecot_tls, **{"ifax.auth": "sasl"}))
     assert (report.received, report.errors, report.failed) == (2, 1, None)
     assert dovecot_tls.stored() == []
 
