@@ -24,8 +24,9 @@ from PIL import Image, TiffImagePlugin
 from firmware.errors import DeviceError
 
 # TIFF tag 259 values of profile S (RFC 3949 §4.2.1): 2 = MH (modified Huffman, RLE),
-# 3 = T.4 (MH or MR by T4Options), 4 = T.6 (MMR, "G4").
-PROFILE_S_COMPRESSION = {2: "MH", 3: "MR", 4: "MMR"}
+# 3 = T.4 (MH, or MR when bit 0 of T4Options, tag 292, is set), 4 = T.6 (MMR, "G4").
+PROFILE_S_COMPRESSION = {2: "MH", 3: "MH", 4: "MMR"}
+T4_OPTIONS = 292
 TIFF_TYPES = ("image/tiff", "image/tiff-fx")
 
 
@@ -145,7 +146,10 @@ def _decode_tiff(
                 if reserve is not None:
                     reserve(img.size[0] * img.size[1] // 8)
                 img.load()  # decode the page: a damaged G4 stream fails here
-                meta["compression"] = PROFILE_S_COMPRESSION[compression]
+                name = PROFILE_S_COMPRESSION[compression]
+                if compression == 3 and int(img.tag_v2.get(T4_OPTIONS, 0)) & 1:
+                    name = "MR"
+                meta["compression"] = name
     except DeviceError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError) as exc:

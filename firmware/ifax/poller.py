@@ -76,9 +76,9 @@ def server_config(profile: Profile) -> ServerConfig:
     )
 
 
-def known_keys(board: Board) -> set[str]:
-    """UIDL keys of every fax already handled: the tray records' and `ifax.seen`'s."""
-    keys = set(board.settings().get(SEEN_SETTING, "").splitlines())
+def _tray_keys(board: Board) -> list[str]:
+    """The UIDL keys of the tray's documents, oldest first (corrupt records skipped)."""
+    keys = []
     for entry in board.tray():
         if entry.corrupt:
             continue
@@ -87,17 +87,25 @@ def known_keys(board: Board) -> set[str]:
         except DeviceError:
             continue
         key = meta.get("key")
-        if isinstance(key, str):
-            keys.add(key)
+        if isinstance(key, str) and key:
+            keys.append(key)
     return keys
 
 
+def known_keys(board: Board) -> set[str]:
+    """UIDL keys of every fax already handled: the tray records' and `ifax.seen`'s."""
+    seen = board.settings().get(SEEN_SETTING, "").splitlines()
+    return {*seen, *_tray_keys(board)} - {""}
+
+
 def clear_tray(board: Board) -> int:
-    """Empty the tray, remembering its faxes' UIDL keys in NVRAM first (a cut between the
-    two leaves both, which is harmless); how many documents were removed."""
-    keys = [k for k in known_keys(board) if k]
-    if keys:
-        board.set_setting(SEEN_SETTING, "\n".join(sorted(keys)[-SEEN_MAX:]))
+    """Empty the tray, remembering its faxes' UIDL keys in NVRAM first (the newest SEEN_MAX,
+    with those remembered before); a cut between the two leaves both, which is harmless.
+    How many documents were removed."""
+    seen = board.settings().get(SEEN_SETTING, "").splitlines()
+    keys = list(dict.fromkeys(k for k in [*seen, *_tray_keys(board)] if k))[-SEEN_MAX:]
+    if keys != seen:
+        board.set_setting(SEEN_SETTING, "\n".join(keys))
     return board.tray_clear()
 
 
