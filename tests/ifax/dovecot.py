@@ -59,7 +59,8 @@ service pop3-login {{
     port = {port}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = 127.0.0.1
+    port = {pop3s_port}
   }}
 }}
 """
@@ -75,6 +76,7 @@ class Dovecot:
         mail = pwd.getpwnam(MAIL_USER)
         self.uid, self.gid = mail.pw_uid, mail.pw_gid
         self.port = free_port()
+        self.pop3s_port = free_port() if tls else 0
         # Not under pytest's tmp_path: its parents are 0700 and Dovecot's users must traverse.
         self.base = base = Path(tempfile.mkdtemp(prefix="dpfw-ifax-dovecot-"))
         run, state, home = base / "run", base / "state", base / "home"
@@ -107,6 +109,7 @@ class Dovecot:
                 run=run,
                 state=state,
                 port=self.port,
+                pop3s_port=self.pop3s_port,
                 ssl=ssl,
                 log=self.log,
                 passwd=passwd,

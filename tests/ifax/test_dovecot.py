@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import os
+from pathlib import Path
+
 import trio
+from PIL import Image
 
 from firmware.config.budget import RamBudget
-from firmware.config.profile import Profile
+from firmware.config.profile import Profile, factory
+from firmware.device.boards import create_board
 from firmware.ifax.poller import IfaxPoller, PollReport, clear_tray
 from firmware.store.board import Board
 from firmware.store.worker import StoreWorker
@@ -66,6 +72,30 @@ def test_stls_with_verification_and_scram(board: Board, dovecot_tls: Dovecot) ->
     report = poll(board, ifax_profile(dovecot_tls, **{"ifax.auth": "sasl"}))
     assert (report.received, report.errors, report.failed) == (2, 1, None)
     assert dovecot_tls.stored() == []
+
+
+def test_pop3s_implicit_tls(board: Board, dovecot_tls: Dovecot) -> None:
+    deliver_three(dovecot_tls)
+    profile = ifax_profile(
+        dovecot_tls, **{"ifax.tls": "pop3s", "ifax.port": str(dovecot_tls.pop3s_port)}
+    )
+    report = poll(board, profile)
+    assert (report.received, report.errors, report.failed) == (2, 1, None)
+
+
+def test_storage_full_stores_nothing_and_leaves_the_fax(tmp_path: Path, dovecot: Dovecot) -> None:
+    small = create_board(tmp_path / "s.img", factory("DP-3530"), "admin-pw", size=1 << 20)
+    try:
+        noise = Image.frombytes("1", (1728, 2800), os.urandom(1728 * 2800 // 8))
+        out = io.BytesIO()
+        noise.save(out, format="TIFF", compression="group4", dpi=(200, 200))
+        assert len(out.getvalue()) > 1 << 20  # a valid fax larger than the whole image
+        dovecot.deliver(fax_message(out.getvalue(), "image/tiff", "big.tif", "a@example.org"))
+        report = poll(small, ifax_profile(dovecot, **{"ifax.max_message_kib": "4096"}))
+        assert report.failed is not None and report.failed.startswith("storage full"), report
+        assert small.tray() == [] and len(dovecot.stored()) == 1
+    finally:
+        small.close()
 
 
 def test_stls_refuses_an_unverified_certificate(board: Board, dovecot_tls: Dovecot) -> None:
