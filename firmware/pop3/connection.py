@@ -345,7 +345,8 @@ class ServerConnection(_Connection):
                 raise self._fail(
                     LocalProtocolError(f"{_name(self._pending)} takes no SASL continuation")
                 )
-            line = self._status(b"+", event.text, None)
+            # RFC 5034 §4: continue-req = "+" SP [base64] CRLF: the space even when empty.
+            line = self._status(b"+", event.text, None) if event.text else b"+ \r\n"
             self._done(row.cont)
             return line
         if kind is ConnectionClosed:

@@ -1,10 +1,12 @@
 """The trio adapter of the POP3 service: sockets, admission, timers, streaming.
 
-Everything POP3 means lives in `Pop3Protocol`; this module only moves bytes and enforces the
-device's limits. We run our own accept loop because trio's `serve_tcp` admits without limit
-and lets one failing handler take the server down: here a session over `pop3.max_sessions`
-(or over the RAM budget) gets `-ERR [SYS/TEMP]` and is closed at once (unless a connection
-that has not logged in can make room), and a session that fails is logged and ends alone.
+The protocol library's `ServerConnection` frames, parses and checks the POP3 conversation;
+the device's `Pop3Protocol` answers each client event; this module only moves bytes between
+the socket and the library and enforces the device's limits. We run our own accept loop
+because trio's `serve_tcp` admits without limit and lets one failing handler take the server
+down: here a session over `pop3.max_sessions` (or over the RAM budget) gets `-ERR [SYS/TEMP]`
+and is closed at once (unless a connection that has not logged in can make room), and a
+session that fails is logged and ends alone.
 
 TLS (RFC 2595 STLS, or implicit on a second listener) wraps the session's stream in trio's
 SSLStream; the session task is the only reader and the only writer of its stream.
@@ -29,11 +31,30 @@ import trio
 from firmware.config.budget import RamBudget, Reservation
 from firmware.config.profile import Profile
 from firmware.errors import DeviceError, MemoryFullError
+from firmware.pop3 import syntax
+from firmware.pop3.connection import ServerConnection
 from firmware.pop3.direct import can_map, send_from_image
-from firmware.pop3.framing import CRLF, TERMINATOR, LineReader
+from firmware.pop3.events import (
+    NEED_DATA,
+    BadCommand,
+    Command,
+    ConnectionClosed,
+    Data,
+    MultilineEnd,
+    SaslResponse,
+    TlsStart,
+)
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import BoardMailstore, Mailstore
-from firmware.pop3.protocol import STREAM_CHUNK, Pop3Protocol, Pop3Stats, Reply
+from firmware.pop3.protocol import (
+    MAX_DISCARD,
+    SASL_LINE_LIMIT,
+    STREAM_CHUNK,
+    Answer,
+    Pop3Protocol,
+    Pop3Stats,
+)
+from firmware.pop3.wire_errors import RemoteProtocolError
 from firmware.security.abuse import ClientSessions, LoginGuard, PreauthEvictor
 from firmware.security.authlog import log_event
 from firmware.store.worker import StoreWorker
@@ -61,7 +82,9 @@ SESSION_RAM: Final = 8192
 """Bytes each session reserves from the RAM budget for its receive and line buffers."""
 
 SEND_COALESCE: Final = 16384
-"""Reply pieces smaller than this are joined before sending, to save packets and syscalls."""
+"""Reply pieces smaller than this are joined before sending, to save packets and syscalls
+(the replies to pipelined commands, a body's small chunks)."""
+_END: Final = MultilineEnd()
 
 REFUSE_TIMEOUT_S: Final = 2.0
 MAX_REFUSING: Final = 32
@@ -471,8 +494,13 @@ class Pop3Service:
         key = "pop3.preauth_timeout_s" if protocol.box is None else "pop3.idle_timeout_s"
         return float(self._profile().int(key))
 
-    async def _start_tls(self, session: _Session, protocol: Pop3Protocol, how: str) -> bool:
-        """Wrap the session's socket in TLS and handshake under a deadline; False on failure."""
+    async def _start_tls(
+        self, session: _Session, protocol: Pop3Protocol, conn: ServerConnection | None, how: str
+    ) -> bool:
+        """Wrap the session's socket in TLS and handshake under a deadline; False on failure.
+
+        `conn`: the library connection to tell (`tls_started`) after STLS; None for POP3S.
+        """
         assert self._tls is not None
         try:
             session.tls_reservation = self._budget.reserve(TLS_SESSION_RAM, "POP3 TLS session")
@@ -500,6 +528,8 @@ class Pop3Service:
                 return False
             session.stream = ssl_stream
             protocol.tls_active = True
+            if conn is not None:
+                conn.tls_started()
             self.stats.tls_sessions += 1
             _ack_now(session.socket_stream)
             return True
@@ -507,49 +537,99 @@ class Pop3Service:
         self.stats.tls_failures += 1
         return False
 
+    def _plaintext_after_stls(self, session: _Session) -> None:
+        # Plaintext sent behind STLS would run inside TLS: the injection of CVE-2011-0411
+        # (RFC 7457 §2.2). The library refuses it; never execute it, end the connection.
+        log_event(
+            "tls-fail",
+            session.host,
+            via="stls",
+            reason="plaintext-after-stls",
+            session=session.id,
+        )
+        self.stats.tls_failures += 1
+
     async def _converse(self, session: _Session, protocol: Pop3Protocol) -> bool:
-        """Serve commands until EOF (False) or a reply that closes the session (True)."""
+        """Serve commands until EOF (False) or a reply that closes the session (True).
+
+        Bytes from the socket go to the library's ServerConnection; each client event it gives
+        goes to `protocol.answer`, and the answer goes back through `conn.send`. Replies to
+        pipelined commands are joined into one send while the library has more commands
+        buffered (up to SEND_COALESCE octets).
+        """
         scope = session.scope
-        reader = LineReader()
         scope.deadline = trio.current_time() + self._idle_limit(protocol)
-        if session.implicit_tls and not await self._start_tls(session, protocol, "pop3s"):
+        if session.implicit_tls and not await self._start_tls(session, protocol, None, "pop3s"):
             return False
+        conn = ServerConnection(
+            tls_active=protocol.tls_active,
+            sasl_line_limit=SASL_LINE_LIMIT,
+            max_discard=MAX_DISCARD,
+        )
         stream = session.stream
-        await self._send(session, protocol, protocol.greeting())
+        out = conn.send(protocol.greeting())
         while True:
-            line = reader.next_line()
-            if line is None:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError:
+                # A line that never ends (the only error a session in AUTHORIZATION,
+                # TRANSACTION or SASL can raise here): the device's last word, then close.
+                last = protocol.endless_line()
+                await stream.send_all(out + syntax.format_status(b"-ERR", last.text, None))
+                return True
+            if event is NEED_DATA:
+                if out:
+                    await stream.send_all(out)
+                    out = b""
                 data = await stream.receive_some(RECEIVE_SIZE)
-                if not data:
-                    return False  # EOF: the client left without QUIT
-                reader.feed(data if type(data) is bytes else bytes(data))
+                conn.receive_data(data)  # b"" at EOF: ConnectionClosed next
                 continue
-            reply = await protocol.receive_line(line)
-            if reply.delay > 0:
-                await trio.sleep(reply.delay)
-            await self._send(session, protocol, reply)
-            if reply.close:
+            if isinstance(event, ConnectionClosed):
+                if out:
+                    await stream.send_all(out)
+                return False  # EOF: the client left without QUIT
+            if not isinstance(event, Command | BadCommand | SaslResponse):
+                # PAUSED or TlsStart: never, as every event is answered at once and STLS is
+                # handled right after its +OK.
+                raise AssertionError(f"unexpected {event!r} from the POP3 library")
+            answer = await protocol.answer(event)
+            if answer.delay > 0:
+                if out:
+                    await stream.send_all(out)
+                    out = b""
+                await trio.sleep(answer.delay)
+            if answer.body is not None:
+                await self._send_body(session, protocol, conn, answer, out)
+                out = b""
+            else:
+                try:
+                    out += conn.send(answer.first)
+                except RemoteProtocolError:  # +OK to STLS with commands buffered behind it
+                    if out:
+                        await stream.send_all(out)
+                    self._plaintext_after_stls(session)
+                    return False
+            if answer.close:
+                conn.send(ConnectionClosed())
+                await stream.send_all(out)
                 return True
             if protocol.box is not None:
                 self._evictor.discard(session.id)  # logged in: never evicted
-            if reader.limit != protocol.line_limit:
-                reader.limit = protocol.line_limit  # longer lines inside a SASL exchange
-            if reply.starttls:
-                if reader.buffered:
-                    # Plaintext sent behind STLS would run inside TLS: the injection of
-                    # CVE-2011-0411. Never execute it; end the connection.
-                    log_event(
-                        "tls-fail",
-                        session.host,
-                        via="stls",
-                        reason="plaintext-after-stls",
-                        session=session.id,
-                    )
-                    self.stats.tls_failures += 1
+            if answer.starttls:
+                await stream.send_all(out)
+                out = b""
+                try:
+                    start = conn.next_event()
+                except RemoteProtocolError:
+                    self._plaintext_after_stls(session)
                     return False
-                if not await self._start_tls(session, protocol, "stls"):
+                assert isinstance(start, TlsStart)
+                if not await self._start_tls(session, protocol, conn, "stls"):
                     return False
                 stream = session.stream
+            elif len(out) >= SEND_COALESCE:
+                await stream.send_all(out)
+                out = b""
             scope.deadline = trio.current_time() + self._idle_limit(protocol)
 
     def _image(self) -> int | None:
@@ -577,33 +657,42 @@ class Pop3Service:
             os.close(fd)
         self._direct = None
 
-    async def _send(self, session: _Session, protocol: Pop3Protocol, reply: Reply) -> None:
-        """Send a reply; a body is pulled from the store chunk by chunk as the peer reads.
+    async def _send_body(
+        self,
+        session: _Session,
+        protocol: Pop3Protocol,
+        conn: ServerConnection,
+        answer: Answer,
+        pending: bytes,
+    ) -> None:
+        """Send a multi-line answer after `pending` (earlier replies not yet sent); the body
+        is pulled from the store chunk by chunk as the peer reads, framed by the library.
 
         RETR on a plain TCP connection sends what the store has read ahead, then copies the
-        rest straight from the image file (firmware/pop3/direct.py). TLS and TOP pull the body.
+        rest straight from the image file (firmware/pop3/direct.py): the library is told with
+        `body_sent_elsewhere`. TLS and TOP pull the body.
         """
         stream = session.stream
-        body = reply.body
-        if body is None:
-            await stream.send_all(reply.head)
-            return
-        guard = reply.guard
+        body = answer.body
+        assert body is not None
+        guard = answer.guard
+        wire = body.wire
         try:
-            pending = reply.head
+            pending += conn.send(answer.first)
             if (
-                reply.stored is not None
+                answer.stored is not None
                 and stream is session.socket_stream
                 and isinstance(stream, trio.SocketStream)
             ):
                 first = body.take_first()
                 # A full first chunk: more follows (a shorter one was the whole message).
                 if len(first) >= STREAM_CHUNK and (image_fd := self._image()) is not None:
+                    pending += conn.send(Data(first, wire=True))
                     await self._send_direct(
-                        session, protocol, reply.stored, image_fd, reply.head, first
+                        session, protocol, conn, answer.stored, image_fd, pending, first
                     )
                     return
-                pending += first
+                pending += conn.send(Data(first, wire=wire))
             while True:
                 if guard is None:
                     chunk = next(body, None)
@@ -612,6 +701,7 @@ class Pop3Service:
                         chunk = next(body, None)
                 if chunk is None:
                     break
+                chunk = conn.send(Data(chunk, wire=wire))
                 if len(pending) < SEND_COALESCE or len(chunk) < SEND_COALESCE:
                     pending += chunk
                     if len(pending) < SEND_COALESCE:
@@ -620,8 +710,7 @@ class Pop3Service:
                 await stream.send_all(pending)
                 session.scope.deadline = trio.current_time() + self._idle_limit(protocol)
                 pending = chunk
-            if pending:
-                await stream.send_all(pending)
+            await stream.send_all(pending + conn.send(_END))
         except DeviceError as exc:
             # The store failed after +OK went out: the reply cannot be completed, so end the
             # session (commits nothing) rather than send a truncated message.
@@ -634,17 +723,19 @@ class Pop3Service:
         self,
         session: _Session,
         protocol: Pop3Protocol,
+        conn: ServerConnection,
         stored: tuple[str, str],
         image_fd: int,
-        head: bytes,
+        pending: bytes,
         first: bytes,
     ) -> None:
-        """RETR: the head and the chunk read ahead, the rest from the image, the terminator."""
+        """RETR: what is pending (the +OK and the chunk read ahead), the rest from the image,
+        the terminator."""
         box, uid = stored
         stream = session.socket_stream
         store = self._board_store
         assert isinstance(stream, trio.SocketStream) and store is not None
-        await stream.send_all(head + first)
+        await stream.send_all(pending)
         idle = self._idle_limit(protocol)
 
         def progress() -> None:
@@ -660,7 +751,8 @@ class Pop3Service:
             first[-2:],
             progress,
         )
-        await stream.send_all(TERMINATOR if tail == CRLF else CRLF + TERMINATOR)
+        conn.body_sent_elsewhere(tail)
+        await stream.send_all(conn.send(_END))
 
     async def _close_gently(self, session: _Session) -> None:
         """Half-close and drain briefly, so a last reply is not lost to a TCP reset.
