@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import logging
 import os
 import socket
@@ -32,6 +31,7 @@ from firmware.config.budget import RamBudget, Reservation
 from firmware.config.profile import Profile
 from firmware.errors import DeviceError, MemoryFullError
 from firmware.pop3 import syntax
+from firmware.pop3.admission import Admission, Refuse
 from firmware.pop3.connection import ServerConnection
 from firmware.pop3.direct import can_map, send_from_image
 from firmware.pop3.events import (
@@ -55,7 +55,7 @@ from firmware.pop3.protocol import (
     Pop3Stats,
 )
 from firmware.pop3.wire_errors import RemoteProtocolError
-from firmware.security.abuse import ClientSessions, LoginGuard, PreauthEvictor
+from firmware.security.abuse import LoginGuard
 from firmware.security.authlog import log_event
 from firmware.store.worker import StoreWorker
 
@@ -78,9 +78,6 @@ def listen_backlog(max_sessions: int) -> int:
 RECEIVE_SIZE: Final = 4096
 """Bytes asked of the socket per read; a command line is at most 255."""
 
-SESSION_RAM: Final = 8192
-"""Bytes each session reserves from the RAM budget for its receive and line buffers."""
-
 SEND_COALESCE: Final = 16384
 """Reply pieces smaller than this are joined before sending, to save packets and syscalls
 (the replies to pipelined commands, a body's small chunks)."""
@@ -96,8 +93,6 @@ TLS_SESSION_RAM: Final = 40960
 
 TLS_HANDSHAKE_S: Final = 10.0
 """A TLS handshake (STLS or implicit) that takes longer than this ends the connection."""
-EVICT_MIN_AGE_S: Final = 1.0
-"""A pre-login connection younger than this is not evicted (a client still being served)."""
 _ACCEPT_RETRY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
@@ -213,11 +208,9 @@ class Pop3Service:
         self._tls = tls
         self._locks = BoxLocks()
         self._guard = LoginGuard(0.0, clock=trio.current_time)
-        self._evictor: PreauthEvictor[int] = PreauthEvictor(clock=trio.current_time)
         self.stats = Pop3Stats()
         self._sessions: dict[int, _Session] = {}
-        self._clients = ClientSessions(1)
-        self._ids = itertools.count(1)
+        self._admission = Admission(budget, clock=trio.current_time)
         self._refusing = 0
         self._accept_scopes: set[trio.CancelScope] = set()  # one per serve() (POP3, POP3S)
         self._sessions_gone: trio.Event | None = None
@@ -371,59 +364,40 @@ class Pop3Service:
                 log.exception("POP3 could not admit a connection; closing it")
                 _drop(stream)
 
-    def _make_room(self, host: str) -> bool:
-        """Every slot is taken: evict the oldest connection that has not logged in, if any."""
-        victim_id = self._evictor.evict(min_age_s=EVICT_MIN_AGE_S)
-        victim = self._sessions.get(victim_id) if victim_id is not None else None
-        if victim is None:
-            return False
-        victim.evicted = True
-        victim.scope.cancel()
-        self.stats.evictions += 1
-        log_event("evicted", victim.host, session=victim.id, reason="all-sessions-taken")
-        log.info("POP3 session %d (%s) evicted to admit %s", victim.id, victim.peer, host)
-        return True
-
     def _admit(
         self, stream: trio.abc.HalfCloseableStream, sessions: trio.Nursery, implicit_tls: bool
     ) -> None:
-        """Start a session for `stream`, or refuse it at once with -ERR [SYS/TEMP]."""
+        """Apply the admission policy's decision: start a session for `stream` (after
+        evicting a pre-login one, if so decided), or refuse it at once with -ERR [SYS/TEMP]."""
         profile = self._profile()
         host, peer = _peer_of(stream)
-        self._clients.limit = profile.int("pop3.max_sessions_per_client")
-        refusal: bytes | None = None
-        limit = ""
-        reservation: Reservation | None = None
-        if len(self._sessions) >= profile.int("pop3.max_sessions") and (
-            self._clients.count(host) >= self._clients.limit or not self._make_room(host)
-        ):
-            refusal = b"-ERR [SYS/TEMP] too many POP3 sessions; try again later\r\n"
-            limit = "sessions"
-        elif self._clients.count(host) >= self._clients.limit:
-            refusal = b"-ERR [SYS/TEMP] too many POP3 sessions from your address\r\n"
-            limit = "per-client"
-        else:
-            try:
-                reservation = self._budget.reserve(SESSION_RAM, "POP3 session")
-            except MemoryFullError:
-                refusal = b"-ERR [SYS/TEMP] out of memory; try again later\r\n"
-                limit = "memory"
-        if refusal is not None or reservation is None:
+        decision = self._admission.decide(
+            host,
+            max_sessions=profile.int("pop3.max_sessions"),
+            per_client=profile.int("pop3.max_sessions_per_client"),
+        )
+        if isinstance(decision, Refuse):
             self.stats.sessions_refused += 1
-            log_event("limit", host, limit=limit)
-            log.info("POP3 refused %s: %s", peer, (refusal or b"").decode().strip())
+            log_event("limit", host, limit=decision.limit)
+            refusal = syntax.format_status(b"-ERR", decision.text, decision.code)
+            log.info("POP3 refused %s: %s", peer, refusal.decode().strip())
             if self._refusing >= MAX_REFUSING:
                 _drop(stream)  # refusals are already busy: drop without a word
                 return
             self._refusing += 1
-            sessions.start_soon(self._refuse, stream, refusal or b"")
+            sessions.start_soon(self._refuse, stream, refusal)
             return
-        session = _Session(next(self._ids), stream, peer, host, implicit_tls)
+        if decision.evict is not None:
+            victim = self._sessions[decision.evict]
+            victim.evicted = True
+            victim.scope.cancel()
+            self.stats.evictions += 1
+            log_event("evicted", victim.host, session=victim.id, reason="all-sessions-taken")
+            log.info("POP3 session %d (%s) evicted to admit %s", victim.id, victim.peer, host)
+        session = _Session(decision.session_id, stream, peer, host, implicit_tls)
         self._sessions[session.id] = session
-        self._clients.acquire(host)
-        self._evictor.add(session.id)
         self.stats.sessions_total += 1
-        sessions.start_soon(self._run, session, reservation)
+        sessions.start_soon(self._run, session, decision.reservation)
 
     async def _refuse(self, stream: trio.abc.HalfCloseableStream, refusal: bytes) -> None:
         """Say why, in plain text even on the POP3S port: no handshake for a refused client."""
@@ -482,8 +456,7 @@ class Pop3Service:
             if session.tls_reservation is not None:
                 session.tls_reservation.release()
             del self._sessions[session.id]
-            self._clients.release(session.host)
-            self._evictor.discard(session.id)
+            self._admission.closed(session.id)
             if not self._sessions and self._sessions_gone is not None:
                 self._sessions_gone.set()
             if closed_by_protocol:
@@ -614,7 +587,7 @@ class Pop3Service:
                 await stream.send_all(out)
                 return True
             if protocol.box is not None:
-                self._evictor.discard(session.id)  # logged in: never evicted
+                self._admission.logged_in(session.id)  # never evicted
             if answer.starttls:
                 await stream.send_all(out)
                 out = b""

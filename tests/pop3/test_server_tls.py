@@ -18,7 +18,8 @@ import trio
 import trio.testing
 
 from firmware.errors import DeviceError
-from firmware.pop3.server import SESSION_RAM, TLS_HANDSHAKE_S, TLS_SESSION_RAM
+from firmware.pop3.admission import SESSION_RAM
+from firmware.pop3.server import TLS_HANDSHAKE_S, TLS_SESSION_RAM
 from firmware.security.authlog import parse
 from tests.pop3.conftest import ALICE_PASSWORD, BOB_PASSWORD, MESSAGES, RawClient, Server
 

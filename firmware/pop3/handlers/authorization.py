@@ -19,13 +19,14 @@ from firmware.security.sasl import (
 _AUTHORIZATION = frozenset({State.AUTHORIZATION})
 _PLAINTEXT_REFUSED = "USER/PASS are refused without TLS on this device"
 _MECHANISMS_HEAD = MultilineStart("SASL mechanisms follow")
+_SEND_PASS = Answer(ok("send PASS"))
 
 
 def _user(s: Pop3Protocol, command: Command) -> Answer:
     if not s.plaintext_allowed():
         return s.bad(_PLAINTEXT_REFUSED, "AUTH")
     s.user_name = command.args[0]
-    return Answer(ok("send PASS"))
+    return _SEND_PASS
 
 
 async def _pass(s: Pop3Protocol, command: Command) -> Answer:
