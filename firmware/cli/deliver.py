@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from firmware.device.boards import open_board
 from firmware.errors import DeviceError, ImageError
 from firmware.ops.boxes import find_box
 from firmware.ops.context import OpsContext
 from firmware.ops.messages import deliver
-from firmware.store.board import Board
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         find_box(ctx, args.box)  # an unknown box fails before any file is read
         for name in args.files:

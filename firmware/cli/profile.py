@@ -15,11 +15,11 @@ from typing import Any
 
 from firmware.cli.common import print_json
 from firmware.config.profile import MODELS, canonical_model, parse_toml
+from firmware.device.boards import open_board
 from firmware.errors import ProfileError
 from firmware.ops import profile, render
 from firmware.ops.context import OpsContext
 from firmware.ops.profile import ProfilePlan
-from firmware.store.board import Board
 
 SET_USAGE = "dpfw profile set IMG KEY VALUE [KEY VALUE ...] (or KEY=VALUE ...)"
 
@@ -86,7 +86,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         if args.json:
             print_json(profile.profile_view(ctx))
@@ -104,7 +104,7 @@ def _model(text: str) -> str:
 
 def _set(args: argparse.Namespace) -> int:
     pairs = profile.parse_pairs(args.pairs, SET_USAGE)
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         update = profile.commit(ctx, profile.plan_set(ctx, pairs))
     print(render.update(update, console=False))
@@ -113,7 +113,7 @@ def _set(args: argparse.Namespace) -> int:
 
 def _change(args: argparse.Namespace, plan_for: Any) -> int:
     """List every key that changes (old -> new), then save unless --dry-run."""
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         plan: ProfilePlan = plan_for(ctx)
         print(render.plan(plan, dry_run=args.dry_run))

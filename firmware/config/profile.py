@@ -14,6 +14,7 @@ import builtins
 import difflib
 import ipaddress
 import json
+import logging
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,7 +24,9 @@ from typing import Any
 
 import tomli_w
 
-from firmware.errors import ProfileError
+from firmware.errors import DeviceError, ImageError, ProfileError
+
+log = logging.getLogger(__name__)
 
 Value = int | float | str | bool | tuple[str, ...]
 
@@ -472,3 +475,42 @@ def for_model(current: Profile, model: str, *, keep_site: bool = True) -> Profil
     if keep_site:
         values.update({key: current[key] for key in SITE_KEYS})
     return validate(values, f"profile for {canonical_model(model)}")
+
+
+def from_stored(text: str, where: str) -> Profile:
+    """The profile a board image keeps (its NVRAM's TOML text), made to fit this schema.
+
+    An image written by another firmware version may lack keys that were added since, carry
+    keys that were removed, or hold a value the schema no longer allows. The device must still
+    boot with its messages, so such keys fall back to the model's factory value, with a warning
+    (logged once per call). Raises ImageError naming `where` when the text is not TOML or names
+    no known model: then nothing sensible can be fitted.
+    """
+    try:
+        flat = flatten(tomllib.loads(text), where)
+    except tomllib.TOMLDecodeError as exc:
+        raise ImageError(f"{where}: not valid TOML: {exc}") from None
+    except ProfileError as exc:
+        raise ImageError(str(exc)) from None  # names `where` already
+    model = flat.get("identity.model")
+    if model not in MODELS:
+        raise ImageError(f"{where}: unknown model {model!r}; known models: {', '.join(MODELS)}")
+    base = factory(str(model))
+    fitted: dict[str, Any] = {}
+    for key, spec in SCHEMA.items():
+        if key not in flat:
+            log.warning("%s: %s missing; using the factory value %r", where, key, base[key])
+            fitted[key] = base[key]
+            continue
+        try:
+            fitted[key] = spec.check(flat[key], where)
+        except DeviceError as exc:
+            log.warning("%s; using the factory value %r", exc, base[key])
+            fitted[key] = base[key]
+    for key in sorted(set(flat) - set(SCHEMA)):
+        log.warning("%s: ignoring %s, unknown to this firmware", where, key)
+    try:
+        return validate(fitted, where)
+    except DeviceError as exc:
+        log.warning("%s; using the factory profile of %s", exc, model)
+        return base

@@ -24,14 +24,15 @@ import trio
 
 from firmware.config.budget import RamBudget
 from firmware.config.profile import SCHEMA, Profile, Value, running_after, validate
+from firmware.device.boards import limits_of, open_board, save_profile, saved_profile
+from firmware.device.demo import boot_notice
 from firmware.errors import DeviceError
 from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
 from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
-from firmware.store.board import Board, limits_of
-from firmware.store.demo import boot_notice
+from firmware.store.board import Board
 from firmware.store.worker import StoreWorker, favour_the_event_loop
 from firmware.text import plural
 
@@ -144,12 +145,12 @@ class Device:
     @property
     def stored_profile(self) -> Profile:
         """The profile in NVRAM, without this run's overrides."""
-        return self.board.profile
+        return saved_profile(self.board)
 
     @property
     def next_profile(self) -> Profile:
         """What the next boot will run: NVRAM with this run's overrides on top."""
-        return apply_overrides(self.board.profile, self.overrides)
+        return apply_overrides(saved_profile(self.board), self.overrides)
 
     def pending(self) -> list[tuple[str, Value, Value]]:
         """(key, running, after reboot) for every saved change that waits for a reboot."""
@@ -165,11 +166,11 @@ class Device:
         running = self.profile
         before = self.next_profile
         changed = [key for key in SCHEMA if new[key] != before[key]]
-        to_store = dict(self.board.profile.data)
+        to_store = dict(saved_profile(self.board).data)
         for key in changed:
             to_store[key] = new[key]
         saved = validate(to_store, "profile")
-        self.board.set_profile(saved)
+        save_profile(self.board, saved)
         for key in changed:
             self.overrides.pop(key, None)
         self._profile = running_after(running, apply_overrides(saved, self.overrides))
@@ -247,10 +248,10 @@ class Device:
                 self.request_shutdown()
 
     async def _boot_and_serve(self) -> None:
-        board = Board.open(self.options.image)
+        board = open_board(self.options.image)
         try:
             self._board = board
-            self._profile = apply_overrides(board.profile, self.overrides)
+            self._profile = apply_overrides(saved_profile(board), self.overrides)
             board.limits = limits_of(self._profile)
             self.boots += 1
             profile = self._profile
