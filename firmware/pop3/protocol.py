@@ -86,6 +86,10 @@ async def _verified() -> bool:
 
 
 class State(Enum):
+    """A device session's state (RFC 1939 §3); the console shows `value`."""
+
+    __hash__ = object.__hash__  # identity, in C: looked up per command (see states.State)
+
     AUTHORIZATION = "authorization"
     TRANSACTION = "transaction"
     UPDATE = "update"

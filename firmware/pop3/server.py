@@ -639,17 +639,23 @@ class Pop3Service:
         pending: bytes,
     ) -> None:
         """Send a multi-line answer after `pending` (earlier replies not yet sent); the body
-        is pulled from the store chunk by chunk as the peer reads, framed by the library.
+        is pulled from the store chunk by chunk as the peer reads.
 
-        RETR on a plain TCP connection sends what the store has read ahead, then copies the
-        rest straight from the image file (firmware/pop3/direct.py): the library is told with
-        `body_sent_elsewhere`. TLS and TOP pull the body.
+        The library writes the `+OK` line and the terminator. A raw body (listings) goes
+        through it as `Data` (it stuffs). A stored message (RETR, TOP) is already in wire form,
+        stuffed by the store at delivery: its chunks are written as they are and the library is
+        told their last octets (`body_sent_elsewhere`), as for RETR on a plain TCP connection,
+        which sends what the store has read ahead and then copies the rest straight from the
+        image file (firmware/pop3/direct.py). Checking every stored chunk for a terminating line
+        again (`Data(wire=True)`) would cost ~25 us per 50 KB for what the store guarantees;
+        the tests drive stored bodies through that check (tests/pop3/driver.py).
         """
         stream = session.stream
         body = answer.body
         assert body is not None
         guard = answer.guard
         wire = body.wire
+        tail = b""
         try:
             pending += conn.send(answer.first)
             if (
@@ -660,12 +666,14 @@ class Pop3Service:
                 first = body.take_first()
                 # A full first chunk: more follows (a shorter one was the whole message).
                 if len(first) >= STREAM_CHUNK and (image_fd := self._image()) is not None:
-                    pending += conn.send(Data(first, wire=True))
+                    conn.body_sent_elsewhere(first[-3:])
                     await self._send_direct(
-                        session, protocol, conn, answer.stored, image_fd, pending, first
+                        session, protocol, conn, answer.stored, image_fd, pending + first, first
                     )
                     return
-                pending += conn.send(Data(first, wire=wire))
+                if first:
+                    pending += first if wire else conn.send(Data(first))
+                    tail = first
             while True:
                 if guard is None:
                     chunk = next(body, None)
@@ -674,7 +682,10 @@ class Pop3Service:
                         chunk = next(body, None)
                 if chunk is None:
                     break
-                chunk = conn.send(Data(chunk, wire=wire))
+                if wire:
+                    tail = chunk if len(chunk) > 2 else tail[-2:] + chunk
+                else:
+                    chunk = conn.send(Data(chunk))
                 if len(pending) < SEND_COALESCE or len(chunk) < SEND_COALESCE:
                     pending += chunk
                     if len(pending) < SEND_COALESCE:
@@ -683,6 +694,8 @@ class Pop3Service:
                 await stream.send_all(pending)
                 session.scope.deadline = trio.current_time() + self._idle_limit(protocol)
                 pending = chunk
+            if wire and tail:
+                conn.body_sent_elsewhere(tail[-3:])
             await stream.send_all(pending + conn.send(_END))
         except DeviceError as exc:
             # The store failed after +OK went out: the reply cannot be completed, so end the
