@@ -94,7 +94,8 @@ def sh(*cmd: str | Path, what: str, input: str | None = None) -> subprocess.Comp
     except FileNotFoundError:
         raise BoardError(f"{what}: {cmd[0]} is not installed (see docs/packaging.md)") from None
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
+        said = (proc.stderr or proc.stdout).strip().splitlines()
+        tail = [line for line in said if not line.startswith("WARNING")][-4:] or said[-4:]
         raise BoardError(f"{what} failed ({proc.returncode}): " + " | ".join(tail))
     return proc
 
@@ -229,7 +230,7 @@ def make_data(data_dir: Path, flash_mib: int) -> None:
     image = data_dir / "board.img"
     dpfw = (sys.executable, "-m", "firmware")
     sh(*dpfw, "image", "demo", image, "--size", f"{flash_mib}MiB", what="making the demo image")
-    scan = ("--pages", "1", "--dpi", "200", "--mode", "mono", "--format", "tiff")
+    scan = ("--pages", "1", "--dpi", "200x200", "--mode", "mono", "--format", "tiff")
     sh(*dpfw, "scan", image, DEMO_BOX, *scan, what="scanning a page into the flash image")
 
 
@@ -276,7 +277,9 @@ def build(arch: str, out: Path, data_mib: int, flash_mib: int) -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="board-", dir=os.environ.get("TMPDIR")) as t:
         work = Path(t)
+        # The quick steps first: a refusal comes before the minutes of mmdebstrap.
         wheels = build_wheels(arch, work / "wheels")
+        make_data(work / "data", flash_mib)
         rootfs = work / "rootfs"
         make_rootfs(arch, rootfs, wheels)
         squash = work / "root.squashfs"
@@ -291,7 +294,6 @@ def build(arch: str, out: Path, data_mib: int, flash_mib: int) -> None:
             "-all-root",
             what="packing the squashfs root",
         )
-        make_data(work / "data", flash_mib)
         pack(out, arch, squash, work / "data", data_mib)
         root_mib = squash.stat().st_size / MIB
     took = time.monotonic() - started
