@@ -92,12 +92,15 @@ def test_the_wheel_is_named_for_the_version_and_holds_profiles_and_man_page(
     assert not any(n.startswith("tests/") for n in names)
 
 
-def test_the_sdist_holds_the_profiles_and_the_man_page(installed: Installed) -> None:
+def test_the_sdist_is_the_whole_source_release(installed: Installed) -> None:
     with tarfile.open(installed.sdist) as tar:
         names = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
     assert {f"device_profiles/{p}" for p in PROFILES} <= names
-    assert "docs/dpfw.1" in names
-    assert "pyproject.toml" in names
+    assert {"docs/dpfw.1", "docs/packaging.md", "pyproject.toml", "tools/board"} <= names
+    # every test module, not only the ones setuptools picks by default
+    tests = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")}
+    assert tests <= names, sorted(tests - names)[:5]
+    assert not any("__pycache__" in name for name in names)
 
 
 def test_the_installed_command_runs_from_the_venv_only(installed: Installed) -> None:
