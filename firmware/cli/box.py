@@ -1,16 +1,18 @@
-"""`dpfw box add|list|del|passwd`: mailboxes on a board image."""
+"""`dpfw box add|list|show|messages|del|passwd`: mailboxes on a board image (device off).
+
+Parse, call firmware.ops over the offline board, render: the same operations and texts as the
+console's `box` commands; `--json` prints the operation's dataclass.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from firmware.cli.common import add_secret_options, read_secret
-from firmware.errors import BoxError
-from firmware.pop3.auth import LEGACY_METHODS, keeps_legacy_secret
-from firmware.security.credentials import check_password_policy
-from firmware.store.board import Board, check_box_name
-from firmware.text import plural
+from firmware.cli.common import add_secret_options, print_json, read_secret
+from firmware.device.boards import open_board
+from firmware.ops import boxes, messages, render
+from firmware.ops.context import OpsContext
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,9 +24,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _password_options(p)
     p.set_defaults(func=cmd_add)
 
-    p = cmds.add_parser("list", help="list mailboxes")
-    p.add_argument("image", type=Path, metavar="IMG")
-    p.set_defaults(func=cmd_list)
+    for name, helptext, func, named in (
+        ("list", "list mailboxes", cmd_list, False),
+        ("show", "one mailbox: limits, secrets, latest messages", cmd_show, True),
+        ("messages", "a mailbox's messages: uid, size, date, subject, from", cmd_messages, True),
+    ):
+        p = cmds.add_parser(name, help=helptext)
+        p.add_argument("image", type=Path, metavar="IMG")
+        if named:
+            p.add_argument("name", metavar="NAME")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
 
     p = cmds.add_parser("del", help="delete a mailbox")
     _image_and_name(p)
@@ -62,57 +72,48 @@ def _password_options(p: argparse.ArgumentParser) -> None:
     add_secret_options(p, "password")
 
 
-def _legacy_note(legacy: bool, apop_on: bool) -> str:
-    """What the box's legacy secret means for the device as it is set now."""
-    if legacy:
-        return "" if apop_on else f" ({LEGACY_METHODS} secret kept; pop3.apop is off)"
-    if apop_on:
-        return f" (no {LEGACY_METHODS} secret: this box cannot use APOP or CRAM-MD5)"
-    return ""
-
-
 def cmd_add(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
-        check_box_name(args.name)  # refuse before asking for a password
-        if board.box_credentials(args.name) is not None:
-            raise BoxError(f"box {args.name!r} already exists")
+    with open_board(args.image) as board:
+        ctx = OpsContext.offline(board)
+        boxes.check_new_box(ctx, args.name)  # refuse before asking for a password
         password = read_secret(args, "password")
-        check_password_policy(password, "box add")
-        apop_on = board.profile.bool("pop3.apop")
-        legacy = keeps_legacy_secret(args.legacy, apop_on=apop_on)
-        board.add_box(args.name, password, legacy=legacy)
-    print(f"added box {args.name}{_legacy_note(legacy, apop_on)}")
+        print(render.box_change(boxes.box_add(ctx, args.name, password, legacy=args.legacy)))
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
-        boxes = board.boxes()
-        limit = board.profile.int("mailbox.max_boxes")
-    print(f"{len(boxes)} of {plural(limit, 'box')}")
-    for b in boxes:
-        extra = "  legacy-secret" if b.has_legacy_secret else ""
-        print(f"{b.name}\t{plural(b.messages, 'message')}\t{plural(b.bytes, 'byte')}{extra}")
+    with open_board(args.image) as board:
+        listing = boxes.box_list(OpsContext.offline(board))
+    print_json(listing) if args.json else print(render.box_list(listing))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with open_board(args.image) as board:
+        detail = boxes.box_show(OpsContext.offline(board), args.name)
+    print_json(detail) if args.json else print(render.box_detail(detail))
+    return 0
+
+
+def cmd_messages(args: argparse.Namespace) -> int:
+    with open_board(args.image) as board:
+        listing = messages.list_messages(OpsContext.offline(board), args.name)
+    print_json(listing) if args.json else print(render.messages(listing))
     return 0
 
 
 def cmd_del(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
-        board.delete_box(args.name, purge=args.purge)
-    print(f"deleted box {args.name}")
+    with open_board(args.image) as board:
+        print(
+            render.box_change(boxes.box_del(OpsContext.offline(board), args.name, purge=args.purge))
+        )
     return 0
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
-        creds = board.box_credentials(args.name)
-        if creds is None:
-            raise BoxError(f"no box named {args.name!r}")
+    with open_board(args.image) as board:
+        ctx = OpsContext.offline(board)
+        boxes.find_box(ctx, args.name, "box passwd")  # refuse before asking for a password
         password = read_secret(args, "password")
-        check_password_policy(password, "box passwd")
-        apop_on = board.profile.bool("pop3.apop")
-        had = creds.legacy_secret is not None
-        legacy = keeps_legacy_secret(args.legacy, apop_on=apop_on, had=had)
-        board.set_box_password(args.name, password, legacy=legacy)
-    print(f"password of box {args.name} changed{_legacy_note(legacy, apop_on)}")
+        print(render.box_change(boxes.box_passwd(ctx, args.name, password, legacy=args.legacy)))
     return 0

@@ -64,3 +64,12 @@ def read_secret(args: argparse.Namespace, what: str) -> str:
     if not secret:
         raise DeviceError(f"the {what.replace('-', ' ')} must not be empty")
     return secret
+
+
+def print_json(result: object) -> None:
+    """An operation's dataclass as JSON (`--json`): dataclasses.asdict, tuples as lists."""
+    import dataclasses
+    import json
+
+    assert dataclasses.is_dataclass(result) and not isinstance(result, type)
+    print(json.dumps(dataclasses.asdict(result), indent=2, ensure_ascii=False))

@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from firmware.device.boards import open_board
 from firmware.errors import DeviceError, ImageError
-from firmware.store.board import Board
+from firmware.ops.boxes import find_box
+from firmware.ops.context import OpsContext
+from firmware.ops.messages import deliver
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,15 +22,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
-        board.messages(args.box)  # an unknown box fails before any file is read
+    with open_board(args.image) as board:
+        ctx = OpsContext.offline(board)
+        find_box(ctx, args.box)  # an unknown box fails before any file is read
         for name in args.files:
             try:
                 if name == "-":
-                    info = board.deliver(args.box, sys.stdin.buffer)
+                    info = deliver(ctx, args.box, sys.stdin.buffer)
                 else:
                     with open(name, "rb") as f:
-                        info = board.deliver(args.box, f)
+                        info = deliver(ctx, args.box, f)
             except OSError as exc:  # the message file (the image's own are ImageError)
                 raise DeviceError(f"{name}: {exc.strerror or exc}") from None
             except ImageError:

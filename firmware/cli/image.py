@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from firmware.cli.common import add_secret_options, parse_size, read_secret
 from firmware.config.profile import MODELS, Profile, factory, parse_toml, shown
+from firmware.device.boards import create_board, open_board, saved_profile
 from firmware.errors import DeviceError, ProfileError
+from firmware.ops import boxes, render, storage
+from firmware.ops.context import OpsContext
 from firmware.security.credentials import check_password_policy
 from firmware.store.board import Board
 from firmware.text import plural
@@ -76,7 +80,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise DeviceError(f"{args.image} already exists; refusing to overwrite it")
     password = read_secret(args, "admin-password")
     check_password_policy(password, "image create")
-    with Board.create(args.image, profile, password, size=args.size) as board:
+    with create_board(args.image, profile, password, size=args.size) as board:
         print(
             f"created {board.path}: {profile.model}, {board.geometry.image_size} bytes, "
             f"{board.usage().total} bytes for messages"
@@ -95,15 +99,16 @@ DEMO_SCANS = (
 def cmd_demo(args: argparse.Namespace) -> int:
     # Imported here: Pillow is only needed for the demo's scans (a smaller floor for the rest).
     from firmware.config.budget import RamBudget
+    from firmware.device import demo
     from firmware.scanner.job import ScanRequest, run_scan
-    from firmware.store import demo
 
     with demo.create_demo(args.image, size=args.size) as board:
-        budget = RamBudget(board.profile.int("memory.image_ram_mib") * 1024 * 1024)
+        budget = RamBudget(saved_profile(board).int("memory.image_ram_mib") * 1024 * 1024)
         for number, (box, pages, dpi, mode, fmt) in enumerate(DEMO_SCANS, start=1):
             request = ScanRequest(box=box, pages=pages, dpi=dpi, mode=mode, format=fmt)
-            run_scan(request, board, budget, board.profile, job_number=number)
-        print(f"created demo image {board.path} ({board.profile.model}, plaintext POP3 allowed)")
+            run_scan(request, board, budget, saved_profile(board), job_number=number)
+        model = saved_profile(board).model
+        print(f"created demo image {board.path} ({model}, plaintext POP3 allowed)")
         print(f"console admin password: {demo.ADMIN_PASSWORD}")
         for info in board.boxes():
             messages = plural(info.messages, "message")
@@ -115,7 +120,8 @@ def describe(board: Board) -> dict[str, Any]:
     """Everything `inspect` shows, as plain data."""
     g = board.geometry
     usage = board.usage()
-    report = board.fsck()
+    ctx = OpsContext.offline(board)
+    report = storage.fsck(ctx)
     slots = board.nvram_slots
     return {
         "image": str(board.path),
@@ -131,23 +137,14 @@ def describe(board: Board) -> dict[str, Any]:
             "image_id": g.image_id.hex(),
         },
         "profile": {
-            "model": board.profile.model,
-            "firmware_version": board.profile.str("identity.firmware_version"),
+            "model": saved_profile(board).model,
+            "firmware_version": saved_profile(board).str("identity.firmware_version"),
         },
         "nvram": {
             "slot_sequences": list(slots),
             "active_sequence": max(s for s in slots if s is not None),
         },
-        "boxes": [
-            {
-                "name": b.name,
-                "messages": b.messages,
-                "bytes": b.bytes,
-                "legacy_secret": b.has_legacy_secret,
-                "corrupt": b.corrupt,
-            }
-            for b in board.boxes()
-        ],
+        "boxes": [dataclasses.asdict(box) for box in boxes.box_list(ctx).boxes],
         "space": {
             "total": usage.total,
             "used": usage.used,
@@ -157,22 +154,12 @@ def describe(board: Board) -> dict[str, Any]:
         },
         "settings": sorted(board.settings()),
         "records_checked": report.records_checked,
-        "problems": [
-            {
-                "what": p.what,
-                "log_offset": p.position,
-                "length": p.length,
-                "detail": p.detail,
-                "box": p.box,
-                "uid": p.uid,
-            }
-            for p in report.problems
-        ],
+        "problems": [dataclasses.asdict(problem) for problem in report.problems],
     }
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    with Board.open(args.image, repair=False) as board:
+    with open_board(args.image, repair=False) as board:
         info = describe(board)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -212,25 +199,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
-    with Board.open(args.image, repair=False) as board:
-        report = board.fsck()
-    print(
-        f"{plural(report.records_checked, 'record')} checked, "
-        f"{plural(len(report.problems), 'problem')}"
-    )
-    for p in report.problems:
-        where = f" (box {p.box}, uid {p.uid})" if p.uid else ""
-        print(f"  {p.what} record at log offset {p.position}, {p.length} bytes: {p.detail}{where}")
+    with open_board(args.image, repair=False) as board:
+        report = storage.fsck(OpsContext.offline(board))
+    print(render.fsck(report))
     return 0 if report.clean else 2
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
-        report = board.compact()
-        usage = board.usage()
-    print(
-        f"moved {plural(report.records_moved, 'record')} ({plural(report.bytes_moved, 'byte')}), "
-        f"reclaimed {plural(report.bytes_reclaimed, 'byte')} in {report.seconds:.3f} s; "
-        f"{plural(usage.free, 'byte')} free"
-    )
+    with open_board(args.image) as board:
+        report = storage.compact(OpsContext.offline(board))
+    print(f"{render.compact(report)}; {render.format_size(report.free)} free")
     return 0

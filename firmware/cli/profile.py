@@ -1,30 +1,27 @@
 """`dpfw profile ...`: read and change the profile saved on an image while the device is off.
 
-Nothing runs, so every change applies at the next boot. `apply` and `reset` print each key
-that changes (old -> new) and save at once: the command line is the confirmation, and
-`--dry-run` shows the list without saving (the console asks `apply? [y/N]` instead).
+Nothing runs, so every change applies at the next boot. The changes go through the same
+operations as the console's (firmware.ops.profile: one update path, one error vocabulary).
+`apply` and `reset` print each key that changes (old -> new) and save at once: the command
+line is the confirmation, and `--dry-run` shows the list without saving (the console asks
+`apply? [y/N]` instead).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from firmware.config.profile import (
-    MODELS,
-    SCHEMA,
-    Profile,
-    canonical_model,
-    factory,
-    for_model,
-    parse_toml,
-    render,
-)
+from firmware.cli.common import print_json
+from firmware.config.profile import MODELS, canonical_model, parse_toml
+from firmware.device.boards import open_board
 from firmware.errors import ProfileError
-from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
-from firmware.store.board import Board
+from firmware.ops import profile, render
+from firmware.ops.context import OpsContext
+from firmware.ops.profile import ProfilePlan
+
+SET_USAGE = "dpfw profile set IMG KEY VALUE [KEY VALUE ...] (or KEY=VALUE ...)"
 
 
 def register(sub: Any) -> None:
@@ -32,6 +29,7 @@ def register(sub: Any) -> None:
     psub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
 
     p = psub.add_parser("list", help="the nine factory profiles")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_list)
 
     p = psub.add_parser("keys", help="every profile key, what it means and what it accepts")
@@ -39,12 +37,14 @@ def register(sub: Any) -> None:
 
     p = psub.add_parser("show", help="print the profile saved on an image as TOML")
     p.add_argument("image", type=Path)
+    p.add_argument("--json", action="store_true", help="every key with its doc, as JSON")
     p.set_defaults(func=_show)
 
-    p = psub.add_parser("set", help="change one key of the saved profile (validated)")
+    p = psub.add_parser(
+        "set", help="change keys of the saved profile (validated together, one NVRAM write)"
+    )
     p.add_argument("image", type=Path)
-    p.add_argument("key")
-    p.add_argument("value")
+    p.add_argument("pairs", nargs="+", metavar="KEY VALUE")
     p.set_defaults(func=_set)
 
     p = psub.add_parser(
@@ -72,30 +72,26 @@ def register(sub: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    for model in MODELS:
-        prof = factory(model)
-        print(
-            f"{model}  {prof.int('engine.ppm'):>3} ppm  "
-            f"RAM {prof.int('memory.image_ram_mib'):>4} MiB  "
-            f"flash {prof.int('storage.flash_mib'):>5} MiB  "
-            f"POP3 sessions {prof.int('pop3.max_sessions'):>3}  "
-            f"boxes {prof.int('mailbox.max_boxes'):>4}"
-        )
-    print("(modelled values, not Panasonic specifications)")
+    rows = profile.models(None)
+    if args.json:
+        print_json(profile.ModelList(rows))
+    else:
+        print(render.models(rows))
     return 0
 
 
 def _keys(args: argparse.Namespace) -> int:
-    for key, field in SCHEMA.items():
-        when = "live" if field.live else "after reboot"
-        site = ", site setting" if field.site else ""
-        print(f"{key:34} {field.allowed()}; {field.doc} ({when}{site})")
+    print(render.key_docs(profile.profile_view(None, MODELS[0]).keys))
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
-        print(board.profile.to_toml(), end="")
+    with open_board(args.image) as board:
+        ctx = OpsContext.offline(board)
+        if args.json:
+            print_json(profile.profile_view(ctx))
+        else:
+            print(ctx.saved_profile.to_toml(), end="")
     return 0
 
 
@@ -107,52 +103,41 @@ def _model(text: str) -> str:
 
 
 def _set(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
-        old = board.profile
-        new = old.with_value(args.key, args.value, where=str(args.image))
-        board.set_profile(new)
-        print(f"{args.key} = {render(new[args.key])} (saved; applies at next boot)")
-        _warn_legacy(board, old, new)
+    pairs = profile.parse_pairs(args.pairs, SET_USAGE)
+    with open_board(args.image) as board:
+        ctx = OpsContext.offline(board)
+        update = profile.commit(ctx, profile.plan_set(ctx, pairs))
+    print(render.update(update, console=False))
     return 0
 
 
-def _change(args: argparse.Namespace, what: str, make: Callable[[Profile], Profile]) -> int:
+def _change(args: argparse.Namespace, plan_for: Any) -> int:
     """List every key that changes (old -> new), then save unless --dry-run."""
-    with Board.open(args.image) as board:
-        old = board.profile
-        new = make(old)
-        changes = old.diff(new)
-        if not changes:
-            print(f"{args.image}: {what}: no value changed")
+    with open_board(args.image) as board:
+        ctx = OpsContext.offline(board)
+        plan: ProfilePlan = plan_for(ctx)
+        print(render.plan(plan, dry_run=args.dry_run))
+        if not plan.changes:
             return 0
-        verb = "would change" if args.dry_run else "changes"
-        print(f"{args.image}: {what} {verb} {len(changes)} value(s):")
-        for key, before, after in changes:
-            print(f"  {key}: {render(before)} -> {render(after)}")
         if args.dry_run:
             print("nothing changed (--dry-run)")
             return 0
-        board.set_profile(new)
-        print("saved; applies at next boot")
-        _warn_legacy(board, old, new)
+        update = profile.commit(ctx, plan)
+    print("saved; applies at next boot")
+    warning = render.update_warning(update, console=False)
+    if warning is not None:
+        print(warning)
     return 0
 
 
-def _warn_legacy(board: Board, old: Profile, new: Profile) -> None:
-    """Name the boxes that cannot use APOP/CRAM-MD5 when `new` switches pop3.apop on."""
-    if new.bool("pop3.apop") and not old.bool("pop3.apop"):
-        warning = legacy_warning(boxes_without_legacy_secret(board.boxes()), console=False)
-        if warning is not None:
-            print(warning)
-
-
 def _apply(args: argparse.Namespace) -> int:
-    what = f"profile apply {args.model}" + (" --factory" if args.factory else "")
-    return _change(args, what, lambda old: for_model(old, args.model, keep_site=not args.factory))
+    return _change(
+        args, lambda ctx: profile.plan_apply(ctx, args.model, keep_site=not args.factory)
+    )
 
 
 def _reset(args: argparse.Namespace) -> int:
-    return _change(args, "profile reset", lambda old: factory(old.model))
+    return _change(args, profile.plan_reset)
 
 
 def _validate(args: argparse.Namespace) -> int:

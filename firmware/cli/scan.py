@@ -6,15 +6,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from firmware.config.budget import RamBudget
-from firmware.config.profile import COLOR_MODES, FORMATS, RESOLUTIONS, Profile
+from firmware.config.profile import COLOR_MODES, FORMATS, RESOLUTIONS
 from firmware.errors import DeviceError
+from firmware.ops import scans
+from firmware.ops.context import OpsContext
 from firmware.text import plural
 
-if TYPE_CHECKING:  # the scanner (Pillow) is imported when a scan runs, not for every command
-    from firmware.scanner.job import ScanRequest, ScanResult
-
-MIB = 1024 * 1024
+if TYPE_CHECKING:
+    from firmware.ops.scans import ScanDone
 
 
 def register(sub: Any) -> None:
@@ -26,19 +25,21 @@ def register(sub: Any) -> None:
     )
     p.add_argument("image", type=Path, metavar="IMG", help="board image file")
     p.add_argument("box", metavar="BOX", help="target mailbox")
-    p.add_argument("--pages", type=int, default=1, metavar="N", help="pages in the job (1)")
+    p.add_argument("--pages", type=int, metavar="N", help="pages in the job (1)")
     p.add_argument(
         "--dpi",
         choices=RESOLUTIONS,
-        help="resolution (default: the profile's first offered; 200x100 = fax standard, "
-        "200x200 = fax fine)",
+        help="resolution (default: 300 if the profile offers it, else its first; "
+        "200x100 = fax standard, 200x200 = fax fine)",
     )
-    p.add_argument("--mode", choices=COLOR_MODES, default="mono", help="colour mode (mono)")
+    p.add_argument(
+        "--mode", choices=COLOR_MODES, help="colour mode (default: the profile's first, mono)"
+    )
     p.add_argument(
         "--format",
         choices=FORMATS,
         help="tiff (mono, CCITT G4), pdf (any mode) or jpeg (gray/color, one file per page); "
-        "default: tiff for mono, pdf otherwise",
+        "default: the profile's first offered format that carries the mode",
     )
     p.add_argument(
         "--job",
@@ -50,28 +51,27 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_scan)
 
 
-def request_from_args(args: argparse.Namespace, profile: Profile) -> ScanRequest:
-    """Fill the defaults the profile decides (first offered resolution, format by mode)."""
-    from firmware.scanner.job import ScanRequest
+def scan_image(image: Path, args: argparse.Namespace) -> ScanDone:
+    """Open the board, run the job in the profile's RAM budget (firmware.ops.scans), close it.
 
-    dpi = args.dpi or profile.list("scan.resolutions")[0]
-    fmt = args.format or ("tiff" if args.mode == "mono" else "pdf")
-    return ScanRequest(box=args.box, pages=args.pages, dpi=dpi, mode=args.mode, format=fmt)
+    Options left out take the defaults the console's `scan` takes from the profile.
+    """
+    from firmware.device.boards import open_board
 
-
-def scan_image(image: Path, args: argparse.Namespace) -> ScanResult:
-    """Open the board, run the job with the profile's RAM budget, close the board."""
-    from firmware.scanner.job import run_scan
-    from firmware.store.board import Board
-
-    board = Board.open(image)
-    try:
-        profile = board.profile
-        budget = RamBudget(profile.int("memory.image_ram_mib") * MIB)
-        request = request_from_args(args, profile)
-        return run_scan(request, board, budget, profile, job_number=args.job)
-    finally:
-        board.close()
+    options = {
+        name: str(value)
+        for name, value in (
+            ("pages", args.pages),
+            ("dpi", args.dpi),
+            ("mode", args.mode),
+            ("format", args.format),
+        )
+        if value is not None
+    }
+    with open_board(image) as board:
+        ctx = OpsContext.offline(board)
+        request = scans.prepare_scan(ctx, args.box, options)
+        return scans.run_scan_offline(ctx, request, args.job)
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -80,7 +80,7 @@ def _scan(args: argparse.Namespace) -> int:
     if not 0 < args.job < JOB_NUMBER_LIMIT:
         raise DeviceError(f"--job {args.job} is not allowed; expected 1..{JOB_NUMBER_LIMIT - 1}")
     result = scan_image(args.image, args)
-    files = result.filename if len(result.filenames) == 1 else f"{len(result.filenames)} files"
+    files = result.files[0] if len(result.files) == 1 else f"{len(result.files)} files"
     print(
         f"stored job {result.job_number:04d} in {result.box}: uid {result.uid} "
         f"size {result.size} ({plural(result.pages, 'page')}, {files})"

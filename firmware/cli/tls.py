@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
 from pathlib import Path
 
+from firmware.cli.common import print_json
+from firmware.device.boards import open_board
 from firmware.errors import DeviceError
-from firmware.store.board import Board
-from firmware.text import plural
+from firmware.ops import render
+from firmware.ops import tls as ops_tls
+from firmware.ops.context import OpsContext
+from firmware.ops.tls import MAX_TLS_PEM
 
-# firmware.security.tls (cryptography, a slow and large import) is imported by the commands.
+# firmware.security.tls (cryptography, a slow and large import) is imported by the operations.
 
-# NVRAM is small: a server certificate with a few intermediates is a few KiB.
-MAX_PEM_BYTES = 64 * 1024
+MAX_PEM_BYTES = MAX_TLS_PEM  # a file given to --cert/--key/--chain, as a console paste
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,6 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("show", help="subject, names, validity and fingerprint")
     p.add_argument("image", type=Path, metavar="IMG")
     p.add_argument("--pem", action="store_true", help="print the certificate and chain as PEM")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_show)
 
     p = cmds.add_parser("import", help="install a certificate and key (checked first)")
@@ -44,26 +47,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_selfsign)
 
 
-def describe_settings(settings: Mapping[str, str]) -> list[str]:
-    """What `tls show` prints for a board's settings; DeviceError if there is no certificate."""
-    from firmware.security import tls
-
-    cert_pem = settings.get(tls.SETTING_CERT)
-    if not cert_pem:
-        raise DeviceError("no TLS certificate on this board; `dpfw tls selfsign IMG` makes one")
-    lines = tls.describe(cert_pem).lines()
-    chain_pem = settings.get(tls.SETTING_CHAIN) or ""
-    chain = plural(chain_pem.count("-----BEGIN CERTIFICATE-----"), "certificate")
-    lines.append(f"chain:       {chain}")
-    try:
-        tls.check_pair(cert_pem, settings.get(tls.SETTING_KEY, ""), chain_pem)
-    except tls.TlsError as exc:
-        lines.append(f"usable:      no: {exc}")
-    else:
-        lines.append("usable:      yes")
-    return lines
-
-
 def _read_pem(path: Path, option: str) -> str:
     try:
         data = path.read_bytes()
@@ -77,47 +60,31 @@ def _read_pem(path: Path, option: str) -> str:
         raise DeviceError(f"{option} {path} is not PEM text (DER? convert it to PEM)") from None
 
 
-def _store(board: Board, settings: Mapping[str, str | None]) -> None:
-    board.set_settings(settings)
-
-
 def cmd_show(args: argparse.Namespace) -> int:
-    from firmware.security import tls
-
-    with Board.open(args.image) as board:
-        settings = dict(board.settings())
-    if args.pem:
-        if not settings.get(tls.SETTING_CERT):
-            raise DeviceError("no TLS certificate on this board")
-        print(settings[tls.SETTING_CERT].rstrip("\n"))
-        if settings.get(tls.SETTING_CHAIN):
-            print(settings[tls.SETTING_CHAIN].rstrip("\n"))
-        return 0
-    print("\n".join(describe_settings(settings)))
+    with open_board(args.image) as board:
+        ctx = OpsContext.offline(board)
+        if args.pem:
+            print(render.tls_pem(ops_tls.tls_pem(ctx)))
+        elif args.json:
+            print_json(ops_tls.tls_show(ctx))
+        else:
+            print(render.tls_view(ops_tls.tls_show(ctx)))
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from firmware.security import tls
-
     cert_pem = _read_pem(args.cert, "--cert")
     key_pem = _read_pem(args.key, "--key")
     chain_pem = _read_pem(args.chain, "--chain") if args.chain else None
-    info = tls.check_pair(cert_pem, key_pem, chain_pem)
-    with Board.open(args.image) as board:
-        _store(board, tls.settings_for(cert_pem, key_pem, chain_pem))
-    print("imported the TLS certificate")
-    print("\n".join(info.lines()))
+    with open_board(args.image) as board:
+        saved = ops_tls.tls_import(OpsContext.offline(board), cert_pem, key_pem, chain_pem)
+    print(render.tls_saved(saved, live=False))
     return 0
 
 
 def cmd_selfsign(args: argparse.Namespace) -> int:
-    from firmware.security import tls
-
-    with Board.open(args.image) as board:
-        hostname = args.hostname or board.profile.str("identity.hostname")
-        cert_pem, key_pem = tls.make_self_signed(hostname, loopback=args.loopback)
-        _store(board, tls.settings_for(cert_pem, key_pem))
-    print(f"made a self-signed TLS certificate for {hostname}")
-    print("\n".join(tls.describe(cert_pem).lines()))
+    with open_board(args.image) as board:
+        ctx = OpsContext.offline(board)
+        saved = ops_tls.tls_selfsign(ctx, args.hostname, loopback=args.loopback)
+    print(render.tls_saved(saved, live=False))
     return 0

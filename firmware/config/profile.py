@@ -11,18 +11,22 @@ person types them (`tiff, pdf`, `true`), never as Python reprs.
 from __future__ import annotations
 
 import builtins
+import difflib
 import ipaddress
 import json
+import logging
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import tomli_w
 
-from firmware.errors import ProfileError
+from firmware.errors import DeviceError, ImageError, ProfileError
+
+log = logging.getLogger(__name__)
 
 Value = int | float | str | bool | tuple[str, ...]
 
@@ -330,13 +334,21 @@ class Profile(Mapping[str, Value]):
 
     def with_value(self, key: str, text: str, where: str = "profile") -> Profile:
         """A copy with one key set from text, validated whole."""
-        field = SCHEMA.get(key)
-        if field is None:
-            raise ProfileError(
-                f"{where}: unknown key {shown(key)}; known keys: {', '.join(SCHEMA)}"
-            )
+        return self.with_values([(key, text)], where)
+
+    def with_values(self, pairs: Iterable[tuple[str, str]], where: str) -> Profile:
+        """A copy with each (KEY, text as typed) pair set, validated whole.
+
+        The one reader of typed KEY VALUE pairs: console `profile set`, `dpfw profile set`
+        and `dpfw run --set` all come here. Raises ProfileError: `unknown_key`'s line, or the
+        key, the value and what is allowed; nothing is half-applied.
+        """
         new = dict(self.data)
-        new[key] = field.parse_text(text, where)
+        for key, text in pairs:
+            field = SCHEMA.get(key)
+            if field is None:
+                raise unknown_key(key, where)
+            new[key] = field.parse_text(text, where)
         return validate(new, where)
 
     def to_toml(self) -> str:
@@ -390,14 +402,24 @@ def validate(flat: Mapping[str, Any], where: str) -> Profile:
     """
     unknown = [k for k in flat if k not in SCHEMA]
     if unknown:
-        raise ProfileError(
-            f"{where}: unknown key {shown(unknown[0])}; known keys: {', '.join(SCHEMA)}"
-        )
+        raise unknown_key(unknown[0], where)
     missing = [k for k in SCHEMA if k not in flat]
     if missing:
         raise ProfileError(f"{where}: missing key {shown(missing[0])} ({SCHEMA[missing[0]].doc})")
     values = {key: SCHEMA[key].check(flat[key], where) for key in SCHEMA}
     return Profile(values)
+
+
+def unknown_key(key: str, where: str) -> ProfileError:
+    """The one line for a key the schema does not have, wherever it was typed or read:
+    `WHERE: unknown key "pop3.prot"; did you mean "pop3.port"?` (difflib, case ignored), or
+    `... (`profile show` lists every key)` when no key is close."""
+    by_lower = {name.lower(): name for name in SCHEMA}
+    close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
+    hint = " (`profile show` lists every key)"
+    if close:
+        hint = f'; did you mean "{by_lower[close[0]]}"?'
+    return ProfileError(f"{where}: unknown key {shown(key)}{hint}")
 
 
 def flatten(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -453,3 +475,42 @@ def for_model(current: Profile, model: str, *, keep_site: bool = True) -> Profil
     if keep_site:
         values.update({key: current[key] for key in SITE_KEYS})
     return validate(values, f"profile for {canonical_model(model)}")
+
+
+def from_stored(text: str, where: str) -> Profile:
+    """The profile a board image keeps (its NVRAM's TOML text), made to fit this schema.
+
+    An image written by another firmware version may lack keys that were added since, carry
+    keys that were removed, or hold a value the schema no longer allows. The device must still
+    boot with its messages, so such keys fall back to the model's factory value, with a warning
+    (logged once per call). Raises ImageError naming `where` when the text is not TOML or names
+    no known model: then nothing sensible can be fitted.
+    """
+    try:
+        flat = flatten(tomllib.loads(text), where)
+    except tomllib.TOMLDecodeError as exc:
+        raise ImageError(f"{where}: not valid TOML: {exc}") from None
+    except ProfileError as exc:
+        raise ImageError(str(exc)) from None  # names `where` already
+    model = flat.get("identity.model")
+    if model not in MODELS:
+        raise ImageError(f"{where}: unknown model {model!r}; known models: {', '.join(MODELS)}")
+    base = factory(str(model))
+    fitted: dict[str, Any] = {}
+    for key, spec in SCHEMA.items():
+        if key not in flat:
+            log.warning("%s: %s missing; using the factory value %r", where, key, base[key])
+            fitted[key] = base[key]
+            continue
+        try:
+            fitted[key] = spec.check(flat[key], where)
+        except DeviceError as exc:
+            log.warning("%s; using the factory value %r", exc, base[key])
+            fitted[key] = base[key]
+    for key in sorted(set(flat) - set(SCHEMA)):
+        log.warning("%s: ignoring %s, unknown to this firmware", where, key)
+    try:
+        return validate(fitted, where)
+    except DeviceError as exc:
+        log.warning("%s; using the factory profile of %s", exc, model)
+        return base

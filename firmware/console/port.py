@@ -19,14 +19,19 @@ import struct
 import sys
 import termios
 import tty
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import serial
 import trio
 
-from firmware.console.shell import ConsoleShell, PowerAction, ScanAction
-from firmware.device.admin import AdminTarget, DeviceAdmin
+from firmware.console.shell import STORE_OPERATIONS, Action, ConsoleShell, PowerAction, ScanAction
 from firmware.errors import DeviceError
+from firmware.ops import render, system
+from firmware.ops.context import OpsContext
+from firmware.ops.scans import run_scan
+
+if TYPE_CHECKING:
+    from firmware.device.device import Device
 
 log = logging.getLogger("dpfw.console")
 
@@ -289,11 +294,21 @@ async def _converse(shell: ConsoleShell, link: Link) -> None:
             await link.send(await _perform(shell, action))
 
 
-async def _perform(shell: ConsoleShell, action: ScanAction | PowerAction) -> bytes:
-    admin = shell.admin
+async def _perform(shell: ConsoleShell, action: Action) -> bytes:
+    ctx = shell.ctx
+    if not isinstance(action, ScanAction | PowerAction):  # a StoreAction
+        operation, show = STORE_OPERATIONS[action.what]
+        try:
+            text = show(await ctx.run_store(operation, ctx))
+        except DeviceError as exc:
+            text = "error: " + " ".join(str(exc).split())
+        except Exception:
+            log.exception("console: %s failed", action.what)
+            text = f"error: {action.what} failed with an internal error (logged)"
+        return shell.finish_action(text)
     if isinstance(action, ScanAction):
         try:
-            text = await admin.scan(action.request)
+            text = render.scan_done(await run_scan(ctx, action.request))
         except DeviceError as exc:
             text = "error: " + " ".join(str(exc).split())
         except Exception:
@@ -301,9 +316,9 @@ async def _perform(shell: ConsoleShell, action: ScanAction | PowerAction) -> byt
             text = "error: the scan failed with an internal error (logged)"
         return shell.finish_action(text)
     if action.what == "reboot":
-        admin.reboot()
+        system.reboot(ctx)
     else:
-        admin.shutdown()
+        system.shutdown(ctx)
     shell.finish_action("")
     return shell.power_done(action.what)
 
@@ -317,12 +332,11 @@ def open_link(spec: str, baud: int) -> Link:
     return SerialLink(spec, baud)
 
 
-async def run_console(device: AdminTarget, spec: str) -> None:
+async def run_console(device: Device, spec: str) -> None:
     """The device's console task: `spec` is "pty", "stdio", "none" or a pyserial port/URL."""
     if spec == "none":
         return
-    admin = DeviceAdmin(device)
-    shell = ConsoleShell(admin, clock=trio.current_time)
+    shell = ConsoleShell(OpsContext.running(device), clock=trio.current_time)
     baud = await _console_baud(device)
     try:
         link = open_link(spec, baud)
@@ -348,7 +362,7 @@ async def run_console(device: AdminTarget, spec: str) -> None:
             await link.aclose()
 
 
-async def _console_baud(device: AdminTarget) -> int:
+async def _console_baud(device: Device) -> int:
     """console.baud of the profile in force (the device may still be booting)."""
     for _ in range(200):
         try:

@@ -2,9 +2,12 @@
 
 `ConsoleShell.feed(data)` returns what to send back (echo, command output, prompts). The
 transport learns of time through `next_deadline()` / `tick()` (idle logout) and of work that
-must be awaited through `take_action()` (a scan, a reboot): it runs the action on the device
-and hands the outcome back with `finish_action()`. Everything the administrator types goes
-through one bounded line editor, so line noise can cost output but never memory or a crash.
+must be awaited through `take_action()` (a scan, fsck, compact, a reboot): it runs the action
+on the device and hands the outcome back with `finish_action()`. Each command parses its
+words, calls one operation of firmware.ops over the shell's OpsContext and prints
+firmware.ops.render of the result: the operations and their texts are the CLI's too.
+Everything the administrator types goes through one bounded line editor, so line noise can
+cost output but never memory or a crash.
 
 One table, HELP, names every command with its usage: dispatch, `help`, Tab completion and
 the "did you mean" suggestions for mistyped commands all read it, and profile keys come from
@@ -22,12 +25,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from firmware.config.profile import MODELS, SCHEMA
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
-from firmware.device.admin import EXPORT_END, TLS_END, DeviceAdmin, ProfilePlan
 from firmware.errors import DeviceError
+from firmware.ops import boxes, profile, render, sessions, status, storage, system
+from firmware.ops import tls as ops_tls
+from firmware.ops.context import OpsContext
+from firmware.ops.profile import EXPORT_END, ProfilePlan, parse_pairs
+from firmware.ops.scans import OPTIONS as SCAN_OPTION_NAMES
+from firmware.ops.scans import prepare_scan
 from firmware.text import plural
 
 if TYPE_CHECKING:
@@ -41,6 +49,7 @@ LOCK_MAX_S = 900.0
 MAX_HELD = 4096  # bytes that arrived behind a running scan, replayed after it
 MAX_IMPORT_LINES = 400
 MAX_LOG_LINES = 500
+TLS_END = "# END DPFW TLS"  # ends a pasted `tls import`
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,23 @@ class PowerAction:
     what: str  # "reboot" | "shutdown"
 
 
-Action = ScanAction | PowerAction
+@dataclass(frozen=True)
+class StoreAction:
+    """Run a long store operation (`STORE_OPERATIONS[what]`) where store work belongs
+    (`OpsContext.run_store`: the device's store worker), then call `finish_action` with its
+    text; the console holds input meanwhile, POP3 does not wait."""
+
+    what: str  # "fsck" | "compact"
+
+
+STORE_OPERATIONS: dict[str, tuple[Callable[[OpsContext], object], Callable[[Any], str]]] = {
+    "fsck": (storage.fsck, render.fsck),
+    "compact": (storage.compact, render.compact),
+}
+"""what -> (the operation, its renderer)."""
+
+
+Action = ScanAction | PowerAction | StoreAction
 
 
 class Mode(Enum):
@@ -236,7 +261,7 @@ HELP: dict[str, Help] = {
 ALIASES = {"exit": "logout"}
 GROUPS = tuple(dict.fromkeys(key.split(" ", 1)[0] for key in HELP if " " in key))
 COMMANDS = tuple(dict.fromkeys(key.split(" ", 1)[0] for key in HELP))  # first words, in order
-SCAN_OPTIONS = ("pages=", "dpi=", "mode=", "format=")
+SCAN_OPTIONS = tuple(f"{name}=" for name in SCAN_OPTION_NAMES)
 
 
 def suggest(word: str, choices: Iterable[str], prefix: str = "") -> str:
@@ -257,32 +282,14 @@ def _arguments(name: str) -> list[str]:
     return HELP[name].usage.split()[len(name.split()) :]
 
 
-def key_value_pairs(args: list[str], usage: str) -> list[tuple[str, str]]:
-    """`KEY VALUE`, `KEY=VALUE`, `KEY= VALUE`, `KEY =VALUE` and `KEY = VALUE`, mixed freely
-    (the CLI's `--set KEY=VALUE` form is accepted as typed). Raises DeviceError naming the
-    syntax when a key has no value. The first "=" separates: a value may contain more."""
-    pairs: list[tuple[str, str]] = []
-    rest = list(args)
-    while rest:
-        token = rest.pop(0)
-        key, eq, value = token.partition("=")
-        if not key:
-            raise DeviceError(f"{token!r} has no key; usage: {usage}")
-        if not eq and rest and rest[0].startswith("="):
-            value, eq = rest.pop(0)[1:], "="
-        if not value:
-            if not rest:
-                raise DeviceError(f"{key!r} has no value; usage: {usage}")
-            value = rest.pop(0)
-        pairs.append((key, value))
-    return pairs
+key_value_pairs = parse_pairs  # the console reads KEY VALUE as the CLI does
 
 
 class ConsoleShell:
     """One admin console: login, lock-out, idle logout and every command, over bytes."""
 
-    def __init__(self, admin: DeviceAdmin, clock: Callable[[], float] = time.monotonic) -> None:
-        self.admin = admin
+    def __init__(self, ctx: OpsContext, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ctx = ctx
         self.clock = clock
         self.editor = LineEditor(MAX_LINE)
         self.editor.completer = self.complete
@@ -308,7 +315,7 @@ class ConsoleShell:
     def connect(self) -> bytes:
         """A (new) peer: start a fresh session at the login prompt. Lock-outs stay."""
         self._reset_session()
-        self._say(f"{self.admin.prompt_name()} admin console")
+        self._say(f"{system.prompt_name(self.ctx)} admin console")
         self._login_prompt()
         return self._flush()
 
@@ -344,7 +351,7 @@ class ConsoleShell:
         """When `tick()` must be called (idle logout), in the clock's time; None: no timer."""
         if not self.logged_in or self.mode is Mode.BUSY:
             return None
-        return self._last_input + self.admin.idle_timeout_s()
+        return self._last_input + system.idle_timeout_s(self.ctx)
 
     def tick(self) -> bytes:
         """Let timers fire; returns what to send (the idle-logout notice)."""
@@ -400,7 +407,7 @@ class ConsoleShell:
     def _expire(self) -> None:
         deadline = self.next_deadline()
         if deadline is not None and self.clock() >= deadline:
-            log.info("console: admin idle for %.0f s; logged out", self.admin.idle_timeout_s())
+            log.info("console: admin idle for %.0f s; logged out", system.idle_timeout_s(self.ctx))
             self._reset_session()
             self._say("")
             self._say("idle timeout: logged out")
@@ -418,7 +425,7 @@ class ConsoleShell:
             self._login_prompt()
             return
         try:
-            good = self.admin.check_password(password)
+            good = system.check_admin_password(self.ctx, password)
         except DeviceError as exc:
             self._error(exc)
             self._login_prompt()
@@ -439,7 +446,7 @@ class ConsoleShell:
         self.mode = Mode.COMMAND
         self.editor.echo = True
         self._last_input = now
-        self._say(f"logged in to {self.admin.prompt_name()}; `help` lists the commands")
+        self._say(f"logged in to {system.prompt_name(self.ctx)}; `help` lists the commands")
         self._prompt()
 
     def _logout(self, why: str = "logged out") -> None:
@@ -626,14 +633,9 @@ class ConsoleShell:
 
     def _box_names(self) -> list[str]:
         try:
-            return [info.name for info in self.admin.device.board.boxes()]
+            return [info.name for info in self.ctx.board.boxes()]
         except (DeviceError, OSError, ValueError):
             return []
-
-    def _check_key(self, key: str, what: str) -> None:
-        if key not in SCHEMA:
-            hint = suggest(key, SCHEMA) or " (`profile show` lists every key)"
-            raise DeviceError(f'{what}: unknown profile key "{key}"{hint}')
 
     def _cmd_help(self, args: list[str]) -> None:
         topic = " ".join(args).lower()
@@ -658,151 +660,162 @@ class ConsoleShell:
 
     def _cmd_status(self, args: list[str]) -> None:
         self._arity("status", args, 0)
-        self._say(self.admin.status())
+        self._say(render.status(status.status(self.ctx)))
 
     def _cmd_profile_list(self, args: list[str]) -> None:
         self._arity("profile list", args, 0)
-        self._say(self.admin.profile_list())
+        self._say(render.models(profile.models(self.ctx)))
 
     def _cmd_profile_show(self, args: list[str]) -> None:
         self._arity("profile show", args, 0, 1)
-        self._say(self.admin.profile_show(args[0] if args else None))
+        if args and args[0] in SCHEMA:
+            self._say(render.profile_key(profile.profile_get(self.ctx, args[0])))
+        else:
+            self._say(render.profile_view(profile.profile_view(self.ctx, *args)))
 
     def _cmd_profile_get(self, args: list[str]) -> None:
         self._arity("profile get", args, 1)
-        self._check_key(args[0], "profile get")
-        self._say(self.admin.profile_get(args[0]))
+        self._say(render.profile_key(profile.profile_get(self.ctx, args[0])))
 
     def _cmd_profile_set(self, args: list[str]) -> None:
         usage = "profile set KEY VALUE [KEY VALUE ...] or KEY=VALUE [KEY=VALUE ...]"
         if not args:
             raise DeviceError(f"usage: {usage}")
-        pairs = key_value_pairs(args, usage)
-        for key, _ in pairs:
-            self._check_key(key, "profile set")
-        self._say(self.admin.profile_set(pairs))
+        plan = profile.plan_set(self.ctx, key_value_pairs(args, usage))
+        self._say(render.update(profile.commit(self.ctx, plan)))
 
     def _cmd_profile_diff(self, args: list[str]) -> None:
         self._arity("profile diff", args, 0)
-        self._say(self.admin.profile_diff())
+        self._say(render.profile_diff(profile.profile_diff(self.ctx)))
 
     def _cmd_profile_apply(self, args: list[str]) -> None:
         self._arity("profile apply", args, 1, 2)
         if len(args) == 2 and args[1].lower().lstrip("-") != "factory":
             raise DeviceError(f"usage: {HELP['profile apply'].usage}")
-        self._confirm(self.admin.plan_apply(args[0], keep_site=len(args) == 1))
+        self._confirm(profile.plan_apply(self.ctx, args[0], keep_site=len(args) == 1))
 
     def _cmd_profile_reset(self, args: list[str]) -> None:
         self._arity("profile reset", args, 0)
-        self._confirm(self.admin.plan_reset())
+        self._confirm(profile.plan_reset(self.ctx))
 
     def _confirm(self, plan: ProfilePlan) -> None:
         """Show a planned profile change and make it only on `y`: a sub-state of ASK."""
-        self._say(plan.describe(self.admin.device.profile))
+        self._say(render.plan(plan))
         if not plan.changes:
             return
 
         def answer(words: list[str]) -> str:
             if words[0].strip().lower() in ("y", "yes"):
-                return self.admin.commit(plan)
+                return render.update(profile.commit(self.ctx, plan))
             return "not applied; nothing changed"
 
         self._ask([("apply? [y/N] ", False)], answer)
 
     def _cmd_profile_export(self, args: list[str]) -> None:
         self._arity("profile export", args, 0)
-        self._say(self.admin.profile_export())
+        self._say(profile.profile_export(self.ctx))
 
     def _cmd_profile_import(self, args: list[str]) -> None:
         self._arity("profile import", args, 0)
         self._say(f"paste the profile; end with the line {EXPORT_END} (Ctrl-C cancels)")
-        self._start_paste(_Paste("profile import", EXPORT_END, self.admin.profile_import))
+
+        def save(text: str) -> str:
+            return render.update(profile.commit(self.ctx, profile.plan_import(self.ctx, text)))
+
+        self._start_paste(_Paste("profile import", EXPORT_END, save))
 
     def _cmd_box_list(self, args: list[str]) -> None:
         self._arity("box list", args, 0)
-        self._say(self.admin.box_list())
+        self._say(render.box_list(boxes.box_list(self.ctx)))
 
     def _cmd_box_show(self, args: list[str]) -> None:
         self._arity("box show", args, 1)
-        self._say(self.admin.box_show(args[0]))
+        self._say(render.box_detail(boxes.box_show(self.ctx, args[0])))
 
     def _cmd_box_add(self, args: list[str]) -> None:
         self._arity("box add", args, 1, 2)
-        legacy: bool | None = None  # as pop3.apop says
-        if len(args) == 2:
-            option = args[1].lower().lstrip("-")
-            if option not in ("legacy", "nolegacy", "no-legacy"):
-                raise DeviceError(f"usage: {HELP['box add'].usage}")
-            legacy = option == "legacy"
-        name = args[0]
-        self.admin.check_new_box(name)
+        name, legacy = args[0], self._legacy_option("box add", args)
+        boxes.check_new_box(self.ctx, name)
         self._ask(
             [(f"Password for box {name}: ", True), ("Again: ", True)],
-            lambda a: self.admin.box_add(name, a[0], a[1], legacy=legacy),
+            lambda a: render.box_change(boxes.box_add(self.ctx, name, a[0], a[1], legacy=legacy)),
         )
 
     def _cmd_box_del(self, args: list[str]) -> None:
         self._arity("box del", args, 1, 2)
         if len(args) == 2 and args[1].lower() != "purge":
             raise DeviceError(f"usage: {HELP['box del'].usage}")
-        self._say(self.admin.box_del(args[0], purge=len(args) == 2))
+        self._say(render.box_change(boxes.box_del(self.ctx, args[0], purge=len(args) == 2)))
 
     def _cmd_box_passwd(self, args: list[str]) -> None:
         self._arity("box passwd", args, 1, 2)
-        legacy: bool | None = None
-        if len(args) == 2:
-            option = args[1].lower().lstrip("-")
-            if option not in ("legacy", "nolegacy", "no-legacy"):
-                raise DeviceError(f"usage: {HELP['box passwd'].usage}")
-            legacy = option == "legacy"
-        name = args[0]
-        if not self.admin.box_exists(name):
-            raise DeviceError(f"box passwd: no box named {name!r} (see `box list`)")
+        name, legacy = args[0], self._legacy_option("box passwd", args)
+        boxes.find_box(self.ctx, name, "box passwd")  # before anyone types a password
         self._ask(
             [(f"New password for box {name}: ", True), ("Again: ", True)],
-            lambda a: self.admin.box_passwd(name, a[0], a[1], legacy=legacy),
+            lambda a: render.box_change(
+                boxes.box_passwd(self.ctx, name, a[0], a[1], legacy=legacy)
+            ),
         )
+
+    def _legacy_option(self, name: str, args: list[str]) -> bool | None:
+        """`legacy` True, `nolegacy` False, neither None (the default pop3.apop decides)."""
+        if len(args) < 2:
+            return None
+        option = args[1].lower().lstrip("-")
+        if option not in ("legacy", "nolegacy", "no-legacy"):
+            raise DeviceError(f"usage: {HELP[name].usage}")
+        return option == "legacy"
 
     def _cmd_box_unlock(self, args: list[str]) -> None:
         self._arity("box unlock", args, 1)
-        self._say(self.admin.box_unlock(args[0]))
+        self._say(render.unlock(boxes.box_unlock(self.ctx, args[0])))
 
     def _cmd_session_list(self, args: list[str]) -> None:
         self._arity("session list", args, 0)
-        self._say(self.admin.session_list())
+        self._say(render.sessions(sessions.session_list(self.ctx)))
 
     def _cmd_session_kill(self, args: list[str]) -> None:
         self._arity("session kill", args, 1)
-        self._say(self.admin.session_kill(args[0]))
+        ident = sessions.parse_session_id(args[0])
+        self._say(render.session_killed(sessions.session_kill(self.ctx, ident)))
 
     def _cmd_tls_show(self, args: list[str]) -> None:
         self._arity("tls show", args, 0, 1)
         if args and args[0] != "pem":
             raise DeviceError(f"usage: {HELP['tls show'].usage}")
-        self._say(self.admin.tls_show_pem() if args else self.admin.tls_show())
+        if args:
+            self._say(render.tls_pem(ops_tls.tls_pem(self.ctx)))
+        else:
+            self._say(render.tls_view(ops_tls.tls_show(self.ctx)))
 
     def _cmd_tls_import(self, args: list[str]) -> None:
         self._arity("tls import", args, 0)
         self._say("paste the certificate, its key and any chain certificates (PEM);")
         self._say(f"end with the line {TLS_END} (Ctrl-C cancels)")
-        self._start_paste(_Paste("tls import", TLS_END, self.admin.tls_import))
+
+        def save(text: str) -> str:
+            saved = ops_tls.tls_import(self.ctx, *ops_tls.split_pem(text))
+            return render.tls_saved(saved, live=self.ctx.live)
+
+        self._start_paste(_Paste("tls import", TLS_END, save))
 
     def _cmd_tls_selfsign(self, args: list[str]) -> None:
         self._arity("tls selfsign", args, 0, 1)
-        self._say(self.admin.tls_selfsign(args[0] if args else None))
+        saved = ops_tls.tls_selfsign(self.ctx, args[0] if args else None)
+        self._say(render.tls_saved(saved, live=self.ctx.live))
 
     def _cmd_scan(self, args: list[str]) -> None:
         if not args:
             raise DeviceError(f"usage: {HELP['scan'].usage}")
         usage = "scan BOX [pages=N] [dpi=D] [mode=M] [format=F]"
-        options = []
+        options = {}
         for name, value in key_value_pairs(args[1:], usage):
-            known = [option.rstrip("=") for option in SCAN_OPTIONS]
-            if name.lower() not in known:
-                hint = suggest(name.lower(), known) or f"; usage: {usage}"
+            if name.lower() not in SCAN_OPTION_NAMES:
+                hint = suggest(name.lower(), SCAN_OPTION_NAMES) or f"; usage: {usage}"
                 raise DeviceError(f'scan: unknown option "{name}"{hint}')
-            options.append(f"{name.lower()}={value}")
-        request = self.admin.prepare_scan(args[0], options)
+            options[name.lower()] = value
+        request = prepare_scan(self.ctx, args[0], options)
         self._say(f"scanning {plural(request.pages, 'page')} into box {request.box} ...")
         self._start(ScanAction(request))
 
@@ -813,21 +826,25 @@ class ConsoleShell:
             if not args[0].isdigit() or not 1 <= int(args[0]) <= MAX_LOG_LINES:
                 raise DeviceError(f"log: N must be a number from 1 to {MAX_LOG_LINES}")
             count = int(args[0])
-        self._say(self.admin.log(count))
+        self._say(render.log(system.log_tail(self.ctx, count)))
 
     def _cmd_fsck(self, args: list[str]) -> None:
         self._arity("fsck", args, 0)
-        self._say(self.admin.fsck())
+        self._start(StoreAction("fsck"))
 
     def _cmd_compact(self, args: list[str]) -> None:
         self._arity("compact", args, 0)
-        self._say(self.admin.compact())
+        self._start(StoreAction("compact"))
 
     def _cmd_passwd(self, args: list[str]) -> None:
         self._arity("passwd", args, 0)
+
+        def change(a: list[str]) -> str:
+            system.set_admin_password(self.ctx, a[0], a[1], a[2])
+            return "admin password changed (saved in NVRAM)"
+
         self._ask(
-            [("Current password: ", True), ("New password: ", True), ("Again: ", True)],
-            lambda a: self.admin.set_password(a[0], a[1], a[2]),
+            [("Current password: ", True), ("New password: ", True), ("Again: ", True)], change
         )
 
     def _cmd_reboot(self, args: list[str]) -> None:
@@ -886,7 +903,7 @@ class ConsoleShell:
         self._held += data[: max(0, room)]
 
     def _prompt(self) -> None:
-        self.editor.prompt = f"{self.admin.prompt_name()}> "
+        self.editor.prompt = f"{system.prompt_name(self.ctx)}> "
         self._write(self.editor.prompt)
 
     def _error(self, exc: DeviceError, suffix: str = "") -> None:

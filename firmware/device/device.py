@@ -23,15 +23,17 @@ from pathlib import Path
 import trio
 
 from firmware.config.budget import RamBudget
-from firmware.config.profile import SCHEMA, Profile, Value, running_after, shown, validate
-from firmware.errors import DeviceError, ProfileError
+from firmware.config.profile import SCHEMA, Profile, Value, running_after, validate
+from firmware.device.boards import limits_of, open_board, save_profile, saved_profile
+from firmware.device.demo import boot_notice
+from firmware.errors import DeviceError
 from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
 from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
-from firmware.store.board import Board, limits_of
-from firmware.store.demo import boot_notice
+from firmware.store.board import Board
+from firmware.store.worker import StoreWorker, favour_the_event_loop
 from firmware.text import plural
 
 log = logging.getLogger("dpfw.device")
@@ -66,13 +68,7 @@ class LogRing(logging.Handler):
 
 def apply_overrides(stored: Profile, overrides: Mapping[str, str]) -> Profile:
     """The stored profile with this run's `--set KEY=VALUE` values on top, validated whole."""
-    values = dict(stored.data)
-    for key, text in overrides.items():
-        spec = SCHEMA.get(key)
-        if spec is None:
-            raise ProfileError(f"--set: unknown key {shown(key)}; known keys: {', '.join(SCHEMA)}")
-        values[key] = spec.parse_text(text, "--set")
-    return validate(values, "--set")
+    return stored.with_values(overrides.items(), "--set")
 
 
 Service = Callable[["Device"], Awaitable[None]]
@@ -118,9 +114,14 @@ class Device:
         self._profile: Profile | None = None
         self.budget = RamBudget(0)
         self.pop3: Pop3Service | None = None
+        self.store_worker = StoreWorker()
+        """The one way the running device reaches its Board for anything that writes or takes
+        long (POP3 logins and commits, scans, console compact/fsck): `await
+        device.store_worker.run(fn, *args)`; see firmware/store/worker.py."""
         self.pop3_addresses: list[tuple[str, int]] = []
         self.pop3s_addresses: list[tuple[str, int]] = []
         self._cert_out_line = ""  # the banner line naming --cert-out, when written this boot
+        self.tls_cert_at_boot: str | None = None  # the stored certificate this boot read (PEM)
 
     # ----- what the console and services read -----
 
@@ -144,12 +145,12 @@ class Device:
     @property
     def stored_profile(self) -> Profile:
         """The profile in NVRAM, without this run's overrides."""
-        return self.board.profile
+        return saved_profile(self.board)
 
     @property
     def next_profile(self) -> Profile:
         """What the next boot will run: NVRAM with this run's overrides on top."""
-        return apply_overrides(self.board.profile, self.overrides)
+        return apply_overrides(saved_profile(self.board), self.overrides)
 
     def pending(self) -> list[tuple[str, Value, Value]]:
         """(key, running, after reboot) for every saved change that waits for a reboot."""
@@ -165,11 +166,11 @@ class Device:
         running = self.profile
         before = self.next_profile
         changed = [key for key in SCHEMA if new[key] != before[key]]
-        to_store = dict(self.board.profile.data)
+        to_store = dict(saved_profile(self.board).data)
         for key in changed:
             to_store[key] = new[key]
         saved = validate(to_store, "profile")
-        self.board.set_profile(saved)
+        save_profile(self.board, saved)
         for key in changed:
             self.overrides.pop(key, None)
         self._profile = running_after(running, apply_overrides(saved, self.overrides))
@@ -191,7 +192,12 @@ class Device:
         job_number = self.job_numbers.take()
         try:
             result = await run_scan_async(
-                request, self.board, self.budget, self.profile, job_number=job_number
+                request,
+                self.board,
+                self.budget,
+                self.profile,
+                job_number=job_number,
+                worker=self.store_worker,
             )
         except DeviceError:
             self.scans_failed += 1
@@ -207,6 +213,8 @@ class Device:
         """Boot, serve until shutdown (reboot loops back to boot); 0 on a clean stop."""
         # Every package logs under "firmware.*" or "dpfw.*"; the ring sees both at INFO even
         # when the embedding program configured no logging.
+        switch_interval = sys.getswitchinterval()
+        favour_the_event_loop()  # store work runs on threads: hand the GIL back within 1 ms
         loggers = [logging.getLogger("dpfw"), logging.getLogger("firmware")]
         levels = [logger.level for logger in loggers]
         for logger in loggers:
@@ -230,6 +238,7 @@ class Device:
             for logger, level in zip(loggers, levels, strict=True):
                 logger.removeHandler(self._log_ring)
                 logger.setLevel(level)
+            sys.setswitchinterval(switch_interval)
         return 0
 
     async def _watch_signals(self) -> None:
@@ -239,19 +248,23 @@ class Device:
                 self.request_shutdown()
 
     async def _boot_and_serve(self) -> None:
-        board = Board.open(self.options.image)
+        board = open_board(self.options.image)
         try:
             self._board = board
-            self._profile = apply_overrides(board.profile, self.overrides)
+            self._profile = apply_overrides(saved_profile(board), self.overrides)
             board.limits = limits_of(self._profile)
             self.boots += 1
             profile = self._profile
             self.budget = RamBudget(profile.int("memory.image_ram_mib") * MIB)
             context = self._tls_context(board)
+            self.tls_cert_at_boot = board.settings().get(SETTING_CERT)
             self._cert_out_line = ""
             if self.options.cert_out is not None:
                 self._export_certificate(board, self.options.cert_out, serving=context is not None)
-            self.pop3 = Pop3Service(board, lambda: self.profile, self.budget, tls=context)
+            board.between_steps = self.store_worker.lock.pause
+            self.pop3 = Pop3Service(
+                board, lambda: self.profile, self.budget, tls=context, worker=self.store_worker
+            )
             host, port = self.options.pop3 or (
                 profile.str("pop3.address"),
                 profile.int("pop3.port"),
@@ -281,7 +294,8 @@ class Device:
             self.pop3 = None
             self._booted = trio.Event()
             self.pop3_addresses, self.pop3s_addresses = [], []  # nothing listens any more
-            board.close()
+            with trio.CancelScope(shield=True):
+                await self.store_worker.run(board.close)  # after any operation still running
             log.info("board image closed cleanly")
 
     def _tls_context(self, board: Board) -> ssl.SSLContext | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 
+from firmware.device.boards import open_board, save_profile, saved_profile
 from firmware.security.credentials import verify_password
-from firmware.store.board import Board
 from tests.support import create_image, dpfw
 
 
@@ -21,9 +23,16 @@ def test_add_list_passwd_del(image: Path) -> None:
     dpfw("box", "add", str(image), "alice", "--password-stdin", stdin="pw-1\n")
     dpfw("box", "add", str(image), "Bob", "--password", "pw-2", "--legacy")
     out = dpfw("box", "list", str(image)).stdout
-    assert "2 of " in out and "alice\t0 messages" in out and "legacy-secret" in out
+    assert "(2 of 20 boxes)" in out and re.search(r"^alice +0 +0 B$", out, re.M)
+    assert re.search(r"^Bob +0 +0 B  legacy secret \(APOP, CRAM-MD5\)$", out, re.M)
+    listing = json.loads(dpfw("box", "list", str(image), "--json").stdout)
+    assert listing["max_boxes"] == 20
+    assert [(b["name"], b["messages"], b["legacy_secret"]) for b in listing["boxes"]] == [
+        ("Bob", 0, True),
+        ("alice", 0, False),
+    ]
     dpfw("box", "passwd", str(image), "alice", "--password-stdin", stdin="new-pw\n")
-    with Board.open(image) as board:
+    with open_board(image) as board:
         creds = board.box_credentials("alice")
         assert creds is not None and verify_password(creds, "new-pw")
         bob = board.box_credentials("Bob")
@@ -57,13 +66,13 @@ def test_del_refused_while_holding_messages_unless_purge(image: Path, tmp_path: 
     proc = dpfw("box", "del", str(image), "alice", check=False)
     assert proc.returncode == 1 and "holds 1 message; delete it first" in proc.stderr
     dpfw("box", "del", str(image), "alice", "--purge")
-    with Board.open(image) as board:
+    with open_board(image) as board:
         assert board.boxes() == []
 
 
 def test_max_boxes_enforced(image: Path) -> None:
-    with Board.open(image) as board:
-        board.set_profile(board.profile.with_value("mailbox.max_boxes", "1"))
+    with open_board(image) as board:
+        save_profile(board, saved_profile(board).with_value("mailbox.max_boxes", "1"))
     dpfw("box", "add", str(image), "one", "--password", "pw-1")
     proc = dpfw("box", "add", str(image), "two", "--password", "pw-1", check=False)
     assert proc.returncode == 1 and "mailbox.max_boxes" in proc.stderr
@@ -92,7 +101,7 @@ def test_one_password_rule_as_on_the_console(image: Path, tmp_path: Path) -> Non
         )
         assert proc.returncode == 1 and f"image create: {rule}" in proc.stderr
         assert not new.exists()
-    with Board.open(image) as board:
+    with open_board(image) as board:
         creds = board.box_credentials("alice")
         assert creds is not None and verify_password(creds, "good-pw")
         assert [b.name for b in board.boxes()] == ["alice"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.store.board import Board
+from firmware.device.boards import open_board
 from tests.support import create_image, dpfw
 
 
@@ -25,7 +25,7 @@ def test_deliver_in_order_with_uid_and_size(image: Path, tmp_path: Path) -> None
         files.append(str(path))
     out = dpfw("deliver", str(image), "alice", *files).stdout.splitlines()
     assert len(out) == 3
-    with Board.open(image) as board:
+    with open_board(image) as board:
         msgs = board.messages("alice")
         assert [line.split()[:2] for line in out] == [[m.uid, str(m.size)] for m in msgs]
         wires = [b"".join(board.read_wire("alice", m.uid)) for m in msgs]
@@ -46,7 +46,7 @@ def test_errors(image: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1 and "no box named 'bob'" in proc.stderr
     proc = dpfw("deliver", str(image), "alice", str(msg), str(tmp_path / "nope.eml"), check=False)
     assert proc.returncode == 1 and "nope.eml" in proc.stderr
-    with Board.open(image) as board:
+    with open_board(image) as board:
         assert len(board.messages("alice")) == 1  # the first file was stored, in order
 
 
@@ -55,6 +55,6 @@ def test_storage_full_stores_nothing_partial(image: Path, tmp_path: Path) -> Non
     big.write_bytes(b"Subject: big\n\n" + b"x" * 2_000_000)
     proc = dpfw("deliver", str(image), "alice", str(big), check=False)
     assert proc.returncode == 1 and "storage full" in proc.stderr
-    with Board.open(image) as board:
+    with open_board(image) as board:
         assert board.messages("alice") == []
         assert board.usage().used == 0

@@ -1,76 +1,29 @@
-"""A real board image and the few device attributes the console's admin layer reads.
+"""The console over a real running Device (POP3 and POP3S on loopback) on a real board image.
 
-`BenchDevice` is not a stand-in for any of our logic: it holds a real Board, a real RamBudget
-and the factory profile, saves profiles through the real NVRAM path, and runs real scan jobs;
-what it leaves out (the POP3 listener, the boot loop) the console only reads through
-`device.pop3` (None here: "service not running") and the reboot/shutdown requests, which it
-counts so tests can see them.
+Every shell test drives the same operations (firmware.ops) a serial administrator drives:
+no stand-in for the device. Tests that only need the sans-IO shell with no services use
+`OpsContext.offline(board)` (tests/ops covers that context).
 """
 
 from __future__ import annotations
 
-import collections
-import time
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from firmware.config.budget import RamBudget
-from firmware.config.profile import Profile, Value, factory, running_after
-from firmware.console.shell import ConsoleShell
-from firmware.device.admin import DeviceAdmin
+from firmware.config.profile import factory
+from firmware.console.shell import STORE_OPERATIONS, ConsoleShell, StoreAction
+from firmware.device.boards import create_board, open_board
 from firmware.device.device import Device, RunOptions
-from firmware.pop3.server import Pop3Service
-from firmware.scanner.feeder import ScanFeeder
-from firmware.scanner.job import ScanRequest, ScanResult, run_scan_async
-from firmware.store.board import Board
+from firmware.ops import system
+from firmware.ops.context import OpsContext
 
 ADMIN_PASSWORD = "admin-pw"
+BOX_PASSWORD = "alice-pw"
 MIB = 1 << 20
-
-
-class BenchDevice:
-    def __init__(self, board: Board) -> None:
-        self.board = board
-        self.profile: Profile = board.profile
-        self.budget = RamBudget(self.profile.int("memory.image_ram_mib") * MIB)
-        self.pop3: Pop3Service | None = None
-        self.started_at = time.monotonic() - 3725.0
-        self.scans_done = 0
-        self.scans_failed = 0
-        self.boots = 1
-        self.feeder: ScanFeeder | None = None
-        self.pop3s_addresses: list[tuple[str, int]] = []
-        self.log_lines: collections.deque[str] = collections.deque(maxlen=100)
-        self.reboots = 0
-        self.shutdowns = 0
-
-    @property
-    def next_profile(self) -> Profile:
-        return self.board.profile
-
-    def pending(self) -> list[tuple[str, Value, Value]]:
-        return self.profile.diff(self.board.profile)
-
-    def apply_profile(self, new: Profile) -> None:
-        """As Device.apply_profile (no `--set` overrides here): live keys now, others at boot."""
-        self.board.set_profile(new)
-        self.profile = running_after(self.profile, new)
-
-    def request_reboot(self) -> None:
-        self.reboots += 1
-
-    def request_shutdown(self) -> None:
-        self.shutdowns += 1
-
-    async def scan(self, request: ScanRequest) -> ScanResult:
-        result = await run_scan_async(
-            request, self.board, self.budget, self.profile, job_number=self.scans_done + 1
-        )
-        self.scans_done += 1
-        return result
 
 
 class Clock:
@@ -96,10 +49,16 @@ class Term:
     def run(self, line: str) -> str:
         """One command: the output between the echoed line and the next prompt."""
         out = self.type(line + "\r")
+        action = self.shell.take_action()
+        if isinstance(action, StoreAction):  # as the port does (tests/console/test_port.py)
+            operation, show = STORE_OPERATIONS[action.what]
+            out += self.shell.finish_action(show(operation(self.shell.ctx))).decode("ascii")
+        elif action is not None:
+            self.shell.finish_action("")  # scans and power are tested with take_action
         echo = line + "\r\n"
         assert out.startswith(echo), out
         out = out[len(echo) :]
-        prompt = f"{self.shell.admin.prompt_name()}> "
+        prompt = f"{system.prompt_name(self.shell.ctx)}> "
         if out.endswith(prompt):
             out = out[: -len(prompt)]
         return out.replace("\r\n", "\n")
@@ -108,18 +67,39 @@ class Term:
         return self.type(password + "\r")
 
 
-@pytest.fixture
-def board(tmp_path: Path) -> Iterator[Board]:
-    board = Board.create(tmp_path / "board.img", factory("DP-3530"), ADMIN_PASSWORD, size=8 * MIB)
-    try:
-        yield board
-    finally:
-        board.close()
+async def wait_booted(device: Device, boots: int = 1) -> None:
+    """Until the device's `boots`-th boot serves POP3 (its boot counter, then its event)."""
+    with trio.fail_after(20):
+        while device.boots < boots:
+            await trio.sleep(0.01)
+        await device.wait_booted()
+
+
+@contextlib.asynccontextmanager
+async def running_device(options: RunOptions) -> AsyncIterator[Device]:
+    """A Device booted from `options` (serving POP3), shut down when the block ends."""
+    device = Device(options)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(device.run)
+        await wait_booted(device)
+        try:
+            yield device
+        finally:
+            device.request_shutdown()
 
 
 @pytest.fixture
-def device(board: Board) -> BenchDevice:
-    return BenchDevice(board)
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "board.img"
+    create_board(path, factory("DP-3530"), ADMIN_PASSWORD, size=8 * MIB).close()
+    return path
+
+
+@pytest.fixture
+async def device(image: Path) -> AsyncIterator[Device]:
+    """The device booted from `image`, POP3 on a free loopback port, no console of its own."""
+    async with running_device(RunOptions(image=image, pop3=("127.0.0.1", 0))) as device:
+        yield device
 
 
 @pytest.fixture
@@ -128,8 +108,25 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def shell(device: BenchDevice, clock: Clock) -> ConsoleShell:
-    return ConsoleShell(DeviceAdmin(device), clock=clock)
+def offline_shell(image: Path, clock: Clock) -> Iterator[ConsoleShell]:
+    """The shell over the board alone (OpsContext.offline): for hypothesis, which runs many
+    examples in one sync test."""
+    with open_board(image) as board:
+        yield ConsoleShell(OpsContext.offline(board), clock=clock)
+
+
+@pytest.fixture
+def offline_term(offline_shell: ConsoleShell) -> Term:
+    """Logged in to the shell over the board alone: no POP3 service, nothing pending."""
+    term = Term(offline_shell)
+    offline_shell.connect()
+    assert "logged in" in term.login()
+    return term
+
+
+@pytest.fixture
+def shell(device: Device, clock: Clock) -> ConsoleShell:
+    return ConsoleShell(OpsContext.running(device), clock=clock)
 
 
 @pytest.fixture
@@ -146,9 +143,7 @@ def admin_term(term: Term) -> Term:
     return term
 
 
-# ----- a real running Device (POP3 and POP3S on loopback) for the security commands -----
-
-BOX_PASSWORD = "alice-pw"
+# ----- POP3S too, plaintext logins and no failure delay, for the security commands -----
 
 
 @pytest.fixture
@@ -156,24 +151,17 @@ async def live_device(tmp_path: Path) -> AsyncIterator[Device]:
     path = tmp_path / "live.img"
     profile = factory("DP-3530").with_value("pop3.plaintext_auth", "always")
     profile = profile.with_value("pop3.auth_failure_delay_s", "0")
-    with Board.create(path, profile, ADMIN_PASSWORD, size=8 * MIB) as board:
+    with create_board(path, profile, ADMIN_PASSWORD, size=8 * MIB) as board:
         board.add_box("alice", BOX_PASSWORD)
-    device = Device(RunOptions(image=path, pop3=("127.0.0.1", 0), pop3s=("127.0.0.1", 0)))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(device.run)
-        with trio.fail_after(20):
-            while not device.pop3_addresses or device.pop3 is None:
-                await trio.sleep(0.01)
-        try:
-            yield device
-        finally:
-            device.request_shutdown()
+    options = RunOptions(image=path, pop3=("127.0.0.1", 0), pop3s=("127.0.0.1", 0))
+    async with running_device(options) as device:
+        yield device
 
 
 @pytest.fixture
 async def live_term(live_device: Device) -> Term:
     """Logged in to the console of the running device."""
-    term = Term(ConsoleShell(DeviceAdmin(live_device), clock=trio.current_time))
+    term = Term(ConsoleShell(OpsContext.running(live_device), clock=trio.current_time))
     term.shell.connect()
     assert "logged in" in term.login()
     return term

@@ -16,8 +16,10 @@ import trio
 from firmware.console.linedisc import MAX_LINE
 from firmware.console.port import PtyLink, run_console, serve_link
 from firmware.console.shell import ConsoleShell
-from firmware.device.admin import DeviceAdmin
-from tests.console.conftest import ADMIN_PASSWORD, BenchDevice
+from firmware.device.boards import saved_profile
+from firmware.device.device import Device
+from firmware.ops.context import OpsContext
+from tests.console.conftest import ADMIN_PASSWORD
 
 WAIT_S = 10.0
 
@@ -71,9 +73,9 @@ async def wait_for(predicate: Callable[[], bool]) -> None:
 
 
 @pytest.fixture
-async def pty_console(device: BenchDevice) -> AsyncIterator[tuple[PtyLink, ConsoleShell]]:
+async def pty_console(device: Device) -> AsyncIterator[tuple[PtyLink, ConsoleShell]]:
     link = PtyLink()
-    shell = ConsoleShell(DeviceAdmin(device), clock=trio.current_time)
+    shell = ConsoleShell(OpsContext.running(device), clock=trio.current_time)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve_link, shell, link)
         try:
@@ -85,7 +87,7 @@ async def pty_console(device: BenchDevice) -> AsyncIterator[tuple[PtyLink, Conso
 
 
 async def test_pyserial_on_a_pty_logs_in_and_runs_commands(
-    pty_console: tuple[PtyLink, ConsoleShell], device: BenchDevice
+    pty_console: tuple[PtyLink, ConsoleShell], device: Device
 ) -> None:
     link, _ = pty_console
     client = Client(link.path)
@@ -96,9 +98,12 @@ async def test_pyserial_on_a_pty_logs_in_and_runs_commands(
         assert re.search(r"model\s+DP-3530", out)
         out = await client.run("profile set pop3.max_sessions 3")
         assert "pop3.max_sessions = 3 (saved; applied now)" in out
-        assert device.board.profile.int("pop3.max_sessions") == 3
+        assert saved_profile(device.board).int("pop3.max_sessions") == 3
         out = await client.run("profile export")
         assert out.count("\n") > 30  # a long answer arrives whole
+        out = await client.run("fsck")  # a StoreAction: run by the port, then the prompt
+        assert re.search(r"fsck: \d+ records? checked, all clean", out), out
+        assert "compact: " in await client.run("compact")
         await client.send("statx\x7fus\r")  # line editing over the wire
         assert "uptime" in await client.expect("DP-3530> ")
     finally:
@@ -159,7 +164,7 @@ async def test_closing_the_client_logs_out_and_a_new_client_gets_a_login(
 
 
 async def test_run_console_on_a_pty_prints_its_path_and_serves(
-    device: BenchDevice, capsys: pytest.CaptureFixture[str]
+    device: Device, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_console, device, "pty")
@@ -182,12 +187,12 @@ async def test_run_console_on_a_pty_prints_its_path_and_serves(
         nursery.cancel_scope.cancel()
 
 
-async def test_console_none_returns_at_once(device: BenchDevice) -> None:
+async def test_console_none_returns_at_once(device: Device) -> None:
     with trio.fail_after(1):
         await run_console(device, "none")
 
 
-async def test_a_socket_url_reconnects_after_the_peer_drops(device: BenchDevice) -> None:
+async def test_a_socket_url_reconnects_after_the_peer_drops(device: Device) -> None:
     """`--console socket://HOST:PORT`: a terminal server that drops and comes back."""
     listener = socket.create_server(("127.0.0.1", 0))
     host, port = listener.getsockname()[:2]
@@ -217,12 +222,12 @@ async def test_a_socket_url_reconnects_after_the_peer_drops(device: BenchDevice)
             await listener_.aclose()
 
 
-async def test_a_bad_url_ends_the_console_not_the_device(device: BenchDevice) -> None:
+async def test_a_bad_url_ends_the_console_not_the_device(device: Device) -> None:
     with trio.fail_after(5):
         await run_console(device, "nosuchscheme://x")
 
 
-async def test_a_tty_device_path_is_opened_with_pyserial(device: BenchDevice) -> None:
+async def test_a_tty_device_path_is_opened_with_pyserial(device: Device) -> None:
     """`--console /dev/ttyX`: here the tty is one side of a pty pair the test holds."""
     master, slave = os.openpty()
     path = os.ttyname(slave)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config.profile import MODELS, factory
-from firmware.store.board import Board
+from firmware.device.boards import open_board
 from tests.pop3.test_clients import need
 from tests.support import DeviceProcess, create_image, dpfw
 
@@ -160,7 +160,7 @@ def factory_image(tmp_path: Path) -> Path:
     """`dpfw image create` (DP-3530 factory profile) and `dpfw box add IMG carol`: defaults."""
     image = create_image(tmp_path / "factory.img", model="DP-3530", size="4MiB")
     dpfw("box", "add", str(image), "carol", "--password-stdin", stdin=f"{CAROL_PASSWORD}\n")
-    with Board.open(image) as board:  # delivery is not what these tests are about
+    with open_board(image) as board:  # delivery is not what these tests are about
         board.deliver("carol", MESSAGE)
     return image
 
@@ -259,20 +259,22 @@ def legacy_image(factory_image: Path) -> Iterator[Path]:
     dpfw("box", "add", str(factory_image), "dave", "--password", "dave-pw")
     dpfw("box", "add", str(factory_image), "erin", "--password", "erin-pw", "--no-legacy")
     assert legacy_secrets(factory_image) == {"carol": False, "dave": True, "erin": False}
-    with Board.open(factory_image) as board:
+    with open_board(factory_image) as board:
         board.deliver("dave", MESSAGE)
     yield factory_image
 
 
 def legacy_secrets(image: Path) -> dict[str, bool]:
-    with Board.open(image) as board:
+    with open_board(image) as board:
         return {info.name: info.has_legacy_secret for info in board.boxes()}
 
 
 def test_dpfw_box_passwd_gives_keeps_or_drops_the_legacy_secret(legacy_image: Path) -> None:
     image = str(legacy_image)
     out = dpfw("box", "passwd", image, "carol", "--password", "carol-pw2").stdout
-    assert out == "password of box carol changed\n"  # pop3.apop is on: she gets one
+    assert out == (  # pop3.apop is on: she gets one
+        "password of box carol changed; APOP/CRAM-MD5 secret kept from now on\n"
+    )
     out = dpfw("box", "passwd", image, "dave", "--password", "dave-pw2", "--no-legacy").stdout
     assert "no APOP/CRAM-MD5 secret: this box cannot use APOP or CRAM-MD5" in out
     assert legacy_secrets(legacy_image) == {"carol": True, "dave": False, "erin": False}
@@ -280,7 +282,7 @@ def test_dpfw_box_passwd_gives_keeps_or_drops_the_legacy_secret(legacy_image: Pa
     # Old main dropped the secret on every `passwd` without --legacy; now it keeps what was.
     out = dpfw("box", "passwd", image, "carol", "--password", "carol-pw3").stdout
     assert "APOP/CRAM-MD5 secret kept; pop3.apop is off" in out
-    assert dpfw("box", "add", image, "fred", "--password", "fred-pw").stdout == ("added box fred\n")
+    assert dpfw("box", "add", image, "fred", "--password", "fred-pw").stdout == ("box fred added\n")
     assert legacy_secrets(legacy_image) == {
         "carol": True,
         "dave": False,

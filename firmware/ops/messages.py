@@ -1,0 +1,119 @@
+"""A box's messages: list them with their headers, read one raw, delete one.
+
+Headers and attachment names are parsed with the standard library's email package from the
+stored bytes (RFC 5322 §3.6 header fields, RFC 2183 Content-Disposition filenames, RFC 2047
+encoded words decoded); a message whose record fails its CRC is listed with `corrupt` set
+and no headers, never a traceback.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import BinaryIO
+
+from firmware.errors import CorruptRecordError, DeviceError
+from firmware.ops.context import OpsContext
+from firmware.store.wire import unstuff
+
+HEADER_BYTES = 256 * 1024  # a listing parses at most this much of each message
+
+
+@dataclass(frozen=True)
+class Message:
+    """One stored message. `arrived` and `date` are epoch seconds (`date` from the Date
+    header, None if absent or unreadable); `size` is POP3 octets."""
+
+    uid: str
+    size: int
+    arrived: float
+    corrupt: bool = False
+    date: float | None = None
+    subject: str | None = None
+    sender: str | None = None  # the From header, decoded
+    attachments: list[str] = field(default_factory=list)  # file names, in order
+
+
+@dataclass(frozen=True)
+class MessageList:
+    box: str
+    messages: list[Message]
+
+
+def _headers(raw: bytes) -> tuple[float | None, str | None, str | None, list[str]]:
+    parsed = BytesParser(policy=email.policy.default).parsebytes(raw)
+    assert isinstance(parsed, EmailMessage)
+    date: float | None = None
+    try:
+        stamp = parsed["Date"]
+        if stamp is not None:
+            date = email.utils.parsedate_to_datetime(str(stamp)).timestamp()
+    except (TypeError, ValueError, IndexError):
+        date = None
+    subject = str(parsed["Subject"]) if parsed["Subject"] is not None else None
+    sender = str(parsed["From"]) if parsed["From"] is not None else None
+    names = [
+        name for part in parsed.iter_attachments() if (name := part.get_filename()) is not None
+    ]
+    return date, subject, sender, names
+
+
+def list_messages(ctx: OpsContext, box: str) -> MessageList:
+    """Every message of `box`, oldest first. BoxError for an unknown box."""
+    board = ctx.board
+    out = []
+    for info in board.messages(box):
+        if info.corrupt:
+            out.append(Message(info.uid, info.size, info.arrived, corrupt=True))
+            continue
+        try:
+            head = _read(ctx, box, info.uid, limit=HEADER_BYTES)
+        except CorruptRecordError:
+            out.append(Message(info.uid, info.size, info.arrived, corrupt=True))
+            continue
+        try:
+            date, subject, sender, names = _headers(head)
+        except Exception:
+            date, subject, sender, names = None, None, None, []
+        out.append(Message(info.uid, info.size, info.arrived, False, date, subject, sender, names))
+    return MessageList(box, out)
+
+
+def _read(ctx: OpsContext, box: str, uid: str, limit: int | None = None) -> bytes:
+    """The message as stored on the wire (CRLF, dot-stuffed), unstuffed back to RFC 5322."""
+    chunks = []
+    got = 0
+    for chunk in ctx.board.read_wire(box, uid):
+        chunks.append(chunk)
+        got += len(chunk)
+        if limit is not None and got >= limit:
+            break
+    return unstuff(b"".join(chunks))
+
+
+def raw_message(ctx: OpsContext, box: str, uid: str) -> bytes:
+    """One message's bytes as delivered over POP3 RETR (CRLF line ends, no stuffing).
+    BoxError for an unknown box or uid; CorruptRecordError for a bad CRC."""
+    ctx.board.message(box, uid)  # an unknown uid fails before anything is read
+    return _read(ctx, box, uid)
+
+
+def deliver(ctx: OpsContext, box: str, source: bytes | BinaryIO) -> Message:
+    """Store one RFC 5322 message (bytes or a binary file, read to its end) in `box`; durable
+    before this returns. BoxError, QuotaError, StorageFullError: one line, nothing stored."""
+    info = ctx.board.deliver(box, source)
+    return Message(info.uid, info.size, info.arrived)
+
+
+def delete_message(ctx: OpsContext, box: str, uid: str) -> Message:
+    """Delete one message (one durable record). BoxError for an unknown box or uid; refused
+    while a POP3 session holds the box (its own deletions would then race this one)."""
+    info = ctx.board.message(box, uid)
+    pop3 = ctx.pop3
+    if pop3 is not None and any(s.box == box for s in pop3.sessions()):
+        raise DeviceError(f"message delete: box {box!r} is open in a POP3 session; nothing changed")
+    ctx.board.delete(box, [uid])
+    return Message(info.uid, info.size, info.arrived, info.corrupt)
