@@ -28,6 +28,7 @@ from firmware.errors import DeviceError
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
+from firmware.security.abuse import AdminLockout
 from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
 from firmware.store.board import Board
 from firmware.store.demo import boot_notice
@@ -111,6 +112,7 @@ class Device:
         self._profile: Profile | None = None
         self.budget = RamBudget(0)
         self.pop3: Pop3Service | None = None
+        self.admin_lockout = AdminLockout()  # shared by the console and the HTTP API
         self.pop3_addresses: list[tuple[str, int]] = []
         self.pop3s_addresses: list[tuple[str, int]] = []
         self._cert_out_line = ""  # the banner line naming --cert-out, when written this boot
