@@ -15,19 +15,20 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from firmware.config.profile import SCHEMA
-from firmware.errors import DeviceError, QuotaError
+from firmware.errors import DeviceError, MemoryFullError, QuotaError
 from firmware.http import auth
 from firmware.http.body import (
     JSON_LIMIT,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dpfw.http")
 
 API = "/api/v1"
+DRAIN_LIMIT = 16 << 20  # after refusing an upload, read (and drop) this much more of it
 MAX_JOBS = 256  # finished scan jobs remembered for GET /api/v1/scans/{job}
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -78,7 +80,10 @@ class Api:
         self.jobs: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._job_ids = itertools.count(1)
         self.nursery: trio.Nursery | None = None  # where scan jobs run; set by the server
-        self.app = Starlette(routes=self._routes())
+        self.app = Starlette(
+            routes=self._routes(),
+            exception_handlers={HTTPException: _http_exception},
+        )
 
     # ----- plumbing -----
 
@@ -171,6 +176,8 @@ class Api:
         """The {box} of the path, a valid box name (BoxError 400 names the rule)."""
         name: str = request.path_params["box"]
         check_box_name(name)
+        if name in (".", ".."):
+            raise ApiError(400, "bad_name", f"{name!r} cannot be a box name in a URL path")
         return name
 
     def _uid(self, request: Request) -> str:
@@ -294,18 +301,25 @@ class Api:
             )
         # The body is held in image RAM while it arrives, as a real board would: a device
         # that cannot hold it answers MEMORY FULL (507) and stores nothing.
+        chunks = request.stream()
         with self.device.budget.reserve(0, f"API delivery to box {name!r}") as held:
             data = bytearray()
-            async for chunk in request.stream():
-                if len(data) + len(chunk) > limit:
-                    raise ApiError(
-                        413,
-                        "too_large",
-                        f"the message exceeds {limit} bytes, the most box {name!r} can hold "
-                        "(mailbox.quota_mib, flash size); nothing stored",
-                    )
-                held.grow(len(chunk))
-                data += chunk
+            try:
+                async for chunk in chunks:
+                    if len(data) + len(chunk) > limit:
+                        raise ApiError(
+                            413,
+                            "too_large",
+                            f"the message exceeds {limit} bytes, the most box {name!r} can "
+                            "hold (mailbox.quota_mib, flash size); nothing stored",
+                        )
+                    held.grow(len(chunk))
+                    data += chunk
+            except (ApiError, MemoryFullError):
+                del data
+                held.release()
+                await _drain(chunks, DRAIN_LIMIT)
+                raise
             check_message(data)
             started = time.perf_counter()
             try:
@@ -449,6 +463,23 @@ class Api:
 # ----- helpers that only translate HTTP into ops calls -----
 
 
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route, method not allowed) in the API's JSON shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(
+            404, "not_found", f"no route for {request.url.path}; see {API}/openapi.json"
+        )
+    if exc.status_code == 405:
+        return error_response(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.url.path}",
+            headers=exc.headers,
+        )
+    return error_response(exc.status_code, "http", str(exc.detail))
+
+
 def _box_add(ctx: OpsContext, name: str, password: str, legacy: bool | None) -> Any:
     if legacy is None:
         return boxes.box_add(ctx, name, password)
@@ -461,6 +492,17 @@ def _box_passwd(ctx: OpsContext, name: str, password: str, legacy: bool | None) 
 
 def _box_del(ctx: OpsContext, name: str, purge: bool) -> Any:
     return boxes.box_del(ctx, name, purge=purge)
+
+
+async def _drain(chunks: AsyncIterator[bytes], limit: int) -> None:
+    """Read and drop the rest of a refused body, up to `limit` bytes, so the client reads
+    our answer: closing a socket with unread data resets it, and the answer may be lost.
+    A longer body is cut off (the connection closes); nothing of it is held."""
+    dropped = 0
+    async for chunk in chunks:
+        dropped += len(chunk)
+        if dropped > limit:
+            return
 
 
 def _flag(request: Request, name: str) -> bool:

@@ -121,9 +121,12 @@ def _why(exc: Exception) -> str:
     return str(exc)
 
 
-# RFC 5322 §2.2: a header field is a field name (printable US-ASCII but ":") then ":";
-# a line that starts with white space continues the field before it (§2.2.3, folding).
-_FIELD_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+# RFC 5322 §2.2: a header field is a field name then ":"; a line that starts with white
+# space continues the field before it (§2.2.3, folding). §3.6.8 allows any printable
+# character but ":" in a name; we take the names mail actually uses, the token characters
+# of RFC 9110 §5.6.2 (letters, digits, !#$%&'*+-.^_`|~), so that JSON (`{"subject": ...`)
+# or HTML is not taken for a header.
+_FIELD_LINE = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+[ \t]*:")
 HEADER_SCAN_LIMIT = 256 * 1024
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import DeviceProcess
+from tests.support import DeviceProcess, dpfw
 
 ADMIN = ("admin", "admin-lab")  # what `dpfw image demo` sets
 BOXES = {"alice": "alice-lab", "bob": "bob-lab"}
@@ -54,3 +54,22 @@ def start_lab(start_device: type[DeviceProcess], image: Path, *args: str) -> Ite
 @pytest.fixture
 def lab(demo_image: Path, start_device: type[DeviceProcess]) -> Iterator[Lab]:
     yield from start_lab(start_device, demo_image)
+
+
+@pytest.fixture(scope="module")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One demo device for a module of tests that change nothing (refusals, fuzzing)."""
+    image = tmp_path_factory.mktemp("shared") / "demo.img"
+    dpfw("image", "demo", str(image))
+    started: list[DeviceProcess] = []
+
+    class Tracked(DeviceProcess):
+        def __init__(self, image: Path, *args: str) -> None:
+            super().__init__(image, *args)
+            started.append(self)
+
+    try:
+        yield from start_lab(Tracked, image)
+    finally:
+        for device in started:
+            device.kill()
