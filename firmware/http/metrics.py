@@ -13,10 +13,16 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from firmware.errors import DeviceError
+from firmware.pop3.protocol import RETR_BUCKETS_S
 
 if TYPE_CHECKING:
     from firmware.device.device import Device
@@ -95,14 +101,35 @@ class DeviceCollector(Collector):
             "logins by service, method and result",
             labels=["service", "method", "result"],
         )
-        by_method = getattr(stats, "logins_by_method", None)
-        if isinstance(by_method, dict):
-            for (method, ok), count in sorted(by_method.items()):
-                logins.add_metric(["pop3", method, "ok" if ok else "failed"], count)
-        else:
-            logins.add_metric(["pop3", "any", "ok"], stats.logins_ok)
-            logins.add_metric(["pop3", "any", "failed"], stats.logins_failed)
+        for (method, ok), count in sorted(stats.logins_by_method.items()):
+            logins.add_metric(["pop3", method, "ok" if ok else "failed"], count)
         yield logins
+        commands = CounterMetricFamily(
+            "dpfw_pop3_commands", "POP3 commands by keyword", labels=["keyword"]
+        )
+        for keyword, count in sorted(stats.commands.items()):
+            commands.add_metric([keyword], count)
+        yield commands
+        refusals = CounterMetricFamily(
+            "dpfw_pop3_refusals", "POP3 connections refused, by limit", labels=["reason"]
+        )
+        for reason, count in sorted(stats.refusals.items()):
+            refusals.add_metric([reason], count)
+        yield refusals
+        yield CounterMetricFamily(
+            "dpfw_pop3_sent_bytes", "POP3 reply octets sent", value=stats.bytes_sent
+        )
+        retr = HistogramMetricFamily(
+            "dpfw_pop3_retr_seconds", "RETR latency: command in to last octet out"
+        )
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, count in zip(RETR_BUCKETS_S, stats.retr_buckets, strict=True):
+            cumulative += count
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", stats.retr_count))
+        retr.add_metric([], buckets, stats.retr_seconds)
+        yield retr
         names = {f.name for f in fields(stats)}
         for name, doc in _POP3_COUNTERS.items():
             if name in names:
