@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import poplib
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,17 +28,15 @@ def test_metrics_follow_pop3_logins_commands_bytes_retr_and_refusals(lab: Lab) -
     assert before[("dpfw_flash_bytes", ())] > before[("dpfw_flash_used_bytes", ())] > 0
     client = poplib.POP3("127.0.0.1", lab.pop3_port, timeout=15)
     client.user("alice")
-    try:
+    with contextlib.suppress(poplib.error_proto):
         client.pass_("wrong")
-    except poplib.error_proto:
-        pass
     client.quit()
     client = poplib.POP3("127.0.0.1", lab.pop3_port, timeout=15)
     client.user("alice")
     client.pass_(BOXES["alice"])
     during = scrape(lab)
     assert during[("dpfw_pop3_sessions", ())] == 1
-    _, lines, octets = client.retr(1)
+    _, _lines, octets = client.retr(1)
     client.quit()
     assert lab.api.patch("/api/v1/profile", json={"pop3.max_sessions": 1}).status_code == 200
     held = poplib.POP3("127.0.0.1", lab.pop3_port, timeout=15)
