@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ class Tally:
     errors: int = 0
     mismatches: int = 0
     samples: list[str] = field(default_factory=list)
+    first_reply_s: list[float] = field(default_factory=list)  # STLS: 1st reply after handshake
 
     def fail(self, exc: BaseException) -> None:
         if isinstance(exc, Mismatch):
@@ -57,6 +60,7 @@ class Tally:
         self.errors += other.errors
         self.mismatches += other.mismatches
         self.samples.extend(other.samples[: max(0, 5 - len(self.samples))])
+        self.first_reply_s.extend(other.first_reply_s)
 
 
 class _Pop3Protocol(asyncio.Protocol):
@@ -132,12 +136,29 @@ class Pop3Client:
         self._p = proto
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> Pop3Client:
+    async def connect(
+        cls, host: str, port: int, stls: ssl.SSLContext | None = None, nagle: bool = False
+    ) -> Pop3Client:
+        """Connect and read the greeting; with `stls`, also `STLS` and the TLS handshake.
+
+        `nagle`: leave Nagle's algorithm on (asyncio sets TCP_NODELAY on its sockets; poplib,
+        fetchmail and most mail clients do not), so a server that leaves the client's last
+        handshake segment unacknowledged shows as a delayed-ACK wait on the next command.
+        """
         loop = asyncio.get_running_loop()
-        _, proto = await loop.create_connection(lambda: _Pop3Protocol(loop), host, port)
+        transport, proto = await loop.create_connection(lambda: _Pop3Protocol(loop), host, port)
         client = cls(proto)
         try:
+            if nagle:
+                sock = transport.get_extra_info("socket")
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
             _ok(await proto.expect(multi=False), "greeting")
+            if stls is not None:
+                await client.command(b"STLS\r\n")
+                tls = await loop.start_tls(transport, proto, stls, server_hostname=host)
+                if tls is None:
+                    raise ProtocolFailure("STLS: the TLS handshake did not complete")
+                proto.transport = tls
         except BaseException:
             client.abort()
             raise
@@ -239,12 +260,25 @@ def _ok(reply: bytes, what: str) -> None:
 
 
 async def full_session(
-    host: str, port: int, account: Account, uid_seen: dict[str, list[bytes]]
+    host: str,
+    port: int,
+    account: Account,
+    uid_seen: dict[str, list[bytes]],
+    stls: ssl.SSLContext | None = None,
+    first_reply_s: list[float] | None = None,
 ) -> int:
-    """USER, PASS, STAT, UIDL, RETR 1, QUIT and wait for the server to close; return octets."""
-    client = await Pop3Client.connect(host, port)
+    """USER, PASS, STAT, UIDL, RETR 1, QUIT and wait for the server to close; return octets.
+
+    With `stls`: STLS and a TLS handshake first (the client's Nagle left on, as mail clients
+    do), and the time from sending USER to its reply is appended to `first_reply_s`.
+    """
+    client = await Pop3Client.connect(host, port, stls, nagle=stls is not None)
     try:
-        await client.login(account)
+        t0 = time.perf_counter()
+        await client.command(b"USER " + account.name.encode() + b"\r\n")
+        if first_reply_s is not None:
+            first_reply_s.append(time.perf_counter() - t0)
+        await client.command(b"PASS " + account.password.encode() + b"\r\n")
         count, total = await client.stat()
         if count != 1 or total != len(account.message):
             raise Mismatch(f"STAT {count} {total}, expected 1 {len(account.message)}")
@@ -270,6 +304,7 @@ async def _session_worker(
     tally: Tally,
     uid_seen: dict[str, list[bytes]],
     max_sessions: int,
+    stls: ssl.SSLContext | None,
 ) -> None:
     i = 0
     while time.monotonic() < deadline and i < max_sessions:
@@ -277,9 +312,11 @@ async def _session_worker(
         i += 1
         try:
             async with asyncio.timeout(REPLY_TIMEOUT_S):
-                tally.octets += await full_session(host, port, account, uid_seen)
+                tally.octets += await full_session(
+                    host, port, account, uid_seen, stls, tally.first_reply_s if stls else None
+                )
             tally.done += 1
-        except (ProtocolFailure, OSError, TimeoutError) as exc:
+        except (ProtocolFailure, OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             tally.fail(exc)
             await asyncio.sleep(0.01)
 
@@ -316,8 +353,12 @@ async def run_sessions(
     duration_s: float,
     uid_seen: dict[str, list[bytes]],
     max_sessions: int = 10**9,
+    stls: ssl.SSLContext | None = None,
 ) -> RunResult:
-    """Full sessions from `clients` concurrent clients, each on boxes of its own, for a while."""
+    """Full sessions from `clients` concurrent clients, each on boxes of its own, for a while.
+
+    `stls`: every session starts TLS with STLS first (see full_session).
+    """
     parts = _partition(accounts, clients)
     tallies = [Tally() for _ in parts]
     cpu0, t0 = time.process_time(), time.monotonic()
@@ -325,7 +366,7 @@ async def run_sessions(
     async with asyncio.TaskGroup() as tg:
         for boxes, tally in zip(parts, tallies, strict=True):
             tg.create_task(
-                _session_worker(host, port, boxes, deadline, tally, uid_seen, max_sessions)
+                _session_worker(host, port, boxes, deadline, tally, uid_seen, max_sessions, stls)
             )
     wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     total = Tally()

@@ -1,9 +1,12 @@
-"""`tools/bench pop3`: the dpfw POP3 service side by side with a private Dovecot, in one run.
+"""`tools/bench pop3`: the dpfw POP3 service against Dovecot and against a ceiling, in one run.
 
-Both servers get the same users, passwords and messages, are started in the same run on loopback
-ports, and are driven in turn by the same verifying load generator (benchmarks/loadgen.py).
-The table gives both figures and the ratio dpfw/dovecot; ratios, not absolute claims, are what
-carry over to another machine. See docs/benchmarks.md.
+Four servers get the same users, passwords and messages, are started in the same run on
+loopback ports, and are driven in turn by the same verifying load generator
+(benchmarks/loadgen.py): dpfw, Dovecot at its strongest ("dovecot-fast"), Dovecot as the first
+benchmark configured it ("dovecot-classic", a process per session, hashed passwords), and a
+bare trio server answering from memory ("ceiling", benchmarks/pop3_ceiling.py), which shows
+what Python and trio allow. The table gives every figure and dpfw's ratio to each; ratios from
+one run, not absolute claims, are what carry over to another machine. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import platform
 import resource
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -24,13 +28,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks.pop3_ceiling import start_ceiling
 from benchmarks.pop3_corpus import LARGE_SIZE, SMALL_SIZE, build_corpus
-from benchmarks.pop3_dovecot import SCHEMES, start_dovecot
+from benchmarks.pop3_dovecot import SCHEMES, start_dovecot, write_maildirs
 from benchmarks.pop3_dpfw import start_dpfw
 from benchmarks.pop3_measure import Figures, Plan, Target, log, measure_all
-from benchmarks.pop3_procs import free_port
+from benchmarks.pop3_procs import ServerProcess, free_port
 
-SERVERS = ("dpfw", "dovecot")
+SERVERS = ("dpfw", "dovecot-fast", "dovecot-classic", "ceiling")
+# The ratio columns: dpfw against each other server.
+RATIOS = (
+    ("dpfw/fast", "dovecot-fast"),
+    ("dpfw/classic", "dovecot-classic"),
+    ("dpfw/ceiling", "ceiling"),
+)
+STLS_LEVELS = (1, 32)
 
 
 def _ratio(a: float, b: float) -> str:
@@ -44,81 +56,98 @@ def _num(x: float, digits: int = 1) -> str:
 
 
 def render_table(results: dict[str, Figures], plan: Plan, header: str) -> str:
-    """The side-by-side table with ratios dpfw/dovecot and the targets."""
-    d = results.get("dpfw", Figures())
-    v = results.get("dovecot", Figures())
-    rows: list[tuple[str, str, str, str, str]] = []
+    """The side-by-side table: every server's figure, dpfw's ratio to each, the targets.
+
+    Targets are judged against dovecot-fast, the strongest configuration of the peer.
+    """
+    nan = math.nan
+    empty = Figures()
+    figs = [results.get(name, empty) for name in SERVERS]
+    ran = [name in results for name in SERVERS]
+    rows: list[list[str]] = []
 
     def row(
         name: str,
-        a: float,
-        b: float,
+        get: Callable[[Figures], float],
         target: str = "",
-        judge: Callable[[], str] = str,
+        judge: Callable[[dict[str, float]], str] | None = None,
         digits: int = 1,
     ) -> None:
-        verdict = judge() if target else ""
-        rows.append(
-            (name, _num(a, digits), _num(b, digits), _ratio(a, b), f"{target} {verdict}".strip())
-        )
+        values = {n: get(f) if r else nan for n, f, r in zip(SERVERS, figs, ran, strict=True)}
+        ratios = [_ratio(values["dpfw"], values[other]) for _, other in RATIOS]
+        verdict = judge(values) if judge is not None and target else ""
+        cells = [_num(values[n], digits) for n in SERVERS]
+        rows.append([name, *cells, *ratios, f"{target} {verdict}".strip()])
 
-    nan = math.nan
     for c in plan.levels:
-        a, b = d.sessions_per_s.get(c, nan), v.sessions_per_s.get(c, nan)
-        target = ">= 2x" if c == 32 else ""
-        row(f"sessions/s, {c} client{'s' if c > 1 else ''}", a, b, target, _judge_ge(a, b, 2.0))
+        target = ">= 2x fast" if c == 32 else ""
+        row(
+            f"sessions/s, {c} client{'s' if c > 1 else ''}",
+            _at(lambda f: f.sessions_per_s, c),
+            target,
+            _judge_ge(2.0),
+        )
     for c in plan.levels:
-        a = d.server_cpu_ms_per_session.get(c, nan)
-        b = v.server_cpu_ms_per_session.get(c, nan)
-        row(f"server CPU ms/session, {c} cl.", a, b)
+        row(
+            f"server CPU ms/session, {c} cl.",
+            _at(lambda f: f.server_cpu_ms_per_session, c),
+        )
+    for c in plan.stls_levels:
+        row(
+            f"STLS sessions/s, {c} client{'s' if c > 1 else ''}",
+            _at(lambda f: f.stls_per_s, c),
+        )
+    for c in plan.stls_levels:
+        row(
+            f"STLS 1st reply ms, {c} cl. (median)",
+            _at(lambda f: f.stls_first_reply_ms, c),
+            digits=2,
+        )
     for c in plan.retr_conns:
-        a, b = d.retr_mb_per_s.get(c, nan), v.retr_mb_per_s.get(c, nan)
-        target = ">= 2x" if c == 1 else ""
-        row(f"RETR MB/s, 10 MiB msg, {c} conn", a, b, target, _judge_ge(a, b, 2.0))
-    a, b = d.idle_rss_per_session / 1024, v.idle_rss_per_session / 1024
+        row(
+            f"RETR MB/s, 10 MiB msg, {c} conn",
+            _at(lambda f: f.retr_mb_per_s, c),
+            ">= 2x fast" if c == 1 else "",
+            _judge_ge(2.0),
+        )
     row(
         f"RSS KiB per idle session ({plan.idle})",
-        a,
-        b,
+        lambda f: f.idle_rss_per_session / 1024,
         "dpfw <= 8 KB",
-        lambda: ("met" if a * 1024 <= 8000 else "MISSED") if math.isfinite(a) else "",
+        lambda v: (
+            ("met" if v["dpfw"] * 1024 <= 8000 else "MISSED") if math.isfinite(v["dpfw"]) else ""
+        ),
     )
-    row("PSS KiB per idle session", d.idle_pss_per_session / 1024, v.idle_pss_per_session / 1024)
-    ran_d, ran_v = "dpfw" in results, "dovecot" in results
-    errs = (d.errors if ran_d else nan, v.errors if ran_v else nan)
-    row("errors", *errs, "0", lambda: _zero(*errs), digits=0)
-    mism = (d.mismatches if ran_d else nan, v.mismatches if ran_v else nan)
-    row("size/content mismatches", *mism, "0", lambda: _zero(*mism), digits=0)
-    lg_d = max(d.loadgen_cpu_pct.values(), default=nan)
-    lg_v = max(v.loadgen_cpu_pct.values(), default=nan)
-    row("loadgen CPU %, busiest test", lg_d, lg_v)
+    row("PSS KiB per idle session", lambda f: f.idle_pss_per_session / 1024)
+    row("errors", lambda f: f.errors, "0", _zero, digits=0)
+    row("size/content mismatches", lambda f: f.mismatches, "0", _zero, digits=0)
+    row("loadgen CPU %, busiest test", lambda f: max(f.loadgen_cpu_pct.values(), default=nan))
     row(
         "SYNs dropped, listen backlog full",
-        sum(d.listen_drops.values()) if d.listen_drops else nan,
-        sum(v.listen_drops.values()) if v.listen_drops else nan,
+        lambda f: sum(f.listen_drops.values()) if f.listen_drops else nan,
         digits=0,
     )
-    row(
-        "other processes' CPU %, worst",
-        max(d.other_cpu_pct.values(), default=nan),
-        max(v.other_cpu_pct.values(), default=nan),
-    )
+    row("other processes' CPU %, worst", lambda f: max(f.other_cpu_pct.values(), default=nan))
 
-    widths = [max(len(r[i]) for r in [*rows, _HEAD]) for i in range(5)]
+    head = ["metric", *SERVERS, *(r for r, _ in RATIOS), "target"]
+    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(len(head))]
     lines = [header, ""]
-    for i, r in enumerate([_HEAD, *rows]):
-        cells = [r[0].ljust(widths[0])] + [r[k].rjust(widths[k]) for k in (1, 2, 3)]
-        lines.append("  ".join([*cells, r[4]]).rstrip())
+    for i, r in enumerate([head, *rows]):
+        cells = [r[0].ljust(widths[0])] + [r[k].rjust(widths[k]) for k in range(1, len(r) - 1)]
+        lines.append("  ".join([*cells, r[-1]]).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-_HEAD = ("metric", "dpfw", "dovecot", "dpfw/dovecot", "target")
+def _at(table: Callable[[Figures], dict[int, float]], key: int) -> Callable[[Figures], float]:
+    """Reads one entry of one per-level table of a server's figures (NaN when absent)."""
+    return lambda f: table(f).get(key, math.nan)
 
 
-def _judge_ge(a: float, b: float, factor: float) -> Callable[[], str]:
-    def judge() -> str:
+def _judge_ge(factor: float) -> Callable[[dict[str, float]], str]:
+    def judge(values: dict[str, float]) -> str:
+        a, b = values["dpfw"], values["dovecot-fast"]
         if not (math.isfinite(a) and math.isfinite(b) and b > 0):
             return ""
         return "met" if a >= factor * b else "MISSED"
@@ -126,9 +155,9 @@ def _judge_ge(a: float, b: float, factor: float) -> Callable[[], str]:
     return judge
 
 
-def _zero(*counts: float) -> str:
+def _zero(values: dict[str, float]) -> str:
     """'met' when every server that ran counted zero (NaN: that server did not run)."""
-    return "met" if all(c == 0 for c in counts if math.isfinite(c)) else "MISSED"
+    return "met" if all(c == 0 for c in values.values() if math.isfinite(c)) else "MISSED"
 
 
 def _dovecot_version() -> str:
@@ -142,25 +171,35 @@ def _dovecot_version() -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="tools/bench pop3",
-        description="dpfw POP3 vs a private Dovecot on loopback: sessions/s, RETR MB/s, "
-        "RSS per idle session, errors.",
+        description="dpfw POP3 vs two private Dovecots (fast, classic) and a bare trio ceiling "
+        "on loopback: sessions/s (plain and STLS), RETR MB/s, RSS per idle session, errors.",
     )
     p.add_argument("--quick", action="store_true", help="short run (~1 minute) for a smoke check")
-    p.add_argument("--levels", default="1,8,32,128", help="concurrent clients per session test")
+    p.add_argument("--levels", default="1,32,128", help="concurrent clients per session test")
+    p.add_argument(
+        "--stls-levels",
+        default=",".join(map(str, STLS_LEVELS)),
+        help="concurrent clients of the STLS session test ('' skips it)",
+    )
     p.add_argument("--session-seconds", type=float, help="duration of each session test")
     p.add_argument("--retr-seconds", type=float, help="duration of each RETR test")
     p.add_argument(
         "--rounds", type=int, help="interleaved rounds per timed test (ABBA order; default 4)"
     )
     p.add_argument("--idle", type=int, help="idle logged-in sessions for the RSS test")
-    p.add_argument("--only", choices=SERVERS, help="measure one server only (no ratios)")
+    p.add_argument(
+        "--only",
+        metavar="NAME[,NAME...]",
+        help=f"measure these servers only (of {', '.join(SERVERS)}); ratios need dpfw and the "
+        "other server",
+    )
     p.add_argument(
         "--dovecot-scheme",
         choices=SCHEMES,
         default=SCHEMES[0],
-        help="Dovecot's password scheme: ssha256 (default: one salted hash per login, Dovecot "
-        "at its fastest) or scram-sha-256 (dpfw's own credentials: 4096 PBKDF2 rounds per "
-        "login on both sides)",
+        help="dovecot-classic's password scheme: ssha256 (default: one salted hash per login) "
+        "or scram-sha-256 (dpfw's own credentials: 4096 PBKDF2 rounds per login on both "
+        "sides); dovecot-fast always stores {PLAIN}",
     )
     p.add_argument(
         "--dovecot-lf",
@@ -186,11 +225,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if not levels or min(levels) < 1:
         raise SystemExit("--levels: give positive client counts, e.g. 1,8,32,128")
     idle = args.idle if args.idle is not None else (200 if args.quick else 1000)
-    session_s = args.session_seconds or (2.0 if args.quick else 8.0)
-    retr_s = args.retr_seconds or (3.0 if args.quick else 8.0)
+    session_s = args.session_seconds or (2.0 if args.quick else 6.0)
+    retr_s = args.retr_seconds or (2.0 if args.quick else 6.0)
     rounds = args.rounds or (2 if args.quick else 4)
     boxes = max(idle, 2 * max(levels), 64)
-    return Plan(levels, session_s, (1, 4), retr_s, idle, boxes, rounds)
+    stls_levels = tuple(int(x) for x in args.stls_levels.split(",") if x.strip())
+    boxes = max(boxes, 2 * max(stls_levels, default=1))
+    return Plan(levels, session_s, (1, 4), retr_s, idle, boxes, rounds, stls_levels)
 
 
 def _raise_fd_limit(needed: int) -> None:
@@ -212,47 +253,124 @@ def _set_priority(nice: int) -> int:
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
+def _certificate(workdir: Path) -> tuple[str, str, Path, Path]:
+    """One self-signed ECDSA P-256 certificate for every server's STLS (dpfw's kind of key)."""
+    from firmware.security.tls import make_self_signed
+
+    cert_pem, key_pem = make_self_signed("127.0.0.1")
+    base = workdir / "tls"
+    base.mkdir(parents=True, exist_ok=True)
+    cert, key = base / "cert.pem", base / "key.pem"
+    cert.write_text(cert_pem)
+    key.write_text(key_pem)
+    key.chmod(0o600)
+    return cert_pem, key_pem, cert, key
+
+
+def _client_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the run's own self-signed certificate
+    return context
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     plan = make_plan(args)
+    chosen = tuple(SERVERS) if not args.only else tuple(args.only.split(","))
+    unknown = [name for name in chosen if name not in SERVERS]
+    if unknown:
+        raise SystemExit(f"--only: unknown server {unknown[0]!r}; choose from {', '.join(SERVERS)}")
+    dovecots = [name for name in chosen if name.startswith("dovecot")]
     _raise_fd_limit(plan.idle + 2 * max(plan.levels) + 256)
     nice = _set_priority(args.nice)
-    chosen = (args.only,) if args.only else SERVERS
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dpfw-bench-pop3-"))
     workdir.mkdir(parents=True, exist_ok=True)
     log(f"corpus: {plan.boxes} boxes x {SMALL_SIZE} octets + 4 boxes x {LARGE_SIZE} octets")
     corpus = build_corpus(plan.boxes, max(plan.retr_conns))
     max_sessions = plan.idle + 2 * max(plan.levels) + 64
+    cert_pem, key_pem, cert, key = _certificate(workdir)
     targets: list[Target] = []
+    stls_targets: list[Target] = []
+    servers: list[ServerProcess] = []
+    doveconf: dict[str, str] = {}
     results: dict[str, Figures] = {}
     try:
+        home = workdir / "dovecot-mail" / "home"
+        if dovecots:
+            home.mkdir(parents=True, exist_ok=True)
+            write_maildirs(home, corpus, crlf=not args.dovecot_lf)
         for name in chosen:
             port = free_port()
             t0 = time.monotonic()
             if name == "dpfw":
-                server = start_dpfw(workdir, corpus, port, max_sessions)
+                server = start_dpfw(workdir, corpus, port, max_sessions, (cert_pem, key_pem))
+            elif name == "ceiling":
+                server = start_ceiling(workdir, corpus, port, (cert, key))
             else:
-                server = start_dovecot(
-                    workdir, corpus, port, max_sessions, args.dovecot_scheme, not args.dovecot_lf
+                scheme = args.dovecot_scheme if name == "dovecot-classic" else None
+                server, conf = start_dovecot(
+                    workdir,
+                    corpus,
+                    home,
+                    port,
+                    max_sessions,
+                    name,
+                    scheme=scheme,
+                    crlf=not args.dovecot_lf,
                 )
-            targets.append(Target(name, server, port))
+                doveconf[name] = conf
+            servers.append(server)
+            target = Target(name, server, port)
+            targets.append(target)
             log(f"{name}: serving on 127.0.0.1:{port} (set up in {time.monotonic() - t0:.1f} s)")
-        results = asyncio.run(measure_all(targets, corpus, plan))
+            if not plan.stls_levels or name == "dovecot-classic":
+                continue
+            if name == "dovecot-fast":  # the same configuration with ssl = yes, for STLS only
+                tls_port = free_port()
+                twin, conf = start_dovecot(
+                    workdir,
+                    corpus,
+                    home,
+                    tls_port,
+                    max_sessions,
+                    name,
+                    name="dovecot-fast-tls",
+                    crlf=not args.dovecot_lf,
+                    tls=(cert, key),
+                )
+                doveconf[name] += "\n# --- its twin for STLS (ssl = yes) ---\n" + conf
+                servers.append(twin)
+                target = Target(name, twin, tls_port)
+                log(f"{name}: STLS twin (ssl = yes) serving on 127.0.0.1:{tls_port}")
+            stls_targets.append(target)
+        for name in dovecots:
+            log(f"{name}: doveconf -n checked (kept as {name}/doveconf-n.txt with --workdir)")
+        results = asyncio.run(measure_all(targets, corpus, plan, stls_targets, _client_context()))
+        for name, conf in doveconf.items():
+            results[name].doveconf = conf
     finally:
-        for target in targets:
-            target.server.stop()
+        for server in servers:
+            server.stop()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
-            log(f"kept {workdir} (images, maildirs, configs, server logs)")
+            log(f"kept {workdir} (images, maildirs, configs, doveconf -n, server logs)")
 
-    header = (
-        f"POP3 benchmark: dpfw vs Dovecot {_dovecot_version()}, one run, loopback, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}; Dovecot: "
-        f"{args.dovecot_scheme} passwords, {'LF' if args.dovecot_lf else 'CRLF'} maildir; "
-        f"{plan.session_s:g} s per session level, {plan.retr_s:g} s per RETR test, "
-        f"each in {plan.rounds} interleaved rounds; nice {nice}"
+    peers = (
+        f"Dovecot {_dovecot_version()} (fast: reused pop3 processes, {{PLAIN}} passwords; "
+        f"classic: a pop3 process per session, {args.dovecot_scheme} passwords; "
+        f"{'LF' if args.dovecot_lf else 'CRLF'} maildir)"
+        if dovecots
+        else "no Dovecot"
     )
+    header = (
+        f"POP3 benchmark: {', '.join(chosen)}; {peers}; one run, loopback, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"{plan.session_s:g} s per session level, {plan.retr_s:g} s per RETR test, "
+        f"each in {plan.rounds} interleaved rounds; STLS clients keep Nagle on; nice {nice}"
+    )
+
     print(render_table(results, plan, header))
     for name, fig in results.items():
         for sample in fig.samples:

@@ -38,14 +38,21 @@ def image_size(corpus: Corpus) -> int:
     return max(256 * MIB, (2 * payload + 64 * MIB) // MIB * MIB)
 
 
-def build_image(path: Path, corpus: Corpus) -> None:
-    """Create the board image and deliver every account's message (each delivery is durable)."""
+def build_image(path: Path, corpus: Corpus, tls: tuple[str, str] | None = None) -> None:
+    """Create the board image and deliver every account's message (each delivery is durable).
+
+    `tls` = (certificate PEM, key PEM) replaces the image's own self-signed certificate, so
+    dpfw and the other servers of the run present the same certificate in STLS.
+    """
     from firmware.config.profile import factory
+    from firmware.security.tls import settings_for
     from firmware.store.board import Board
 
     profile = factory(MODEL).with_value("mailbox.max_boxes", str(len(corpus.accounts) + 16))
     board = Board.create(path, profile, ADMIN_PASSWORD, size=image_size(corpus))
     try:
+        if tls is not None:
+            board.set_settings(settings_for(*tls))
         for account in corpus.accounts:
             board.add_box(account.name, account.password)
             board.deliver(account.name, account.message)
@@ -53,12 +60,18 @@ def build_image(path: Path, corpus: Corpus) -> None:
         board.close()
 
 
-def start_dpfw(workdir: Path, corpus: Corpus, port: int, max_sessions: int) -> ServerProcess:
+def start_dpfw(
+    workdir: Path,
+    corpus: Corpus,
+    port: int,
+    max_sessions: int,
+    tls: tuple[str, str] | None = None,
+) -> ServerProcess:
     """Build the image under `workdir`, boot `dpfw run` on it, wait for its greeting."""
     base = workdir / "dpfw"
     base.mkdir(parents=True, exist_ok=True)
     image = base / "board.img"
-    build_image(image, corpus)
+    build_image(image, corpus, tls)
     log = base / "dpfw.log"
     command = [sys.executable, "-m", "firmware", "run", str(image)]
     command += ["--pop3", f"127.0.0.1:{port}", "--console", "none"]

@@ -1,8 +1,8 @@
 """The measurement schedule of `tools/bench pop3`: which test runs when, on which server.
 
-The machine is shared (by the generator, both servers and whatever else runs), so tests are
-interleaved: every timed test is split into rounds run in ABBA order (dpfw, dovecot, dovecot,
-dpfw, ...), which cancels a steady drift of background load, and each round records how much CPU
+The machine is shared (by the generator, the servers and whatever else runs), so tests are
+interleaved: every timed test is split into rounds run in alternating order (A B C D, D C B A,
+...), which cancels a steady drift of background load, and each round records how much CPU
 processes other than the server and the generator took meanwhile.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,6 +35,7 @@ class Plan:
     idle: int
     boxes: int
     rounds: int = 2
+    stls_levels: tuple[int, ...] = ()  # concurrent clients of the STLS session test
 
 
 @dataclass
@@ -51,6 +54,9 @@ class Figures:
     sessions_per_s: dict[int, float] = field(default_factory=dict)
     server_cpu_ms_per_session: dict[int, float] = field(default_factory=dict)
     retr_mb_per_s: dict[int, float] = field(default_factory=dict)
+    stls_per_s: dict[int, float] = field(default_factory=dict)  # full sessions behind STLS
+    stls_first_reply_ms: dict[int, float] = field(default_factory=dict)  # median, USER's reply
+    doveconf: str = ""  # `doveconf -n` of a Dovecot (its TLS twin's appended), for the record
     loadgen_cpu_pct: dict[str, float] = field(default_factory=dict)
     other_cpu_pct: dict[str, float] = field(default_factory=dict)  # 100 = one whole CPU
     listen_drops: dict[str, int] = field(default_factory=dict)  # SYNs dropped: backlog full
@@ -157,12 +163,25 @@ def _pct(cpu_s: float, wall_s: float) -> float:
     return 100 * cpu_s / wall_s if wall_s > 0 else math.nan
 
 
-async def measure_all(targets: Sequence[Target], corpus: Corpus, plan: Plan) -> dict[str, Figures]:
-    """Warm-up and idle memory per server, then every timed test interleaved in rounds."""
+async def measure_all(
+    targets: Sequence[Target],
+    corpus: Corpus,
+    plan: Plan,
+    stls_targets: Sequence[Target] = (),
+    stls: ssl.SSLContext | None = None,
+) -> dict[str, Figures]:
+    """Warm-up and idle memory per server, then every timed test interleaved in rounds.
+
+    `stls_targets` (named like the target whose figures they add to; may be the same server
+    or a TLS-enabled twin) run the STLS session test at `plan.stls_levels` with `stls`.
+    """
     figs = {t.name: Figures() for t in targets}
     uid_seen = {t.name: dict[str, list[bytes]]() for t in targets}
     for t in targets:
         await warm_up(t, corpus, figs[t.name], uid_seen[t.name])
+    for t in stls_targets:
+        if all(t.server is not u.server for u in targets):  # a twin: its own caches to warm
+            await warm_up(t, corpus, figs[t.name], uid_seen[t.name])
     # Idle memory before the load tests: memory those free could otherwise be reused by the
     # idle sessions and hide what they cost.
     for t in targets:
@@ -196,6 +215,38 @@ async def measure_all(targets: Sequence[Target], corpus: Corpus, plan: Plan) -> 
                 f"other processes {fig.other_cpu_pct[key]:.0f}%; {acc.listen_drops} SYNs dropped "
                 "by a full listen backlog)"
             )
+
+    if stls is not None and stls_targets:
+        for clients in plan.stls_levels:
+            seconds = plan.session_s / plan.rounds
+
+            def stls_sessions(
+                t: Target, c: int = clients, s: float = seconds
+            ) -> Callable[[], Awaitable[loadgen.RunResult]]:
+                return lambda: loadgen.run_sessions(
+                    HOST, t.port, boxes, c, s, uid_seen[t.name], stls=stls
+                )
+
+            sums = await _rounds(stls_targets, plan.rounds, stls_sessions)
+            for name, acc in sums.items():
+                fig = figs[name]
+                fig.count(acc.tally)
+                key = f"STLS x{clients}"
+                fig.listen_drops[key] = acc.listen_drops
+                fig.stls_per_s[clients] = acc.tally.done / acc.wall_s
+                replies = acc.tally.first_reply_s
+                fig.stls_first_reply_ms[clients] = (
+                    statistics.median(replies) * 1000 if replies else math.nan
+                )
+                fig.loadgen_cpu_pct[key] = _pct(acc.loadgen_cpu_s, acc.wall_s)
+                fig.other_cpu_pct[key] = _pct(acc.other_cpu_s, acc.wall_s)
+                log(
+                    f"{name}: STLS {clients:>3} clients: {fig.stls_per_s[clients]:8.1f} "
+                    f"sessions/s, first reply after the handshake "
+                    f"{fig.stls_first_reply_ms[clients]:.2f} ms median ({acc.tally.done} in "
+                    f"{acc.wall_s:.1f} s; {acc.tally.errors} errors, {acc.tally.mismatches} "
+                    f"mismatches; other processes {fig.other_cpu_pct[key]:.0f}%)"
+                )
 
     for conns in plan.retr_conns:
         seconds = plan.retr_s / plan.rounds

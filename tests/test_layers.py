@@ -28,8 +28,12 @@ LAYERS: dict[str, int] = {
     "firmware.config": 1,
     "firmware.flash": 1,
     "firmware.security": 1,
+    # firmware/pop3's protocol library (h11-style, both roles; docs/pop3-library.md).
     "firmware.pop3.events": 1,
     "firmware.pop3.states": 1,
+    "firmware.pop3.syntax": 1,
+    "firmware.pop3.body": 1,
+    "firmware.pop3.wire_errors": 1,
     "firmware.pop3.connection": 1,
     # The mail store on flash.
     "firmware.store": 2,
@@ -100,12 +104,14 @@ def imports_of(path: Path) -> set[str]:
                 target = node.module or ""
             if not target.startswith("firmware"):
                 continue
-            found.add(target)
-            # `from firmware.store import board` imports the module firmware.store.board.
+            # `from firmware.store import board` imports the module firmware.store.board;
+            # `from firmware.store.board import Board` imports firmware.store.board.
             for alias in node.names:
                 candidate = f"{target}.{alias.name}"
                 if (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists():
                     found.add(candidate)
+                else:
+                    found.add(target)
     return found
 
 

@@ -24,20 +24,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _password_options(p)
     p.set_defaults(func=cmd_add)
 
-    p = cmds.add_parser("list", help="list mailboxes")
-    p.add_argument("image", type=Path, metavar="IMG")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_list)
-
-    p = cmds.add_parser("show", help="one mailbox: limits, secrets, latest messages")
-    _image_and_name(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_show)
-
-    p = cmds.add_parser("messages", help="a mailbox's messages: uid, size, date, subject, from")
-    _image_and_name(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_messages)
+    for name, helptext, func, named in (
+        ("list", "list mailboxes", cmd_list, False),
+        ("show", "one mailbox: limits, secrets, latest messages", cmd_show, True),
+        ("messages", "a mailbox's messages: uid, size, date, subject, from", cmd_messages, True),
+    ):
+        p = cmds.add_parser(name, help=helptext)
+        p.add_argument("image", type=Path, metavar="IMG")
+        if named:
+            p.add_argument("name", metavar="NAME")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
 
     p = cmds.add_parser("del", help="delete a mailbox")
     _image_and_name(p)
@@ -56,10 +53,21 @@ def _image_and_name(p: argparse.ArgumentParser) -> None:
 
 
 def _password_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
         "--legacy",
-        action="store_true",
-        help="also keep an APOP/CRAM-MD5 secret (plaintext-equivalent)",
+        action="store_const",
+        const=True,
+        dest="legacy",
+        help="also keep an APOP/CRAM-MD5 secret (plaintext-equivalent); the default while "
+        "pop3.apop is on, or for a box that already had one",
+    )
+    group.add_argument(
+        "--no-legacy",
+        action="store_const",
+        const=False,
+        dest="legacy",
+        help="keep no APOP/CRAM-MD5 secret (the box then cannot use APOP or CRAM-MD5)",
     )
     add_secret_options(p, "password")
 
@@ -107,6 +115,5 @@ def cmd_passwd(args: argparse.Namespace) -> int:
         ctx = OpsContext.offline(board)
         boxes.find_box(ctx, args.name, "box passwd")  # refuse before asking for a password
         password = read_secret(args, "password")
-        legacy = True if args.legacy else None
-        print(render.box_change(boxes.box_passwd(ctx, args.name, password, legacy=legacy)))
+        print(render.box_change(boxes.box_passwd(ctx, args.name, password, legacy=args.legacy)))
     return 0

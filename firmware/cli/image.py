@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from firmware.cli.common import add_secret_options, parse_size, read_secret
 from firmware.config.profile import MODELS, Profile, factory, parse_toml, shown
 from firmware.errors import DeviceError, ProfileError
-from firmware.ops import render, storage
+from firmware.ops import boxes, render, storage
 from firmware.ops.context import OpsContext
 from firmware.security.credentials import check_password_policy
 from firmware.store.board import Board
@@ -117,7 +118,8 @@ def describe(board: Board) -> dict[str, Any]:
     """Everything `inspect` shows, as plain data."""
     g = board.geometry
     usage = board.usage()
-    report = board.fsck()
+    ctx = OpsContext.offline(board)
+    report = storage.fsck(ctx)
     slots = board.nvram_slots
     return {
         "image": str(board.path),
@@ -140,16 +142,7 @@ def describe(board: Board) -> dict[str, Any]:
             "slot_sequences": list(slots),
             "active_sequence": max(s for s in slots if s is not None),
         },
-        "boxes": [
-            {
-                "name": b.name,
-                "messages": b.messages,
-                "bytes": b.bytes,
-                "legacy_secret": b.has_legacy_secret,
-                "corrupt": b.corrupt,
-            }
-            for b in board.boxes()
-        ],
+        "boxes": [dataclasses.asdict(box) for box in boxes.box_list(ctx).boxes],
         "space": {
             "total": usage.total,
             "used": usage.used,
@@ -159,17 +152,7 @@ def describe(board: Board) -> dict[str, Any]:
         },
         "settings": sorted(board.settings()),
         "records_checked": report.records_checked,
-        "problems": [
-            {
-                "what": p.what,
-                "log_offset": p.position,
-                "length": p.length,
-                "detail": p.detail,
-                "box": p.box,
-                "uid": p.uid,
-            }
-            for p in report.problems
-        ],
+        "problems": [dataclasses.asdict(problem) for problem in report.problems],
     }
 
 

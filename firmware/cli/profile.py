@@ -106,7 +106,8 @@ def _set(args: argparse.Namespace) -> int:
     pairs = profile.parse_pairs(args.pairs, SET_USAGE)
     with Board.open(args.image) as board:
         ctx = OpsContext.offline(board)
-        print(render.update(profile.commit(ctx, profile.plan_set(ctx, pairs))))
+        update = profile.commit(ctx, profile.plan_set(ctx, pairs))
+    print(render.update(update, console=False))
     return 0
 
 
@@ -121,8 +122,11 @@ def _change(args: argparse.Namespace, plan_for: Any) -> int:
         if args.dry_run:
             print("nothing changed (--dry-run)")
             return 0
-        profile.commit(ctx, plan)
-        print("saved; applies at next boot")
+        update = profile.commit(ctx, plan)
+    print("saved; applies at next boot")
+    warning = render.update_warning(update, console=False)
+    if warning is not None:
+        print(warning)
     return 0
 
 

@@ -10,10 +10,12 @@ from firmware.errors import DeviceError
 from firmware.ops import render
 from firmware.ops import tls as ops_tls
 from firmware.ops.context import OpsContext
-from firmware.ops.tls import MAX_TLS_PEM as MAX_PEM_BYTES
+from firmware.ops.tls import MAX_TLS_PEM
 from firmware.store.board import Board
 
 # firmware.security.tls (cryptography, a slow and large import) is imported by the operations.
+
+MAX_PEM_BYTES = MAX_TLS_PEM  # a file given to --cert/--key/--chain, as a console paste
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +64,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     with Board.open(args.image) as board:
         ctx = OpsContext.offline(board)
         if args.pem:
-            print(render.tls_pem(*ops_tls.tls_pem(ctx)))
+            print(render.tls_pem(ops_tls.tls_pem(ctx)))
         elif args.json:
             print_json(ops_tls.tls_show(ctx))
         else:

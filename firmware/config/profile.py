@@ -264,7 +264,13 @@ def _fields() -> dict[str, Field]:
             live=True,
             site=True,
         ),
-        f("pop3.apop", bool, "offer APOP", live=True, site=True),
+        f(
+            "pop3.apop",
+            bool,
+            "offer the legacy methods APOP and CRAM-MD5 (false on every factory profile)",
+            live=True,
+            site=True,
+        ),
         f(
             "pop3.plaintext_auth",
             str,

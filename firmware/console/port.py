@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import serial
 import trio
 
-from firmware.console.shell import ConsoleShell, PowerAction, ScanAction
+from firmware.console.shell import STORE_OPERATIONS, Action, ConsoleShell, PowerAction, ScanAction
 from firmware.errors import DeviceError
 from firmware.ops import render, system
 from firmware.ops.context import OpsContext
@@ -294,8 +294,18 @@ async def _converse(shell: ConsoleShell, link: Link) -> None:
             await link.send(await _perform(shell, action))
 
 
-async def _perform(shell: ConsoleShell, action: ScanAction | PowerAction) -> bytes:
+async def _perform(shell: ConsoleShell, action: Action) -> bytes:
     ctx = shell.ctx
+    if not isinstance(action, ScanAction | PowerAction):  # a StoreAction
+        operation, show = STORE_OPERATIONS[action.what]
+        try:
+            text = show(await ctx.run_store(operation, ctx))
+        except DeviceError as exc:
+            text = "error: " + " ".join(str(exc).split())
+        except Exception:
+            log.exception("console: %s failed", action.what)
+            text = f"error: {action.what} failed with an internal error (logged)"
+        return shell.finish_action(text)
     if isinstance(action, ScanAction):
         try:
             text = render.scan_done(await run_scan(ctx, action.request))

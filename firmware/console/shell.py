@@ -2,9 +2,12 @@
 
 `ConsoleShell.feed(data)` returns what to send back (echo, command output, prompts). The
 transport learns of time through `next_deadline()` / `tick()` (idle logout) and of work that
-must be awaited through `take_action()` (a scan, a reboot): it runs the action on the device
-and hands the outcome back with `finish_action()`. Everything the administrator types goes
-through one bounded line editor, so line noise can cost output but never memory or a crash.
+must be awaited through `take_action()` (a scan, fsck, compact, a reboot): it runs the action
+on the device and hands the outcome back with `finish_action()`. Each command parses its
+words, calls one operation of firmware.ops over the shell's OpsContext and prints
+firmware.ops.render of the result: the operations and their texts are the CLI's too.
+Everything the administrator types goes through one bounded line editor, so line noise can
+cost output but never memory or a crash.
 
 One table, HELP, names every command with its usage: dispatch, `help`, Tab completion and
 the "did you mean" suggestions for mistyped commands all read it, and profile keys come from
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from firmware.config.profile import MODELS, SCHEMA
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
@@ -61,7 +64,23 @@ class PowerAction:
     what: str  # "reboot" | "shutdown"
 
 
-Action = ScanAction | PowerAction
+@dataclass(frozen=True)
+class StoreAction:
+    """Run a long store operation (`STORE_OPERATIONS[what]`) where store work belongs
+    (`OpsContext.run_store`: the device's store worker), then call `finish_action` with its
+    text; the console holds input meanwhile, POP3 does not wait."""
+
+    what: str  # "fsck" | "compact"
+
+
+STORE_OPERATIONS: dict[str, tuple[Callable[[OpsContext], object], Callable[[Any], str]]] = {
+    "fsck": (storage.fsck, render.fsck),
+    "compact": (storage.compact, render.compact),
+}
+"""what -> (the operation, its renderer)."""
+
+
+Action = ScanAction | PowerAction | StoreAction
 
 
 class Mode(Enum):
@@ -170,11 +189,11 @@ HELP: dict[str, Help] = {
         Help("box list", "mailboxes with message counts and sizes"),
         Help("box show NAME", "one mailbox: limits and latest messages"),
         Help(
-            "box add NAME [legacy]",
+            "box add NAME [[no]legacy]",
             "create a mailbox (asks for its password)",
             "The password is asked twice and not echoed. `legacy` also keeps the\n"
-            "plaintext-equivalent secret APOP and CRAM-MD5 need; without it the box\n"
-            "keeps only salted SCRAM keys.",
+            "plaintext-equivalent secret APOP and CRAM-MD5 need, `nolegacy` keeps only\n"
+            "salted SCRAM keys; without either the box keeps one while pop3.apop is on.",
         ),
         Help("box del NAME [purge]", "delete a mailbox (purge: with its messages)"),
         Help(
@@ -183,7 +202,7 @@ HELP: dict[str, Help] = {
             "The password is asked twice and not echoed. `legacy` keeps a\n"
             "plaintext-equivalent secret from now on, so APOP and CRAM-MD5 work for\n"
             "the box (while pop3.apop is true); `nolegacy` drops it; without either\n"
-            "the box keeps what it had. `box show NAME` says which.",
+            "it keeps one if it had one or pop3.apop is on. `box show NAME` says which.",
         ),
         Help(
             "box unlock NAME",
@@ -726,9 +745,7 @@ class ConsoleShell:
 
     def _cmd_box_add(self, args: list[str]) -> None:
         self._arity("box add", args, 1, 2)
-        if len(args) == 2 and args[1].lower().lstrip("-") != "legacy":
-            raise DeviceError(f"usage: {HELP['box add'].usage}")
-        name, legacy = args[0], len(args) == 2
+        name, legacy = args[0], self._legacy_option("box add", args)
         boxes.check_new_box(self.ctx, name)
         self._ask(
             [(f"Password for box {name}: ", True), ("Again: ", True)],
@@ -743,13 +760,7 @@ class ConsoleShell:
 
     def _cmd_box_passwd(self, args: list[str]) -> None:
         self._arity("box passwd", args, 1, 2)
-        legacy: bool | None = None
-        if len(args) == 2:
-            option = args[1].lower().lstrip("-")
-            if option not in ("legacy", "nolegacy", "no-legacy"):
-                raise DeviceError(f"usage: {HELP['box passwd'].usage}")
-            legacy = option == "legacy"
-        name = args[0]
+        name, legacy = args[0], self._legacy_option("box passwd", args)
         boxes.find_box(self.ctx, name, "box passwd")  # before anyone types a password
         self._ask(
             [(f"New password for box {name}: ", True), ("Again: ", True)],
@@ -757,6 +768,15 @@ class ConsoleShell:
                 boxes.box_passwd(self.ctx, name, a[0], a[1], legacy=legacy)
             ),
         )
+
+    def _legacy_option(self, name: str, args: list[str]) -> bool | None:
+        """`legacy` True, `nolegacy` False, neither None (the default pop3.apop decides)."""
+        if len(args) < 2:
+            return None
+        option = args[1].lower().lstrip("-")
+        if option not in ("legacy", "nolegacy", "no-legacy"):
+            raise DeviceError(f"usage: {HELP[name].usage}")
+        return option == "legacy"
 
     def _cmd_box_unlock(self, args: list[str]) -> None:
         self._arity("box unlock", args, 1)
@@ -776,7 +796,7 @@ class ConsoleShell:
         if args and args[0] != "pem":
             raise DeviceError(f"usage: {HELP['tls show'].usage}")
         if args:
-            self._say(render.tls_pem(*ops_tls.tls_pem(self.ctx)))
+            self._say(render.tls_pem(ops_tls.tls_pem(self.ctx)))
         else:
             self._say(render.tls_view(ops_tls.tls_show(self.ctx)))
 
@@ -821,11 +841,11 @@ class ConsoleShell:
 
     def _cmd_fsck(self, args: list[str]) -> None:
         self._arity("fsck", args, 0)
-        self._say(render.fsck(storage.fsck(self.ctx)))
+        self._start(StoreAction("fsck"))
 
     def _cmd_compact(self, args: list[str]) -> None:
         self._arity("compact", args, 0)
-        self._say(render.compact(storage.compact(self.ctx)))
+        self._start(StoreAction("compact"))
 
     def _cmd_passwd(self, args: list[str]) -> None:
         self._arity("passwd", args, 0)

@@ -25,12 +25,13 @@ import trio
 from firmware.config.budget import RamBudget
 from firmware.config.profile import SCHEMA, Profile, Value, running_after, validate
 from firmware.errors import DeviceError
+from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
 from firmware.security.abuse import AdminLockout
 from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
-from firmware.store.board import Board
+from firmware.store.board import Board, limits_of
 from firmware.store.demo import boot_notice
 from firmware.text import plural
 
@@ -169,6 +170,7 @@ class Device:
         for key in changed:
             self.overrides.pop(key, None)
         self._profile = running_after(running, apply_overrides(saved, self.overrides))
+        self.board.limits = limits_of(self._profile)
         return [key for key in changed if not SCHEMA[key].live]
 
     # ----- life cycle -----
@@ -238,6 +240,7 @@ class Device:
         try:
             self._board = board
             self._profile = apply_overrides(board.profile, self.overrides)
+            board.limits = limits_of(self._profile)
             self.boots += 1
             profile = self._profile
             self.budget = RamBudget(profile.int("memory.image_ram_mib") * MIB)
@@ -334,6 +337,13 @@ class Device:
             lines += boot_notice(notice, self.board)  # only passwords still true
         if profile.str("pop3.plaintext_auth") == "always":
             lines.append("WARNING: plaintext USER/PASS allowed without TLS (lab setting)")
+        if profile.bool("pop3.apop"):
+            names = boxes_without_legacy_secret(self.board.boxes())
+            warning = legacy_warning(
+                names, console=True
+            )  # the image is locked: the console fixes it
+            if warning is not None:
+                lines += warning.splitlines()
         if self.overrides:
             lines.append(
                 "run-only settings: " + ", ".join(f"{k}={v}" for k, v in self.overrides.items())

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from firmware.errors import BoxError, DeviceError
 from firmware.ops.context import OpsContext
+from firmware.pop3.auth import keeps_legacy_secret
 from firmware.security.credentials import check_password_policy
 from firmware.store.board import BoxInfo, check_box_name
 
@@ -57,6 +58,7 @@ class BoxChange:
     name: str
     legacy_secret: bool  # the box keeps a legacy secret now
     had_legacy_secret: bool = False
+    apop_on: bool = False  # pop3.apop in the running profile (APOP, CRAM-MD5 offered)
 
 
 @dataclass(frozen=True)
@@ -123,14 +125,22 @@ def _check_password(password: str, again: str | None, what: str) -> None:
 
 
 def box_add(
-    ctx: OpsContext, name: str, password: str, again: str | None = None, *, legacy: bool = False
+    ctx: OpsContext,
+    name: str,
+    password: str,
+    again: str | None = None,
+    *,
+    legacy: bool | None = None,
 ) -> BoxChange:
-    """A new box; `legacy` also keeps the APOP/CRAM-MD5 secret. BoxError for a bad or
-    taken name or a full device; DeviceError for a password the policy refuses."""
+    """A new box; legacy True/False keeps an APOP/CRAM-MD5 secret or not, None: keep one
+    while pop3.apop is on (so every advertised method works for the box; docs/security.md).
+    BoxError for a bad or taken name or a full device; DeviceError for a refused password."""
     check_new_box(ctx, name)
     _check_password(password, again, "box add")
-    ctx.board.add_box(name, password, legacy=legacy)
-    return BoxChange("added", name, legacy)
+    apop_on = ctx.profile.bool("pop3.apop")
+    keep = keeps_legacy_secret(legacy, apop_on=apop_on)
+    ctx.board.add_box(name, password, legacy=keep)
+    return BoxChange("added", name, keep, apop_on=apop_on)
 
 
 def box_passwd(
@@ -141,13 +151,14 @@ def box_passwd(
     *,
     legacy: bool | None = None,
 ) -> BoxChange:
-    """A new password; legacy True keeps an APOP/CRAM-MD5 secret, False drops it, None:
-    as the box had it."""
+    """A new password; legacy True keeps an APOP/CRAM-MD5 secret, False drops it, None: keep
+    one if the box had one or pop3.apop is on."""
     had = find_box(ctx, name, "box passwd").has_legacy_secret
     _check_password(password, again, "box passwd")
-    keep = had if legacy is None else legacy
+    apop_on = ctx.profile.bool("pop3.apop")
+    keep = keeps_legacy_secret(legacy, apop_on=apop_on, had=had)
     ctx.board.set_box_password(name, password, legacy=keep)
-    return BoxChange("password changed", name, keep, had)
+    return BoxChange("password changed", name, keep, had, apop_on)
 
 
 def box_del(ctx: OpsContext, name: str, *, purge: bool = False) -> BoxChange:

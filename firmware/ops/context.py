@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from firmware.config.profile import Profile, Value
 from firmware.errors import DeviceError
@@ -13,6 +14,9 @@ if TYPE_CHECKING:
     from firmware.device.device import Device
     from firmware.pop3.server import Pop3Service
     from firmware.store.board import Board
+
+
+T = TypeVar("T")
 
 
 class OpsContext:
@@ -91,6 +95,18 @@ class OpsContext:
     @property
     def uptime_s(self) -> float:
         return time.monotonic() - self.device.started_at if self.device is not None else 0.0
+
+    async def run_store(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn(*args)` where store work belongs: on a running device that has a store worker
+        (`Device.store_worker`, firmware/store/worker.py) on that worker's thread, so the
+        trio loop serving POP3 never waits on the image; otherwise here and now. Front-ends
+        await long operations (fsck, compact) through this; `fn` is any operation of this
+        package, e.g. `await ctx.run_store(storage.compact, ctx)`."""
+        worker = getattr(self.device, "store_worker", None) if self.device is not None else None
+        if worker is None:
+            return fn(*args)
+        result: T = await worker.run(fn, *args)
+        return result
 
     def require_device(self, what: str) -> Device:
         """The running device, or DeviceError naming `what` needs one."""

@@ -29,6 +29,7 @@ from firmware.config.profile import (
 )
 from firmware.errors import DeviceError
 from firmware.ops.context import OpsContext
+from firmware.pop3.auth import boxes_without_legacy_secret
 
 EXPORT_BEGIN = "# BEGIN DPFW PROFILE"  # TOML comments: an export block is itself valid TOML
 EXPORT_END = "# END DPFW PROFILE"
@@ -63,7 +64,9 @@ class ProfileUpdate:
 
     what: str
     changes: list[KeyChange]
-    warnings: list[str] = field(default_factory=list)
+    # Set when the change switches pop3.apop on: the boxes that keep no APOP/CRAM-MD5
+    # secret and so cannot use the methods now offered (a warning for the administrator).
+    boxes_without_legacy_secret: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,10 @@ def commit(ctx: OpsContext, plan: ProfilePlan) -> ProfileUpdate:
     fresh = _plan(ctx, plan.what, new)  # against what is saved now, not when planned
     if fresh.changes:
         ctx.save_profile(new)
-    return ProfileUpdate(plan.what, fresh.changes)
+    lacking: list[str] = []
+    if any(c.key == "pop3.apop" and c.after is True for c in fresh.changes):
+        lacking = boxes_without_legacy_secret(ctx.board.boxes())
+    return ProfileUpdate(plan.what, fresh.changes, lacking)
 
 
 def parse_pairs(args: Sequence[str], usage: str) -> list[tuple[str, str]]:

@@ -25,7 +25,8 @@ from firmware.ops.scans import ScanDone
 from firmware.ops.sessions import SessionList
 from firmware.ops.status import Pop3Status, Status
 from firmware.ops.storage import Compact, Fsck
-from firmware.ops.tls import Cert, TlsSaved, TlsView
+from firmware.ops.tls import Cert, TlsPem, TlsSaved, TlsView
+from firmware.pop3.auth import legacy_warning
 from firmware.text import plural
 
 MAX_LOCKED_SHOWN = 8  # `status` names this many locked boxes, then counts the rest
@@ -200,8 +201,9 @@ def _done(c: KeyChange) -> str:
     return f"applies after reboot; running: {format_value(c.running)}"
 
 
-def update(u: ProfileUpdate) -> str:
-    """A change made: one key on one line, several as a list; then any warnings."""
+def update(u: ProfileUpdate, *, console: bool = True) -> str:
+    """A change made: one key on one line, several as a list; then the warning for boxes
+    that cannot use APOP/CRAM-MD5 now on (naming the console's or the CLI's fix)."""
     if not u.changes:
         lines = [f"{u.what}: no value changed"]
     elif len(u.changes) == 1:
@@ -213,7 +215,14 @@ def update(u: ProfileUpdate) -> str:
             f"  {c.key}: {format_value(c.before)} -> {format_value(c.after)} ({_done(c)})"
             for c in u.changes
         ]
-    return "\n".join(lines + [printable(w) for w in u.warnings])
+    warning = update_warning(u, console=console)
+    return "\n".join(lines + ([warning] if warning else []))
+
+
+def update_warning(u: ProfileUpdate, *, console: bool = True) -> str | None:
+    """The warning a change that switched pop3.apop on gives: the boxes that cannot use
+    APOP/CRAM-MD5, and the console's (or the CLI's) command that fixes one; else None."""
+    return legacy_warning(u.boxes_without_legacy_secret, console=console)
 
 
 def profile_diff(d: ProfileDiff) -> str:
@@ -285,16 +294,28 @@ def box_detail(d: BoxDetail) -> str:
 
 
 def box_change(c: BoxChange) -> str:
+    """What `box add|passwd|del` did; a second line when the box's legacy secret and the
+    pop3.apop switch disagree (a secret kept while APOP is off, none while it is on)."""
     name = printable(c.name)
-    if c.what == "added":
-        return f"box {name} added" + (" (APOP/CRAM-MD5 secret kept)" if c.legacy_secret else "")
     if c.what == "deleted":
         return f"box {name} deleted"
+    if c.what == "added":
+        if c.legacy_secret:
+            off = "; pop3.apop is off" if not c.apop_on else ""
+            return f"box {name} added (APOP/CRAM-MD5 secret kept{off})"
+        if c.apop_on:
+            return f"box {name} added; it keeps no APOP/CRAM-MD5 secret and cannot use them"
+        return f"box {name} added"
+    line = f"password of box {name} changed"
     if c.legacy_secret and not c.had_legacy_secret:
-        return f"password of box {name} changed; APOP/CRAM-MD5 secret kept from now on"
-    if c.had_legacy_secret and not c.legacy_secret:
-        return f"password of box {name} changed; APOP/CRAM-MD5 secret dropped"
-    return f"password of box {name} changed"
+        line += "; APOP/CRAM-MD5 secret kept from now on"
+    elif c.had_legacy_secret and not c.legacy_secret:
+        line += "; APOP/CRAM-MD5 secret dropped"
+    if c.legacy_secret and not c.apop_on:
+        line += "\n(APOP/CRAM-MD5 secret kept; pop3.apop is off)"
+    elif not c.legacy_secret and c.apop_on:
+        line += "\n(no APOP/CRAM-MD5 secret: this box cannot use APOP or CRAM-MD5)"
+    return line
 
 
 def unlock(u: Unlock) -> str:
@@ -417,10 +438,10 @@ def tls_view(v: TlsView) -> str:
     return "\n".join(lines)
 
 
-def tls_pem(text: str, saved_since_boot: bool) -> str:
+def tls_pem(p: TlsPem) -> str:
     """PEM for a CA file; a note line before it (PEM readers skip text outside blocks)."""
-    note = "(saved since boot: in service after reboot)\n" if saved_since_boot else ""
-    return note + text.rstrip("\n")
+    note = "(saved since boot: in service after reboot)\n" if p.saved_since_boot else ""
+    return note + p.pem.rstrip("\n")
 
 
 def tls_saved(s: TlsSaved, *, live: bool) -> str:

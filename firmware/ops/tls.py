@@ -104,8 +104,16 @@ def tls_show(ctx: OpsContext) -> TlsView:
     )
 
 
-def tls_pem(ctx: OpsContext) -> tuple[str, bool]:
-    """(certificate and chain as PEM text, never the key; saved since boot?)."""
+@dataclass(frozen=True)
+class TlsPem:
+    """The stored certificate and chain as PEM text (never the key), for a client's CA file."""
+
+    pem: str
+    saved_since_boot: bool
+
+
+def tls_pem(ctx: OpsContext) -> TlsPem:
+    """The stored certificate and chain as PEM. DeviceError (`NO_CERT`) when there is none."""
     from firmware.security import tls
 
     settings = ctx.board.settings()
@@ -115,7 +123,7 @@ def tls_pem(ctx: OpsContext) -> tuple[str, bool]:
     text = cert_pem.rstrip("\n") + "\n"
     if chain_pem := settings.get(tls.SETTING_CHAIN):
         text += chain_pem.rstrip("\n") + "\n"
-    return text, _saved_since_boot(ctx, cert_pem)
+    return TlsPem(text, _saved_since_boot(ctx, cert_pem))
 
 
 def pem_blocks(text: str) -> list[tuple[str, str]]:

@@ -1,5 +1,6 @@
-"""Authentication pieces that need no I/O: APOP timestamps and digests, name hygiene, and
-the cache of successful password checks. The SASL mechanisms live in firmware.security.sasl.
+"""Authentication pieces that need no I/O: APOP timestamps and digests, name hygiene, the
+legacy-secret policy, and the cache of successful password checks. The SASL mechanisms live in
+firmware.security.sasl.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Final, Protocol
 
 _counter = itertools.count(1)
@@ -43,6 +45,64 @@ def apop_matches(timestamp: str, secret: str | None, digest: str) -> bool:
     expected = apop_digest(timestamp, secret if secret is not None else "")
     ok = hmac.compare_digest(expected.encode("ascii"), digest.lower().encode("ascii", "replace"))
     return ok and secret is not None and _HEX32.match(digest.lower()) is not None
+
+
+# -- the legacy secret (APOP, CRAM-MD5) ---------------------------------------------------
+#
+# `pop3.apop` is the one device-wide switch for both legacy methods: the APOP timestamp in the
+# greeting and CRAM-MD5 in CAPA SASL / AUTH. Both need the plaintext-equivalent secret of the
+# box, which is kept only for boxes that were given one. So that what the device advertises
+# works for the boxes it makes, a box created or given a new password while the switch is on
+# gets a secret unless the administrator opts out; switching it on names the boxes without one.
+
+LEGACY_METHODS: Final = "APOP/CRAM-MD5"
+MAX_NAMED_BOXES: Final = 10
+"""A warning names this many boxes without a legacy secret, then counts the rest."""
+
+
+def keeps_legacy_secret(choice: bool | None, *, apop_on: bool, had: bool = False) -> bool:
+    """Whether a box being created (or given a new password) keeps a legacy secret.
+
+    `choice` is the administrator's explicit answer (`--legacy` True, `--no-legacy` False);
+    None means the default: keep one when the box had one, or when the device offers APOP and
+    CRAM-MD5 (`pop3.apop` on), so that every advertised method works for the box.
+    """
+    if choice is not None:
+        return choice
+    return had or apop_on
+
+
+class _BoxSecret(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def has_legacy_secret(self) -> bool: ...
+
+
+def boxes_without_legacy_secret(boxes: Iterable[_BoxSecret]) -> list[str]:
+    """Names of the boxes (e.g. `Board.boxes()`) that cannot use APOP or CRAM-MD5."""
+    return [box.name for box in boxes if not box.has_legacy_secret]
+
+
+def legacy_warning(names: list[str], *, console: bool) -> str | None:
+    """Three lines for an administrator who has APOP/CRAM-MD5 on while `names` keep no secret.
+
+    None when every box has one. `console`: say the console's command to fix it, else the CLI's.
+    """
+    if not names:
+        return None
+    shown = ", ".join(
+        "".join(c if c.isprintable() else "?" for c in name) for name in names[:MAX_NAMED_BOXES]
+    )
+    if len(names) > MAX_NAMED_BOXES:
+        shown += f" and {len(names) - MAX_NAMED_BOXES} more"
+    fix = "`box passwd NAME legacy`" if console else "`dpfw box passwd IMG NAME --legacy`"
+    boxes = "box has" if len(names) == 1 else "boxes have"
+    return (
+        f"WARNING: pop3.apop is on, but {len(names)} {boxes} no {LEGACY_METHODS} secret\n"
+        f"  and cannot log in with APOP or CRAM-MD5: {shown}\n"
+        f"  (give one with {fix})"
+    )
 
 
 AUTH_CACHE_ENTRIES: Final = 1024

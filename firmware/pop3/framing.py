@@ -1,8 +1,9 @@
 """Bounded command-line reader and multi-line reply terminator for POP3.
 
 Framing is kept apart from the protocol so its two promises can be tested on their own:
-memory stays bounded whatever a peer sends (an endless line is dropped, not buffered), and
-every multi-line reply ends in exactly one CRLF.CRLF whatever chunks the store hands back.
+memory stays bounded whatever a peer sends (an endless line is dropped, not buffered, and
+reported so that the peer can be disconnected), and every multi-line reply ends in exactly one
+CRLF.CRLF whatever chunks the store hands back.
 """
 
 from __future__ import annotations
@@ -19,12 +20,23 @@ CRLF: Final = b"\r\n"
 
 
 class LineTooLong(Enum):
-    """Marker returned once for a command line longer than the reader's limit."""
+    """Markers the reader returns in place of a line it will not hand out.
+
+    TOKEN (`LINE_TOO_LONG`): a line crossed the reader's limit; reported once, when it does.
+    ENDLESS (`LINE_NEVER_ENDS`): that same line then went on past `max_discard` octets without
+    a line end; reported once, after which the reader drops everything (the peer is to be
+    disconnected).
+    """
 
     TOKEN = "line too long"
+    ENDLESS = "line never ends"
 
 
 LINE_TOO_LONG: Final = LineTooLong.TOKEN
+LINE_NEVER_ENDS: Final = LineTooLong.ENDLESS
+
+MAX_DISCARD: Final = 65536
+"""Octets of one over-long line before its LF (a CR counts) past which the reader gives up."""
 
 
 class LineReader:
@@ -32,19 +44,27 @@ class LineReader:
 
     A line ends at LF; a CR before it is dropped. A line longer than `limit` octets (its line
     end included) is reported once as LINE_TOO_LONG as soon as the limit is crossed, and the
-    rest of it is discarded up to its LF. Complete lines received together (PIPELINING) are
-    handed out one at a time, in order. Idle readers hold only an empty bytes object.
+    rest of it is discarded up to its LF. If more than `max_discard` octets of it arrive with
+    no LF, LINE_NEVER_ENDS follows once and every later byte is dropped: the caller closes the
+    connection. Both depend only on the line's length, not on how the bytes were chunked.
+    Complete lines received together (PIPELINING) are handed out one at a time, in order.
+    Idle readers hold only an empty bytes object.
     """
 
-    __slots__ = ("_buf", "_discarding", "_limit", "_pos")
+    __slots__ = ("_buf", "_discarded", "_discarding", "_ended", "_limit", "_max_discard", "_pos")
 
-    def __init__(self, limit: int = MAX_COMMAND_LINE) -> None:
+    def __init__(self, limit: int = MAX_COMMAND_LINE, *, max_discard: int = MAX_DISCARD) -> None:
         if limit < 3:
             raise ValueError(f"a line limit must allow at least one octet and CRLF ({limit})")
+        if max_discard < limit:
+            raise ValueError(f"max_discard ({max_discard}) must be at least the limit ({limit})")
         self._limit = limit
+        self._max_discard = max_discard
         self._buf = b""
         self._pos = 0
         self._discarding = False
+        self._discarded = 0  # octets of the over-long line seen so far
+        self._ended: bool | None = None  # None: open; False: LINE_NEVER_ENDS due; True: given
 
     @property
     def limit(self) -> int:
@@ -56,6 +76,7 @@ class LineReader:
         if limit < 3:
             raise ValueError(f"a line limit must allow at least one octet and CRLF ({limit})")
         self._limit = limit
+        self._max_discard = max(self._max_discard, limit)
 
     @property
     def buffered(self) -> int:
@@ -64,10 +85,12 @@ class LineReader:
 
     def feed(self, data: bytes) -> None:
         """Add received bytes; call next_line() until it returns None before feeding more."""
-        if not data:
+        if not data or self._ended is not None:
             return
         if self._discarding:
             end = data.find(b"\n")
+            if not self._count_discarded(len(data) if end < 0 else end):
+                return
             if end < 0:
                 return
             self._discarding = False
@@ -78,8 +101,23 @@ class LineReader:
             self._buf = self._buf[self._pos :] + data
             self._pos = 0
 
+    def _count_discarded(self, octets: int) -> bool:
+        """Add octets of the over-long line; False (and give up) once it is past max_discard."""
+        self._discarded += octets
+        if self._discarded <= self._max_discard:
+            return True
+        self._ended = False
+        self._discarding = True
+        self._buf, self._pos = b"", 0
+        return False
+
     def next_line(self) -> bytes | LineTooLong | None:
-        """The next complete line without its line end, LINE_TOO_LONG, or None if none yet."""
+        """The next complete line without its line end, a LineTooLong marker, or None."""
+        if self._ended is not None:
+            if self._ended:
+                return None
+            self._ended = True
+            return LINE_NEVER_ENDS
         buf, pos = self._buf, self._pos
         end = buf.find(b"\n", pos, pos + self._limit)
         if end >= 0:
@@ -90,11 +128,14 @@ class LineReader:
             return None
         # Over the limit with no line end in sight: report once, keep none of it.
         end = buf.find(b"\n", pos + self._limit)
+        self._discarded = 0
         if end >= 0:
             self._consume(end + 1)
+            self._count_discarded(end - pos)
         else:
             self._buf, self._pos = b"", 0
             self._discarding = True
+            self._count_discarded(len(buf) - pos)
         return LINE_TOO_LONG
 
     def _consume(self, upto: int) -> None:

@@ -10,6 +10,7 @@ by chunk, so a message of any size passes through in bounded memory.
 from __future__ import annotations
 
 import logging
+import sys
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ from typing import Final
 from firmware.config.budget import RamBudget
 from firmware.config.profile import Profile
 from firmware.errors import CorruptRecordError, DeviceError, MemoryFullError
-from firmware.pop3.auth import apop_matches, make_apop_timestamp
+from firmware.pop3.auth import LEGACY_METHODS, apop_matches, make_apop_timestamp
 from firmware.pop3.framing import (
+    LINE_NEVER_ENDS,
     LINE_TOO_LONG,
     MAX_COMMAND_LINE,
     LineTooLong,
@@ -35,6 +37,7 @@ from firmware.security.sasl import (
     BAD_CREDENTIALS,
     MALFORMED,
     MAX_RESPONSE_LINE,
+    NO_LEGACY_SECRET,
     OVERSIZED,
     Challenge,
     SaslEncodingError,
@@ -63,6 +66,22 @@ _MAX_REPLY_LINE: Final = 510  # RFC 2449 §4: 512 octets with CRLF
 SASL_LINE_LIMIT: Final = MAX_RESPONSE_LINE + 2
 """Octets per client line (CRLF included) while a SASL exchange waits for a response."""
 BOX_LOCKED: Final = "box-locked"
+
+
+def parse_number(text: str) -> int | None:
+    """An RFC 1939 number argument (message number, TOP line count), or None if it is not one.
+
+    One or more ASCII digits, any length, leading zeros allowed ("0002" is 2); no sign, no
+    spaces, no other scripts' digits. Every numeric argument of every command is read here.
+    """
+    if not text or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
+def _arguments(rest: str) -> list[str]:
+    """A command's arguments: the words of the rest of its line, split at spaces."""
+    return [word for word in rest.split(" ") if word]
 
 
 class State(Enum):
@@ -236,6 +255,10 @@ class Pop3Protocol:
         """Handle one command line (without its line end); always exactly one reply."""
         if self.state is not State.AUTHORIZATION and self.state is not State.TRANSACTION:
             return Reply(b"-ERR session is over\r\n", close=True)
+        if line is LINE_NEVER_ENDS:
+            self._sasl = None
+            authlog.log_event("limit", self.peer, limit="line-length", session=self.session_id)
+            return Reply(b"-ERR line too long and still no line end; closing\r\n", close=True)
         if self._sasl is not None:
             return self._sasl_response(line)
         if line is LINE_TOO_LONG:
@@ -283,14 +306,29 @@ class Pop3Protocol:
 
     def _message_index(self, arg: str) -> int | Reply:
         """0-based index of a live message named by `arg`, or the -ERR reply to send."""
-        if not (arg.isascii() and arg.isdigit()) or len(arg) > 10:
-            return self._bad("-ERR a message number is a positive decimal number")
-        number = int(arg)
-        if number < 1 or number > len(self._uids):
-            return self._bad(f"-ERR no message {number}; there are {len(self._uids)}")
+        number = parse_number(arg)
+        if number is None:
+            return self._bad("-ERR a message number is a decimal number (1, 2, ...)")
+        count = len(self._uids)
+        if number < 1 or number > count:
+            there = "there are no messages" if not count else f"messages are 1 to {count}"
+            return self._bad(f"-ERR no message {number}; {there}")
         if self._deleted is not None and number - 1 in self._deleted:
             return self._bad(f"-ERR message {number} is deleted")
         return number - 1
+
+    def _one_message(
+        self, keyword: str, rest: str, *, optional: bool = False
+    ) -> int | Reply | None:
+        """The index named by a command's one message-number argument; None if optional and
+        absent; or the -ERR reply to send."""
+        args = _arguments(rest)
+        if not args and optional:
+            return None
+        if len(args) != 1:
+            many = "at most one message number" if optional else "one message number"
+            return self._bad(f"-ERR {keyword} takes {many}")
+        return self._message_index(args[0])
 
     def _no_args(self, keyword: str, rest: str) -> Reply | None:
         return None if not rest.strip() else self._bad(f"-ERR {keyword} takes no arguments")
@@ -366,14 +404,15 @@ class Pop3Protocol:
         self._user_name = None
         if self._timestamp is None or not self._profile().bool("pop3.apop"):
             return self._bad("-ERR APOP is not offered on this device")
-        parts = rest.split(" ")
-        if len(parts) != 2 or not parts[0] or not parts[1]:
+        parts = _arguments(rest)
+        if len(parts) != 2:
             return self._bad("-ERR APOP takes a mailbox name and a digest")
         name, digest = parts
         timestamp = self._timestamp
-        return self._login(
-            name, "APOP", lambda: apop_matches(timestamp, self._store.apop_secret(name), digest)
-        )
+        secret = self._store.apop_secret(name)
+        if secret is None:
+            return self._no_legacy_secret(name, "APOP")
+        return self._login(name, "APOP", lambda: apop_matches(timestamp, secret, digest))
 
     def _cmd_stls(self, rest: str) -> Reply:
         bad = self._no_args("STLS", rest)
@@ -390,11 +429,11 @@ class Pop3Protocol:
         """RFC 5034 AUTH; with no argument, list the mechanisms (what Outlook asks)."""
         self._user_name = None
         offered = self._mechanisms()
-        if not rest:
+        args = _arguments(rest)
+        if not args:
             names = [name.encode("ascii") + b"\r\n" for name in offered]
             return Reply(b"+OK SASL mechanisms follow\r\n", fixed_body(names))
-        args = rest.split(" ")
-        if len(args) > 2 or not all(args):
+        if len(args) > 2:
             return self._bad("-ERR AUTH takes a mechanism and an optional initial response")
         mechanism = new_mechanism(
             args[0],
@@ -435,7 +474,30 @@ class Pop3Protocol:
             return Reply(b"+ " + encode(step.data) + b"\r\n")
         if isinstance(step, Success):
             return self._login(step.box, mechanism.name, lambda: True)
+        if step.reason == NO_LEGACY_SECRET and step.box is not None:
+            return self._no_legacy_secret(step.box, mechanism.name)
         return self._login_failed(step.box, mechanism.name, step.reason)
+
+    def _no_legacy_secret(self, name: str, mech: str) -> Reply:
+        """APOP or CRAM-MD5 for a name that keeps no legacy secret: it can never succeed.
+
+        Said plainly, and not counted as a failed login (no penalty, no lock-out, no fail2ban
+        line): a client that picked the legacy method with the right password must learn to
+        use another one, not be locked out. Unknown names get the same reply as real boxes
+        without a secret, so only boxes that do keep one check the digest (docs/pop3.md).
+        """
+        authlog.log_event(
+            "auth-unavailable",
+            self.peer,
+            box=name,
+            mech=mech,
+            reason=NO_LEGACY_SECRET,
+            session=self.session_id,
+        )
+        return self._bad(
+            f"-ERR [AUTH] no {LEGACY_METHODS} secret is kept for {name}; "
+            "log in another way (see CAPA)"
+        )
 
     def _login_failed(self, name: str | None, mech: str, reason: str) -> Reply:
         """Count and log a failed login; the reply waits the client's growing penalty."""
@@ -511,6 +573,9 @@ class Pop3Protocol:
         )
 
     def _cmd_quit(self, rest: str) -> Reply:
+        bad = self._no_args("QUIT", rest)
+        if bad:
+            return bad
         if self.state is State.TRANSACTION:
             return self._update()
         self.end()
@@ -527,20 +592,20 @@ class Pop3Protocol:
         return bad or Reply(b"+OK %d %d\r\n" % (self._live_count, self._live_octets))
 
     def _cmd_list(self, rest: str) -> Reply:
-        if rest.strip():
-            index = self._message_index(rest.strip())
-            if isinstance(index, Reply):
-                return index
+        index = self._one_message("LIST", rest, optional=True)
+        if isinstance(index, Reply):
+            return index
+        if index is not None:
             return Reply(b"+OK %d %d\r\n" % (index + 1, self._sizes[index]))
         count, size = plural(self._live_count, "message"), plural(self._live_octets, "octet")
         head = f"+OK {count} ({size})\r\n".encode("ascii")
         return Reply(head, self._listing_body(self._sizes))
 
     def _cmd_uidl(self, rest: str) -> Reply:
-        if rest.strip():
-            index = self._message_index(rest.strip())
-            if isinstance(index, Reply):
-                return index
+        index = self._one_message("UIDL", rest, optional=True)
+        if isinstance(index, Reply):
+            return index
+        if index is not None:
             return Reply(_line(f"+OK {index + 1} {self._uids[index]}"))
         return Reply(
             b"+OK unique-id listing follows\r\n",
@@ -581,23 +646,27 @@ class Pop3Protocol:
         return Reply(b"+OK top of message follows\r\n", body)
 
     def _cmd_retr(self, rest: str) -> Reply:
-        index = self._message_index(rest.strip())
+        index = self._one_message("RETR", rest)
+        assert index is not None
         return index if isinstance(index, Reply) else self._stream(index, None)
 
     def _cmd_top(self, rest: str) -> Reply:
-        parts = rest.split()
+        parts = _arguments(rest)
         if len(parts) != 2:
             return self._bad("-ERR TOP takes a message number and a line count")
         index = self._message_index(parts[0])
         if isinstance(index, Reply):
             return index
-        count = parts[1]
-        if not (count.isascii() and count.isdigit()) or len(count) > 12:
-            return self._bad("-ERR the TOP line count is a non-negative decimal number")
-        return self._stream(index, int(count))
+        count = parse_number(parts[1])
+        if count is None:
+            return self._bad("-ERR a TOP line count is a decimal number (0, 1, ...)")
+        # RFC 1939 §7 sets no bound; a count beyond the body sends the whole body. Clamped
+        # only so that the store sees a machine-sized integer.
+        return self._stream(index, min(count, sys.maxsize))
 
     def _cmd_dele(self, rest: str) -> Reply:
-        index = self._message_index(rest.strip())
+        index = self._one_message("DELE", rest)
+        assert index is not None
         if isinstance(index, Reply):
             return index
         if self._deleted is None:

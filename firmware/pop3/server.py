@@ -63,6 +63,8 @@ SEND_COALESCE: Final = 16384
 REFUSE_TIMEOUT_S: Final = 2.0
 MAX_REFUSING: Final = 32
 CLOSE_DRAIN_S: Final = 1.0
+CLOSE_DRAIN_BYTES: Final = 65536
+"""After a closing reply, at most this much more is read (and dropped) before closing."""
 TLS_SESSION_RAM: Final = 40960
 """Bytes a TLS session reserves on top of SESSION_RAM: OpenSSL's record buffers and state."""
 
@@ -585,9 +587,10 @@ class Pop3Service:
         """Half-close and drain briefly, so a last reply is not lost to a TCP reset.
 
         Runs after the session's slot, lock and RAM are given back, so a client that is slow
-        to close does not hold up admission. TLS cannot half-close (SSLStream has no
-        send_eof): there we send close_notify and close; a peer that closes without one
-        is a normal disconnect.
+        to close does not hold up admission. At most CLOSE_DRAIN_BYTES are read, so a peer
+        that floods (an endless line) is not read for the whole second. TLS cannot half-close
+        (SSLStream has no send_eof): there we send close_notify and close; a peer that closes
+        without one is a normal disconnect.
         """
         stream = session.stream
         with trio.move_on_after(CLOSE_DRAIN_S):
@@ -596,7 +599,11 @@ class Pop3Service:
                     await stream.aclose()
                     return
                 await session.socket_stream.send_eof()
-                while await stream.receive_some(RECEIVE_SIZE):
-                    pass
+                drained = 0
+                while drained <= CLOSE_DRAIN_BYTES:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                    if not data:
+                        break
+                    drained += len(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass

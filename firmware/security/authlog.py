@@ -21,6 +21,7 @@ LOGGER = logging.getLogger("dpfw.auth")
 EVENTS = {
     "auth-ok": "a login succeeded (USER/PASS, APOP or AUTH)",
     "auth-fail": "a login failed: bad credentials, malformed exchange, locked box, ...",
+    "auth-unavailable": "APOP/CRAM-MD5 for a name without a legacy secret: refused, not counted",
     "tls-fail": "a TLS handshake failed or STLS was refused",
     "limit": "a connection was refused or closed by a limit (sessions, per-client, failures)",
     "preauth-timeout": "a client that never logged in was closed after pop3.preauth_timeout_s",

@@ -84,7 +84,7 @@ def check_new_password(password: str) -> str:
     """The one password policy: SASLprep (RFC 4013) accepts it and leaves 4 to 64 characters.
 
     Every path where a person sets a password calls it: console `passwd` and `box add|passwd`
-    (firmware.device.admin), `dpfw box add|passwd`, `dpfw image create`. `make_credentials`
+    and `dpfw box add|passwd` (firmware.ops), `dpfw image create`. `make_credentials`
     does not, so records and fixtures made before the policy still load. Returns the prepared
     password; raises DeviceError with one line: "the password cannot be used: ..." or
     PASSWORD_RULE.

@@ -48,6 +48,7 @@ MALFORMED = "malformed"
 OVERSIZED = "oversized"
 AUTHZID_REFUSED = "authzid-refused"
 CHANNEL_BINDING = "channel-binding-unsupported"
+EXTENSION = "extension-unsupported"
 NO_LEGACY_SECRET = "no-legacy-secret"
 UNEXPECTED_INITIAL_RESPONSE = "unexpected-initial-response"
 
@@ -387,8 +388,8 @@ class ScramSha256:
             authzid = _scram_unescape(authzid_attr[2:])
             if not authzid:
                 return self._fail(MALFORMED)
-        if bare[0].startswith("m="):  # a mandatory extension we do not know: MUST fail
-            return self._fail(MALFORMED)
+        if any(attr.startswith("m=") for attr in bare):
+            return self._fail(EXTENSION)  # RFC 5802 §5.1: any `m` MUST fail the exchange
         if not bare[0].startswith("n=") or not bare[1].startswith("r="):
             return self._fail(MALFORMED)
         username = _scram_unescape(bare[0][2:])
@@ -437,6 +438,9 @@ class ScramSha256:
             or not all(_SCRAM_EXTENSION.fullmatch(ext) for ext in parts[2:-1])
         ):
             return self._server_error("invalid-encoding", MALFORMED)
+        if any(ext.startswith("m=") for ext in parts[2:-1]):
+            # RFC 5802 §5.1: an `m` attribute anywhere MUST fail; §7 names the error.
+            return self._server_error("extensions-not-supported", EXTENSION)
         if _b64_strict(parts[0][2:]) != self._gs2_header.encode("utf-8"):
             return self._server_error("channel-bindings-dont-match", MALFORMED)
         if not hmac.compare_digest(parts[1][2:].encode(), self._combined_nonce.encode()):
@@ -468,7 +472,11 @@ _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{32}")
 
 
 class CramMd5:
-    """CRAM-MD5 (RFC 2195): legacy, needs the plaintext-equivalent secret; offer only if enabled."""
+    """CRAM-MD5 (RFC 2195): legacy, needs the plaintext-equivalent secret; offer only if enabled.
+
+    A name without a legacy secret (unknown, or a box made without one) fails with
+    NO_LEGACY_SECRET, which the POP3 core reports plainly and does not count as a failed login.
+    """
 
     name = "CRAM-MD5"
 
@@ -509,9 +517,8 @@ class CramMd5:
         if not box or not _HEX_DIGEST.fullmatch(digest):
             return Failure(MALFORMED)
         creds = self._credentials_for(box)
-        if creds is None:
-            return Failure(BAD_CREDENTIALS, box)
-        if creds.legacy_secret is None:
+        if creds is None or creds.legacy_secret is None:
+            # An unknown name and a box without a secret look alike: neither can succeed.
             return Failure(NO_LEGACY_SECRET, box)
         expected = hmac.new(creds.legacy_secret.encode(), self._challenge, "md5").hexdigest()
         if not hmac.compare_digest(expected, digest.lower()):

@@ -129,6 +129,31 @@ class _Extent:
     seq: int  # message seq, or -1 (delete record, unreadable span)
 
 
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """The limits the store enforces: a small value, not a profile.
+
+    A running device gives the store the limits of its *running* profile (so a `--set
+    mailbox.quota_mib=...` for one run is enforced); an image opened offline uses the saved
+    profile's (`Board.limits` until something else is set).
+    """
+
+    max_boxes: int  # mailbox.max_boxes
+    max_messages: int  # mailbox.max_messages, per box
+    quota_mib: int  # mailbox.quota_mib, per box
+    compact_threshold_pct: int  # storage.compact_threshold_pct
+
+
+def limits_of(profile: Profile) -> StoreLimits:
+    """The store's limits as `profile` sets them."""
+    return StoreLimits(
+        max_boxes=profile.int("mailbox.max_boxes"),
+        max_messages=profile.int("mailbox.max_messages"),
+        quota_mib=profile.int("mailbox.quota_mib"),
+        compact_threshold_pct=profile.int("storage.compact_threshold_pct"),
+    )
+
+
 @dataclass
 class _BoxState:
     seqs: dict[int, None] = field(default_factory=dict)  # arrival order
@@ -149,6 +174,7 @@ class Board:
         self._next_seq = state.seq_floor
         self._problems: list[Problem] = []
         self._uid_tag = image.geometry.image_id[:4].hex()
+        self._limits: StoreLimits | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -346,6 +372,15 @@ class Board:
         self._image.write_nvram(nv.encode(state))
         self._state = state
 
+    @property
+    def limits(self) -> StoreLimits:
+        """The limits in force: set by the running device, else the saved profile's."""
+        return self._limits if self._limits is not None else limits_of(self.profile)
+
+    @limits.setter
+    def limits(self, limits: StoreLimits | None) -> None:
+        self._limits = limits
+
     def set_profile(self, profile: Profile) -> None:
         """Make `profile` the active profile (atomic NVRAM update)."""
         self._commit(self._state.evolve(profile=profile))
@@ -423,7 +458,7 @@ class Board:
         check_box_name(name)
         if name in self._state.boxes:
             raise BoxError(f"box {name!r} already exists")
-        limit = self.profile.int("mailbox.max_boxes")
+        limit = self.limits.max_boxes
         if len(self._state.boxes) >= limit:
             raise QuotaError(
                 f"cannot add box {name!r}: the profile allows {plural(limit, 'box')} "
@@ -498,13 +533,14 @@ class Board:
         needed; a stream that cannot seek (a pipe) is encoded straight into the log in one pass.
         """
         rec, state = self._box(box)
-        max_messages = self.profile.int("mailbox.max_messages")
+        limits = self.limits
+        max_messages = limits.max_messages
         if len(state.seqs) >= max_messages:
             raise QuotaError(
                 f"box {box!r} is full: it holds {plural(len(state.seqs), 'message')}, "
                 f"the profile allows {max_messages} (mailbox.max_messages)"
             )
-        quota_left = self.profile.int("mailbox.quota_mib") * MiB - state.bytes
+        quota_left = limits.quota_mib * MiB - state.bytes
         template = Header(0, KIND_MESSAGE, self._next_seq, 0, 0, rec.box_id, time.time())
         if isinstance(message, bytes | bytearray | memoryview) or _seekable(message):
             written = self._deliver_measured(box, message, quota_left, template)
@@ -517,7 +553,7 @@ class Board:
         return self._info(self._msgs[written.seq])
 
     def _over_quota(self, box: str, new: int, quota_left: int) -> QuotaError:
-        quota = self.profile.int("mailbox.quota_mib")
+        quota = self.limits.quota_mib
         return QuotaError(
             f"box {box!r} is over quota: {quota * MiB - quota_left} bytes stored + {new} bytes "
             f"new exceed {quota} MiB (mailbox.quota_mib)"
@@ -722,7 +758,7 @@ class Board:
     def _auto_compact(self) -> None:
         """Compact when free space falls below storage.compact_threshold_pct."""
         capacity = self._log.capacity
-        threshold = capacity * self.profile.int("storage.compact_threshold_pct") // 100
+        threshold = capacity * self.limits.compact_threshold_pct // 100
         reclaimable = self._log.used - self._live_bytes
         if self._log.free < threshold and reclaimable >= min(
             self.geometry.block_size, capacity // 100

@@ -119,7 +119,11 @@ def boot_notice(notice: str, board: Board) -> list[str]:
 
 def create_demo(path: Path, *, size: int | None = None) -> Board:
     """Create the demo image at `path` and return it open."""
+    # A lab image: plaintext logins allowed, and the legacy methods (APOP, CRAM-MD5) on with
+    # every demo box keeping a legacy secret, so whatever method a client picks from the
+    # greeting and CAPA works (curl picks CRAM-MD5, or APOP, when offered).
     profile = factory(MODEL).with_value("pop3.plaintext_auth", "always", "demo profile")
+    profile = profile.with_value("pop3.apop", "true", "demo profile")
     board = Board.create(path, profile, ADMIN_PASSWORD, size=size)
     host = profile.str("identity.hostname")
     try:

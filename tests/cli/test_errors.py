@@ -211,7 +211,7 @@ def _fiu(point: str, errno: int) -> list[str]:
 def test_create_with_a_failing_fsync(tmp_path: Path) -> None:
     img = tmp_path / "x.img"
     proc = run_dpfw(
-        "image", "create", str(img), "--profile", "DP-3510", "--admin-password", "pw",
+        "image", "create", str(img), "--profile", "DP-3510", "--admin-password", "test-pw",
         prefix=_fiu("posix/io/sync/fsync", 5),
     )  # fmt: skip
     assert "fsync failed: Input/output error" in one_error_line(proc)
@@ -222,7 +222,7 @@ def test_create_with_a_failing_fsync(tmp_path: Path) -> None:
 def test_create_on_a_full_disk(tmp_path: Path) -> None:
     img = tmp_path / "x.img"
     proc = run_dpfw(
-        "image", "create", str(img), "--profile", "DP-3510", "--admin-password", "pw",
+        "image", "create", str(img), "--profile", "DP-3510", "--admin-password", "test-pw",
         prefix=_fiu("posix/io/rw/pwrite", 28),
     )  # fmt: skip
     assert "storage full" in one_error_line(proc)
@@ -272,7 +272,7 @@ def test_create_in_a_read_only_directory(tmp_path: Path) -> None:
     if probe.returncode != 0:
         pytest.skip("no private mount namespace (needs root)")
     proc = run_dpfw(
-        "image", "create", str(ro / "x.img"), "--profile", "DP-3510", "--admin-password", "pw",
+        "image", "create", str(ro / "x.img"), "--profile", "DP-3510", "--admin-password", "test-pw",
         prefix=["unshare", "--mount", "sh", "-c", script, "sh", str(ro)],
     )  # fmt: skip
     assert "cannot create: Read-only file system" in one_error_line(proc)

@@ -90,9 +90,9 @@ def test_apply_factory_and_reset_take_every_factory_value(image: Path) -> None:
     assert tomllib.loads(dpfw("profile", "show", str(image)).stdout) == tomllib.loads(
         factory("DP-6030").to_toml()
     )
-    dpfw("profile", "set", str(image), "pop3.apop", "false")
+    dpfw("profile", "set", str(image), "pop3.apop", "true")
     out = dpfw("profile", "reset", str(image)).stdout
-    assert "  pop3.apop: false -> true\n" in out
+    assert "  pop3.apop: true -> false\n" in out
     assert "no value changed" in dpfw("profile", "reset", str(image)).stdout
 
 

@@ -7,6 +7,7 @@ no stand-in for the device. Tests that only need the sans-IO shell with no servi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import trio
 
 from firmware.config.profile import factory
-from firmware.console.shell import ConsoleShell
+from firmware.console.shell import STORE_OPERATIONS, ConsoleShell, StoreAction
 from firmware.device.device import Device, RunOptions
 from firmware.ops import system
 from firmware.ops.context import OpsContext
@@ -48,6 +49,12 @@ class Term:
     def run(self, line: str) -> str:
         """One command: the output between the echoed line and the next prompt."""
         out = self.type(line + "\r")
+        action = self.shell.take_action()
+        if isinstance(action, StoreAction):  # as the port does (tests/console/test_port.py)
+            operation, show = STORE_OPERATIONS[action.what]
+            out += self.shell.finish_action(show(operation(self.shell.ctx))).decode("ascii")
+        elif action is not None:
+            self.shell.finish_action("")  # scans and power are tested with take_action
         echo = line + "\r\n"
         assert out.startswith(echo), out
         out = out[len(echo) :]
@@ -68,6 +75,19 @@ async def wait_booted(device: Device, boots: int = 1) -> None:
         await device.wait_booted()
 
 
+@contextlib.asynccontextmanager
+async def running_device(options: RunOptions) -> AsyncIterator[Device]:
+    """A Device booted from `options` (serving POP3), shut down when the block ends."""
+    device = Device(options)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(device.run)
+        await wait_booted(device)
+        try:
+            yield device
+        finally:
+            device.request_shutdown()
+
+
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
     path = tmp_path / "board.img"
@@ -78,14 +98,8 @@ def image(tmp_path: Path) -> Path:
 @pytest.fixture
 async def device(image: Path) -> AsyncIterator[Device]:
     """The device booted from `image`, POP3 on a free loopback port, no console of its own."""
-    device = Device(RunOptions(image=image, pop3=("127.0.0.1", 0)))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(device.run)
-        await wait_booted(device)
-        try:
-            yield device
-        finally:
-            device.request_shutdown()
+    async with running_device(RunOptions(image=image, pop3=("127.0.0.1", 0))) as device:
+        yield device
 
 
 @pytest.fixture
@@ -139,14 +153,9 @@ async def live_device(tmp_path: Path) -> AsyncIterator[Device]:
     profile = profile.with_value("pop3.auth_failure_delay_s", "0")
     with Board.create(path, profile, ADMIN_PASSWORD, size=8 * MIB) as board:
         board.add_box("alice", BOX_PASSWORD)
-    device = Device(RunOptions(image=path, pop3=("127.0.0.1", 0), pop3s=("127.0.0.1", 0)))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(device.run)
-        await wait_booted(device)
-        try:
-            yield device
-        finally:
-            device.request_shutdown()
+    options = RunOptions(image=path, pop3=("127.0.0.1", 0), pop3s=("127.0.0.1", 0))
+    async with running_device(options) as device:
+        yield device
 
 
 @pytest.fixture

@@ -100,6 +100,9 @@ async def test_pyserial_on_a_pty_logs_in_and_runs_commands(
         assert device.board.profile.int("pop3.max_sessions") == 3
         out = await client.run("profile export")
         assert out.count("\n") > 30  # a long answer arrives whole
+        out = await client.run("fsck")  # a StoreAction: run by the port, then the prompt
+        assert re.search(r"fsck: \d+ records? checked, all clean", out), out
+        assert "compact: " in await client.run("compact")
         await client.send("statx\x7fus\r")  # line editing over the wire
         assert "uptime" in await client.expect("DP-3530> ")
     finally:

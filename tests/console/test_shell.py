@@ -279,7 +279,7 @@ async def test_profile_show_and_get(admin_term: Term) -> None:
     out = admin_term.run("profile show")
     assert re.search(r"^pop3.max_sessions\s+= 16$", out, re.M)
     assert re.search(r"^scan.color_modes\s+= mono, gray, color$", out, re.M)
-    assert re.search(r"^pop3.apop\s+= true$", out, re.M)
+    assert re.search(r"^pop3.apop\s+= false$", out, re.M)  # booleans as TOML writes them
     assert "(" not in out and "'" not in out  # no Python tuples or quotes
     assert admin_term.run("profile show pop3.port") == admin_term.run("profile get pop3.port")
     other = admin_term.run("profile show dp-6030")
@@ -835,12 +835,18 @@ async def test_tls_import_can_be_cancelled_and_is_bounded(
 async def test_box_show_and_list_say_whether_a_box_has_a_legacy_secret(
     admin_term: Term, device: Device
 ) -> None:
-    add_box(admin_term, "alice")
+    add_box(admin_term, "alice")  # the factory has pop3.apop off: no legacy secret
     assert "legacy" not in admin_term.run("box list")
     assert "no legacy secret: no APOP, CRAM-MD5" in admin_term.run("box show alice")
-    admin_term.run("box add bob legacy")
-    admin_term.type("bob-pw-1\r")
-    assert "box bob added (APOP/CRAM-MD5 secret kept)" in admin_term.type("bob-pw-1\r")
+    out = admin_term.run("profile set pop3.apop true").replace("\r\n", "\n")
+    assert "pop3.apop = true (saved; applied now)\n" in out
+    assert "WARNING: pop3.apop is on, but 1 box has no APOP/CRAM-MD5 secret\n" in out
+    assert "  and cannot log in with APOP or CRAM-MD5: alice\n" in out
+    assert "`box passwd NAME legacy`" in out
+    assert "box bob added (APOP/CRAM-MD5 secret kept)" in add_box(admin_term, "bob")
+    admin_term.run("box add carol nolegacy")
+    admin_term.type("carol-pw-1\r")
+    assert "box carol added; it keeps no APOP/CRAM-MD5 secret" in admin_term.type("carol-pw-1\r")
     out = admin_term.run("box list")
     assert re.search(r"^bob .* legacy secret \(APOP, CRAM-MD5\)$", out, re.M)
     assert not re.search(r"^alice .*legacy", out, re.M)
@@ -871,6 +877,18 @@ async def test_box_passwd_keeps_enables_or_drops_the_legacy_secret(
     creds = device.board.box_credentials("alice")
     assert creds is not None and verify_password(creds, "new-pw")
     assert creds.legacy_secret == ("new-pw" if has else None)
+
+
+async def test_box_passwd_gives_a_legacy_secret_while_pop3_apop_is_on(
+    admin_term: Term, device: Device
+) -> None:
+    device.board.add_box("alice", "old-pw")
+    admin_term.run("profile set pop3.apop true")
+    admin_term.run("box passwd alice")
+    admin_term.type("new-pw\r")
+    assert "APOP/CRAM-MD5 secret kept from now on" in admin_term.type("new-pw\r")
+    creds = device.board.box_credentials("alice")
+    assert creds is not None and creds.legacy_secret == "new-pw"
 
 
 async def test_box_passwd_refuses_an_unknown_option(admin_term: Term, device: Device) -> None:

@@ -45,7 +45,7 @@ def test_profile_from_another_firmware_version_still_boots(
 ) -> None:
     base = factory("DP-3530")
     text = base.with_value("pop3.max_sessions", "5").to_toml()
-    text = text.replace("apop = true\n", "")  # a key this image's firmware did not know
+    text = text.replace(f"apop = {str(base.bool('pop3.apop')).lower()}\n", "")  # unknown then
     text += "\n[future]\nfeature = 1\n"  # a key this firmware does not know
     text = text.replace("baud = 115200", "baud = 1234")  # no longer allowed
     profile = profile_from_nvram(text, "slot")

@@ -162,6 +162,7 @@ def test_every_result_is_plain_json(ctx: OpsContext) -> None:
         profile.commit(ctx, profile.plan_apply(ctx, "DP-4520")),
         sessions.session_list(ctx),
         ops_tls.tls_show(ctx),
+        ops_tls.tls_pem(ctx),
         storage.fsck(ctx),
         storage.compact(ctx),
     ]
@@ -179,7 +180,7 @@ def test_every_result_is_plain_json(ctx: OpsContext) -> None:
             assert isinstance(value, plain), f"{where}: {type(value).__name__}"
 
     for result in results:
-        assert dataclasses.is_dataclass(result)
+        assert dataclasses.is_dataclass(result) and not isinstance(result, type)
         data = dataclasses.asdict(result)
         check(data, type(result).__name__)
         json.dumps(data)

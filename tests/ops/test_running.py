@@ -18,7 +18,7 @@ import trustme
 
 from firmware.config.profile import MODELS, factory
 from firmware.device.device import Device, RunOptions, apply_overrides
-from firmware.errors import BoxError, DeviceError, ProfileError
+from firmware.errors import BoxError, DeviceError, ProfileError, QuotaError
 from firmware.ops import boxes, profile, render, sessions, status, storage, system
 from firmware.ops import tls as ops_tls
 from firmware.ops.context import OpsContext
@@ -28,6 +28,7 @@ from firmware.ops.scans import prepare_scan, run_scan
 from firmware.security import tls
 from firmware.security.abuse import LOCKOUT_FAILURES
 from firmware.store.board import Board
+from tests.console.conftest import running_device, wait_booted
 
 ADMIN_PASSWORD = "admin-test-pw"
 ALICE_PASSWORD = "alice-pw"
@@ -46,23 +47,10 @@ def image(tmp_path: Path) -> Path:
     return path
 
 
-async def wait_booted(device: Device, boots: int = 1) -> tuple[str, int]:
-    with trio.fail_after(20):
-        while device.boots < boots or not device.pop3_addresses or device.pop3 is None:
-            await trio.sleep(0.01)
-    return device.pop3_addresses[0]
-
-
 @pytest.fixture
 async def device(image: Path) -> AsyncIterator[Device]:
-    device = Device(RunOptions(image=image, pop3=("127.0.0.1", 0)))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(device.run)
-        await wait_booted(device)
-        try:
-            yield device
-        finally:
-            device.request_shutdown()
+    async with running_device(RunOptions(image=image, pop3=("127.0.0.1", 0))) as device:
+        yield device
 
 
 class Admin:
@@ -270,6 +258,7 @@ async def test_a_reboot_key_stays_pending_until_reboot(admin: Admin, device: Dev
     """The greeting, CRAM challenge, prompt, status and scans keep the running identity."""
     out = admin.profile_set([("identity.model", "dp-4520")])
     assert out == "identity.model = DP-4520 (saved; applies after reboot; running: DP-3530)"
+    admin.profile_set([("pop3.apop", "true")])  # live: the greeting carries a timestamp now
     out = admin.profile_set([("identity.hostname", "copier.example")])
     assert out == (
         "identity.hostname = copier.example (saved; applies after reboot; running: dp3530.local)"
@@ -342,24 +331,17 @@ async def test_a_run_only_override_is_the_running_value(image: Path) -> None:
         pop3=("127.0.0.1", 0),
         overrides={"identity.hostname": "bench.lab", "pop3.max_sessions": "3"},
     )
-    device = Device(options)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(device.run)
-        await wait_booted(device)
+    async with running_device(options) as device:
         admin = Admin(device)
-        try:
-            assert device.profile.str("identity.hostname") == "bench.lab"
-            assert device.pending() == []
-            out = admin.profile_set([("identity.hostname", "saved.lab")])
-            assert (
-                out
-                == "identity.hostname = saved.lab (saved; applies after reboot; running: bench.lab)"
-            )
-            assert device.profile.str("identity.hostname") == "bench.lab"
-            assert device.board.profile.str("identity.hostname") == "saved.lab"
-            assert device.board.profile.int("pop3.max_sessions") == 16  # never written
-        finally:
-            device.request_shutdown()
+        assert device.profile.str("identity.hostname") == "bench.lab"
+        assert device.pending() == []
+        out = admin.profile_set([("identity.hostname", "saved.lab")])
+        assert (
+            out == "identity.hostname = saved.lab (saved; applies after reboot; running: bench.lab)"
+        )
+        assert device.profile.str("identity.hostname") == "bench.lab"
+        assert device.board.profile.str("identity.hostname") == "saved.lab"
+        assert device.board.profile.int("pop3.max_sessions") == 16  # never written
 
 
 def test_a_bad_run_only_host_name_is_refused(image: Path) -> None:
@@ -487,7 +469,9 @@ async def test_tls_import_and_selfsign_apply_after_reboot(admin: Admin, device: 
 async def test_box_legacy_secret_and_what_box_show_says(admin: Admin, device: Device) -> None:
     assert "no legacy secret: no APOP, CRAM-MD5" in admin.box_show("alice")
     out = admin.box_passwd("alice", "alice-new", "alice-new", legacy=True)
-    assert out.endswith("APOP/CRAM-MD5 secret kept from now on")
+    first, note = out.split("\n")  # the factory has pop3.apop off: the second line says so
+    assert first.endswith("APOP/CRAM-MD5 secret kept from now on")
+    assert note == "(APOP/CRAM-MD5 secret kept; pop3.apop is off)"
     creds = device.board.box_credentials("alice")
     assert creds is not None and creds.legacy_secret == "alice-new"
     assert "legacy secret kept" in admin.box_show("alice")
@@ -543,7 +527,7 @@ async def test_a_certificate_saved_since_boot_is_seen_by_every_front_end(
     view = ops_tls.tls_show(other)
     assert view.saved_since_boot and view.serving
     assert "(the one above was saved since boot: in service after reboot)" in render.tls_view(view)
-    assert ops_tls.tls_pem(other)[1] is True
+    assert ops_tls.tls_pem(other).saved_since_boot
     system.reboot(other)
     await wait_booted(device, boots=2)
     assert not ops_tls.tls_show(OpsContext.running(device)).saved_since_boot
@@ -570,3 +554,28 @@ async def test_status_fields_on_a_running_device(admin: Admin, device: Device) -
     assert s.running and s.pop3.running and s.pop3.tls_available
     assert (s.model, s.next_model, s.pending) == ("DP-3530", "DP-3530", 0)
     assert s.ram.total == 128 * MIB and s.flash.total > 0
+
+
+async def test_run_only_limits_are_the_ones_the_store_enforces(image: Path) -> None:
+    """`--set mailbox.max_messages=2 --set mailbox.max_boxes=1` for one run: the store refuses
+    the third message and a second box then (it used to read the saved profile); offline
+    afterwards the saved values are in force again."""
+    options = RunOptions(
+        image=image,
+        pop3=("127.0.0.1", 0),
+        overrides={"mailbox.max_messages": "2", "mailbox.max_boxes": "1"},
+    )
+    async with running_device(options) as device:
+        board = device.board
+        board.deliver("alice", b"Subject: two\r\n\r\nbody\r\n")
+        with pytest.raises(QuotaError, match=r"allows 2 \(mailbox.max_messages\)"):
+            board.deliver("alice", b"Subject: three\r\n\r\nbody\r\n")
+        with pytest.raises(QuotaError, match=r"\(mailbox\.max_boxes\)"):
+            board.add_box("bob", "bob-password")
+        # A live change on the console moves the store's limit with the running profile.
+        Admin(device).profile_set([("mailbox.max_messages", "3")])
+        board.deliver("alice", b"Subject: three\r\n\r\nbody\r\n")
+    with Board.open(image) as board:
+        assert board.limits.max_messages == 3  # the console's change was saved
+        assert board.limits.max_boxes == factory("DP-3530").int("mailbox.max_boxes")
+        board.add_box("bob", "bob-password")  # the run-only bound is gone

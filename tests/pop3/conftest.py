@@ -51,8 +51,11 @@ class LiveProfile:
 
 
 def board_settings() -> Profile:
-    """DP-3530 factory settings with USER/PASS allowed without TLS and no failure delay."""
+    """DP-3530 factory settings with USER/PASS allowed without TLS, no failure delay, and the
+    legacy methods (APOP, CRAM-MD5) on, which the factory leaves off: alice keeps a legacy
+    secret, bob does not (tests/pop3/test_defaults.py covers factory images as shipped)."""
     profile = factory("DP-3530").with_value("pop3.plaintext_auth", "always")
+    profile = profile.with_value("pop3.apop", "true")
     return profile.with_value("pop3.auth_failure_delay_s", "0")
 
 

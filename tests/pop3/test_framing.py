@@ -9,8 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware.pop3.framing import (
+    LINE_NEVER_ENDS,
     LINE_TOO_LONG,
     MAX_COMMAND_LINE,
+    MAX_DISCARD,
     LineReader,
     LineTooLong,
     MultilineBody,
@@ -59,16 +61,62 @@ def test_a_line_of_256_octets_is_too_long_once_and_the_next_line_survives() -> N
     assert drain(reader) == [LINE_TOO_LONG, b"NOOP"]
 
 
-def test_an_endless_line_is_reported_once_and_never_buffered() -> None:
+def test_a_long_line_is_reported_once_and_never_buffered() -> None:
     reader = LineReader()
     reports = []
-    for _ in range(2000):  # 8 MB without a line end
+    for _ in range(MAX_DISCARD // 4096):
         reader.feed(b"y" * 4096)
         reports += drain(reader)
         assert reader.buffered < 2 * MAX_COMMAND_LINE
     assert reports == [LINE_TOO_LONG]
-    reader.feed(b"yyy\r\nSTAT\r\n")
+    reader.feed(b"\r\nSTAT\r\n")  # with its CR, one octet more than MAX_DISCARD before LF
+    assert drain(reader) == [LINE_NEVER_ENDS]
+
+
+def test_a_line_of_max_discard_octets_before_its_lf_is_only_too_long() -> None:
+    reader = LineReader()
+    reader.feed(b"y" * (MAX_DISCARD - 1))
+    assert drain(reader) == [LINE_TOO_LONG]
+    reader.feed(b"\r\nSTAT\r\n")
     assert drain(reader) == [b"STAT"]
+
+
+def test_an_endless_line_is_given_up_after_max_discard() -> None:
+    # Public bug report: a peer streaming a line that never ends stayed connected after 4 MiB.
+    reader = LineReader()
+    reports = []
+    sent = 0
+    while LINE_NEVER_ENDS not in reports:
+        reader.feed(b"y" * 4096)
+        sent += 4096
+        reports += drain(reader)
+        assert reader.buffered < 2 * MAX_COMMAND_LINE
+        assert sent <= MAX_DISCARD + 4096
+    assert reports == [LINE_TOO_LONG, LINE_NEVER_ENDS]
+    reader.feed(b"\r\nSTAT\r\n")  # too late: nothing more is read from this peer
+    assert drain(reader) == []
+    assert reader.buffered == 0
+
+
+@given(
+    length=st.integers(min_value=250, max_value=1200),
+    cuts=st.lists(st.integers(min_value=0, max_value=1300), max_size=12),
+)
+def test_giving_up_on_a_line_depends_on_its_length_not_its_chunks(
+    length: int, cuts: list[int]
+) -> None:
+    reader = LineReader(64, max_discard=600)
+    data = b"x" * length + b"\r\nNOOP\r\n"
+    out: list[object] = []
+    start = 0
+    for cut in [*sorted(set(cuts)), len(data)]:
+        reader.feed(data[start:cut])
+        out += drain(reader)
+        start = cut
+    if length + 1 > 600:  # the CR counts: it is not a line end by itself
+        assert out == [LINE_TOO_LONG, LINE_NEVER_ENDS]
+    else:
+        assert out == [LINE_TOO_LONG, b"NOOP"]
 
 
 @given(

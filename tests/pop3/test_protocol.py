@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from firmware.config.budget import RamBudget
 from firmware.pop3.auth import apop_digest
-from firmware.pop3.framing import LINE_TOO_LONG, LineTooLong
+from firmware.pop3.framing import LINE_NEVER_ENDS, LINE_TOO_LONG, LineTooLong
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import BoardMailstore
 from firmware.pop3.protocol import (
@@ -90,6 +90,11 @@ class Session:
     def login(self, box: str = "alice", password: str = ALICE_PASSWORD) -> bytes:
         assert self.send(f"USER {box}").startswith(b"+OK")
         return self.send(f"PASS {password}")
+
+
+def state_of(s: Session) -> State:
+    """The session's state, read afresh (an assert on `s.p.state` would pin mypy's view)."""
+    return s.p.state
 
 
 def unstuff(body: bytes) -> bytes:
@@ -229,18 +234,43 @@ def test_apop_logs_in_with_the_legacy_secret(h: Harness) -> None:
     assert s.send(f"APOP alice {digest}").startswith(b"+OK alice has 3 messages")
 
 
-def test_apop_fails_alike_for_bad_digest_unknown_box_and_box_without_secret(h: Harness) -> None:
+def test_apop_with_a_wrong_digest_is_a_failed_login(h: Harness) -> None:
     s = h.session()
     timestamp = re.search(rb"<[^>]*>", s.greeting)
     assert timestamp is not None
     ts = timestamp.group().decode()
     expected = b"-ERR [AUTH] invalid mailbox name or password\r\n"
-    assert s.send(f"APOP alice {apop_digest(ts, 'wrong')}") == expected
-    assert s.send(f"APOP nosuch {apop_digest(ts, ALICE_PASSWORD)}") == expected
     h.profile.set("pop3.max_auth_failures", "10")
-    assert s.send(f"APOP bob {apop_digest(ts, BOB_PASSWORD)}") == expected
-    assert s.send("APOP alice").startswith(b"-ERR")
-    assert s.send("APOP alice NOTHEX").startswith(b"-ERR")
+    assert s.send(f"APOP alice {apop_digest(ts, 'wrong')}") == expected
+    assert s.send("APOP alice NOTHEX") == expected
+    assert h.stats.logins_failed == 2
+    assert s.send("APOP alice").startswith(b"-ERR APOP takes")
+
+
+def test_apop_for_a_name_without_a_legacy_secret_says_so_and_is_not_counted(h: Harness) -> None:
+    # bob keeps no legacy secret: APOP can never succeed for him, even with the right password.
+    # He is told so, at once (no penalty), and it does not count towards a lock-out; an unknown
+    # name gets the same reply, so the reply does not tell which boxes exist.
+    guard = LoginGuard(5.0, clock=h.clock, lockout_failures=2)
+    s = Session(
+        Pop3Protocol(
+            h.store, h.profile, h.locks, h.budget, session_id=98, clock=h.clock, guard=guard
+        )
+    )
+    timestamp = re.search(rb"<[^>]*>", s.greeting)
+    assert timestamp is not None
+    ts = timestamp.group().decode()
+    for _ in range(3):
+        for name, password in (("bob", BOB_PASSWORD), ("nosuch", "x")):
+            reply = s.send(f"APOP {name} {apop_digest(ts, password)}")
+            assert reply == (
+                b"-ERR [AUTH] no APOP/CRAM-MD5 secret is kept for %s; log in another way "
+                b"(see CAPA)\r\n" % name.encode()
+            )
+            assert s.last is not None and s.last.delay == 0 and not s.last.close
+    assert h.stats.logins_failed == 0
+    assert not guard.lockout.locked_boxes()
+    assert s.login("bob", BOB_PASSWORD).startswith(b"+OK bob has 0 messages")
 
 
 def test_a_second_login_to_a_locked_box_is_in_use_until_the_first_ends(h: Harness) -> None:
@@ -374,6 +404,85 @@ def test_bad_message_numbers_get_err(h: Harness, arg: str) -> None:
             continue
         assert s.send(line).startswith(b"-ERR"), line
     assert s.send("STAT").startswith(b"+OK 3 ")
+
+
+def test_numbers_are_decimal_numbers_of_any_length(h: Harness) -> None:
+    # Public bug reports: `TOP 1 1000000000000` and `TOP 1 0000000000002` were refused as
+    # "not a non-negative decimal number". RFC 1939 §7 sets no upper bound on the count, and a
+    # count beyond the body sends the whole message.
+    s = logged_in(h)
+    sizes = [m.size for m in h.store.messages("alice")]
+    whole = unstuff(s.send("TOP 1 0").partition(b"\r\n")[2]) + b"first body\r\n"
+    for count in ("1000000000000", "9" * 200, "00000000000000000001"):
+        assert unstuff(s.send(f"TOP 1 {count}").partition(b"\r\n")[2]) == whole, count
+    two = unstuff(s.send("TOP 2 0000000000002").partition(b"\r\n")[2])
+    assert two.endswith(b"\r\n\r\n.\r\n..\r\n")
+    assert s.send("LIST 0000000000002") == b"+OK 2 %d\r\n" % sizes[1]
+    assert s.send("RETR 000003").startswith(b"+OK %d octets" % sizes[2])
+    assert s.send("TOP 00001 1").startswith(b"+OK")
+    assert s.send("UIDL 01").startswith(b"+OK 1 ")
+    # Out of range: a true reply, whatever the length of the number.
+    huge = "1" + "0" * 40
+    for command in ("RETR", "DELE", "LIST", "UIDL"):
+        assert s.send(f"{command} {huge}") == (
+            b"-ERR no message %s; messages are 1 to 3\r\n" % huge.encode()
+        )
+    assert s.send(f"TOP {huge} 1") == b"-ERR no message %s; messages are 1 to 3\r\n" % (
+        huge.encode()
+    )
+    assert s.send("RETR 0") == b"-ERR no message 0; messages are 1 to 3\r\n"
+    for bad in ("TOP 1 -1", "TOP 1 +1", "TOP 1 1x", "TOP 1 \u0662"):
+        assert s.send(bad) == b"-ERR a TOP line count is a decimal number (0, 1, ...)\r\n", bad
+    for bad in ("RETR -1", "DELE x", "LIST 1.0", "UIDL \u0661"):
+        assert s.send(bad) == b"-ERR a message number is a decimal number (1, 2, ...)\r\n", bad
+    assert s.send("RETR 1 2") == b"-ERR RETR takes one message number\r\n"
+    assert s.send("DELE") == b"-ERR DELE takes one message number\r\n"
+    assert s.send("LIST 1 2") == b"-ERR LIST takes at most one message number\r\n"
+    assert s.send("TOP 1 2 3") == b"-ERR TOP takes a message number and a line count\r\n"
+    assert s.send("STAT") == b"+OK 3 %d\r\n" % sum(sizes)
+
+
+def test_arguments_are_split_alike_for_every_command(h: Harness) -> None:
+    s = h.session()
+    timestamp = re.search(rb"<[^>]*>", s.greeting)
+    assert timestamp is not None
+    assert s.send("AUTH ").startswith(b"+OK SASL mechanisms follow")
+    assert s.send("AUTH  PLAIN") == b"+ \r\n"
+    assert s.send("*") == b"-ERR AUTH cancelled\r\n"
+    digest = apop_digest(timestamp.group().decode(), ALICE_PASSWORD)
+    assert s.send(f"APOP  alice  {digest}").startswith(b"+OK alice has 3")
+    assert s.send("LIST  2 ").startswith(b"+OK 2 ")
+    assert s.send("TOP  2  0").startswith(b"+OK")
+
+
+def test_an_empty_box_says_there_are_no_messages(h: Harness) -> None:
+    s = h.session()
+    assert s.login("bob", BOB_PASSWORD).startswith(b"+OK bob has 0 messages")
+    assert s.send("RETR 1") == b"-ERR no message 1; there are no messages\r\n"
+
+
+def test_quit_with_an_argument_is_refused_and_commits_nothing(h: Harness, board: Board) -> None:
+    # Public bug report: `QUIT x` committed and signed off, although commands that take no
+    # arguments refuse them (docs/pop3.md).
+    s = h.session()
+    assert s.send("QUIT x") == b"-ERR QUIT takes no arguments\r\n"
+    assert s.last is not None and not s.last.close and state_of(s) is State.AUTHORIZATION
+    assert s.login().startswith(b"+OK alice has 3")
+    assert s.send("DELE 1").startswith(b"+OK")
+    assert s.send("QUIT now") == b"-ERR QUIT takes no arguments\r\n"
+    assert s.last is not None and not s.last.close and state_of(s) is State.TRANSACTION
+    assert len(board.messages("alice")) == 3
+    assert s.send("QUIT ") == b"+OK signing off (2 messages left)\r\n"  # trailing space: none
+    assert len(board.messages("alice")) == 2
+
+
+@pytest.mark.parametrize("state", ["authorization", "in-sasl", "transaction"])
+def test_a_line_that_never_ends_closes_the_session(h: Harness, state: str) -> None:
+    s = session_in(h, state)
+    assert s.send(LINE_NEVER_ENDS) == b"-ERR line too long and still no line end; closing\r\n"
+    assert s.last is not None and s.last.close
+    s.p.end()
+    assert h.locks.held() == 0
 
 
 def test_dele_marks_rset_unmarks_and_numbers_stay(h: Harness) -> None:
@@ -516,6 +625,7 @@ lines = st.one_of(
         ),
     ).map(lambda t: " ".join([t[0], *t[1]]).encode("utf-8")[:253]),
     st.just(LINE_TOO_LONG),
+    st.just(LINE_NEVER_ENDS),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -174,9 +175,39 @@ async def test_too_many_auth_failures_close_the_connection(pop3: Server) -> None
 async def test_overlong_lines_get_err_with_bounded_memory(pop3: Server) -> None:
     client = await pop3.connect()
     await client.line()
-    await client.stream.send_all(b"USER " + b"x" * 100_000 + b"\r\n")
+    await client.stream.send_all(b"USER " + b"x" * 60_000 + b"\r\n")
     assert (await client.line()).startswith(b"-ERR line too long")
     assert (await client.login_again()).startswith(b"+OK alice")
+
+
+async def test_a_line_that_never_ends_is_cut_off_and_others_are_served(
+    pop3: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Public bug report: a client streaming one endless line was still connected after 4 MiB.
+    caplog.set_level(logging.WARNING, logger="dpfw.auth")
+    other = await pop3.connect()
+    await other.line()
+    streamer = await pop3.connect()
+    await streamer.line()
+
+    async def stream_without_line_end() -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            for _ in range(1024):  # 4 MiB
+                await streamer.stream.send_all(b"x" * 4096)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream_without_line_end)
+            assert (await streamer.line()).startswith(b"-ERR line too long")
+            assert await streamer.line() == (
+                b"-ERR line too long and still no line end; closing\r\n"
+            )
+            assert await streamer.line() == b""  # the server closed its side
+            nursery.cancel_scope.cancel()
+    await streamer.aclose()
+    assert (await other.login_again()).startswith(b"+OK alice")
+    await wait_for(lambda: len(pop3.service.sessions()) == 1)
+    assert "event=limit rip=127.0.0.1 limit=line-length" in caplog.text
 
 
 async def test_kill_ends_a_session_and_commits_nothing(pop3: Server) -> None:

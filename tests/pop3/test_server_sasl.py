@@ -163,7 +163,11 @@ async def test_cram_md5_for_a_box_with_a_legacy_secret_only(pop3: Server) -> Non
     other = await greeted(pop3)
     data = challenge(await other.cmd("AUTH CRAM-MD5"))
     digest = hmac.new(BOB_PASSWORD.encode(), data, "md5").hexdigest()
-    assert await other.cmd(b64(f"bob {digest}")) == FAILED  # bob keeps no legacy secret
+    # bob keeps no legacy secret: told so, and not counted as a failed login
+    assert await other.cmd(b64(f"bob {digest}")) == (
+        b"-ERR [AUTH] no APOP/CRAM-MD5 secret is kept for bob; log in another way (see CAPA)\r\n"
+    )
+    assert pop3.service.stats.logins_failed == 0
     pop3.profile.set("pop3.apop", "false")
     assert (await other.cmd("AUTH CRAM-MD5")).startswith(b"-ERR mechanism not offered")
 

@@ -131,6 +131,19 @@ def sample_log() -> tuple[list[str], list[str]]:
         ("INFO", format_event("auth-ok", "192.0.2.9", box=HOSTILE, session=4)),
         ("WARNING", format_event("tls-fail", "192.0.2.10", reason="handshake")),
         ("WARNING", format_event("limit", "192.0.2.11", limit="per-client")),
+        # APOP/CRAM-MD5 for a box without a legacy secret: the owner's client, not a guess.
+        (
+            "WARNING",
+            format_event(
+                "auth-unavailable",
+                "192.0.2.13",
+                box="carol",
+                mech="CRAM-MD5",
+                reason="no-legacy-secret",
+                session=6,
+            ),
+        ),
+        ("WARNING", format_event("limit", "192.0.2.14", limit="line-length", session=7)),
         (
             "WARNING",
             format_event(

@@ -17,6 +17,7 @@ from firmware.security.sasl import (
     AUTHZID_REFUSED,
     BAD_CREDENTIALS,
     CHANNEL_BINDING,
+    EXTENSION,
     MALFORMED,
     NO_LEGACY_SECRET,
     OVERSIZED,
@@ -293,7 +294,6 @@ def test_scram_username_escaping() -> None:
         b"n,,n=user",
         b"x,,n=user,r=abc",
         b"n,b=user,n=user,r=abc",
-        b"n,,m=ext,n=user,r=abc",  # unknown mandatory extension: MUST fail
         b"n,,n=us=2Xer,r=abc",  # only =2C and =3D are escapes
         b"n,,n=user=,r=abc",
         b"n,,n=,r=abc",
@@ -309,6 +309,29 @@ def test_scram_username_escaping() -> None:
 def test_scram_malformed_client_first(client_first: bytes) -> None:
     step = rfc_scram().start(client_first)
     assert isinstance(step, Failure) and step.reason == MALFORMED
+
+
+@pytest.mark.parametrize(
+    "client_first", [b"n,,m=ext,n=user,r=abc", RFC7677_CLIENT_FIRST + b",x=1,m=ext"]
+)
+def test_scram_any_m_attribute_in_client_first_fails(client_first: bytes) -> None:
+    # RFC 5802 §5.1: "m" is reserved; its presence MUST cause authentication failure.
+    step = rfc_scram().start(client_first)
+    assert isinstance(step, Failure) and step.reason == EXTENSION
+
+
+@pytest.mark.parametrize("extension", ["m=foo", "x=1,m=foo", "m="])
+def test_scram_an_m_attribute_in_client_final_fails_even_with_a_valid_proof(
+    extension: str,
+) -> None:
+    # Public bug report: `c=biws,r=<nonce>,m=foo,p=<valid proof>` logged in. The proof is
+    # right (the client signs the m attribute into AuthMessage), yet RFC 5802 §5.1 says any
+    # `m` MUST fail; §7 names the error value for it.
+    client = ScramClient("user", "pencil", final_extension=extension)
+    assert client.run(ScramSha256(lookup({"user": derive("pencil")}))) == Failure(EXTENSION, "user")
+    assert client.server_final == b"e=extensions-not-supported"
+    control = ScramClient("user", "pencil", final_extension="x=1")  # other extensions: fine
+    assert control.run(ScramSha256(lookup({"user": derive("pencil")}))) == Success("user")
 
 
 def test_scram_client_first_extensions_are_ignored() -> None:
@@ -368,6 +391,7 @@ class ScramClient:
         self.user, self.password, self.gs2 = user, password, gs2
         self.final_extension = final_extension
         self.nonce = "fyko+d2lbbFgONRv9qkxdawL"
+        self.server_final = b""
 
     def run(self, mech: ScramSha256) -> sasl.Step:
         name = self.user.replace("=", "=3D").replace(",", "=2C")
@@ -391,6 +415,7 @@ class ScramClient:
         ).decode()
         step = mech.step(f"{without_proof},p={proof}".encode())
         assert isinstance(step, Challenge), step
+        self.server_final = step.data
         if step.data.startswith(b"v="):
             server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
             expected = hmac.new(server_key, auth_message, hashlib.sha256).digest()
@@ -440,7 +465,7 @@ def test_cram_md5_upper_case_hex_is_accepted() -> None:
 def test_cram_md5_failures() -> None:
     for response, expected in [
         (b"tim b913a602c7eda7a495b4e6e7334d3891", Failure(BAD_CREDENTIALS, "tim")),
-        (b"tom b913a602c7eda7a495b4e6e7334d3890", Failure(BAD_CREDENTIALS, "tom")),
+        (b"tom b913a602c7eda7a495b4e6e7334d3890", Failure(NO_LEGACY_SECRET, "tom")),
         (b"timb913a602c7eda7a495b4e6e7334d3890", Failure(MALFORMED)),
         (b"tim b913a602c7eda7a495b4e6e7334d389", Failure(MALFORMED)),
         (b" b913a602c7eda7a495b4e6e7334d3890", Failure(MALFORMED)),
