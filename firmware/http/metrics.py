@@ -12,7 +12,13 @@ from collections.abc import Iterator
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -140,6 +146,7 @@ class ApiMetrics:
     """The API's own counters, in one registry with the device collector."""
 
     def __init__(self, device: Device) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: a scrape shows counts, not start times
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(DeviceCollector(device))
         self.admin_logins = Counter(
