@@ -80,6 +80,7 @@ class Api:
         self.jobs: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._job_ids = itertools.count(1)
         self.nursery: trio.Nursery | None = None  # where scan jobs run; set by the server
+        self._auth_lock = trio.Lock()  # admin password checks, one at a time
         self.app = Starlette(
             routes=self._routes(),
             exception_handlers={HTTPException: _http_exception},
@@ -96,19 +97,15 @@ class Api:
         return fn(*args)
 
     async def _check_password(self, password: str) -> bool:
-        ctx = self.ctx
-        board = ctx.board  # DeviceError while rebooting, before a thread is taken
-        del board
-        return await trio.to_thread.run_sync(system.check_admin_password, ctx, password)
+        _ = self.ctx.board  # DeviceError (503) while the device reboots, before a thread
+        return await trio.to_thread.run_sync(system.check_admin_password, self.ctx, password)
 
     def _route(
         self, path: str, methods: list[str], handler: Handler, *, public: bool = False
     ) -> Route:
         async def endpoint(request: Request) -> Response:
-            started = time.perf_counter()
             response = await self._answer(request, handler, public)
             self.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-            del started
             return response
 
         return Route(path, endpoint, methods=methods)
@@ -124,6 +121,7 @@ class Api:
                     trio.current_time,
                     self._check_password,
                     self.metrics.login,
+                    self._auth_lock,
                 )
             return await handler(request)
         except ApiError as exc:

@@ -15,6 +15,8 @@ import binascii
 import logging
 from collections.abc import Awaitable, Callable
 
+import trio
+
 from firmware.http.errors import ApiError
 from firmware.security.abuse import AdminLockout
 from firmware.security.authlog import log_event
@@ -55,14 +57,30 @@ async def authenticate(
     now: Callable[[], float],
     check: Callable[[str], Awaitable[bool]],
     count: Callable[[bool], None],
+    one_at_a_time: trio.Lock,
 ) -> None:
     """Return if `header` carries the admin's credentials; raise ApiError 401 or 429.
 
-    `check(password)` verifies the password, `count(ok)` feeds the metrics.
+    `check(password)` verifies the password, `count(ok)` feeds the metrics. Checks run one
+    at a time under `one_at_a_time`, each after the lock-out is read again: otherwise a
+    guesser sending 100 requests at once would have 100 guesses checked before the third
+    failure locks anything.
     """
     creds = parse_basic(header)
     if creds is None:
         raise ApiError(401, "unauthorized", "authentication required", headers=_CHALLENGE)
+    async with one_at_a_time:
+        await _check(creds, peer, lockout, now, check, count)
+
+
+async def _check(
+    creds: tuple[str, str],
+    peer: str,
+    lockout: AdminLockout,
+    now: Callable[[], float],
+    check: Callable[[str], Awaitable[bool]],
+    count: Callable[[bool], None],
+) -> None:
     left = lockout.seconds_left(now())
     if left > 0:
         wait = int(left + 0.999)

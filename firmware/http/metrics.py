@@ -146,7 +146,8 @@ class ApiMetrics:
     """The API's own counters, in one registry with the device collector."""
 
     def __init__(self, device: Device) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: a scrape shows counts, not start times
+        # No `_created` series: a scrape shows counts, not when each counter began.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(DeviceCollector(device))
         self.admin_logins = Counter(

@@ -131,3 +131,20 @@ def test_https_serves_the_device_certificate(
             httpx.get(f"{plain}{API}/status", auth=ADMIN, timeout=10)
     finally:
         gen.close()
+
+
+def test_parallel_guesses_get_no_more_than_three_checks(lab: Lab) -> None:
+    """40 wrong passwords at once: three are checked, the lock-out refuses the rest."""
+    import asyncio
+
+    async def guess_all() -> list[int]:
+        async with httpx.AsyncClient(base_url=lab.base, timeout=30) as client:
+            answers = await asyncio.gather(
+                *(client.get(f"{API}/status", auth=("admin", f"guess{n}")) for n in range(40))
+            )
+        return [answer.status_code for answer in answers]
+
+    codes = asyncio.run(guess_all())
+    assert codes.count(401) == 3 and codes.count(429) == 37, codes
+    metrics = lab.device.output()
+    assert metrics.count("reason=bad-credentials") == 3
