@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +43,9 @@ class Lab:
         return httpx.Client(base_url=self.base, auth=auth, timeout=30)
 
 
-def start_lab(start_device: type[DeviceProcess], image: Path, *args: str) -> Iterator[Lab]:
+def start_lab(
+    start_device: type[DeviceProcess], image: Path, *args: str
+) -> Generator[Lab, None, None]:
     device = start_device(image, "--http", "127.0.0.1:0", *args)
     port = device.wait_booted()
     base = wait_http(device)
