@@ -108,14 +108,28 @@ async def run_http(device: Device, options: HttpOptions, api: Api | None = None)
         api.nursery = nursery
         try:
             binds = await nursery.start(_serve, api, config)
-        except OSError as exc:
+        except (OSError, BaseExceptionGroup) as exc:
+            # hypercorn binds inside its own nurseries: the OSError may come in a group.
+            error = _only_os_error(exc)
+            if error is None:
+                raise
             raise DeviceError(
-                f"cannot listen for HTTP on {options.host}:{options.port}: {exc.strerror or exc}"
+                f"cannot listen for HTTP on {options.host}:{options.port}: "
+                f"{error.strerror or error}"
             ) from None
         for url in binds:
             line = f"HTTP API on {url}{API} (user admin, the console password)"
             device.log_lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO dpfw.http: {line}")
             print(f"dpfw: {line}", file=sys.stderr, flush=True)
+
+
+def _only_os_error(exc: BaseException) -> OSError | None:
+    """The OSError `exc` is, or the one a group holds and nothing else; else None."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _only_os_error(exc.exceptions[0])
+    return None
 
 
 async def _serve(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 
@@ -148,3 +149,15 @@ def test_parallel_guesses_get_no_more_than_three_checks(lab: Lab) -> None:
     assert codes.count(401) == 3 and codes.count(429) == 37, codes
     metrics = lab.device.output()
     assert metrics.count("reason=bad-credentials") == 3
+
+
+def test_an_http_port_in_use_is_one_line_naming_the_api(demo_image: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = dpfw("run", str(demo_image), "--pop3", "127.0.0.1:0", "--http",
+                    f"127.0.0.1:{port}", check=False)  # fmt: skip
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"dpfw: cannot listen for HTTP on 127.0.0.1:{port}: Address already in use"
