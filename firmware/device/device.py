@@ -33,6 +33,7 @@ from firmware.security.abuse import AdminLockout
 from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
 from firmware.store.board import Board, limits_of
 from firmware.store.demo import boot_notice
+from firmware.store.worker import StoreWorker, favour_the_event_loop
 from firmware.text import plural
 
 log = logging.getLogger("dpfw.device")
@@ -114,6 +115,10 @@ class Device:
         self.budget = RamBudget(0)
         self.pop3: Pop3Service | None = None
         self.admin_lockout = AdminLockout()  # shared by the console and the HTTP API
+        self.store_worker = StoreWorker()
+        """The one way the running device reaches its Board for anything that writes or takes
+        long (POP3 logins and commits, scans, console compact/fsck): `await
+        device.store_worker.run(fn, *args)`; see firmware/store/worker.py."""
         self.pop3_addresses: list[tuple[str, int]] = []
         self.pop3s_addresses: list[tuple[str, int]] = []
         self._cert_out_line = ""  # the banner line naming --cert-out, when written this boot
@@ -188,7 +193,12 @@ class Device:
         job_number = self.job_numbers.take()
         try:
             result = await run_scan_async(
-                request, self.board, self.budget, self.profile, job_number=job_number
+                request,
+                self.board,
+                self.budget,
+                self.profile,
+                job_number=job_number,
+                worker=self.store_worker,
             )
         except DeviceError:
             self.scans_failed += 1
@@ -204,6 +214,8 @@ class Device:
         """Boot, serve until shutdown (reboot loops back to boot); 0 on a clean stop."""
         # Every package logs under "firmware.*" or "dpfw.*"; the ring sees both at INFO even
         # when the embedding program configured no logging.
+        switch_interval = sys.getswitchinterval()
+        favour_the_event_loop()  # store work runs on threads: hand the GIL back within 1 ms
         loggers = [logging.getLogger("dpfw"), logging.getLogger("firmware")]
         levels = [logger.level for logger in loggers]
         for logger in loggers:
@@ -227,6 +239,7 @@ class Device:
             for logger, level in zip(loggers, levels, strict=True):
                 logger.removeHandler(self._log_ring)
                 logger.setLevel(level)
+            sys.setswitchinterval(switch_interval)
         return 0
 
     async def _watch_signals(self) -> None:
@@ -249,7 +262,10 @@ class Device:
             self._cert_out_line = ""
             if self.options.cert_out is not None:
                 self._export_certificate(board, self.options.cert_out, serving=context is not None)
-            self.pop3 = Pop3Service(board, lambda: self.profile, self.budget, tls=context)
+            board.between_steps = self.store_worker.lock.pause
+            self.pop3 = Pop3Service(
+                board, lambda: self.profile, self.budget, tls=context, worker=self.store_worker
+            )
             host, port = self.options.pop3 or (
                 profile.str("pop3.address"),
                 profile.int("pop3.port"),
@@ -279,7 +295,8 @@ class Device:
             self.pop3 = None
             self._booted = trio.Event()
             self.pop3_addresses, self.pop3s_addresses = [], []  # nothing listens any more
-            board.close()
+            with trio.CancelScope(shield=True):
+                await self.store_worker.run(board.close)  # after any operation still running
             log.info("board image closed cleanly")
 
     def _tls_context(self, board: Board) -> ssl.SSLContext | None:

@@ -89,12 +89,9 @@ class Api:
     # ----- plumbing -----
 
     async def store(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a store operation on the device's store worker (if it has one), else here."""
-        worker = getattr(self.device, "store_worker", None)
-        if worker is not None:
-            result: T = await worker.run(fn, *args)
-            return result
-        return fn(*args)
+        """Run an operation that writes or reads the store at length on the device's store
+        worker (`OpsContext.run_store`), so the loop keeps serving POP3 meanwhile."""
+        return await self.ctx.run_store(fn, *args)
 
     async def _check_password(self, password: str) -> bool:
         _ = self.ctx.board  # DeviceError (503) while the device reboots, before a thread

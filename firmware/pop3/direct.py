@@ -11,9 +11,11 @@ reads). Compaction erases the old place of every record it moves (a hole punch o
 that reaches bytes still queued: the client gets zeros inside a message that ends with a valid
 ".". `write()` copies into the socket at once, so later changes to the file cannot reach it.
 
-Compaction may also move the record between two writes (it runs on the same trio thread while
-this one waits), so the record is looked up again before every write, as `Board.read_wire`
-does per chunk.
+Compaction may also move the record between two writes (it runs on the store worker's thread),
+so the record is looked up again before every write, as `Board.read_wire` does per chunk, and
+the lookup and the write that follows it run inside `hold()` (the store worker's board lock):
+compaction cannot erase the old place between the two. Nothing awaits inside `hold()` but
+taking it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Final
 
 import trio
@@ -46,6 +49,7 @@ async def send_from_image(
     sock: trio.socket.SocketType,
     image_fd: int,
     extents: Extents,
+    hold: Callable[[], AbstractAsyncContextManager[None]],
     start: int,
     tail: bytes,
     on_progress: Callable[[], None],
@@ -64,36 +68,39 @@ async def send_from_image(
     window_start = window_end = 0
     try:
         while True:
-            pieces = extents(at)  # again after every await: the record may have moved
-            if not pieces:
-                return tail
-            offset, length = pieces[0]
-            if window is None or not window_start <= offset < window_end:
-                if window is not None:
-                    window.close()
-                    window = None
-                window_start = offset - offset % mmap.ALLOCATIONGRANULARITY
-                window_end = offset + min(length, WINDOW)
-                window = mmap.mmap(
-                    image_fd,
-                    window_end - window_start,
-                    prot=mmap.PROT_READ,
-                    offset=window_start,
-                )
-            count = min(length, window_end - offset)
-            begin = offset - window_start
-            try:
-                with memoryview(window)[begin : begin + count] as view:
-                    sent = os.write(fileno, view)
-                    if sent >= 2:
-                        tail = bytes(view[sent - 2 : sent])
-                    elif sent == 1:
-                        tail = tail[-1:] + bytes(view[:1])
-            except BlockingIOError:
+            async with hold():  # no await inside: the record stays where extents says
+                pieces = extents(at)  # again after every await: the record may have moved
+                if not pieces:
+                    return tail
+                offset, length = pieces[0]
+                if window is None or not window_start <= offset < window_end:
+                    if window is not None:
+                        window.close()
+                        window = None
+                    window_start = offset - offset % mmap.ALLOCATIONGRANULARITY
+                    window_end = offset + min(length, WINDOW)
+                    window = mmap.mmap(
+                        image_fd,
+                        window_end - window_start,
+                        prot=mmap.PROT_READ,
+                        offset=window_start,
+                    )
+                count = min(length, window_end - offset)
+                begin = offset - window_start
+                try:
+                    with memoryview(window)[begin : begin + count] as view:
+                        sent = os.write(fileno, view)
+                        if sent >= 2:
+                            tail = bytes(view[sent - 2 : sent])
+                        elif sent == 1:
+                            tail = tail[-1:] + bytes(view[:1])
+                except BlockingIOError:
+                    sent = -1
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
+            if sent < 0:
                 await trio.lowlevel.wait_writable(sock)
                 continue
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
             if sent <= 0:
                 raise trio.BrokenResourceError("the socket accepted nothing")
             at += sent

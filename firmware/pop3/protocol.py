@@ -1,18 +1,23 @@
 """The POP3 state machine (RFC 1939, RFC 2449, RFC 3206), sans I/O.
 
-One `Pop3Protocol` per connection: the adapter hands it one command line at a time and gets
-exactly one `Reply` back, which says what to send, whether to wait first (a failed login) and
+One `Pop3Protocol` per connection: the adapter hands it one command line at a time and awaits
+exactly one `Reply`, which says what to send, whether to wait first (a failed login) and
 whether to close afterwards. No sockets, timers or files in here; the store is reached only
-through `Mailstore`, and message bodies come back as a `MultilineBody` the adapter pulls chunk
-by chunk, so a message of any size passes through in bounded memory.
+through the async `Mailstore` (on the device, every store effect runs on the store worker), and
+message bodies come back as a `MultilineBody` the adapter pulls chunk by chunk, so a message of
+any size passes through in bounded memory.
+
+This module holds the session's state and what commands share (message numbers, the one login
+path, streaming, UPDATE); each command is a small `Handler` in firmware/pop3/handlers/, which
+also declares the command's CAPA lines: CAPA is built from the installed handlers.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
@@ -20,14 +25,13 @@ from typing import Final
 from firmware.config.budget import RamBudget
 from firmware.config.profile import Profile
 from firmware.errors import CorruptRecordError, DeviceError, MemoryFullError
-from firmware.pop3.auth import LEGACY_METHODS, apop_matches, make_apop_timestamp
+from firmware.pop3.auth import LEGACY_METHODS, make_apop_timestamp
 from firmware.pop3.framing import (
     LINE_NEVER_ENDS,
     LINE_TOO_LONG,
     MAX_COMMAND_LINE,
     LineTooLong,
     MultilineBody,
-    fixed_body,
 )
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import Mailstore
@@ -44,11 +48,9 @@ from firmware.security.sasl import (
     SaslMechanism,
     Step,
     Success,
-    decode_initial_response,
     decode_response,
     encode,
     is_cancel,
-    new_mechanism,
     offered_mechanisms,
 )
 from firmware.text import plural
@@ -68,6 +70,10 @@ SASL_LINE_LIMIT: Final = MAX_RESPONSE_LINE + 2
 BOX_LOCKED: Final = "box-locked"
 
 
+async def _verified() -> bool:
+    return True  # a SASL mechanism that succeeded has checked the credentials
+
+
 def parse_number(text: str) -> int | None:
     """An RFC 1939 number argument (message number, TOP line count), or None if it is not one.
 
@@ -79,7 +85,7 @@ def parse_number(text: str) -> int | None:
     return int(text)
 
 
-def _arguments(rest: str) -> list[str]:
+def arguments(rest: str) -> list[str]:
     """A command's arguments: the words of the rest of its line, split at spaces."""
     return [word for word in rest.split(" ") if word]
 
@@ -98,6 +104,8 @@ class Reply:
     `starttls`: after sending `head`, the adapter starts TLS on the connection (STLS).
     `stored`: (box, uid) when the body is exactly that stored message's wire form (RETR), so
     an adapter may copy it from the store by other means than pulling the body.
+    `guard`: for a body read from the store, what each pull of a chunk must run inside
+    (`async with guard(): next(body)`): the store's short-read lock.
     """
 
     head: bytes
@@ -106,6 +114,7 @@ class Reply:
     delay: float = 0.0
     starttls: bool = False
     stored: tuple[str, str] | None = None
+    guard: Callable[[], AbstractAsyncContextManager[None]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -153,7 +162,7 @@ class Pop3Stats:
                 break
 
 
-def _line(text: str) -> bytes:
+def reply_line(text: str) -> bytes:
     """One reply line: no CR/LF inside, at most 512 octets with its CRLF."""
     raw = text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
     if len(raw) > _MAX_REPLY_LINE:
@@ -161,9 +170,63 @@ def _line(text: str) -> bytes:
     return raw + b"\r\n"
 
 
-_OK: Final = Reply(b"+OK\r\n")
+OK: Final = Reply(b"+OK\r\n")
 _NO_SIZES: Final = array("q")
-_CAPA_HEAD: Final = b"+OK capability list follows\r\n"
+CAPA_HEAD: Final = b"+OK capability list follows\r\n"
+
+
+def _no_capabilities(session: Pop3Protocol) -> list[bytes]:
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """One POP3 command: its keyword, the states it is valid in, what it does, its CAPA lines.
+
+    `run(session, rest)` gets the rest of the command line after the keyword and returns the
+    one reply (or a coroutine for it, when it waits for the maildrop); `capabilities(session)`
+    the CAPA lines (RFC 2449 §6, CRLF included) this command adds in the session's present
+    state and profile: none, or the lines that advertise it.
+    """
+
+    keyword: str
+    states: frozenset[State]
+    run: Callable[[Pop3Protocol, str], Reply | Awaitable[Reply]]
+    capabilities: Callable[[Pop3Protocol], list[bytes]] = _no_capabilities
+
+
+class Commands:
+    """The installed handlers: dispatch by state and keyword; CAPA in installation order."""
+
+    __slots__ = ("_by_state", "handlers", "keywords")
+
+    def __init__(self, handlers: Sequence[Handler]) -> None:
+        self.handlers = tuple(handlers)
+        self.keywords = frozenset(h.keyword for h in self.handlers)
+        self._by_state = {
+            state: {h.keyword: h for h in self.handlers if state in h.states} for state in State
+        }
+
+    def get(self, state: State, keyword: str) -> Handler | None:
+        """The handler of `keyword` (upper case) in `state`, or None."""
+        return self._by_state[state].get(keyword)
+
+    def capabilities(self, session: Pop3Protocol) -> list[bytes]:
+        """Every installed handler's CAPA lines for this session, in installation order."""
+        return [line for handler in self.handlers for line in handler.capabilities(session)]
+
+
+_installed: Commands | None = None
+
+
+def installed_commands() -> Commands:
+    """firmware.pop3.handlers.INSTALLED as a `Commands` (built once, on first use)."""
+    global _installed
+    if _installed is None:
+        from firmware.pop3.handlers import INSTALLED  # the handlers import this module
+
+        _installed = Commands(INSTALLED)
+    return _installed
 
 
 class Pop3Protocol:
@@ -174,26 +237,27 @@ class Pop3Protocol:
         "_bad_count",
         "_budget",
         "_clock",
-        "_deleted",
         "_guard",
-        "_live_count",
-        "_live_octets",
         "_locks",
-        "_profile",
-        "_retrieved",
-        "_sasl",
-        "_sizes",
-        "_stats",
-        "_store",
-        "_timestamp",
-        "_uids",
-        "_user_name",
         "box",
+        "commands",
+        "deleted",
+        "live_count",
+        "live_octets",
         "peer",
+        "profile",
+        "retrieved",
+        "sasl",
         "session_id",
+        "sizes",
         "state",
+        "stats",
+        "store",
+        "timestamp",
         "tls_active",
         "tls_available",
+        "uids",
+        "user_name",
     )
 
     def __init__(
@@ -210,71 +274,79 @@ class Pop3Protocol:
         tls_available: bool = False,
         peer: str = "unknown",
         guard: LoginGuard | None = None,
+        commands: Commands | None = None,
     ) -> None:
         """`peer` is the client address (logged, and the key of login penalties); `guard` is
         the service's shared LoginGuard (a private one if None); `tls_available` says STLS
-        can be offered (the device has a certificate)."""
-        self._store = store
-        self._profile = profile
+        can be offered (the device has a certificate); `commands` the installed handlers
+        (firmware.pop3.handlers.INSTALLED if None)."""
+        self.commands = commands if commands is not None else installed_commands()
+        self.store = store
+        self.profile = profile
         self._locks = locks
         self._budget = budget
         self._clock = clock
-        self._stats = stats if stats is not None else Pop3Stats()
+        self.stats = stats if stats is not None else Pop3Stats()
         self.session_id = session_id
         self.tls_active = tls_active
         self.tls_available = tls_available
         self.peer = peer
         self._guard = guard if guard is not None else LoginGuard(0.0, clock=clock)
-        self._sasl: SaslMechanism | None = None
+        self.sasl: SaslMechanism | None = None
         self.state = State.AUTHORIZATION
         self.box: str | None = None
-        self._timestamp: str | None = None
-        self._user_name: str | None = None
+        self.timestamp: str | None = None
+        self.user_name: str | None = None
         self._auth_failures = 0
         self._bad_count = 0
         # The session's snapshot of the box, kept compact: idle logged-in sessions are many.
-        self._uids: tuple[str, ...] = ()
-        self._sizes: array[int] = _NO_SIZES
-        self._deleted: set[int] | None = None
-        self._retrieved: set[int] | None = None
-        self._live_count = 0
-        self._live_octets = 0
+        self.uids: tuple[str, ...] = ()
+        self.sizes: array[int] = _NO_SIZES
+        self.deleted: set[int] | None = None
+        self.retrieved: set[int] | None = None
+        self.live_count = 0
+        self.live_octets = 0
 
     # -- entry points --------------------------------------------------------------------
 
     def greeting(self) -> Reply:
         """The `+OK` greeting, with a fresh APOP timestamp when APOP is offered."""
-        profile = self._profile()
+        profile = self.profile()
         text = f"+OK {profile.model} POP3 service ready"
         if profile.bool("pop3.apop"):
-            self._timestamp = make_apop_timestamp(profile.str("identity.hostname"))
-            text += " " + self._timestamp
-        return Reply(_line(text))
+            self.timestamp = make_apop_timestamp(profile.str("identity.hostname"))
+            text += " " + self.timestamp
+        return Reply(reply_line(text))
 
-    def receive_line(self, line: bytes | LineTooLong) -> Reply:
-        """Handle one command line (without its line end); always exactly one reply."""
+    async def receive_line(self, line: bytes | LineTooLong) -> Reply:
+        """Handle one command line (without its line end); always exactly one reply.
+
+        A coroutine because some commands wait for the store (login, RETR/TOP, QUIT); the
+        rest never suspend. The caller must not send the next line before this returns.
+        """
         if self.state is not State.AUTHORIZATION and self.state is not State.TRANSACTION:
             return Reply(b"-ERR session is over\r\n", close=True)
         if line is LINE_NEVER_ENDS:
-            self._sasl = None
+            self.sasl = None
             authlog.log_event("limit", self.peer, limit="line-length", session=self.session_id)
             return Reply(b"-ERR line too long and still no line end; closing\r\n", close=True)
-        if self._sasl is not None:
-            return self._sasl_response(line)
+        if self.sasl is not None:
+            return await self.sasl_response(line)
         if line is LINE_TOO_LONG:
-            return self._bad("-ERR line too long; commands are at most 255 octets")
+            return self.bad("-ERR line too long; commands are at most 255 octets")
         assert isinstance(line, bytes)
         keyword, _, rest = line.decode("utf-8", "replace").partition(" ")
         keyword = keyword.upper()
-        commands = _AUTH_COMMANDS if self.state is State.AUTHORIZATION else _TRANS_COMMANDS
-        handler = commands.get(keyword)
-        counted = keyword if keyword in _ALL_KEYWORDS else "unknown"
-        self._stats.commands[counted] = self._stats.commands.get(counted, 0) + 1
+        handler = self.commands.get(self.state, keyword)
+        counted = keyword if keyword in self.commands.keywords else "unknown"
+        self.stats.commands[counted] = self.stats.commands.get(counted, 0) + 1
         if handler is None:
-            if keyword in _ALL_KEYWORDS:
-                return self._bad(f"-ERR {keyword} is not valid in the {self.state.value} state")
-            return self._bad("-ERR unknown command")
-        reply = handler(self, rest)
+            if keyword in self.commands.keywords:
+                return self.bad(f"-ERR {keyword} is not valid in the {self.state.value} state")
+            return self.bad("-ERR unknown command")
+        reply = handler.run(self, rest)
+        if not isinstance(reply, Reply):
+            reply = await reply
         if reply.ok:
             self._bad_count = 0
         return reply
@@ -282,67 +354,65 @@ class Pop3Protocol:
     @property
     def line_limit(self) -> int:
         """The longest client line (CRLF included) to accept next: longer inside SASL."""
-        return MAX_COMMAND_LINE if self._sasl is None else SASL_LINE_LIMIT
+        return MAX_COMMAND_LINE if self.sasl is None else SASL_LINE_LIMIT
 
     def end(self) -> None:
         """Leave the session without UPDATE: drop marks, give the box lock back. Idempotent."""
-        self._sasl = None
+        self.sasl = None
         if self.box is not None:
             self._locks.release(self.box, self.session_id)
         self.state = State.CLOSED
-        self._deleted = self._retrieved = None
-        self._uids, self._sizes = (), _NO_SIZES
+        self.deleted = self.retrieved = None
+        self.uids, self.sizes = (), _NO_SIZES
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _bad(self, text: str) -> Reply:
+    def bad(self, text: str) -> Reply:
         self._bad_count += 1
         if self._bad_count >= MAX_BAD_COMMANDS:
             return Reply(b"-ERR too many bad commands; closing\r\n", close=True)
-        return Reply(_line(text))
+        return Reply(reply_line(text))
 
-    def _plaintext_allowed(self) -> bool:
-        return self.tls_active or self._profile().str("pop3.plaintext_auth") == "always"
+    def plaintext_allowed(self) -> bool:
+        return self.tls_active or self.profile().str("pop3.plaintext_auth") == "always"
 
-    def _message_index(self, arg: str) -> int | Reply:
+    def message_index(self, arg: str) -> int | Reply:
         """0-based index of a live message named by `arg`, or the -ERR reply to send."""
         number = parse_number(arg)
         if number is None:
-            return self._bad("-ERR a message number is a decimal number (1, 2, ...)")
-        count = len(self._uids)
+            return self.bad("-ERR a message number is a decimal number (1, 2, ...)")
+        count = len(self.uids)
         if number < 1 or number > count:
             there = "there are no messages" if not count else f"messages are 1 to {count}"
-            return self._bad(f"-ERR no message {number}; {there}")
-        if self._deleted is not None and number - 1 in self._deleted:
-            return self._bad(f"-ERR message {number} is deleted")
+            return self.bad(f"-ERR no message {number}; {there}")
+        if self.deleted is not None and number - 1 in self.deleted:
+            return self.bad(f"-ERR message {number} is deleted")
         return number - 1
 
-    def _one_message(
-        self, keyword: str, rest: str, *, optional: bool = False
-    ) -> int | Reply | None:
+    def one_message(self, keyword: str, rest: str, *, optional: bool = False) -> int | Reply | None:
         """The index named by a command's one message-number argument; None if optional and
         absent; or the -ERR reply to send."""
-        args = _arguments(rest)
+        args = arguments(rest)
         if not args and optional:
             return None
         if len(args) != 1:
             many = "at most one message number" if optional else "one message number"
-            return self._bad(f"-ERR {keyword} takes {many}")
-        return self._message_index(args[0])
+            return self.bad(f"-ERR {keyword} takes {many}")
+        return self.message_index(args[0])
 
-    def _no_args(self, keyword: str, rest: str) -> Reply | None:
-        return None if not rest.strip() else self._bad(f"-ERR {keyword} takes no arguments")
+    def no_args(self, keyword: str, rest: str) -> Reply | None:
+        return None if not rest.strip() else self.bad(f"-ERR {keyword} takes no arguments")
 
-    def _live_indexes(self) -> Iterator[int]:
-        deleted = self._deleted or ()
-        return (i for i in range(len(self._uids)) if i not in deleted)
+    def live_indexes(self) -> Iterator[int]:
+        deleted = self.deleted or ()
+        return (i for i in range(len(self.uids)) if i not in deleted)
 
-    def _listing_body(self, column: Sequence[object]) -> MultilineBody:
+    def listing_body(self, column: Sequence[object]) -> MultilineBody:
         """`n value` lines for live messages, built in batches so huge boxes stay bounded."""
 
         def batches() -> Iterator[bytes]:
             lines: list[str] = []
-            for i in self._live_indexes():
+            for i in self.live_indexes():
                 lines.append(f"{i + 1} {column[i]}\r\n")
                 if len(lines) >= _LISTING_BATCH:
                     yield "".join(lines).encode("ascii")
@@ -352,133 +422,43 @@ class Pop3Protocol:
 
         return MultilineBody(batches())
 
-    def _mechanisms(self) -> tuple[str, ...]:
-        profile = self._profile()
+    def mechanisms(self) -> tuple[str, ...]:
+        profile = self.profile()
         return offered_mechanisms(
             tls_active=self.tls_active,
             plaintext_auth=profile.str("pop3.plaintext_auth"),
             legacy=profile.bool("pop3.apop"),
         )
 
-    def _capabilities(self) -> list[bytes]:
-        profile = self._profile()
-        caps = [b"TOP\r\n", b"UIDL\r\n"]
-        if self._plaintext_allowed():
-            caps.append(b"USER\r\n")
-        if self.state is State.AUTHORIZATION and self.tls_available and not self.tls_active:
-            caps.append(b"STLS\r\n")
-        caps.append(("SASL " + " ".join(self._mechanisms()) + "\r\n").encode("ascii"))
-        caps += [b"RESP-CODES\r\n", b"AUTH-RESP-CODE\r\n", b"PIPELINING\r\n"]
-        expire = profile.int("pop3.expire_days")
-        if expire >= 0:
-            caps.append(b"EXPIRE %d\r\n" % expire)
-        login_delay = profile.int("pop3.login_delay_s")
-        if login_delay > 0:
-            caps.append(b"LOGIN-DELAY %d\r\n" % login_delay)
-        version = profile.str("identity.firmware_version")
-        caps.append(_line(f"IMPLEMENTATION dpfw {profile.model} firmware {version}"))
-        return caps
-
     # -- AUTHORIZATION -------------------------------------------------------------------
 
-    def _cmd_user(self, rest: str) -> Reply:
-        if not self._plaintext_allowed():
-            return self._bad("-ERR [AUTH] USER/PASS are refused without TLS on this device")
-        name = rest.strip()
-        if not name or " " in name:
-            return self._bad("-ERR USER takes one mailbox name")
-        self._user_name = name
-        return Reply(b"+OK send PASS\r\n")
-
-    def _cmd_pass(self, rest: str) -> Reply:
-        name, self._user_name = self._user_name, None
-        if name is None:
-            return self._bad("-ERR send USER first")
-        if not self._plaintext_allowed():
-            return self._bad("-ERR [AUTH] USER/PASS are refused without TLS on this device")
-        return self._login(
-            name, "PASS", lambda: bool(rest) and self._store.check_password(name, rest)
-        )
-
-    def _cmd_apop(self, rest: str) -> Reply:
-        self._user_name = None
-        if self._timestamp is None or not self._profile().bool("pop3.apop"):
-            return self._bad("-ERR APOP is not offered on this device")
-        parts = _arguments(rest)
-        if len(parts) != 2:
-            return self._bad("-ERR APOP takes a mailbox name and a digest")
-        name, digest = parts
-        timestamp = self._timestamp
-        secret = self._store.apop_secret(name)
-        if secret is None:
-            return self._no_legacy_secret(name, "APOP")
-        return self._login(name, "APOP", lambda: apop_matches(timestamp, secret, digest))
-
-    def _cmd_stls(self, rest: str) -> Reply:
-        bad = self._no_args("STLS", rest)
-        if bad:
-            return bad
-        if self.tls_active:
-            return self._bad("-ERR TLS is already active")
-        if not self.tls_available:
-            return self._bad("-ERR STLS is not offered: the device has no TLS certificate")
-        self._user_name = None  # RFC 2595 §4: nothing said before TLS carries over
-        return Reply(b"+OK begin TLS negotiation\r\n", starttls=True)
-
-    def _cmd_auth(self, rest: str) -> Reply:
-        """RFC 5034 AUTH; with no argument, list the mechanisms (what Outlook asks)."""
-        self._user_name = None
-        offered = self._mechanisms()
-        args = _arguments(rest)
-        if not args:
-            names = [name.encode("ascii") + b"\r\n" for name in offered]
-            return Reply(b"+OK SASL mechanisms follow\r\n", fixed_body(names))
-        if len(args) > 2:
-            return self._bad("-ERR AUTH takes a mechanism and an optional initial response")
-        mechanism = new_mechanism(
-            args[0],
-            offered=offered,
-            credentials_for=self._store.credentials,
-            hostname=self._profile().str("identity.hostname"),
-        )
-        if mechanism is None:
-            if args[0].upper() == "PLAIN":
-                return self._bad("-ERR [AUTH] PLAIN is refused without TLS on this device")
-            return self._bad(f"-ERR mechanism not offered; try {' '.join(offered)}")
-        initial: bytes | None = None
-        if len(args) == 2:
-            try:
-                initial = decode_initial_response(args[1].encode("utf-8"))
-            except SaslEncodingError:
-                return self._login_failed(None, mechanism.name, MALFORMED)
-        return self._sasl_next(mechanism, mechanism.start(initial))
-
-    def _sasl_response(self, line: bytes | LineTooLong) -> Reply:
+    async def sasl_response(self, line: bytes | LineTooLong) -> Reply:
         """A client line inside an AUTH exchange: `*` cancels, anything else is base64."""
-        mechanism, self._sasl = self._sasl, None
+        mechanism, self.sasl = self.sasl, None
         assert mechanism is not None
         if line is LINE_TOO_LONG:
-            return self._login_failed(None, mechanism.name, OVERSIZED)
+            return self.login_failed(None, mechanism.name, OVERSIZED)
         assert isinstance(line, bytes)
         if is_cancel(line):
-            return self._bad("-ERR AUTH cancelled")
+            return self.bad("-ERR AUTH cancelled")
         try:
             response = decode_response(line)
         except SaslEncodingError:
-            return self._login_failed(None, mechanism.name, MALFORMED)
-        return self._sasl_next(mechanism, mechanism.step(response))
+            return self.login_failed(None, mechanism.name, MALFORMED)
+        step = mechanism.step
+        return await self.sasl_next(mechanism, await self.store.sasl_step(lambda: step(response)))
 
-    def _sasl_next(self, mechanism: SaslMechanism, step: Step) -> Reply:
+    async def sasl_next(self, mechanism: SaslMechanism, step: Step) -> Reply:
         if isinstance(step, Challenge):
-            self._sasl = mechanism
+            self.sasl = mechanism
             return Reply(b"+ " + encode(step.data) + b"\r\n")
         if isinstance(step, Success):
-            return self._login(step.box, mechanism.name, lambda: True)
+            return await self.login(step.box, mechanism.name, _verified)
         if step.reason == NO_LEGACY_SECRET and step.box is not None:
-            return self._no_legacy_secret(step.box, mechanism.name)
-        return self._login_failed(step.box, mechanism.name, step.reason)
+            return self.no_legacy_secret(step.box, mechanism.name)
+        return self.login_failed(step.box, mechanism.name, step.reason)
 
-    def _no_legacy_secret(self, name: str, mech: str) -> Reply:
+    def no_legacy_secret(self, name: str, mech: str) -> Reply:
         """APOP or CRAM-MD5 for a name that keeps no legacy secret: it can never succeed.
 
         Said plainly, and not counted as a failed login (no penalty, no lock-out, no fail2ban
@@ -494,17 +474,17 @@ class Pop3Protocol:
             reason=NO_LEGACY_SECRET,
             session=self.session_id,
         )
-        return self._bad(
+        return self.bad(
             f"-ERR [AUTH] no {LEGACY_METHODS} secret is kept for {name}; "
             "log in another way (see CAPA)"
         )
 
-    def _login_failed(self, name: str | None, mech: str, reason: str) -> Reply:
+    def login_failed(self, name: str | None, mech: str, reason: str) -> Reply:
         """Count and log a failed login; the reply waits the client's growing penalty."""
-        profile = self._profile()
+        profile = self.profile()
         self._auth_failures += 1
-        self._stats.logins_failed += 1
-        self._stats.note_login(mech, False)
+        self.stats.logins_failed += 1
+        self.stats.note_login(mech, False)
         self._guard.penalty.base_delay_s = profile.float("pop3.auth_failure_delay_s")
         delay = self._guard.failed(self.peer, name)
         close = self._auth_failures >= profile.int("pop3.max_auth_failures")
@@ -515,14 +495,14 @@ class Pop3Protocol:
             authlog.log_event("limit", self.peer, limit="auth-failures", session=self.session_id)
         return Reply(b"-ERR [AUTH] invalid mailbox name or password\r\n", close=close, delay=delay)
 
-    def _login(self, name: str, mech: str, check: Callable[[], bool]) -> Reply:
+    async def login(self, name: str, mech: str, check: Callable[[], Awaitable[bool]]) -> Reply:
         """The one login path: lock-out, credentials, box lock, LOGIN-DELAY, snapshot."""
         if self._guard.refusal(name) is not None:
-            return self._login_failed(name, mech, BOX_LOCKED)
-        if not check():
-            return self._login_failed(name, mech, BAD_CREDENTIALS)
+            return self.login_failed(name, mech, BOX_LOCKED)
+        if not await check():
+            return self.login_failed(name, mech, BAD_CREDENTIALS)
         self._guard.succeeded(self.peer, name)
-        profile = self._profile()
+        profile = self.profile()
         if not self._locks.acquire(name, self.session_id):
             authlog.log_event("limit", self.peer, limit="in-use", box=name, session=self.session_id)
             return Reply(b"-ERR [IN-USE] mailbox is in use by another session\r\n")
@@ -535,22 +515,22 @@ class Pop3Protocol:
                 "limit", self.peer, limit="login-delay", box=name, session=self.session_id
             )
             return Reply(
-                _line(
+                reply_line(
                     f"-ERR [LOGIN-DELAY] wait {plural(login_delay, 'second')} "
                     "between logins to a box"
                 )
             )
         try:
-            listing = self._store.messages(name)
+            listing = await self.store.messages(name)
         except CorruptRecordError as exc:
             self._locks.release(name, self.session_id)
-            return Reply(_line(f"-ERR [SYS/PERM] mailbox cannot be read: {exc}"))
+            return Reply(reply_line(f"-ERR [SYS/PERM] mailbox cannot be read: {exc}"))
         except DeviceError as exc:
             self._locks.release(name, self.session_id)
-            return Reply(_line(f"-ERR [SYS/TEMP] mailbox cannot be opened now: {exc}"))
+            return Reply(reply_line(f"-ERR [SYS/TEMP] mailbox cannot be opened now: {exc}"))
         self._locks.note_login(name, now)
-        self._stats.logins_ok += 1
-        self._stats.note_login(mech, True)
+        self.stats.logins_ok += 1
+        self.stats.note_login(mech, True)
         authlog.log_event(
             "auth-ok",
             self.peer,
@@ -561,60 +541,22 @@ class Pop3Protocol:
         )
         self.box = name
         self.state = State.TRANSACTION
-        self._uids = tuple(m.uid for m in listing)
-        self._sizes = array("q", (m.size for m in listing))
-        self._live_count = len(self._uids)
-        self._live_octets = sum(self._sizes)
+        self.uids = tuple(m.uid for m in listing)
+        self.sizes = array("q", (m.size for m in listing))
+        self.live_count = len(self.uids)
+        self.live_octets = sum(self.sizes)
         return Reply(
-            _line(
-                f"+OK {name} has {plural(self._live_count, 'message')} "
-                f"({plural(self._live_octets, 'octet')})"
+            reply_line(
+                f"+OK {name} has {plural(self.live_count, 'message')} "
+                f"({plural(self.live_octets, 'octet')})"
             )
         )
 
-    def _cmd_quit(self, rest: str) -> Reply:
-        bad = self._no_args("QUIT", rest)
-        if bad:
-            return bad
-        if self.state is State.TRANSACTION:
-            return self._update()
-        self.end()
-        return Reply(b"+OK signing off\r\n", close=True)
-
-    def _cmd_capa(self, rest: str) -> Reply:
-        bad = self._no_args("CAPA", rest)
-        return bad or Reply(_CAPA_HEAD, fixed_body(self._capabilities()))
-
     # -- TRANSACTION ---------------------------------------------------------------------
 
-    def _cmd_stat(self, rest: str) -> Reply:
-        bad = self._no_args("STAT", rest)
-        return bad or Reply(b"+OK %d %d\r\n" % (self._live_count, self._live_octets))
-
-    def _cmd_list(self, rest: str) -> Reply:
-        index = self._one_message("LIST", rest, optional=True)
-        if isinstance(index, Reply):
-            return index
-        if index is not None:
-            return Reply(b"+OK %d %d\r\n" % (index + 1, self._sizes[index]))
-        count, size = plural(self._live_count, "message"), plural(self._live_octets, "octet")
-        head = f"+OK {count} ({size})\r\n".encode("ascii")
-        return Reply(head, self._listing_body(self._sizes))
-
-    def _cmd_uidl(self, rest: str) -> Reply:
-        index = self._one_message("UIDL", rest, optional=True)
-        if isinstance(index, Reply):
-            return index
-        if index is not None:
-            return Reply(_line(f"+OK {index + 1} {self._uids[index]}"))
-        return Reply(
-            b"+OK unique-id listing follows\r\n",
-            self._listing_body(self._uids),
-        )
-
-    def _stream(self, index: int, top_lines: int | None) -> Reply:
+    async def stream(self, index: int, top_lines: int | None) -> Reply:
         assert self.box is not None
-        uid = self._uids[index]
+        uid = self.uids[index]
         what = "RETR" if top_lines is None else "TOP"
         try:
             reservation = self._budget.reserve(STREAM_CHUNK, f"POP3 {what} buffer")
@@ -622,123 +564,52 @@ class Pop3Protocol:
             return Reply(b"-ERR [SYS/TEMP] out of memory; try again later\r\n")
         try:
             if top_lines is None:
-                chunks = self._store.read_wire(self.box, uid, STREAM_CHUNK)
+                opened = await self.store.read_wire(self.box, uid, STREAM_CHUNK)
             else:
-                chunks = self._store.read_top(self.box, uid, top_lines, STREAM_CHUNK)
-            first = next(chunks, b"")
+                opened = await self.store.read_top(self.box, uid, top_lines, STREAM_CHUNK)
         except CorruptRecordError as exc:
             reservation.release()
             log.error("POP3 %s of %s/%s: %s", what, self.box, uid, exc)
-            return Reply(_line(f"-ERR [SYS/PERM] message {index + 1} is damaged: {exc}"))
+            return Reply(reply_line(f"-ERR [SYS/PERM] message {index + 1} is damaged: {exc}"))
         except DeviceError as exc:
             reservation.release()
-            return Reply(_line(f"-ERR [SYS/TEMP] message {index + 1} cannot be read: {exc}"))
+            return Reply(reply_line(f"-ERR [SYS/TEMP] message {index + 1} cannot be read: {exc}"))
         except BaseException:
             reservation.release()
             raise
-        body = MultilineBody(chunks, first=first, on_close=reservation.release)
+        body = MultilineBody(opened.rest, first=opened.first, on_close=reservation.release)
+        guard = self.store.reading
         if top_lines is None:
-            self._stats.messages_retrieved += 1
-            if self._retrieved is None:
-                self._retrieved = set()
-            self._retrieved.add(index)
-            return Reply(b"+OK %d octets\r\n" % self._sizes[index], body, stored=(self.box, uid))
-        return Reply(b"+OK top of message follows\r\n", body)
-
-    def _cmd_retr(self, rest: str) -> Reply:
-        index = self._one_message("RETR", rest)
-        assert index is not None
-        return index if isinstance(index, Reply) else self._stream(index, None)
-
-    def _cmd_top(self, rest: str) -> Reply:
-        parts = _arguments(rest)
-        if len(parts) != 2:
-            return self._bad("-ERR TOP takes a message number and a line count")
-        index = self._message_index(parts[0])
-        if isinstance(index, Reply):
-            return index
-        count = parse_number(parts[1])
-        if count is None:
-            return self._bad("-ERR a TOP line count is a decimal number (0, 1, ...)")
-        # RFC 1939 §7 sets no bound; a count beyond the body sends the whole body. Clamped
-        # only so that the store sees a machine-sized integer.
-        return self._stream(index, min(count, sys.maxsize))
-
-    def _cmd_dele(self, rest: str) -> Reply:
-        index = self._one_message("DELE", rest)
-        assert index is not None
-        if isinstance(index, Reply):
-            return index
-        if self._deleted is None:
-            self._deleted = set()
-        self._deleted.add(index)
-        self._live_count -= 1
-        self._live_octets -= self._sizes[index]
-        return Reply(b"+OK message %d deleted\r\n" % (index + 1))
-
-    def _cmd_noop(self, rest: str) -> Reply:
-        return self._no_args("NOOP", rest) or _OK
-
-    def _cmd_rset(self, rest: str) -> Reply:
-        bad = self._no_args("RSET", rest)
-        if bad:
-            return bad
-        self._deleted = self._retrieved = None
-        self._live_count = len(self._uids)
-        self._live_octets = sum(self._sizes)
-        return Reply(
-            f"+OK maildrop has {plural(self._live_count, 'message')} "
-            f"({plural(self._live_octets, 'octet')})\r\n".encode("ascii")
-        )
+            self.stats.messages_retrieved += 1
+            if self.retrieved is None:
+                self.retrieved = set()
+            self.retrieved.add(index)
+            head = b"+OK %d octets\r\n" % self.sizes[index]
+            return Reply(head, body, stored=(self.box, uid), guard=guard)
+        return Reply(b"+OK top of message follows\r\n", body, guard=guard)
 
     # -- UPDATE --------------------------------------------------------------------------
 
-    def _update(self) -> Reply:
+    async def update(self) -> Reply:
         """Commit this session's deletions in one atomic store call, then end the session."""
         assert self.box is not None
-        doomed = set(self._deleted or ())
-        if self._retrieved and self._profile().int("pop3.expire_days") == 0:
-            doomed |= self._retrieved
-        uids = [self._uids[i] for i in sorted(doomed)]
-        left = len(self._uids) - len(uids)
+        doomed = set(self.deleted or ())
+        if self.retrieved and self.profile().int("pop3.expire_days") == 0:
+            doomed |= self.retrieved
+        uids = [self.uids[i] for i in sorted(doomed)]
+        left = len(self.uids) - len(uids)
         self.state = State.UPDATE
         try:
             if uids:
-                self._store.delete(self.box, uids)
+                await self.store.delete(self.box, uids)
         except CorruptRecordError as exc:
-            self._stats.commits_failed += 1
-            return Reply(_line(f"-ERR [SYS/PERM] no messages removed: {exc}"), close=True)
+            self.stats.commits_failed += 1
+            return Reply(reply_line(f"-ERR [SYS/PERM] no messages removed: {exc}"), close=True)
         except DeviceError as exc:
-            self._stats.commits_failed += 1
-            return Reply(_line(f"-ERR [SYS/TEMP] no messages removed: {exc}"), close=True)
+            self.stats.commits_failed += 1
+            return Reply(reply_line(f"-ERR [SYS/TEMP] no messages removed: {exc}"), close=True)
         finally:
             self.end()
-        self._stats.messages_deleted += len(uids)
+        self.stats.messages_deleted += len(uids)
         bye = f"+OK signing off ({plural(left, 'message')} left)\r\n"
         return Reply(bye.encode("ascii"), close=True)
-
-
-_Handler = Callable[[Pop3Protocol, str], Reply]
-
-_AUTH_COMMANDS: Final[dict[str, _Handler]] = {
-    "USER": Pop3Protocol._cmd_user,
-    "PASS": Pop3Protocol._cmd_pass,
-    "APOP": Pop3Protocol._cmd_apop,
-    "AUTH": Pop3Protocol._cmd_auth,
-    "STLS": Pop3Protocol._cmd_stls,
-    "QUIT": Pop3Protocol._cmd_quit,
-    "CAPA": Pop3Protocol._cmd_capa,
-}
-_TRANS_COMMANDS: Final[dict[str, _Handler]] = {
-    "STAT": Pop3Protocol._cmd_stat,
-    "LIST": Pop3Protocol._cmd_list,
-    "RETR": Pop3Protocol._cmd_retr,
-    "DELE": Pop3Protocol._cmd_dele,
-    "NOOP": Pop3Protocol._cmd_noop,
-    "RSET": Pop3Protocol._cmd_rset,
-    "QUIT": Pop3Protocol._cmd_quit,
-    "TOP": Pop3Protocol._cmd_top,
-    "UIDL": Pop3Protocol._cmd_uidl,
-    "CAPA": Pop3Protocol._cmd_capa,
-}
-_ALL_KEYWORDS: Final = frozenset(_AUTH_COMMANDS) | frozenset(_TRANS_COMMANDS)

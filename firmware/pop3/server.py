@@ -12,13 +12,15 @@ SSLStream; the session task is the only reader and the only writer of its stream
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
 import os
+import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -30,10 +32,11 @@ from firmware.errors import DeviceError, MemoryFullError
 from firmware.pop3.direct import can_map, send_from_image
 from firmware.pop3.framing import CRLF, TERMINATOR, LineReader
 from firmware.pop3.locks import BoxLocks
-from firmware.pop3.mailbox import BoardMailstore
+from firmware.pop3.mailbox import BoardMailstore, Mailstore
 from firmware.pop3.protocol import STREAM_CHUNK, Pop3Protocol, Pop3Stats, Reply
 from firmware.security.abuse import ClientSessions, LoginGuard, PreauthEvictor
 from firmware.security.authlog import log_event
+from firmware.store.worker import StoreWorker
 
 if TYPE_CHECKING:
     from firmware.store.board import Board
@@ -103,7 +106,12 @@ class _Session:
     )
 
     def __init__(
-        self, session_id: int, stream: trio.SocketStream, peer: str, host: str, implicit_tls: bool
+        self,
+        session_id: int,
+        stream: trio.abc.HalfCloseableStream,
+        peer: str,
+        host: str,
+        implicit_tls: bool,
     ) -> None:
         self.id = session_id
         self.socket_stream = stream
@@ -118,7 +126,9 @@ class _Session:
         self.protocol: Pop3Protocol | None = None
 
 
-def _peer_of(stream: trio.SocketStream) -> tuple[str, str]:
+def _peer_of(stream: trio.abc.HalfCloseableStream) -> tuple[str, str]:
+    if not isinstance(stream, trio.SocketStream):
+        return "memory", "memory"  # an in-process stream (tests): no address
     try:
         address = stream.socket.getpeername()
     except OSError:
@@ -127,18 +137,54 @@ def _peer_of(stream: trio.SocketStream) -> tuple[str, str]:
     return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _ack_now(stream: trio.abc.HalfCloseableStream) -> None:
+    """Acknowledge what the client sent at once, for when we next wait for it silently.
+
+    After a TLS handshake the server's next move is to read (after STLS it has nothing to
+    say; trio even holds TLS 1.3 session tickets until its first write). The kernel then
+    delays its ACK of the client's last handshake record by ~40 ms, and a client with Nagle
+    on (poplib, fetchmail, mpop: none sets TCP_NODELAY) holds its next command until that
+    ACK arrives: every STLS session's first reply took ~42 ms. TCP_QUICKACK sends the
+    pending ACK now (Linux; elsewhere this does nothing).
+    """
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    if quickack is None or not isinstance(stream, trio.SocketStream):
+        return
+    with contextlib.suppress(OSError):  # the peer is already gone: the next read says so
+        stream.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+
+
+def _drop(stream: trio.abc.HalfCloseableStream) -> None:
+    """Close a connection at once, without a word and without waiting."""
+    if isinstance(stream, trio.SocketStream):
+        stream.socket.close()
+    else:
+        trio.lowlevel.spawn_system_task(trio.aclose_forcefully, stream)
+
+
 class Pop3Service:
     """The device's POP3 service over a Board; one instance per device."""
 
     def __init__(
         self,
-        board: Board,
+        board: Board | None,
         profile: Callable[[], Profile],
         budget: RamBudget,
         *,
         tls: ssl.SSLContext | None = None,
+        worker: StoreWorker | None = None,
+        store: Mailstore | None = None,
     ) -> None:
-        self._store = BoardMailstore(board)
+        """`worker`: the device's store worker, through which every store operation runs (a
+        private one if None: then this service is the Board's only user). `store`: serve
+        this maildrop instead of `board` (e.g. firmware.pop3.memory in tests): RETR then
+        always pulls the body, as there is no image file to copy from."""
+        self._board_store = BoardMailstore(board, worker) if board is not None else None
+        if store is None:
+            if self._board_store is None:
+                raise ValueError("Pop3Service needs a board or a store")
+            store = self._board_store
+        self._store: Mailstore = store
         self._profile = profile
         self._budget = budget
         self._tls = tls
@@ -237,6 +283,27 @@ class Pop3Service:
         listeners = await trio.open_tcp_listeners(
             port, host=host, backlog=listen_backlog(self._profile().int("pop3.max_sessions"))
         )
+        port = listeners[0].socket.getsockname()[1]
+        await self.serve_listeners(
+            listeners, implicit_tls=implicit_tls, task_status=task_status, started=port
+        )
+
+    async def serve_listeners(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.HalfCloseableStream]],
+        *,
+        implicit_tls: bool = False,
+        started: int = 0,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve connections from `listeners` until cancelled (or drained); closes them after.
+
+        Any trio listener of byte streams: TCP listeners (`serve`), or in-process ones in
+        tests (trio.testing memory streams). `started` is what `task_status.started` gets
+        (the bound port, for `serve`).
+        """
+        if implicit_tls and self._tls is None:
+            raise DeviceError("cannot serve POP3S: the device has no TLS certificate")
         accept_scope = trio.CancelScope()
         self._accept_scopes.add(accept_scope)
         self._serving += 1
@@ -248,7 +315,7 @@ class Pop3Service:
                             accepters.start_soon(
                                 self._accept_loop, listener, sessions, implicit_tls
                             )
-                        task_status.started(listeners[0].socket.getsockname()[1])
+                        task_status.started(started)
                 for listener in listeners:
                     await trio.aclose_forcefully(listener)
         finally:
@@ -261,7 +328,10 @@ class Pop3Service:
                     await trio.aclose_forcefully(listener)
 
     async def _accept_loop(
-        self, listener: trio.SocketListener, sessions: trio.Nursery, implicit_tls: bool
+        self,
+        listener: trio.abc.Listener[trio.abc.HalfCloseableStream],
+        sessions: trio.Nursery,
+        implicit_tls: bool,
     ) -> None:
         while True:
             try:
@@ -276,7 +346,7 @@ class Pop3Service:
                 self._admit(stream, sessions, implicit_tls)
             except Exception:
                 log.exception("POP3 could not admit a connection; closing it")
-                stream.socket.close()
+                _drop(stream)
 
     def _make_room(self, host: str) -> bool:
         """Every slot is taken: evict the oldest connection that has not logged in, if any."""
@@ -291,7 +361,9 @@ class Pop3Service:
         log.info("POP3 session %d (%s) evicted to admit %s", victim.id, victim.peer, host)
         return True
 
-    def _admit(self, stream: trio.SocketStream, sessions: trio.Nursery, implicit_tls: bool) -> None:
+    def _admit(
+        self, stream: trio.abc.HalfCloseableStream, sessions: trio.Nursery, implicit_tls: bool
+    ) -> None:
         """Start a session for `stream`, or refuse it at once with -ERR [SYS/TEMP]."""
         profile = self._profile()
         host, peer = _peer_of(stream)
@@ -319,7 +391,7 @@ class Pop3Service:
             log_event("limit", host, limit=limit)
             log.info("POP3 refused %s: %s", peer, (refusal or b"").decode().strip())
             if self._refusing >= MAX_REFUSING:
-                stream.socket.close()  # refusals are already busy: drop without a word
+                _drop(stream)  # refusals are already busy: drop without a word
                 return
             self._refusing += 1
             sessions.start_soon(self._refuse, stream, refusal or b"")
@@ -331,7 +403,7 @@ class Pop3Service:
         self.stats.sessions_total += 1
         sessions.start_soon(self._run, session, reservation)
 
-    async def _refuse(self, stream: trio.SocketStream, refusal: bytes) -> None:
+    async def _refuse(self, stream: trio.abc.HalfCloseableStream, refusal: bytes) -> None:
         """Say why, in plain text even on the POP3S port: no handshake for a refused client."""
         try:
             with trio.move_on_after(REFUSE_TIMEOUT_S):
@@ -430,6 +502,7 @@ class Pop3Service:
             session.stream = ssl_stream
             protocol.tls_active = True
             self.stats.tls_sessions += 1
+            _ack_now(session.socket_stream)
             return True
         log_event("tls-fail", session.host, via=how, reason=reason, session=session.id)
         self.stats.tls_failures += 1
@@ -453,7 +526,7 @@ class Pop3Service:
                 reader.feed(data if type(data) is bytes else bytes(data))
                 continue
             started = trio.current_time()
-            reply = protocol.receive_line(line)
+            reply = await protocol.receive_line(line)
             if reply.delay > 0:
                 await trio.sleep(reply.delay)
             await self._send(session, protocol, reply)
@@ -485,9 +558,11 @@ class Pop3Service:
 
     def _image(self) -> int | None:
         """The image file, read-only, if RETR can copy from it directly (opened once)."""
+        if self._board_store is None or self._store is not self._board_store:
+            return None
         if self._direct is None:
             try:
-                fd = os.open(self._store.image_path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(self._board_store.image_path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as exc:
                 log.warning("POP3: RETR reads through the store: cannot open the image: %s", exc)
                 self._direct = False
@@ -518,9 +593,14 @@ class Pop3Service:
             await stream.send_all(reply.head)
             self.stats.bytes_sent += len(reply.head)
             return
+        guard = reply.guard
         try:
             pending = reply.head
-            if reply.stored is not None and stream is session.socket_stream:
+            if (
+                reply.stored is not None
+                and stream is session.socket_stream
+                and isinstance(stream, trio.SocketStream)
+            ):
                 first = body.take_first()
                 # A full first chunk: more follows (a shorter one was the whole message).
                 if len(first) >= STREAM_CHUNK and (image_fd := self._image()) is not None:
@@ -529,7 +609,14 @@ class Pop3Service:
                     )
                     return
                 pending += first
-            for chunk in body:
+            while True:
+                if guard is None:
+                    chunk = next(body, None)
+                else:
+                    async with guard():  # a short read of the store, under its lock
+                        chunk = next(body, None)
+                if chunk is None:
+                    break
                 if len(pending) < SEND_COALESCE or len(chunk) < SEND_COALESCE:
                     pending += chunk
                     if len(pending) < SEND_COALESCE:
@@ -562,6 +649,8 @@ class Pop3Service:
         """RETR: the head and the chunk read ahead, the rest from the image, the terminator."""
         box, uid = stored
         stream = session.socket_stream
+        store = self._board_store
+        assert isinstance(stream, trio.SocketStream) and store is not None
         await stream.send_all(head + first)
         idle = self._idle_limit(protocol)
 
@@ -572,7 +661,8 @@ class Pop3Service:
         tail = await send_from_image(
             stream.socket,
             image_fd,
-            lambda at: self._store.wire_extents(box, uid, at),
+            lambda at: store.wire_extents(box, uid, at),
+            store.reading,
             len(first),
             first[-2:],
             progress,

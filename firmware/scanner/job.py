@@ -23,6 +23,7 @@ from firmware.scanner.encode import FORMAT_MODES, FORMATS, DocumentWriter, open_
 from firmware.scanner.mime import ScanMessageInfo, attachment_names, write_message
 from firmware.scanner.render import MODES, PageSpec, parse_resolution, render_page
 from firmware.store.board import Board, MessageInfo
+from firmware.store.worker import StoreWorker
 from firmware.text import plural
 
 JOB_NUMBER_LIMIT = 10000  # job numbers run 0001..9999 and wrap, as on the device panel
@@ -214,8 +215,11 @@ async def run_scan_async(
     *,
     job_number: int,
     now: datetime | None = None,
+    worker: StoreWorker | None = None,
 ) -> ScanResult:
-    """`run_scan` for the trio loop: drawing and encoding run in a worker thread."""
+    """`run_scan` for the trio loop: drawing and encoding run in a worker thread, and the
+    message is stored through `worker` (the device's store worker: the append, its fsync
+    and any compaction run off the loop); without one, on the trio thread."""
     job = _start(req, board, profile, job_number, now)
     held: list[Reservation] = []
     try:
@@ -223,7 +227,10 @@ async def run_scan_async(
             size = await trio.to_thread.run_sync(job.encode_page, page)
             _hold(budget, held, job, page, size)
         message, names, digests = await trio.to_thread.run_sync(job.message)
-        stored = board.deliver(req.box, message)  # the Board is single-threaded: trio thread
+        if worker is not None:
+            stored = await worker.run(board.deliver, req.box, message)
+        else:
+            stored = board.deliver(req.box, message)
         return _result(req, job, stored, names, digests, held)
     finally:
         _release(held)

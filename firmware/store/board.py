@@ -11,7 +11,7 @@ import io
 import logging
 import time
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -160,6 +160,10 @@ class _BoxState:
     bytes: int = 0
 
 
+def _no_pause() -> None:
+    pass
+
+
 class Board:
     """One open board image: the device's whole persistent state."""
 
@@ -174,6 +178,9 @@ class Board:
         self._next_seq = state.seq_floor
         self._problems: list[Problem] = []
         self._uid_tag = image.geometry.image_id[:4].hex()
+        self.between_steps: Callable[[], None] = _no_pause
+        """Called between the steps of a long operation (each compaction segment), with the
+        board consistent: the store worker lets waiting readers in (firmware/store/worker.py)."""
         self._limits: StoreLimits | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -813,6 +820,7 @@ class Board:
             self._image.erase(head, end - head)
             moved_records += len(moved)
             moved_bytes += sum(h.total for h in moved)
+            self.between_steps()
         self._problems = [p for p in self._problems if p.position >= self._log.head]
         return CompactReport(
             records_moved=moved_records,

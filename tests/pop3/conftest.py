@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 from firmware.config.budget import RamBudget
@@ -244,3 +245,15 @@ class RawClient:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """pytest-trio's virtual clock, but one that jumps only after 50 ms of real idleness.
+
+    Store operations and password checks run on worker threads (firmware/store/worker.py);
+    trio counts a task waiting for a thread as blocked, so a clock that jumps at once would
+    skip a whole idle timeout while PBKDF2 runs. A jump now waits until no thread has
+    answered for 50 ms.
+    """
+    return trio.testing.MockClock(autojump_threshold=0.05)

@@ -73,15 +73,15 @@ def test_auth_cache_is_bounded_least_recently_used_first() -> None:
     assert all(cache.hit(box, "pw", creds) for box in ("a", "c", "d"))
 
 
-def test_board_mailstore_caches_successes_and_sees_password_changes(board: Board) -> None:
+async def test_board_mailstore_caches_successes_and_sees_password_changes(board: Board) -> None:
     store = BoardMailstore(board)
-    assert store.check_password("bob", BOB_PASSWORD)
+    assert await store.check_password("bob", BOB_PASSWORD)
     assert len(store.auth_cache) == 1
-    assert store.check_password("bob", BOB_PASSWORD)
-    assert not store.check_password("bob", "wrong")
+    assert await store.check_password("bob", BOB_PASSWORD)
+    assert not await store.check_password("bob", "wrong")
     assert len(store.auth_cache) == 1  # failures are not cached
     board.set_box_password("bob", "new password")
-    assert not store.check_password("bob", BOB_PASSWORD)
-    assert store.check_password("bob", "new password")
+    assert not await store.check_password("bob", BOB_PASSWORD)
+    assert await store.check_password("bob", "new password")
     board.delete_box("bob")
-    assert not store.check_password("bob", "new password")
+    assert not await store.check_password("bob", "new password")

@@ -310,3 +310,23 @@ async def test_tls_sessions_reserve_ram_and_are_refused_without_it(
         assert (event["limit"], event["via"]) == ("memory", "stls")
     finally:
         hog.release()
+
+
+async def test_the_first_reply_after_stls_is_not_held_by_a_delayed_ack(
+    tls_pop3: Server,
+) -> None:
+    """A client with Nagle on (poplib, fetchmail, mpop) sends its first command after STLS at
+    once: the server acknowledges the handshake's last record instead of delaying its ACK
+    for ~40 ms (the old code: about 42 ms every time). Also for POP3S, where the greeting
+    follows the handshake."""
+    from benchmarks.pop3_stls_probe import probe_once
+
+    for port, implicit in ((tls_pop3.port, False), (tls_pop3.pop3s_port, True)):
+        firsts = []
+        for _ in range(5):
+            first, _second, version = await trio.to_thread.run_sync(
+                probe_once, "127.0.0.1", port, False, implicit
+            )
+            firsts.append(first)
+        firsts.sort()
+        assert firsts[2] < 20.0, (implicit, version, firsts)

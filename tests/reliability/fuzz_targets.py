@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import trio
+
 from firmware.config.budget import RamBudget
 from firmware.config.profile import factory, parse_toml
 from firmware.console.shell import ConsoleShell, PowerAction, ScanAction
@@ -98,7 +100,7 @@ def pop3_stream(data: bytes) -> None:
                 if reader.buffered > max(reader.limit, MAX_COMMAND_LINE) + len(chunk):
                     raise Finding(f"reader holds {reader.buffered} octets")
                 try:
-                    reply = protocol.receive_line(line)
+                    reply = trio.run(protocol.receive_line, line)
                 except DeviceError:
                     raise Finding("a DeviceError escaped the protocol core") from None
                 _check_head(reply.head)

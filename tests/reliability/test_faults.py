@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trio
 
 from firmware.config.budget import RamBudget
 from firmware.errors import DeviceError, ImageError, StorageFullError
@@ -185,7 +186,7 @@ def pop3_session(board: Board) -> Pop3Protocol:
     )
     protocol.greeting()
     for line in (b"USER bob", b"PASS bob-pw"):
-        assert protocol.receive_line(line).ok
+        assert trio.run(protocol.receive_line, line).ok
     return protocol
 
 
@@ -196,9 +197,12 @@ def test_quit_under_a_write_fault_says_sys_temp_and_removes_nothing(
     with Board.open(image) as board:
         before = snapshot(board)
         session = pop3_session(board)
-        assert session.receive_line(b"DELE 1").ok and session.receive_line(b"DELE 2").ok
+        assert (
+            trio.run(session.receive_line, b"DELE 1").ok
+            and trio.run(session.receive_line, b"DELE 2").ok
+        )
         armed(board, Plan(write_errno=errno_))
-        reply = session.receive_line(b"QUIT")
+        reply = trio.run(session.receive_line, b"QUIT")
         assert reply.head.startswith(b"-ERR [SYS/"), reply.head
         disarm(board)
         assert snapshot(board) == before
@@ -210,7 +214,7 @@ def test_retr_under_a_read_fault_is_an_err_before_any_byte(image: Path) -> None:
     with Board.open(image) as board:
         session = pop3_session(board)
         armed(board, Plan(read_errno=EIO))
-        reply = session.receive_line(b"RETR 1")
+        reply = trio.run(session.receive_line, b"RETR 1")
         assert reply.head.startswith(b"-ERR"), reply.head
         disarm(board)
-        assert session.receive_line(b"RETR 1").ok  # the session goes on
+        assert trio.run(session.receive_line, b"RETR 1").ok  # the session goes on
