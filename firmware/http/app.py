@@ -93,8 +93,22 @@ class Api:
         worker (`OpsContext.run_store`), so the loop keeps serving POP3 meanwhile."""
         return await self.ctx.run_store(fn, *args)
 
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a short read of the store here on the loop, holding the board against the
+        store worker (`StoreWorker.reading`): a listing must not iterate the board's tables
+        while the worker thread appends to them ("dictionary changed size" under load)."""
+        worker = getattr(self.device, "store_worker", None)
+        if worker is None:
+            return fn(*args)
+        async with worker.reading():
+            return fn(*args)
+
     async def _check_password(self, password: str) -> bool:
         _ = self.ctx.board  # DeviceError (503) while the device reboots, before a thread
+        worker = getattr(self.device, "store_worker", None)
+        if worker is not None:  # its own thread and limiter: never behind a compaction
+            ok: bool = await worker.verify(system.check_admin_password, self.ctx, password)
+            return ok
         return await trio.to_thread.run_sync(system.check_admin_password, self.ctx, password)
 
     def _route(
@@ -188,19 +202,19 @@ class Api:
 
     async def prometheus(self, request: Request) -> Response:
         self._no_query(request)
-        return Response(self.metrics.render(), media_type=METRICS_TYPE)
+        return Response(await self.read(self.metrics.render), media_type=METRICS_TYPE)
 
     # ----- status -----
 
     async def get_status(self, request: Request) -> Response:
         self._no_query(request)
-        return JSONResponse(as_json(status.status(self.ctx)))
+        return JSONResponse(as_json(await self.read(status.status, self.ctx)))
 
     # ----- boxes -----
 
     async def list_boxes(self, request: Request) -> Response:
         self._no_query(request)
-        return JSONResponse(as_json(boxes.box_list(self.ctx)))
+        return JSONResponse(as_json(await self.read(boxes.box_list, self.ctx)))
 
     _ADD_BOX = {  # noqa: RUF012 - read only
         "name": Field((str,), required=True, doc="1-40 printable ASCII, no spaces or '/'"),
@@ -228,7 +242,7 @@ class Api:
 
     async def show_box(self, request: Request) -> Response:
         self._no_query(request)
-        return JSONResponse(as_json(boxes.box_show(self.ctx, self._box(request))))
+        return JSONResponse(as_json(await self.read(boxes.box_show, self.ctx, self._box(request))))
 
     _CHANGE_BOX = {  # noqa: RUF012 - read only
         "password": Field((str,), doc="a new POP3 password"),
@@ -246,7 +260,7 @@ class Api:
             raise ApiError(400, "missing_key", "'legacy' needs 'password'", field="legacy")
         if body.get("unlock") is False:
             raise ApiError(400, "bad_value", "'unlock' can only be true", field="unlock")
-        boxes.find_box(self.ctx, name)
+        await self.read(boxes.find_box, self.ctx, name)
         result: dict[str, Any] = {"name": name}
         if "password" in body:
             change = await self.store(
@@ -254,14 +268,14 @@ class Api:
             )
             result["password"] = as_json(change)
         if body.get("unlock"):
-            result["unlock"] = as_json(boxes.box_unlock(self.ctx, name))
+            result["unlock"] = as_json(await self.read(boxes.box_unlock, self.ctx, name))
         return JSONResponse(result)
 
     async def delete_box(self, request: Request) -> Response:
         self._no_query(request, ("purge",))
         name = self._box(request)
         purge = _flag(request, "purge")
-        boxes.find_box(self.ctx, name)
+        await self.read(boxes.find_box, self.ctx, name)
         return JSONResponse(as_json(await self.store(_box_del, self.ctx, name, purge)))
 
     # ----- messages -----
@@ -269,7 +283,7 @@ class Api:
     async def list_messages(self, request: Request) -> Response:
         self._no_query(request)
         name = self._box(request)
-        boxes.find_box(self.ctx, name)
+        await self.read(boxes.find_box, self.ctx, name)
         listing = await self.store(messages.list_messages, self.ctx, name)
         rows = []
         for number, msg in enumerate(listing.messages, 1):
@@ -282,10 +296,11 @@ class Api:
     async def deliver(self, request: Request) -> Response:
         self._no_query(request)
         name = self._box(request)
-        boxes.find_box(self.ctx, name)
+        await self.read(boxes.find_box, self.ctx, name)
         check_content_type(request.headers, "message/rfc822")
         profile = self.ctx.profile
-        limit = min(profile.int("mailbox.quota_mib") << 20, self.ctx.board.usage().total)
+        usage = await self.read(lambda: self.ctx.board.usage())
+        limit = min(profile.int("mailbox.quota_mib") << 20, usage.total)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise ApiError(
@@ -356,7 +371,7 @@ class Api:
 
     async def get_profile(self, request: Request) -> Response:
         self._no_query(request)
-        view = ops_profile.profile_view(self.ctx)
+        view = await self.read(ops_profile.profile_view, self.ctx)
         out = as_json(view)
         out["pending"] = [k.key for k in view.pending]
         return JSONResponse(out)
@@ -376,7 +391,7 @@ class Api:
         if not body:
             raise ApiError(400, "empty", 'nothing to change; give {"KEY": VALUE, ...}')
         pairs = [(key, _as_text(key, value)) for key, value in body.items()]
-        plan = ops_profile.plan_set(self.ctx, pairs, "PATCH /api/v1/profile")
+        plan = await self.read(ops_profile.plan_set, self.ctx, pairs, "PATCH /api/v1/profile")
         update = await self.store(ops_profile.commit, self.ctx, plan)
         return JSONResponse(as_json(update))
 
@@ -388,9 +403,8 @@ class Api:
     async def apply_profile(self, request: Request) -> Response:
         self._no_query(request)
         body = await self._json(request, self._APPLY)
-        plan = ops_profile.plan_apply(
-            self.ctx, body["model"], keep_site=not body.get("factory", False)
-        )
+        keep_site = not body.get("factory", False)
+        plan = await self.read(_plan_apply, self.ctx, body["model"], keep_site)
         update = await self.store(ops_profile.commit, self.ctx, plan)
         return JSONResponse(as_json(update))
 
@@ -398,7 +412,7 @@ class Api:
 
     async def list_sessions(self, request: Request) -> Response:
         self._no_query(request)
-        return JSONResponse(as_json(sessions.session_list(self.ctx)))
+        return JSONResponse(as_json(await self.read(sessions.session_list, self.ctx)))
 
     async def kill_session(self, request: Request) -> Response:
         self._no_query(request)
@@ -422,7 +436,7 @@ class Api:
         self._no_query(request)
         body = await self._json(request, self._SCAN)
         options = {key: str(value) for key, value in body.items() if key != "box"}
-        scan_request = scans.prepare_scan(self.ctx, body["box"], options)
+        scan_request = await self.read(scans.prepare_scan, self.ctx, body["box"], options)
         if self.nursery is None:
             raise ApiError(503, "not_running", "the API is not serving scan jobs yet")
         job = next(self._job_ids)
@@ -483,6 +497,10 @@ def _box_add(ctx: OpsContext, name: str, password: str, legacy: bool | None) -> 
 
 def _box_passwd(ctx: OpsContext, name: str, password: str, legacy: bool | None) -> Any:
     return boxes.box_passwd(ctx, name, password, legacy=legacy)
+
+
+def _plan_apply(ctx: OpsContext, model: str, keep_site: bool) -> Any:
+    return ops_profile.plan_apply(ctx, model, keep_site=keep_site)
 
 
 def _box_del(ctx: OpsContext, name: str, purge: bool) -> Any:
