@@ -70,11 +70,11 @@ def free_port() -> int:
 
 def build_image(path: Path, boxes: int, room_mib: int) -> None:
     from firmware.config.profile import factory
-    from firmware.store.board import Board
+    from firmware.device.boards import create_board
 
     corpus = build_corpus(boxes, 0)
     profile = factory(MODEL).with_value("mailbox.max_boxes", str(boxes + 16))
-    board = Board.create(path, profile, ADMIN_PASSWORD, size=(room_mib + 64) * MIB)
+    board = create_board(path, profile, ADMIN_PASSWORD, size=(room_mib + 64) * MIB)
     try:
         for account in corpus.accounts:
             board.add_box(account.name, account.password)

@@ -76,7 +76,7 @@ class CaseFigures:
 def build_image(path: Path, plan: Plan) -> None:
     """Boxes for the idle sessions, the bulk box (dead then live records), the quit box."""
     from firmware.config.profile import factory
-    from firmware.store.board import Board
+    from firmware.device.boards import create_board
 
     profile = factory("DP-3530")
     for key, value in (
@@ -92,7 +92,7 @@ def build_image(path: Path, plan: Plan) -> None:
     ):
         profile = profile.with_value(key, value, "latency benchmark")
     size = 2 * (plan.live_mib + plan.dead_mib) * MIB + 128 * MIB
-    board = Board.create(path, profile, ADMIN_PASSWORD, size=size)
+    board = create_board(path, profile, ADMIN_PASSWORD, size=size)
     try:
         for name in (BULK_BOX, QUIT_BOX, SCAN_BOX):
             board.add_box(name, PASSWORD)

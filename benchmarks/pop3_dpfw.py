@@ -15,6 +15,7 @@ from pathlib import Path
 
 from benchmarks.pop3_corpus import Corpus
 from benchmarks.pop3_procs import ServerProcess, wait_for_greeting
+from firmware.device.boards import create_board
 
 MODEL = "DP-3530"
 ADMIN_PASSWORD = "bench-admin-pw"
@@ -46,10 +47,9 @@ def build_image(path: Path, corpus: Corpus, tls: tuple[str, str] | None = None) 
     """
     from firmware.config.profile import factory
     from firmware.security.tls import settings_for
-    from firmware.store.board import Board
 
     profile = factory(MODEL).with_value("mailbox.max_boxes", str(len(corpus.accounts) + 16))
-    board = Board.create(path, profile, ADMIN_PASSWORD, size=image_size(corpus))
+    board = create_board(path, profile, ADMIN_PASSWORD, size=image_size(corpus))
     try:
         if tls is not None:
             board.set_settings(settings_for(*tls))

@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from firmware.device.boards import create_board
 from firmware.scanner.encode import FORMAT_MODES, open_writer
 from firmware.scanner.render import PageSpec, parse_resolution, render_page
 
@@ -42,11 +43,10 @@ def rss_child(pages: int) -> None:
     from firmware.config.budget import RamBudget
     from firmware.config.profile import factory
     from firmware.scanner.job import ScanRequest, run_scan
-    from firmware.store.board import Board
 
     profile = factory("DP-3530")
     with tempfile.TemporaryDirectory() as tmp:
-        board = Board.create(Path(tmp) / "bench.img", profile, "bench-admin-pw")
+        board = create_board(Path(tmp) / "bench.img", profile, "bench-admin-pw")
         try:
             board.add_box("bench", "bench-pw")
             budget = RamBudget(profile.int("memory.image_ram_mib") * 1024 * 1024)

@@ -3,8 +3,9 @@
 Run: `.venv/bin/python -m benchmarks.store [--deliveries N] [--messages N] [--dir DIR]`.
 - deliveries/s: 50 KB messages, each written and fsync'ed before the next (what the scanner and
   `dpfw deliver` wait for);
-- boot: `Board.open` of an image holding --messages messages (10,000 by default), timed in a
-  fresh subprocess whose peak RSS is reported too (replay verifies every CRC);
+- boot: `open_board` (Board.open, then the profile read) of an image holding --messages
+  messages (10,000 by default), timed in a fresh subprocess whose peak RSS is reported too
+  (replay verifies every CRC);
 - compaction: half of those messages deleted, then `compact()`; MB/s of live data moved.
 Use --dir to put the images on the file system you care about (default: a temporary directory).
 """
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 from firmware.config.profile import Profile, factory
-from firmware.store.board import Board
+from firmware.device.boards import create_board, open_board
 
 MiB = 1 << 20
 
@@ -41,7 +42,7 @@ def profile_for_bench() -> Profile:
 
 def deliveries_per_second(directory: Path, count: int) -> float:
     path = directory / "deliver.img"
-    with Board.create(path, profile_for_bench(), "bench", size=max(64, count // 10) * MiB) as b:
+    with create_board(path, profile_for_bench(), "bench", size=max(64, count // 10) * MiB) as b:
         b.add_box("bench", "pw")
         body = message(0, 50_000)
         start = time.perf_counter()
@@ -54,7 +55,7 @@ def deliveries_per_second(directory: Path, count: int) -> float:
 
 def build_image(path: Path, count: int, size: int) -> None:
     # Fill the log without an fsync per message (the bench measures replay, not writing).
-    with Board.create(path, profile_for_bench(), "bench", size=size) as b:
+    with create_board(path, profile_for_bench(), "bench", size=size) as b:
         b.add_box("a", "pw")
         b.add_box("b", "pw")
         sync = b.image.sync
@@ -69,7 +70,7 @@ def build_image(path: Path, count: int, size: int) -> None:
 
 def boot_child(path: str) -> None:
     start = time.perf_counter()
-    with Board.open(Path(path)) as board:
+    with open_board(Path(path)) as board:
         elapsed = time.perf_counter() - start
         count = sum(info.messages for info in board.boxes())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -87,7 +88,7 @@ def boot(path: Path) -> tuple[float, int, int]:
 
 
 def compaction(path: Path) -> tuple[float, int, float]:
-    with Board.open(path) as board:
+    with open_board(path) as board:
         for box in ("a", "b"):
             uids = [m.uid for m in board.messages(box)]
             board.delete(box, uids[::2])

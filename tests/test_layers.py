@@ -54,11 +54,7 @@ LAYERS: dict[str, int] = {
 FORBIDDEN: set[tuple[str, str]] = {("firmware.store", "firmware.config")}
 
 # (importer's layer key, imported layer key) edges that the redesign still has to remove.
-KNOWN_DEBT: set[tuple[str, str]] = {
-    ("firmware.flash", "firmware.config"),
-    ("firmware.flash", "firmware.security"),
-    ("firmware.store", "firmware.config"),
-}
+KNOWN_DEBT: set[tuple[str, str]] = set()
 
 
 def layer_key(module: str) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from firmware import __version__
 from firmware.cli import limits
 from firmware.errors import DeviceError
+from firmware.text import os_reason
 
 # Each module has `register(subparsers)`; its sub-commands set `func(args) -> int`.
 COMMAND_MODULES = ("image", "box", "deliver", "profile", "scan", "tls", "run")
@@ -27,7 +28,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"firmware.cli.{name}").register(sub)
+    _mark_leaves(parser)
     return parser
+
+
+def _mark_leaves(parser: argparse.ArgumentParser) -> None:
+    """Give every sub-command's parser a `_parser` default naming itself, so that arguments
+    left over after parsing are refused with that sub-command's usage, not the top level's
+    (argparse reports them from the top parser: `dpfw box list IMG extra`)."""
+    parser.set_defaults(_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _mark_leaves(child)
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """parser.parse_args, but unrecognised arguments are reported by the sub-command's own
+    parser (its usage line, `dpfw box list: error: unrecognized arguments: extra`, exit 2)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        owner: argparse.ArgumentParser = getattr(args, "_parser", parser)
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     OS error, 130 for Ctrl-C, 2 for a bad command line (argparse)."""
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -65,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # An OS error the command did not turn into its own message: name the file and why.
         where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(f"{where}{exc.strerror or exc}")
+        return _fail(f"{where}{os_reason(exc)}")
     return code
 
 

@@ -10,9 +10,9 @@ import argparse
 from pathlib import Path
 
 from firmware.cli.common import add_secret_options, print_json, read_secret
+from firmware.device.boards import open_board
 from firmware.ops import boxes, messages, render
 from firmware.ops.context import OpsContext
-from firmware.store.board import Board
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,7 +73,7 @@ def _password_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         boxes.check_new_box(ctx, args.name)  # refuse before asking for a password
         password = read_secret(args, "password")
@@ -82,28 +82,28 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         listing = boxes.box_list(OpsContext.offline(board))
     print_json(listing) if args.json else print(render.box_list(listing))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         detail = boxes.box_show(OpsContext.offline(board), args.name)
     print_json(detail) if args.json else print(render.box_detail(detail))
     return 0
 
 
 def cmd_messages(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         listing = messages.list_messages(OpsContext.offline(board), args.name)
     print_json(listing) if args.json else print(render.messages(listing))
     return 0
 
 
 def cmd_del(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         print(
             render.box_change(boxes.box_del(OpsContext.offline(board), args.name, purge=args.purge))
         )
@@ -111,7 +111,7 @@ def cmd_del(args: argparse.Namespace) -> int:
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         boxes.find_box(ctx, args.name, "box passwd")  # refuse before asking for a password
         password = read_secret(args, "password")

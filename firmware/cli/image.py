@@ -10,12 +10,13 @@ from typing import Any
 
 from firmware.cli.common import add_secret_options, parse_size, read_secret
 from firmware.config.profile import MODELS, Profile, factory, parse_toml, shown
+from firmware.device.boards import create_board, open_board, saved_profile
 from firmware.errors import DeviceError, ProfileError
 from firmware.ops import boxes, render, storage
 from firmware.ops.context import OpsContext
 from firmware.security.credentials import check_password_policy
 from firmware.store.board import Board
-from firmware.text import plural
+from firmware.text import file_problem, plural
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,7 +68,7 @@ def load_profile(text: str) -> Profile:
     try:
         toml = path.read_text("utf-8")
     except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ProfileError(file_problem(path, exc)) from None
     except UnicodeDecodeError:
         raise ProfileError(f"{path}: not UTF-8 text, so not a profile TOML file") from None
     return parse_toml(toml, str(path))
@@ -79,7 +80,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise DeviceError(f"{args.image} already exists; refusing to overwrite it")
     password = read_secret(args, "admin-password")
     check_password_policy(password, "image create")
-    with Board.create(args.image, profile, password, size=args.size) as board:
+    with create_board(args.image, profile, password, size=args.size) as board:
         print(
             f"created {board.path}: {profile.model}, {board.geometry.image_size} bytes, "
             f"{board.usage().total} bytes for messages"
@@ -98,15 +99,16 @@ DEMO_SCANS = (
 def cmd_demo(args: argparse.Namespace) -> int:
     # Imported here: Pillow is only needed for the demo's scans (a smaller floor for the rest).
     from firmware.config.budget import RamBudget
+    from firmware.device import demo
     from firmware.scanner.job import ScanRequest, run_scan
-    from firmware.store import demo
 
     with demo.create_demo(args.image, size=args.size) as board:
-        budget = RamBudget(board.profile.int("memory.image_ram_mib") * 1024 * 1024)
+        budget = RamBudget(saved_profile(board).int("memory.image_ram_mib") * 1024 * 1024)
         for number, (box, pages, dpi, mode, fmt) in enumerate(DEMO_SCANS, start=1):
             request = ScanRequest(box=box, pages=pages, dpi=dpi, mode=mode, format=fmt)
-            run_scan(request, board, budget, board.profile, job_number=number)
-        print(f"created demo image {board.path} ({board.profile.model}, plaintext POP3 allowed)")
+            run_scan(request, board, budget, saved_profile(board), job_number=number)
+        model = saved_profile(board).model
+        print(f"created demo image {board.path} ({model}, plaintext POP3 allowed)")
         print(f"console admin password: {demo.ADMIN_PASSWORD}")
         for info in board.boxes():
             messages = plural(info.messages, "message")
@@ -135,8 +137,8 @@ def describe(board: Board) -> dict[str, Any]:
             "image_id": g.image_id.hex(),
         },
         "profile": {
-            "model": board.profile.model,
-            "firmware_version": board.profile.str("identity.firmware_version"),
+            "model": saved_profile(board).model,
+            "firmware_version": saved_profile(board).str("identity.firmware_version"),
         },
         "nvram": {
             "slot_sequences": list(slots),
@@ -157,7 +159,7 @@ def describe(board: Board) -> dict[str, Any]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    with Board.open(args.image, repair=False) as board:
+    with open_board(args.image, repair=False) as board:
         info = describe(board)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -197,14 +199,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
-    with Board.open(args.image, repair=False) as board:
+    with open_board(args.image, repair=False) as board:
         report = storage.fsck(OpsContext.offline(board))
     print(render.fsck(report))
     return 0 if report.clean else 2
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         report = storage.compact(OpsContext.offline(board))
     print(f"{render.compact(report)}; {render.format_size(report.free)} free")
     return 0

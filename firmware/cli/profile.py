@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from firmware.cli.common import print_json
-from firmware.config.profile import MODELS, canonical_model, parse_toml
+from firmware.config.profile import MODELS, canonical_model, check_toml
+from firmware.device.boards import open_board
 from firmware.errors import ProfileError
 from firmware.ops import profile, render
 from firmware.ops.context import OpsContext
 from firmware.ops.profile import ProfilePlan
-from firmware.store.board import Board
+from firmware.text import file_problem
 
 SET_USAGE = "dpfw profile set IMG KEY VALUE [KEY VALUE ...] (or KEY=VALUE ...)"
 
@@ -86,7 +87,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         if args.json:
             print_json(profile.profile_view(ctx))
@@ -104,7 +105,7 @@ def _model(text: str) -> str:
 
 def _set(args: argparse.Namespace) -> int:
     pairs = profile.parse_pairs(args.pairs, SET_USAGE)
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         update = profile.commit(ctx, profile.plan_set(ctx, pairs))
     print(render.update(update, console=False))
@@ -113,7 +114,7 @@ def _set(args: argparse.Namespace) -> int:
 
 def _change(args: argparse.Namespace, plan_for: Any) -> int:
     """List every key that changes (old -> new), then save unless --dry-run."""
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         plan: ProfilePlan = plan_for(ctx)
         print(render.plan(plan, dry_run=args.dry_run))
@@ -144,12 +145,15 @@ def _validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            prof = parse_toml(path.read_text("utf-8"), str(path))
+            text = path.read_text("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            print(f"{path}: cannot read: {exc}")
+            print(file_problem(path, exc))
             failed += 1
-        except ProfileError as exc:
-            print(exc)
+            continue
+        prof, problems = check_toml(text, str(path))
+        for line in problems:  # every bad key of the file, not only the first
+            print(line)
+        if prof is None:
             failed += 1
         else:
             print(f"{path}: valid profile for {prof.model}")

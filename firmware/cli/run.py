@@ -132,8 +132,10 @@ def _run(args: argparse.Namespace) -> int:
     import trio
 
     from firmware.console.port import run_console
-    from firmware.device.device import Device, RunOptions
+    from firmware.device.device import Device, RunOptions, refuse_one_address_for_both
 
+    if args.pop3 is not None:  # before boot; the profile's address is checked at boot
+        refuse_one_address_for_both(args.pop3, args.pop3, args.pop3s)
     check_console(args.console)
     options = RunOptions(
         image=args.image,

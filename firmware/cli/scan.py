@@ -56,7 +56,7 @@ def scan_image(image: Path, args: argparse.Namespace) -> ScanDone:
 
     Options left out take the defaults the console's `scan` takes from the profile.
     """
-    from firmware.store.board import Board
+    from firmware.device.boards import open_board
 
     options = {
         name: str(value)
@@ -68,7 +68,7 @@ def scan_image(image: Path, args: argparse.Namespace) -> ScanDone:
         )
         if value is not None
     }
-    with Board.open(image) as board:
+    with open_board(image) as board:
         ctx = OpsContext.offline(board)
         request = scans.prepare_scan(ctx, args.box, options)
         return scans.run_scan_offline(ctx, request, args.job)

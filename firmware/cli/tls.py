@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 
 from firmware.cli.common import print_json
+from firmware.device.boards import open_board
 from firmware.errors import DeviceError
 from firmware.ops import render
 from firmware.ops import tls as ops_tls
 from firmware.ops.context import OpsContext
 from firmware.ops.tls import MAX_TLS_PEM
-from firmware.store.board import Board
+from firmware.text import file_problem
 
 # firmware.security.tls (cryptography, a slow and large import) is imported by the operations.
 
@@ -51,7 +52,7 @@ def _read_pem(path: Path, option: str) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DeviceError(f"cannot read {option} {path}: {exc.strerror}") from None
+        raise DeviceError(f"{option} {file_problem(path, exc)}") from None
     if len(data) > MAX_PEM_BYTES:
         raise DeviceError(f"{option} {path} is {len(data)} bytes; at most {MAX_PEM_BYTES}")
     try:
@@ -61,7 +62,7 @@ def _read_pem(path: Path, option: str) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         if args.pem:
             print(render.tls_pem(ops_tls.tls_pem(ctx)))
@@ -76,14 +77,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     cert_pem = _read_pem(args.cert, "--cert")
     key_pem = _read_pem(args.key, "--key")
     chain_pem = _read_pem(args.chain, "--chain") if args.chain else None
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         saved = ops_tls.tls_import(OpsContext.offline(board), cert_pem, key_pem, chain_pem)
     print(render.tls_saved(saved, live=False))
     return 0
 
 
 def cmd_selfsign(args: argparse.Namespace) -> int:
-    with Board.open(args.image) as board:
+    with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         saved = ops_tls.tls_selfsign(ctx, args.hostname, loopback=args.loopback)
     print(render.tls_saved(saved, live=False))

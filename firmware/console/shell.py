@@ -262,6 +262,16 @@ COMMANDS = tuple(dict.fromkeys(key.split(" ", 1)[0] for key in HELP))  # first w
 SCAN_OPTIONS = tuple(f"{name}=" for name in SCAN_OPTION_NAMES)
 
 
+def _any_case(word: str, candidates: Iterable[str]) -> list[str]:
+    """The candidates `word` begins in any case, each spelled with `word`'s own letters then
+    the candidate's rest in `word`'s case when it has one (`dp-45` and DP-4520 -> `dp-4520`,
+    `STA` and status -> `STATUS`), so the editor's prefix match and common-prefix extension
+    work as typed. For words the shell reads in any case only."""
+    size = len(word)
+    case = str.lower if word.islower() else str.upper if word.isupper() else str
+    return [word + case(c[size:]) for c in candidates if c[:size].lower() == word.lower()]
+
+
 def suggest(word: str, choices: Iterable[str], prefix: str = "") -> str:
     """'; did you mean "PREFIXx"?' for the nearest choice (difflib ratio >= 0.6, case
     ignored), or ''."""
@@ -590,21 +600,30 @@ class ConsoleShell:
         """The editor's completer: where the last word of `line` starts, and the words that
         may stand there. Commands and sub-commands come from HELP; `KEY` from the profile
         schema, `MODEL` from the factory models, `NAME`/`BOX` from the board's boxes, and
-        lower-case words in a usage's brackets (`[purge]`) as they are."""
+        lower-case words in a usage's brackets (`[purge]`) as they are.
+
+        Words the shell reads in any case (commands, models, `purge`, scan options) match
+        what was typed in any case: `dp-45` offers `dp-4510`..., the typed letters kept and
+        the rest taken from the candidate. Profile keys and box names match exactly, as they
+        are read."""
         start = len(line) - len(line.split(" ")[-1])
         words = line[:start].split()
         if not words:
-            return start, [*COMMANDS, *ALIASES]
+            return start, _any_case(line[start:], [*COMMANDS, *ALIASES])
         first = words[0].lower()
         if first in GROUPS:
             if len(words) == 1:
-                return start, subcommands(first)
+                return start, _any_case(line[start:], subcommands(first))
             name, args = f"{first} {words[1].lower()}", words[2:]
         else:
             name, args = first, words[1:]
         if name not in HELP:
             return start, []
-        return start, self._argument_candidates(name, args)
+        found = self._argument_candidates(name, args)
+        exact = set(SCHEMA) | set(self._box_names())
+        return start, [c for c in found if c in exact] + _any_case(
+            line[start:], [c for c in found if c not in exact]
+        )
 
     def _argument_candidates(self, name: str, before: list[str]) -> list[str]:
         if name == "help":
@@ -658,13 +677,14 @@ class ConsoleShell:
             self._say("      Up/Down recall lines, Left/Right/Ctrl-A/Ctrl-E move, Tab completes")
             self._say("      commands, profile keys, models and boxes.")
             return
-        chosen = [h for key, h in HELP.items() if key == topic or key.startswith(topic + " ")]
+        chosen = [(k, h) for k, h in HELP.items() if k == topic or k.startswith(topic + " ")]
         if not chosen:
             hint = suggest(topic, HELP) or "; `help` lists them"
             raise DeviceError(f'help: no command "{topic}"{hint}')
-        for h in chosen:
+        for key, h in chosen:
             self._say(f"{h.usage}")
-            self._say(f"  {h.summary}")
+            # The list's pointer to a page ("(`help scan`)") is not repeated on that page.
+            self._say(f"  {h.summary.replace(f' (`help {key}`)', '')}")
             if h.detail and len(chosen) == 1:
                 for line in h.detail.splitlines():
                     self._say(f"  {line}")

@@ -1,27 +1,41 @@
-"""The NVRAM contents as Python objects, and their bytes (sans-IO).
+"""The NVRAM contents as plain records, and their bytes (sans-IO).
 
-NVRAM is the device's configuration: active profile, admin and box credentials, free settings,
-and the anchor of the message log (its head and the sequence-number floor). It is always
-written whole into the inactive slot, so every update is atomic (firmware.flash.image).
+NVRAM is the device's configuration: the active profile (its TOML text), admin and box
+credentials, free settings, and the anchor of the message log (its head and the sequence-number
+floor). It is always written whole into the inactive slot, so every update is atomic
+(firmware.flash.image).
+
+This module knows bytes and fields, not what they mean: the profile stays TOML text (the
+schema that reads it is firmware.config.profile.from_stored) and credentials stay a record of
+salt, keys and the optional legacy secret (firmware.security.credentials makes and checks them;
+firmware.store maps one to the other).
 """
 
 from __future__ import annotations
 
-import logging
-import tomllib
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from construct import ConstructError, Container, ListContainer
 
-from firmware.config.profile import MODELS, SCHEMA, Profile, factory, flatten, validate
 from firmware.errors import DeviceError, ImageError
 from firmware.flash.layout import NvramState
-from firmware.security.credentials import Credentials
 
-__all__ = ["BoxRecord", "Nvram", "decode", "encode", "profile_from_nvram"]
+__all__ = ["BoxRecord", "CredentialRecord", "Nvram", "decode", "encode"]
 
-log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class CredentialRecord:
+    """A box's or the admin's credentials as NVRAM stores them (RFC 5802 §3 keys).
+
+    salt: bytes; iterations: PBKDF2 rounds; stored_key, server_key: 32 bytes each;
+    legacy_secret: the plaintext-equivalent secret for APOP/CRAM-MD5, or None.
+    """
+
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+    legacy_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -29,15 +43,15 @@ class BoxRecord:
     """A mailbox as NVRAM keeps it; `box_id` is never reused, so old records stay dead."""
 
     box_id: int
-    credentials: Credentials
+    credentials: CredentialRecord
 
 
 @dataclass(frozen=True)
 class Nvram:
     """One NVRAM generation."""
 
-    profile: Profile
-    admin: Credentials
+    profile_toml: str
+    admin: CredentialRecord
     log_head: int = 0
     seq_floor: int = 1
     next_box_id: int = 1
@@ -49,7 +63,7 @@ class Nvram:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _creds_obj(creds: Credentials) -> dict[str, object]:
+def _creds_obj(creds: CredentialRecord) -> dict[str, object]:
     return {
         "salt": creds.salt,
         "iterations": creds.iterations,
@@ -60,8 +74,8 @@ def _creds_obj(creds: Credentials) -> dict[str, object]:
     }
 
 
-def _creds_from(c: Container) -> Credentials:
-    return Credentials(
+def _creds_from(c: Container) -> CredentialRecord:
+    return CredentialRecord(
         salt=bytes(c.salt),
         iterations=int(c.iterations),
         stored_key=bytes(c.stored_key),
@@ -71,9 +85,9 @@ def _creds_from(c: Container) -> Credentials:
 
 
 def encode(state: Nvram) -> bytes:
-    """NVRAM bytes (without the slot framing)."""
+    """NVRAM bytes (without the slot framing); DeviceError if a field does not fit."""
     obj = {
-        "profile_toml": state.profile.to_toml(),
+        "profile_toml": state.profile_toml,
         "admin": _creds_obj(state.admin),
         "log_head": state.log_head,
         "seq_floor": state.seq_floor,
@@ -93,14 +107,17 @@ def encode(state: Nvram) -> bytes:
 
 
 def decode(data: bytes, where: str) -> Nvram:
-    """Parse NVRAM bytes; a layout or profile that does not check out is an ImageError."""
+    """Parse NVRAM bytes; a layout that does not check out is an ImageError naming `where`.
+
+    The profile text is returned as stored: whether it fits a schema is for the layer that
+    reads profiles (firmware.config.profile.from_stored).
+    """
     try:
         c = NvramState.parse(data)
-        profile = profile_from_nvram(str(c.profile_toml), f"{where} profile")
         boxes: ListContainer = c.boxes
         settings: ListContainer = c.settings
         return Nvram(
-            profile=profile,
+            profile_toml=str(c.profile_toml),
             admin=_creds_from(c.admin),
             log_head=int(c.log_head),
             seq_floor=int(c.seq_floor),
@@ -112,40 +129,3 @@ def decode(data: bytes, where: str) -> Nvram:
         )
     except (ConstructError, ValueError, TypeError, UnicodeError) as exc:
         raise ImageError(f"{where}: NVRAM contents do not parse: {exc}") from None
-    except DeviceError as exc:
-        raise ImageError(f"{where}: {exc}") from None
-
-
-def profile_from_nvram(text: str, where: str) -> Profile:
-    """The stored profile, made to fit this firmware's schema.
-
-    An image written by another firmware version may lack keys that were added since, carry
-    keys that were removed, or hold a value the schema no longer allows. The device must still
-    boot with its messages, so such keys fall back to the model's factory value, with a warning.
-    """
-    try:
-        flat = flatten(tomllib.loads(text), where)
-    except tomllib.TOMLDecodeError as exc:
-        raise ImageError(f"{where}: not valid TOML: {exc}") from None
-    model = flat.get("identity.model")
-    if model not in MODELS:
-        raise ImageError(f"{where}: unknown model {model!r}; known models: {', '.join(MODELS)}")
-    base = factory(str(model))
-    fitted: dict[str, Any] = {}
-    for key, spec in SCHEMA.items():
-        if key not in flat:
-            log.warning("%s: %s missing; using the factory value %r", where, key, base[key])
-            fitted[key] = base[key]
-            continue
-        try:
-            fitted[key] = spec.check(flat[key], where)
-        except DeviceError as exc:
-            log.warning("%s; using the factory value %r", exc, base[key])
-            fitted[key] = base[key]
-    for key in sorted(set(flat) - set(SCHEMA)):
-        log.warning("%s: ignoring %s, unknown to this firmware", where, key)
-    try:
-        return validate(fitted, where)
-    except DeviceError as exc:
-        log.warning("%s; using the factory profile of %s", exc, model)
-        return base

@@ -333,7 +333,7 @@ class Api:
             check_message(data)
             started = time.perf_counter()
             try:
-                info = await self.store(messages.deliver, self.ctx, name, data)
+                info = await self.store(messages.deliver, self.ctx, name, bytes(data))
             except QuotaError as exc:  # this message over the box's quota or message count
                 raise ApiError(413, "quota", str(exc)) from None
             self.metrics.delivery_seconds.observe(time.perf_counter() - started)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from firmware.config.profile import Profile, Value
+from firmware.device import boards
 from firmware.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -60,12 +61,16 @@ class OpsContext:
     @property
     def profile(self) -> Profile:
         """The profile in force (offline: the saved one)."""
-        return self.device.profile if self.device is not None else self.board.profile
+        return self.device.profile if self.device is not None else boards.saved_profile(self.board)
 
     @property
     def saved_profile(self) -> Profile:
         """What runs after the next boot (a running device's `--set` overrides on top)."""
-        return self.device.next_profile if self.device is not None else self.board.profile
+        return (
+            self.device.next_profile
+            if self.device is not None
+            else boards.saved_profile(self.board)
+        )
 
     def pending(self) -> list[tuple[str, Value, Value]]:
         """(key, running, saved) for each saved change waiting for a reboot; offline none."""
@@ -76,7 +81,7 @@ class OpsContext:
         if self.device is not None:
             self.device.apply_profile(new)
         else:
-            self.board.set_profile(new)
+            boards.save_profile(self.board, new)
 
     @property
     def pop3(self) -> Pop3Service | None:

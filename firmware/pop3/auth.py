@@ -15,19 +15,10 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final, Protocol
 
+from firmware.security.sasl import safe_hostname as safe_hostname
+
 _counter = itertools.count(1)
 _HEX32 = re.compile(r"[0-9a-f]{32}\Z")
-_HOST_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
-
-
-def safe_hostname(hostname: str) -> str:
-    """`hostname` reduced to letters, digits, dots and dashes (at most 64 characters).
-
-    The name goes into the greeting's timestamp; poplib finds that timestamp with a greedy
-    `<.*>`, so nothing after it may contain '<' or '>', and spaces would break the msg-id.
-    """
-    cleaned = _HOST_UNSAFE.sub("", hostname)[:64]
-    return cleaned or "localhost"
 
 
 def make_apop_timestamp(hostname: str) -> str:

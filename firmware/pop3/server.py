@@ -37,6 +37,7 @@ from firmware.pop3.protocol import STREAM_CHUNK, Pop3Protocol, Pop3Stats, Reply
 from firmware.security.abuse import ClientSessions, LoginGuard, PreauthEvictor
 from firmware.security.authlog import log_event
 from firmware.store.worker import StoreWorker
+from firmware.text import host_port
 
 if TYPE_CHECKING:
     from firmware.store.board import Board
@@ -134,7 +135,7 @@ def _peer_of(stream: trio.abc.HalfCloseableStream) -> tuple[str, str]:
     except OSError:
         return "unknown", "unknown"
     host, port = str(address[0]), address[1]
-    return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host, host_port(host, port)
 
 
 def _ack_now(stream: trio.abc.HalfCloseableStream) -> None:
@@ -277,7 +278,7 @@ class Pop3Service:
         """
         if implicit_tls and self._tls is None:
             raise DeviceError(
-                f"cannot serve POP3S on {host}:{port}: the device has no TLS certificate "
+                f"cannot serve POP3S on {host_port(host, port)}: the device has no TLS certificate "
                 "(dpfw tls selfsign or dpfw tls import)"
             )
         listeners = await trio.open_tcp_listeners(

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 from firmware.errors import DeviceError
 from firmware.security.saslprep import SaslPrepError, saslprep
@@ -37,6 +38,21 @@ class Credentials:
     legacy_secret: str | None = None  # only when APOP/CRAM-MD5 is enabled for the box
 
 
+class StoredCredentials(Protocol):
+    """What a password check and the SASL mechanisms read of a record (Credentials fits)."""
+
+    @property
+    def salt(self) -> bytes: ...
+    @property
+    def iterations(self) -> int: ...
+    @property
+    def stored_key(self) -> bytes: ...
+    @property
+    def server_key(self) -> bytes: ...
+    @property
+    def legacy_secret(self) -> str | None: ...
+
+
 def salted_password(password: str, salt: bytes, iterations: int) -> bytes:
     """SaltedPassword := Hi(password, salt, i), i.e. PBKDF2-HMAC-SHA-256 (RFC 5802 §3)."""
     return hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
@@ -57,6 +73,15 @@ def stored_key(client: bytes) -> bytes:
     return hashlib.sha256(client).digest()
 
 
+def derive_keys(prepared: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+    """(StoredKey, ServerKey) of an already SASLprep'ed password (RFC 5802 §3, RFC 7677).
+
+    The one SCRAM key derivation: new records, password checks and SCRAM exchanges use it.
+    """
+    salted = salted_password(prepared, salt, iterations)
+    return stored_key(client_key(salted)), server_key(salted)
+
+
 def make_credentials(
     password: str, *, legacy: bool = False, iterations: int = MIN_ITERATIONS
 ) -> Credentials:
@@ -70,12 +95,12 @@ def make_credentials(
         raise ValueError(f"iterations must be at least {MIN_ITERATIONS}, not {iterations}")
     prepared = prepare_password(password)  # the policy is the callers' (check_new_password)
     salt = os.urandom(SALT_BYTES)
-    salted = salted_password(prepared, salt, iterations)
+    stored, server = derive_keys(prepared, salt, iterations)
     return Credentials(
         salt=salt,
         iterations=iterations,
-        stored_key=stored_key(client_key(salted)),
-        server_key=server_key(salted),
+        stored_key=stored,
+        server_key=server,
         legacy_secret=password if legacy else None,
     )
 
@@ -116,7 +141,7 @@ def prepare_password(password: str) -> str:
     return prepared
 
 
-def verify_password(creds: Credentials, password: str) -> bool:
+def verify_password(creds: StoredCredentials, password: str) -> bool:
     """True when `password` yields the stored StoredKey (constant-time compare).
 
     The SASLprep'ed form (query profile) is tried first; the password as typed as well when
@@ -133,6 +158,6 @@ def verify_password(creds: Credentials, password: str) -> bool:
     return any(_matches(creds, text) for text in candidates)
 
 
-def _matches(creds: Credentials, password: str) -> bool:
-    salted = salted_password(password, creds.salt, creds.iterations)
-    return hmac.compare_digest(stored_key(client_key(salted)), creds.stored_key)
+def _matches(creds: StoredCredentials, password: str) -> bool:
+    stored, _server = derive_keys(password, creds.salt, creds.iterations)
+    return hmac.compare_digest(stored, creds.stored_key)

@@ -30,6 +30,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from firmware.errors import DeviceError
+from firmware.security.credentials import (
+    StoredCredentials,
+    derive_keys,
+    stored_key,
+    verify_password,
+)
 from firmware.security.saslprep import SaslPrepError, saslprep
 
 # A decoded client message larger than this fails the exchange (RFC 5034 §4 lets us bound
@@ -114,56 +120,25 @@ def is_cancel(line: bytes) -> bool:
 # -- What the mechanisms see of a box's credentials -----------------------------------------
 
 
-class StoredCredentials(Protocol):
-    """What NVRAM keeps for a box (firmware.security.credentials.Credentials fits this)."""
-
-    @property
-    def salt(self) -> bytes: ...
-    @property
-    def iterations(self) -> int: ...
-    @property
-    def stored_key(self) -> bytes: ...
-    @property
-    def server_key(self) -> bytes: ...
-    @property
-    def legacy_secret(self) -> str | None: ...
-
-
 CredentialsLookup = Callable[[str], StoredCredentials | None]
 
 
 def scram_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
     """(StoredKey, ServerKey) for a password, per RFC 5802 §3 with SHA-256 (RFC 7677).
 
-    The password is SASLprep'ed first, as every SCRAM client does (Normalize(password)).
+    The password is SASLprep'ed first, as every SCRAM client does (Normalize(password));
+    the derivation is firmware.security.credentials.derive_keys.
     """
-    return _keys(saslprep(password), salt, iterations)
-
-
-def _keys(prepared: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
-    salted = hashlib.pbkdf2_hmac("sha256", prepared.encode(), salt, iterations)
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    server_key = hmac.digest(salted, b"Server Key", "sha256")
-    return hashlib.sha256(client_key).digest(), server_key
+    return derive_keys(saslprep(password), salt, iterations)
 
 
 def password_matches(creds: StoredCredentials, password: str) -> bool:
     """Recompute StoredKey from a cleartext password and compare in constant time.
 
-    The SASLprep'ed form is tried first; the password as typed only when it differs (non-ASCII
-    or odd characters), so records made without SASLprep keep working.
+    firmware.security.credentials.verify_password: the SASLprep'ed form first, the password
+    as typed too when it differs, so records made without SASLprep keep working.
     """
-    candidates = [password]
-    try:
-        prepared = saslprep(password)
-    except SaslPrepError:
-        prepared = password
-    if prepared != password:
-        candidates.insert(0, prepared)
-    return any(
-        hmac.compare_digest(_keys(text, creds.salt, creds.iterations)[0], creds.stored_key)
-        for text in candidates
-    )
+    return verify_password(creds, password)
 
 
 # -- Steps -----------------------------------------------------------------------------------
@@ -456,15 +431,30 @@ class ScramSha256:
             return self._server_error("invalid-proof", BAD_CREDENTIALS)
         client_signature = hmac.digest(creds.stored_key, auth_message, "sha256")
         client_key = bytes(a ^ b for a, b in zip(proof, client_signature, strict=True))
-        if not hmac.compare_digest(hashlib.sha256(client_key).digest(), creds.stored_key):
+        if not hmac.compare_digest(stored_key(client_key), creds.stored_key):
             return self._server_error("invalid-proof", BAD_CREDENTIALS)
         server_signature = hmac.digest(creds.server_key, auth_message, "sha256")
         self._state = _State.WAIT_ACK
         return Challenge(b"v=" + base64.b64encode(server_signature))
 
 
+_HOST_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
+
+
+def safe_hostname(hostname: str) -> str:
+    """`hostname` reduced to letters, digits, dots and dashes (at most 64 characters).
+
+    The one cleaning of a host name for a msg-id (RFC 5322 §3.6.4 shape): the APOP greeting's
+    timestamp (RFC 1939 §7) and the CRAM-MD5 challenge (RFC 2195 §2). poplib finds the
+    timestamp with a greedy `<.*>`, so nothing after it may contain '<' or '>', and spaces
+    would break the msg-id. An empty result becomes "localhost".
+    """
+    cleaned = _HOST_UNSAFE.sub("", hostname)[:64]
+    return cleaned or "localhost"
+
+
 def _default_cram_challenge(hostname: str) -> bytes:
-    host = re.sub(r"[^A-Za-z0-9.-]", "", hostname)[:64] or "localhost"  # keep a msg-id shape
+    host = safe_hostname(hostname)
     return f"<{secrets.randbelow(10**12)}.{time.time_ns()}@{host}>".encode("ascii")
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from firmware.device.boards import open_board, save_profile, saved_profile
 from firmware.security.credentials import verify_password
-from firmware.store.board import Board
 from tests.support import create_image, dpfw
 
 
@@ -32,7 +32,7 @@ def test_add_list_passwd_del(image: Path) -> None:
         ("alice", 0, False),
     ]
     dpfw("box", "passwd", str(image), "alice", "--password-stdin", stdin="new-pw\n")
-    with Board.open(image) as board:
+    with open_board(image) as board:
         creds = board.box_credentials("alice")
         assert creds is not None and verify_password(creds, "new-pw")
         bob = board.box_credentials("Bob")
@@ -66,13 +66,13 @@ def test_del_refused_while_holding_messages_unless_purge(image: Path, tmp_path: 
     proc = dpfw("box", "del", str(image), "alice", check=False)
     assert proc.returncode == 1 and "holds 1 message; delete it first" in proc.stderr
     dpfw("box", "del", str(image), "alice", "--purge")
-    with Board.open(image) as board:
+    with open_board(image) as board:
         assert board.boxes() == []
 
 
 def test_max_boxes_enforced(image: Path) -> None:
-    with Board.open(image) as board:
-        board.set_profile(board.profile.with_value("mailbox.max_boxes", "1"))
+    with open_board(image) as board:
+        save_profile(board, saved_profile(board).with_value("mailbox.max_boxes", "1"))
     dpfw("box", "add", str(image), "one", "--password", "pw-1")
     proc = dpfw("box", "add", str(image), "two", "--password", "pw-1", check=False)
     assert proc.returncode == 1 and "mailbox.max_boxes" in proc.stderr
@@ -101,7 +101,7 @@ def test_one_password_rule_as_on_the_console(image: Path, tmp_path: Path) -> Non
         )
         assert proc.returncode == 1 and f"image create: {rule}" in proc.stderr
         assert not new.exists()
-    with Board.open(image) as board:
+    with open_board(image) as board:
         creds = board.box_credentials("alice")
         assert creds is not None and verify_password(creds, "good-pw")
         assert [b.name for b in board.boxes()] == ["alice"]

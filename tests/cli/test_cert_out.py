@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from firmware.device.boards import open_board
 from firmware.security import tls
-from firmware.store.board import Board
 from tests.support import DeviceProcess, create_image
 
 
@@ -22,7 +22,7 @@ def test_cert_out_is_the_stored_certificate_then_removed_without_one(
     image = create_image(tmp_path / "board.img")
     cert_out = tmp_path / "cert.pem"
     device = run_once(image, cert_out, start_device)
-    with Board.open(image) as board:
+    with open_board(image) as board:
         stored = board.settings()[tls.SETTING_CERT]
         assert cert_out.read_text() == stored.rstrip("\n") + "\n"
         assert "PRIVATE KEY" not in cert_out.read_text()

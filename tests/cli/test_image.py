@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from firmware.store.board import Board
+from firmware.device.boards import open_board, saved_profile
 from tests.support import dpfw
 
 
@@ -25,9 +25,9 @@ def test_create_with_password_from_stdin(tmp_path: Path) -> None:
     )
     assert "DP-3520" in out.stdout
     assert image.stat().st_size == 8 << 20
-    with Board.open(image) as board:
+    with open_board(image) as board:
         assert board.check_admin_password("s3cret")
-        assert board.profile.model == "DP-3520"
+        assert saved_profile(board).model == "DP-3520"
         assert board.boxes() == []
 
 
@@ -59,9 +59,9 @@ def test_demo_image(tmp_path: Path) -> None:
     image = tmp_path / "demo.img"
     out = dpfw("image", "demo", str(image)).stdout
     assert "alice-lab" in out and "bob-lab" in out and "admin-lab" in out
-    with Board.open(image) as board:
-        assert board.profile.model == "DP-3530"
-        assert board.profile.str("pop3.plaintext_auth") == "always"
+    with open_board(image) as board:
+        assert saved_profile(board).model == "DP-3530"
+        assert saved_profile(board).str("pop3.plaintext_auth") == "always"
         assert board.check_admin_password("admin-lab")
         for box in ("alice", "bob"):
             msgs = board.messages(box)
@@ -143,7 +143,7 @@ def test_second_opener_gets_in_use_by_pid(tmp_path: Path) -> None:
         "--admin-password",
         "x-admin",
     )
-    with Board.open(image):
+    with open_board(image):
         proc = dpfw("image", "inspect", str(image), check=False)
         assert proc.returncode != 0
         assert f"{image} is in use by PID {os.getpid()}" in proc.stderr
@@ -153,7 +153,7 @@ def test_second_opener_gets_in_use_by_pid(tmp_path: Path) -> None:
 def test_compact(tmp_path: Path) -> None:
     image = tmp_path / "demo.img"
     dpfw("image", "demo", str(image), "--size", "4MiB")
-    with Board.open(image) as board:
+    with open_board(image) as board:
         board.delete("alice", [m.uid for m in board.messages("alice")])
     out = dpfw("image", "compact", str(image)).stdout
     assert "reclaimed" in out
@@ -173,6 +173,6 @@ def test_inspect_reports_a_torn_tail_without_repairing_it(tmp_path: Path) -> Non
         assert "torn record at log offset" in proc.stdout
         assert "discarded a torn tail" in proc.stderr
         assert "bob: 3 messages" in proc.stdout  # its last one (a scan) was torn
-    with Board.open(image) as board:  # a normal open repairs it
+    with open_board(image) as board:  # a normal open repairs it
         assert len(board.messages("bob")) == 3
     assert "no corrupt or torn records" in dpfw("image", "inspect", str(image)).stdout

@@ -15,8 +15,8 @@ import pytest
 from firmware.cli import COMMAND_MODULES
 from firmware.cli import scan as scan_cli
 from firmware.config.profile import factory
+from firmware.device.boards import create_board, open_board
 from firmware.errors import DeviceError
-from firmware.store.board import Board
 
 STORED = re.compile(r"stored job (\d{4}) in (\S+): uid (\S+) size (\d+) \((\d+) pages?, (.+)\)")
 
@@ -24,7 +24,7 @@ STORED = re.compile(r"stored job (\d{4}) in (\S+): uid (\S+) size (\d+) \((\d+) 
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
     path = tmp_path / "board.img"
-    with Board.create(path, factory("DP-3530"), "admin-pw", size=8 << 20) as board:
+    with create_board(path, factory("DP-3530"), "admin-pw", size=8 << 20) as board:
         board.add_box("alice", "alice-pw")
     return path
 
@@ -52,7 +52,7 @@ def test_scan_prints_uid_and_size_of_the_stored_message(image: Path) -> None:
     job, box, uid, size, pages, files = match.groups()
     assert (job, box, pages) == ("0042", "alice", "2")
     assert re.fullmatch(r"scan_\d{8}_\d{6}_0042\.tif", files)
-    with Board.open(image) as board:
+    with open_board(image) as board:
         (info,) = board.messages("alice")
     assert (info.uid, info.size) == (uid, int(size))
 
@@ -93,7 +93,7 @@ def test_refusals_are_clear_and_store_nothing(image: Path, argv: list[str], why:
     code, out, err = dpfw_scan(str(image), *argv)
     assert code == 1 and out == ""
     assert why in err
-    with Board.open(image) as board:
+    with open_board(image) as board:
         assert board.messages("alice") == []
 
 

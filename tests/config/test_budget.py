@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from firmware.config.budget import RamBudget
 from firmware.config.profile import factory
+from firmware.device.boards import create_board, saved_profile
 from firmware.errors import MemoryFullError
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.job import ScanRequest, run_scan_async
@@ -113,7 +114,7 @@ def pop3_session(port: int) -> str:
 
 
 async def run_mix(board: Board, budget: RamBudget, ops: list[tuple[Any, ...]]) -> list[str]:
-    profile = board.profile
+    profile = saved_profile(board)
     service = Pop3Service(board, lambda: profile, budget)
     outcomes: list[str] = []
     violations: list[str] = []
@@ -161,7 +162,7 @@ def test_budget_is_never_negative_and_returns_to_idle(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         profile = factory("DP-3530").with_value("pop3.plaintext_auth", "always")
-        board = Board.create(Path(tmp) / "b.img", profile, "admin-pw", size=8 << 20)
+        board = create_board(Path(tmp) / "b.img", profile, "admin-pw", size=8 << 20)
         try:
             board.add_box("alice", "alice-pw")
             budget = RamBudget(total)

@@ -16,10 +16,10 @@ import trio
 
 from firmware.config.profile import factory
 from firmware.console.shell import STORE_OPERATIONS, ConsoleShell, StoreAction
+from firmware.device.boards import create_board, open_board
 from firmware.device.device import Device, RunOptions
 from firmware.ops import system
 from firmware.ops.context import OpsContext
-from firmware.store.board import Board
 
 ADMIN_PASSWORD = "admin-pw"
 BOX_PASSWORD = "alice-pw"
@@ -91,7 +91,7 @@ async def running_device(options: RunOptions) -> AsyncIterator[Device]:
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
     path = tmp_path / "board.img"
-    Board.create(path, factory("DP-3530"), ADMIN_PASSWORD, size=8 * MIB).close()
+    create_board(path, factory("DP-3530"), ADMIN_PASSWORD, size=8 * MIB).close()
     return path
 
 
@@ -111,7 +111,7 @@ def clock() -> Clock:
 def offline_shell(image: Path, clock: Clock) -> Iterator[ConsoleShell]:
     """The shell over the board alone (OpsContext.offline): for hypothesis, which runs many
     examples in one sync test."""
-    with Board.open(image) as board:
+    with open_board(image) as board:
         yield ConsoleShell(OpsContext.offline(board), clock=clock)
 
 
@@ -151,7 +151,7 @@ async def live_device(tmp_path: Path) -> AsyncIterator[Device]:
     path = tmp_path / "live.img"
     profile = factory("DP-3530").with_value("pop3.plaintext_auth", "always")
     profile = profile.with_value("pop3.auth_failure_delay_s", "0")
-    with Board.create(path, profile, ADMIN_PASSWORD, size=8 * MIB) as board:
+    with create_board(path, profile, ADMIN_PASSWORD, size=8 * MIB) as board:
         board.add_box("alice", BOX_PASSWORD)
     options = RunOptions(image=path, pop3=("127.0.0.1", 0), pop3s=("127.0.0.1", 0))
     async with running_device(options) as device:

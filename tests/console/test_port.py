@@ -16,6 +16,7 @@ import trio
 from firmware.console.linedisc import MAX_LINE
 from firmware.console.port import PtyLink, run_console, serve_link
 from firmware.console.shell import ConsoleShell
+from firmware.device.boards import saved_profile
 from firmware.device.device import Device
 from firmware.ops.context import OpsContext
 from tests.console.conftest import ADMIN_PASSWORD
@@ -97,7 +98,7 @@ async def test_pyserial_on_a_pty_logs_in_and_runs_commands(
         assert re.search(r"model\s+DP-3530", out)
         out = await client.run("profile set pop3.max_sessions 3")
         assert "pop3.max_sessions = 3 (saved; applied now)" in out
-        assert device.board.profile.int("pop3.max_sessions") == 3
+        assert saved_profile(device.board).int("pop3.max_sessions") == 3
         out = await client.run("profile export")
         assert out.count("\n") > 30  # a long answer arrives whole
         out = await client.run("fsck")  # a StoreAction: run by the port, then the prompt

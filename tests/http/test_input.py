@@ -89,12 +89,13 @@ def test_bad_input_is_a_json_line_and_changes_nothing(
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        (b"", "the body is empty"),
-        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "NUL bytes"),
-        (b'{"subject": "hi"}', "line 1 of the body is not a header field"),
-        (b"<html><body>hi</body></html>", "line 1 of the body is not a header field"),
-        (b"Subject: ok\r\nthis is no header\r\n\r\nbody", "line 2"),
-        (b"\r\n\r\nbody only", "has no header fields"),
+        (b"", "the body is empty, not an RFC 5322 message"),
+        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "line 1 is not a header field"),
+        (b"Subject: x\r\nX-Bin: \0\r\n\r\n", "a NUL byte in header line 2"),
+        (b'{"subject": "hi"}', "line 1 is not a header field (Name: value, the name of"),
+        (b"<html><body>hi</body></html>", "line 1 is not a header field"),
+        (b"Subject: ok\r\nthis is no header\r\n\r\nbody", "line 2 is not a header field"),
+        (b"\r\n\r\nbody only", "starts with an empty line"),
     ],
 )
 def test_a_body_that_is_not_a_message_is_refused(shared_lab: Lab, body: bytes, words: str) -> None:

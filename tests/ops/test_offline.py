@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from firmware.config.profile import factory
+from firmware.device.boards import create_board, open_board, saved_profile
 from firmware.device.device import apply_overrides
 from firmware.errors import BoxError, DeviceError, ProfileError
 from firmware.ops import boxes, messages, profile, render, sessions, status, storage, system
 from firmware.ops import tls as ops_tls
 from firmware.ops.context import OpsContext
-from firmware.store.board import Board
 
 ADMIN_PASSWORD = "admin-pw"
 MIB = 1 << 20
@@ -25,7 +25,7 @@ MIB = 1 << 20
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[OpsContext]:
-    with Board.create(tmp_path / "b.img", factory("DP-3530"), ADMIN_PASSWORD, size=8 * MIB) as b:
+    with create_board(tmp_path / "b.img", factory("DP-3530"), ADMIN_PASSWORD, size=8 * MIB) as b:
         b.add_box("alice", "alice-pw")
         yield OpsContext.offline(b)
 
@@ -74,7 +74,7 @@ def test_raw_message_is_what_retr_gives_and_delete_removes_one(ctx: OpsContext) 
 
 
 def test_a_message_without_headers_or_with_a_bad_date_is_listed_bare(ctx: OpsContext) -> None:
-    messages.deliver(ctx, "alice", b"no header separator at all")
+    ctx.board.deliver("alice", b"no header separator at all")  # as an older dpfw stored it
     messages.deliver(ctx, "alice", b"Date: yesterday-ish\r\nSubject: s\r\n\r\nx\r\n")
     bare, dated = messages.list_messages(ctx, "alice").messages
     assert (bare.subject, bare.sender, bare.date, bare.attachments) == (None, None, None, [])
@@ -83,7 +83,7 @@ def test_a_message_without_headers_or_with_a_bad_date_is_listed_bare(ctx: OpsCon
 
 def test_a_corrupt_message_is_listed_as_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "c.img"
-    with Board.create(path, factory("DP-3530"), ADMIN_PASSWORD, size=8 * MIB) as board:
+    with create_board(path, factory("DP-3530"), ADMIN_PASSWORD, size=8 * MIB) as board:
         board.add_box("alice", "alice-pw")
         board.deliver("alice", b"Subject: fine\r\n\r\nUNIQUE-PAYLOAD-MARKER\r\n")
         board.deliver("alice", b"Subject: after\r\n\r\nso the bad one is not the tail\r\n")
@@ -91,7 +91,7 @@ def test_a_corrupt_message_is_listed_as_corrupt(tmp_path: Path) -> None:
     at = raw.find(b"UNIQUE-PAYLOAD-MARKER")
     raw[at] ^= 0x20
     path.write_bytes(bytes(raw))
-    with Board.open(path, repair=False) as board:
+    with open_board(path, repair=False) as board:
         ctx = OpsContext.offline(board)
         msg, after = messages.list_messages(ctx, "alice").messages
         assert msg.corrupt and msg.subject is None and after.subject == "after"
@@ -110,7 +110,7 @@ def test_offline_nothing_runs_and_changes_apply_at_next_boot(ctx: OpsContext) ->
     update = profile.commit(ctx, profile.plan_set(ctx, [("pop3.max_sessions", "3")]))
     assert [(c.key, c.when) for c in update.changes] == [("pop3.max_sessions", "boot")]
     assert render.update(update) == "pop3.max_sessions = 3 (saved; applies at next boot)"
-    assert ctx.board.profile.int("pop3.max_sessions") == 3 and ctx.pending() == []
+    assert saved_profile(ctx.board).int("pop3.max_sessions") == 3 and ctx.pending() == []
     view = ops_tls.tls_show(ctx)
     assert view.serving is None and not view.saved_since_boot
     assert "in service" not in render.tls_view(view)
@@ -121,7 +121,7 @@ def test_offline_nothing_runs_and_changes_apply_at_next_boot(ctx: OpsContext) ->
     [
         lambda ctx: profile.plan_set(ctx, [("pop3.prot", "1")]),
         lambda ctx: profile.plan_import(ctx, "[pop3]\nprot = 1\n"),
-        lambda ctx: apply_overrides(ctx.board.profile, {"pop3.prot": "1"}),
+        lambda ctx: apply_overrides(saved_profile(ctx.board), {"pop3.prot": "1"}),
     ],
     ids=["set", "import", "--set"],
 )
@@ -137,10 +137,10 @@ def test_one_error_vocabulary_for_every_profile_change(change: object, ctx: OpsC
 
 def test_a_plan_is_checked_again_against_what_is_saved_when_committed(ctx: OpsContext) -> None:
     plan = profile.plan_apply(ctx, "DP-6030")
-    profile.commit(ctx, profile.plan_set(ctx, [("identity.model", "DP-6030")]))
+    profile.commit(ctx, profile.plan_apply(ctx, "DP-6030"))
     update = profile.commit(ctx, plan)
     assert "identity.model" not in [c.key for c in update.changes]  # already saved
-    assert ctx.board.profile.model == "DP-6030"
+    assert saved_profile(ctx.board).model == "DP-6030"
 
 
 def test_every_result_is_plain_json(ctx: OpsContext) -> None:
@@ -184,3 +184,16 @@ def test_every_result_is_plain_json(ctx: OpsContext) -> None:
         data = dataclasses.asdict(result)
         check(data, type(result).__name__)
         json.dumps(data)
+
+
+def test_deliver_refuses_what_is_not_a_message_and_stores_nothing(ctx: OpsContext) -> None:
+    for data, why in [
+        (b"", "empty, not an RFC 5322 message"),
+        (b"no header separator at all", "line 1 is not a header field"),
+        (b"Subject: s\r\n\0\r\n", "a NUL byte in header line 2"),
+    ]:
+        with pytest.raises(DeviceError, match=why):
+            messages.deliver(ctx, "alice", data)
+    assert messages.list_messages(ctx, "alice").messages == []
+    stored = messages.deliver(ctx, "alice", scanned_mail())  # a real scan still goes in
+    assert [m.uid for m in messages.list_messages(ctx, "alice").messages] == [stored.uid]

@@ -17,6 +17,7 @@ import trio
 import trustme
 
 from firmware.config.profile import MODELS, factory
+from firmware.device.boards import create_board, open_board, saved_profile
 from firmware.device.device import Device, RunOptions, apply_overrides
 from firmware.errors import BoxError, DeviceError, ProfileError, QuotaError
 from firmware.ops import boxes, profile, render, sessions, status, storage, system
@@ -27,7 +28,6 @@ from firmware.ops.render import format_left, format_size, format_uptime, format_
 from firmware.ops.scans import prepare_scan, run_scan
 from firmware.security import tls
 from firmware.security.abuse import LOCKOUT_FAILURES
-from firmware.store.board import Board
 from tests.console.conftest import running_device, wait_booted
 
 ADMIN_PASSWORD = "admin-test-pw"
@@ -40,7 +40,7 @@ def image(tmp_path: Path) -> Path:
     path = tmp_path / "board.img"
     profile = factory("DP-3530").with_value("pop3.plaintext_auth", "always")
     profile = profile.with_value("pop3.auth_failure_delay_s", "0")
-    board = Board.create(path, profile, ADMIN_PASSWORD, size=16 * MIB)
+    board = create_board(path, profile, ADMIN_PASSWORD, size=16 * MIB)
     board.add_box("alice", ALICE_PASSWORD)
     board.deliver("alice", b"Subject: hello\r\n\r\nbody\r\n")
     board.close()
@@ -190,7 +190,7 @@ async def test_a_live_setting_binds_the_running_service(admin: Admin, device: De
     assert admin.profile_set([("pop3.max_sessions", "1")]) == (
         "pop3.max_sessions = 1 (saved; applied now)"
     )
-    assert device.board.profile.int("pop3.max_sessions") == 1
+    assert saved_profile(device.board).int("pop3.max_sessions") == 1
     address = device.pop3_addresses[0]
     first = await trio.to_thread.run_sync(pop3_login, address)
     try:
@@ -205,17 +205,17 @@ async def test_a_reboot_keeps_what_was_saved(admin: Admin, device: Device) -> No
     system.reboot(admin.ctx)
     await wait_booted(device, boots=2)
     assert device.profile.int("engine.ppm") == 12
-    assert device.board.profile.int("engine.ppm") == 12
+    assert saved_profile(device.board).int("engine.ppm") == 12
 
 
 async def test_an_invalid_import_changes_nothing(admin: Admin, device: Device) -> None:
-    before = device.board.profile
+    before = saved_profile(device.board)
     bad = before.to_toml().replace("ppm = 35", "ppm = 9000")
     with pytest.raises(ProfileError, match=r"engine.ppm = 9000 is not allowed; expected an "):
         admin.profile_import(bad)
     with pytest.raises(ProfileError, match="not valid TOML"):
         admin.profile_import("[pop3\n")
-    assert device.board.profile == before and device.profile == before
+    assert saved_profile(device.board) == before and device.profile == before
 
 
 async def test_every_factory_profile_exports_and_imports_back(admin: Admin, device: Device) -> None:
@@ -227,7 +227,7 @@ async def test_every_factory_profile_exports_and_imports_back(admin: Admin, devi
         admin.profile_reset()
         admin.profile_apply("DP-3510" if model != "DP-3510" else "DP-6030")
         admin.profile_import(exported)
-        assert device.board.profile == factory(model)
+        assert saved_profile(device.board) == factory(model)
 
 
 async def test_profile_apply_reset_and_diff(admin: Admin, device: Device) -> None:
@@ -236,8 +236,8 @@ async def test_profile_apply_reset_and_diff(admin: Admin, device: Device) -> Non
     assert "values changed and saved" in out
     assert "  identity.model: DP-3530 -> DP-4520 (applies after reboot; running: DP-3530)" in out
     assert "pop3.plaintext_auth" not in out  # a site setting: kept
-    assert device.board.profile.str("pop3.plaintext_auth") == "always"
-    assert device.board.profile.model == "DP-4520"
+    assert saved_profile(device.board).str("pop3.plaintext_auth") == "always"
+    assert saved_profile(device.board).model == "DP-4520"
     plan = profile.plan_reset(admin.ctx)
     assert ("pop3.plaintext_auth", "always", "tls_only") in [
         (c.key, c.before, c.after) for c in plan.changes
@@ -245,7 +245,7 @@ async def test_profile_apply_reset_and_diff(admin: Admin, device: Device) -> Non
     assert "  pop3.plaintext_auth: always -> tls_only (now)" in render.plan(plan)
     out = render.update(profile.commit(admin.ctx, plan))
     assert "pop3.plaintext_auth: always -> tls_only (applied now)" in out
-    assert device.board.profile == factory("DP-4520")
+    assert saved_profile(device.board) == factory("DP-4520")
     assert admin.profile_reset() == "profile reset to DP-4520 factory values: no value changed"
     diff = admin.profile_diff()
     assert diff.startswith("no differences from the DP-4520 factory profile\npending: saved")
@@ -256,14 +256,16 @@ async def test_profile_apply_reset_and_diff(admin: Admin, device: Device) -> Non
 
 async def test_a_reboot_key_stays_pending_until_reboot(admin: Admin, device: Device) -> None:
     """The greeting, CRAM challenge, prompt, status and scans keep the running identity."""
-    out = admin.profile_set([("identity.model", "dp-4520")])
-    assert out == "identity.model = DP-4520 (saved; applies after reboot; running: DP-3530)"
+    out = admin.profile_apply("dp-4520")
+    assert "  identity.model: DP-3530 -> DP-4520 (applies after reboot; running: DP-3530)" in out
     admin.profile_set([("pop3.apop", "true")])  # live: the greeting carries a timestamp now
     out = admin.profile_set([("identity.hostname", "copier.example")])
     assert out == (
         "identity.hostname = copier.example (saved; applies after reboot; running: dp3530.local)"
+        "\nWARNING: the TLS certificate names dp3530.local, localhost, not copier.example;"
+        " `tls selfsign` makes one for copier.example"
     )
-    assert device.board.profile.model == "DP-4520"
+    assert saved_profile(device.board).model == "DP-4520"
 
     def greeting() -> bytes:
         address = device.pop3_addresses[0]
@@ -279,12 +281,13 @@ async def test_a_reboot_key_stays_pending_until_reboot(admin: Admin, device: Dev
     assert admin.prompt_name() == "DP-3530"
     status = admin.status()
     assert re.search(r"^model\s+DP-3530 \(DP-4520 after reboot\)$", status, re.M)
-    assert "profile    2 saved change(s) pending reboot (`profile diff`)" in status
+    pending = len(device.pending())
+    assert f"profile    {pending} saved changes pending reboot (`profile diff`)" in status
     shown = admin.profile_show()
     assert re.search(
         r"^identity\.model += DP-3530  \(pending: DP-4520 after reboot\)$", shown, re.M
     )
-    assert shown.endswith("\n(2 saved value(s) pending reboot)")
+    assert shown.endswith(f"\n({pending} saved values pending reboot)")
     assert admin.profile_get("identity.model").startswith(
         "identity.model = DP-3530\n  pending: DP-4520 saved, applies after reboot\n"
     )
@@ -311,7 +314,7 @@ async def test_setting_a_pending_key_back_to_its_running_value(
     assert admin.profile_set([("engine.ppm", "35")]) == (
         "engine.ppm = 35 (saved; back to the running value)"
     )
-    assert device.pending() == [] and device.board.profile.int("engine.ppm") == 35
+    assert device.pending() == [] and saved_profile(device.board).int("engine.ppm") == 35
 
 
 async def test_a_model_change_keeps_plaintext_pop3_for_the_readme_example(
@@ -336,12 +339,13 @@ async def test_a_run_only_override_is_the_running_value(image: Path) -> None:
         assert device.profile.str("identity.hostname") == "bench.lab"
         assert device.pending() == []
         out = admin.profile_set([("identity.hostname", "saved.lab")])
-        assert (
-            out == "identity.hostname = saved.lab (saved; applies after reboot; running: bench.lab)"
+        assert out.startswith(
+            "identity.hostname = saved.lab (saved; applies after reboot; running: bench.lab)\n"
+            "WARNING: the TLS certificate names "
         )
         assert device.profile.str("identity.hostname") == "bench.lab"
-        assert device.board.profile.str("identity.hostname") == "saved.lab"
-        assert device.board.profile.int("pop3.max_sessions") == 16  # never written
+        assert saved_profile(device.board).str("identity.hostname") == "saved.lab"
+        assert saved_profile(device.board).int("pop3.max_sessions") == 16  # never written
 
 
 def test_a_bad_run_only_host_name_is_refused(image: Path) -> None:
@@ -575,7 +579,7 @@ async def test_run_only_limits_are_the_ones_the_store_enforces(image: Path) -> N
         # A live change on the console moves the store's limit with the running profile.
         Admin(device).profile_set([("mailbox.max_messages", "3")])
         board.deliver("alice", b"Subject: three\r\n\r\nbody\r\n")
-    with Board.open(image) as board:
+    with open_board(image) as board:
         assert board.limits.max_messages == 3  # the console's change was saved
         assert board.limits.max_boxes == factory("DP-3530").int("mailbox.max_boxes")
         board.add_box("bob", "bob-password")  # the run-only bound is gone

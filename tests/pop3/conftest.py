@@ -18,6 +18,7 @@ import trustme
 
 from firmware.config.budget import RamBudget
 from firmware.config.profile import Profile, factory
+from firmware.device.boards import create_board, save_profile, saved_profile
 from firmware.pop3.server import Pop3Service
 from firmware.security.tls import context_from_settings, settings_for
 from firmware.store.board import Board
@@ -45,10 +46,10 @@ class LiveProfile:
     def __call__(self) -> Profile:
         if self.broken:
             raise RuntimeError("the profile cannot be read")
-        return self.board.profile
+        return saved_profile(self.board)
 
     def set(self, key: str, value: str) -> None:
-        self.board.set_profile(self.board.profile.with_value(key, value, "test"))
+        save_profile(self.board, saved_profile(self.board).with_value(key, value, "test"))
 
 
 def board_settings() -> Profile:
@@ -62,7 +63,7 @@ def board_settings() -> Profile:
 
 def make_board(path: Path) -> Board:
     """A fresh image: alice (APOP-capable) with MESSAGES, bob with none."""
-    board = Board.create(path, board_settings(), ADMIN_PASSWORD, size=IMAGE_SIZE)
+    board = create_board(path, board_settings(), ADMIN_PASSWORD, size=IMAGE_SIZE)
     board.add_box("alice", ALICE_PASSWORD, legacy=True)
     board.add_box("bob", BOB_PASSWORD)
     for message in MESSAGES:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config.profile import MODELS, factory
-from firmware.store.board import Board
+from firmware.device.boards import open_board
 from tests.pop3.test_clients import need
 from tests.support import DeviceProcess, create_image, dpfw
 
@@ -160,7 +160,7 @@ def factory_image(tmp_path: Path) -> Path:
     """`dpfw image create` (DP-3530 factory profile) and `dpfw box add IMG carol`: defaults."""
     image = create_image(tmp_path / "factory.img", model="DP-3530", size="4MiB")
     dpfw("box", "add", str(image), "carol", "--password-stdin", stdin=f"{CAROL_PASSWORD}\n")
-    with Board.open(image) as board:  # delivery is not what these tests are about
+    with open_board(image) as board:  # delivery is not what these tests are about
         board.deliver("carol", MESSAGE)
     return image
 
@@ -259,13 +259,13 @@ def legacy_image(factory_image: Path) -> Iterator[Path]:
     dpfw("box", "add", str(factory_image), "dave", "--password", "dave-pw")
     dpfw("box", "add", str(factory_image), "erin", "--password", "erin-pw", "--no-legacy")
     assert legacy_secrets(factory_image) == {"carol": False, "dave": True, "erin": False}
-    with Board.open(factory_image) as board:
+    with open_board(factory_image) as board:
         board.deliver("dave", MESSAGE)
     yield factory_image
 
 
 def legacy_secrets(image: Path) -> dict[str, bool]:
-    with Board.open(image) as board:
+    with open_board(image) as board:
         return {info.name: info.has_legacy_secret for info in board.boxes()}
 
 

@@ -21,7 +21,7 @@ import pytest
 import trustme
 
 from firmware.config.profile import factory
-from firmware.store.board import Board
+from firmware.device.boards import create_board
 from tests.pop3.conftest import ADMIN_PASSWORD, BOB_PASSWORD, install_certificate, make_board
 
 BIG = 50 * 1024 * 1024
@@ -49,7 +49,7 @@ def big_message(size: int) -> bytes:
 def big_image(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     path = tmp_path / "big.img"
     profile = factory("DP-3530").with_value("pop3.plaintext_auth", "always")
-    with Board.create(path, profile, ADMIN_PASSWORD, size=128 * 1024 * 1024) as board:
+    with create_board(path, profile, ADMIN_PASSWORD, size=128 * 1024 * 1024) as board:
         board.add_box("bob", BOB_PASSWORD)
         board.deliver("bob", b"Subject: small\r\n\r\nwarm-up\r\n")
         info = board.deliver("bob", io.BytesIO(big_message(BIG)))

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from firmware.config.budget import RamBudget
+from firmware.device.boards import open_board
 from firmware.pop3.server import SESSION_RAM, Pop3Service
 from firmware.store.board import Board
 from tests.pop3.conftest import BOB_PASSWORD, LiveProfile, RawClient, Server, make_board
@@ -288,7 +289,7 @@ async def test_uidl_is_stable_across_a_reboot(image_path: Path) -> None:
         before = await uidl(board)
     finally:
         board.close()
-    board = Board.open(image_path)
+    board = open_board(image_path)
     try:
         assert await uidl(board) == before
         assert before.count(b"\r\n") == 4

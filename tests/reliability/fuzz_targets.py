@@ -23,6 +23,7 @@ import trio
 from firmware.config.budget import RamBudget
 from firmware.config.profile import factory, parse_toml
 from firmware.console.shell import ConsoleShell, PowerAction, ScanAction
+from firmware.device.boards import create_board, open_board, saved_profile
 from firmware.errors import DeviceError
 from firmware.flash import nvram
 from firmware.flash.layout import RECORD_HEADER_SIZE
@@ -53,7 +54,7 @@ class _Template:
         atexit.register(shutil.rmtree, self.dir, True)
         self.path = self.dir / "template.img"
         profile = factory("DP-3530").with_value("pop3.plaintext_auth", "always")
-        with Board.create(self.path, profile, ADMIN, size=1 << 20) as board:
+        with create_board(self.path, profile, ADMIN, size=1 << 20) as board:
             board.add_box("alice", "alice-pw", legacy=True)
             board.add_box("bob", "bob-pw")
             board.deliver("alice", b"Subject: one\r\n\r\nhello\r\n.dot line\r\n")
@@ -65,7 +66,7 @@ class _Template:
         self.count += 1
         path = self.dir / f"input-{self.count % 4}.img"
         shutil.copyfile(self.path, path)
-        return Board.open(path)
+        return open_board(path)
 
 
 _template: _Template | None = None
@@ -86,7 +87,7 @@ def pop3_stream(data: bytes) -> None:
     with _board() as board:
         protocol = Pop3Protocol(
             BoardMailstore(board),
-            lambda: board.profile,
+            lambda: saved_profile(board),
             BoxLocks(),
             RamBudget(1 << 24),
             session_id=1,
@@ -223,7 +224,7 @@ def image_patch(data: bytes) -> None:
         f.seek(offset)
         f.write(data[4 : 4 + size - offset])
     try:
-        opened = Board.open(path, repair=False)
+        opened = open_board(path, repair=False)
     except DeviceError:
         return
     with opened:

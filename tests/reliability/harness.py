@@ -22,7 +22,7 @@ from pathlib import Path
 import serial
 
 from firmware.config.profile import factory
-from firmware.store.board import Board
+from firmware.device.boards import create_board, open_board
 from tests.support import DeviceProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,7 +174,7 @@ def demo_image(path: Path, size: str = "32MiB") -> Path:
 
 def add_boxes(image: Path, names: Iterable[str], messages: int = 0, size: int = 2000) -> None:
     """Boxes (password = name + '-pw') with a few messages each, through the real store API."""
-    with Board.open(image) as board:
+    with open_board(image) as board:
         for name in names:
             board.add_box(name, f"{name}-pw")
             for i in range(messages):
@@ -187,7 +187,7 @@ def new_image(path: Path, model: str = "DP-3530", size: str = "32MiB") -> Path:
     profile = factory(model)
     profile = profile.with_value("pop3.plaintext_auth", "always")
     profile = profile.with_value("pop3.apop", "false")
-    Board.create(path, profile, DEMO_ADMIN, size=_parse_size(size)).close()
+    create_board(path, profile, DEMO_ADMIN, size=_parse_size(size)).close()
     return path
 
 

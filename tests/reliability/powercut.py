@@ -36,8 +36,8 @@ from pathlib import Path
 
 import serial
 
+from firmware.device.boards import open_board
 from firmware.flash.layout import RECORD_HEADER_SIZE, align
-from firmware.store.board import Board
 from tests.reliability.harness import (
     DEMO_BOXES,
     REPO,
@@ -118,7 +118,7 @@ def check_offline(image: Path, figures: Figures) -> None:
         space["live"] + space["reclaimable"] != space["used"]
     ):
         raise CampaignError(f"space figures do not add up: {space}")
-    with Board.open(image, repair=False) as board:
+    with open_board(image, repair=False) as board:
         live = 0
         for box in board.box_names():
             for msg in board.messages(box):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware.device.boards import open_board
 from tests.reliability.harness import (
     Device,
     add_boxes,
@@ -40,9 +41,8 @@ def device(tmp_path: Path) -> Iterator[Device]:
     image = new_image(tmp_path / "abuse.img", size="64MiB")
     add_boxes(image, BOXES, messages=3)
     add_boxes(image, ["big"])
-    from firmware.store.board import Board
 
-    with Board.open(image) as board:
+    with open_board(image) as board:
         line = b"x" * 98 + b"\r\n"
         board.deliver("big", b"Subject: big\r\n\r\n" + line * (BIG // 100))
     dev = Device(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.store.board import Board
+from firmware.device.boards import open_board
 from tests.reliability.harness import (
     Console,
     Device,
@@ -51,7 +51,7 @@ pytestmark = pytest.mark.skipif(
 def board(tmp_path: Path) -> Iterator[Device]:
     image = new_image(tmp_path / "board.img", "DP-3530", size="256MiB")  # the model's flash
     add_boxes(image, BOXES, messages=2, size=20_000)
-    with Board.open(image) as store:  # one long message: RETR's direct copy path under the limit
+    with open_board(image) as store:  # one long message: RETR's direct copy path under the limit
         store.deliver(
             BOXES[-1],
             b"Subject: long\r\n\r\n" + b"y" * 98 + b"\r\n" * 1 + (b"z" * 98 + b"\r\n") * 40_000,

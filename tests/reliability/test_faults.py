@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from firmware.config.budget import RamBudget
+from firmware.device.boards import open_board, saved_profile
 from firmware.errors import DeviceError, ImageError, StorageFullError
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import BoardMailstore
@@ -34,7 +35,7 @@ BOXES = ("alice", "bob")
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
     path = new_image(tmp_path / "faults.img", size="4MiB")
-    with Board.open(path) as board:
+    with open_board(path) as board:
         for box in BOXES:
             board.add_box(box, f"{box}-pw")
             for i in range(6):
@@ -111,7 +112,7 @@ def test_a_storage_fault_fails_the_operation_cleanly_and_changes_nothing(
 ) -> None:
     plan, expected = FAULTS[fault]
     run = OPERATIONS[operation]
-    with Board.open(image) as board:
+    with open_board(image) as board:
         before = snapshot(board)
         ops = armed(board, plan)
         with pytest.raises(DeviceError) as caught:
@@ -120,27 +121,27 @@ def test_a_storage_fault_fails_the_operation_cleanly_and_changes_nothing(
         assert ops.faults >= 1
         disarm(board)
         assert snapshot(board) == before  # what the running device shows
-    with Board.open(image) as board:  # what the next boot finds
+    with open_board(image) as board:  # what the next boot finds
         assert snapshot(board) == before
         assert board.fsck().clean
         run(board)  # the fault is gone: the same operation now works
         after = snapshot(board)
-    with Board.open(image) as board:
+    with open_board(image) as board:
         assert snapshot(board) == after and board.fsck().clean
 
 
 @pytest.mark.parametrize("operation", list(OPERATIONS))
 def test_short_writes_are_no_fault(image: Path, operation: str) -> None:
-    with Board.open(image) as board:
+    with open_board(image) as board:
         armed(board, Plan(max_write=7))
         OPERATIONS[operation](board)
         expected = snapshot(board)
-    with Board.open(image) as board:
+    with open_board(image) as board:
         assert snapshot(board) == expected and board.fsck().clean
 
 
 def test_a_read_error_fails_the_read_and_nothing_else(image: Path) -> None:
-    with Board.open(image) as board:
+    with open_board(image) as board:
         before = snapshot(board)
         uid = board.messages("bob")[0].uid
         armed(board, Plan(read_errno=EIO))
@@ -154,20 +155,20 @@ def test_a_read_error_fails_the_read_and_nothing_else(image: Path) -> None:
 @pytest.mark.parametrize("cut_at", [1, 4, 20, 40, 67])
 @pytest.mark.parametrize("operation", ["deliver", "delete"])
 def test_a_torn_last_record_is_discarded_at_boot(image: Path, operation: str, cut_at: int) -> None:
-    with Board.open(image) as board:
+    with open_board(image) as board:
         before = snapshot(board)
         armed(board, Plan(tear_header_at=cut_at))
         with pytest.raises(PowerCut):
             OPERATIONS[operation](board)
         board.image.close()  # the process is gone; its lock goes with it
-    with Board.open(image, repair=False) as board:
+    with open_board(image, repair=False) as board:
         assert snapshot(board) == before
         assert board.fsck().clean
-    with Board.open(image) as board:  # a real boot erases the torn tail ...
+    with open_board(image) as board:  # a real boot erases the torn tail ...
         assert snapshot(board) == before
         OPERATIONS[operation](board)  # ... and the log goes on from there
         after = snapshot(board)
-    with Board.open(image) as board:
+    with open_board(image) as board:
         assert snapshot(board) == after
         assert not [p for p in board.fsck().problems if p.what == "torn"]
 
@@ -178,7 +179,7 @@ def test_a_torn_last_record_is_discarded_at_boot(image: Path, operation: str, cu
 def pop3_session(board: Board) -> Pop3Protocol:
     protocol = Pop3Protocol(
         BoardMailstore(board),
-        lambda: board.profile,
+        lambda: saved_profile(board),
         BoxLocks(),
         RamBudget(1 << 24),
         session_id=1,
@@ -194,7 +195,7 @@ def pop3_session(board: Board) -> Pop3Protocol:
 def test_quit_under_a_write_fault_says_sys_temp_and_removes_nothing(
     image: Path, errno_: int
 ) -> None:
-    with Board.open(image) as board:
+    with open_board(image) as board:
         before = snapshot(board)
         session = pop3_session(board)
         assert (
@@ -206,12 +207,12 @@ def test_quit_under_a_write_fault_says_sys_temp_and_removes_nothing(
         assert reply.head.startswith(b"-ERR [SYS/"), reply.head
         disarm(board)
         assert snapshot(board) == before
-    with Board.open(image) as board:
+    with open_board(image) as board:
         assert snapshot(board) == before
 
 
 def test_retr_under_a_read_fault_is_an_err_before_any_byte(image: Path) -> None:
-    with Board.open(image) as board:
+    with open_board(image) as board:
         session = pop3_session(board)
         armed(board, Plan(read_errno=EIO))
         reply = trio.run(session.receive_line, b"RETR 1")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.store.board import Board
+from firmware.device.boards import open_board
 from tests.support import DeviceProcess, create_image, dpfw
 
 pytestmark = pytest.mark.skipif(
@@ -102,7 +102,7 @@ def message(n: int) -> bytes:
 
 def stored(image: Path) -> dict[str, bytes]:
     """uid -> wire bytes of every message in BOX, read without faults; fsck must be clean."""
-    with Board.open(image, repair=False) as board:
+    with open_board(image, repair=False) as board:
         report = board.fsck()
         assert report.clean, report.problems
         return {m.uid: b"".join(board.read_wire(BOX, m.uid)) for m in board.messages(BOX)}

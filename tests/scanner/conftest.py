@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config.profile import Profile, factory
+from firmware.device.boards import create_board
 from firmware.store.board import Board
 
 MiB = 1024 * 1024
@@ -29,7 +30,7 @@ def make_board(tmp_path: Path) -> Iterator[MakeBoard]:
     opened: list[Board] = []
 
     def make(size: int = 8 * MiB, **settings: str) -> Board:
-        board = Board.create(
+        board = create_board(
             tmp_path / f"board{len(opened)}.img", lab_profile(**settings), "admin-pw", size=size
         )
         opened.append(board)

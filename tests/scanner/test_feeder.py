@@ -10,6 +10,7 @@ import trio
 
 from firmware.config.budget import RamBudget
 from firmware.config.profile import Profile
+from firmware.device.boards import saved_profile
 from firmware.errors import BoxError, MemoryFullError, QuotaError, StorageFullError
 from firmware.scanner.encode import FORMAT_MODES
 from firmware.scanner.feeder import ScanFeeder, failure_reason, random_request
@@ -60,7 +61,7 @@ def test_no_boxes_is_a_box_error() -> None:
 async def test_feeder_stores_jobs_and_counts_them(make_board: MakeBoard) -> None:
     board = fast_board(make_board)
     board.add_box("bob", "bob-pw")
-    host = Host(board, board.profile, RamBudget(128 * MiB))
+    host = Host(board, saved_profile(board), RamBudget(128 * MiB))
     feeder = ScanFeeder(host, rate_per_min=1200, seed=3, max_jobs=4)
     await feeder.run()
     stats = feeder.stats
@@ -74,7 +75,7 @@ async def test_feeder_stores_jobs_and_counts_them(make_board: MakeBoard) -> None
 
 async def test_feeder_keeps_its_rate(make_board: MakeBoard, autojump_clock: object) -> None:
     board = fast_board(make_board)
-    host = Host(board, board.profile, RamBudget(128 * MiB))
+    host = Host(board, saved_profile(board), RamBudget(128 * MiB))
     await ScanFeeder(host, rate_per_min=2, seed=1, max_jobs=3).run()
     gaps = [b - a for a, b in zip(host.started_at, host.started_at[1:], strict=False)]
     assert gaps == [pytest.approx(30.0, abs=0.01)] * 2  # 2 jobs per minute: one every 30 s
@@ -82,7 +83,7 @@ async def test_feeder_keeps_its_rate(make_board: MakeBoard, autojump_clock: obje
 
 async def test_failed_jobs_are_counted_by_reason(make_board: MakeBoard) -> None:
     board = fast_board(make_board)
-    host = Host(board, board.profile, RamBudget(1000))  # no page fits in 1000 bytes
+    host = Host(board, saved_profile(board), RamBudget(1000))  # no page fits in 1000 bytes
     feeder = ScanFeeder(host, rate_per_min=6000, seed=2, max_jobs=3)
     await feeder.run()
     stats = feeder.stats
@@ -108,4 +109,4 @@ def test_failure_reasons(exc: Exception, reason: str) -> None:
 
 def test_rate_must_be_positive(board: Board) -> None:
     with pytest.raises(ValueError, match="positive"):
-        ScanFeeder(Host(board, board.profile, RamBudget(1)), rate_per_min=0)
+        ScanFeeder(Host(board, saved_profile(board), RamBudget(1)), rate_per_min=0)

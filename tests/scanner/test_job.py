@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from firmware.config.budget import RamBudget
+from firmware.device.boards import saved_profile
 from firmware.errors import BoxError, DeviceError, MemoryFullError, QuotaError, StorageFullError
 from firmware.scanner.job import JobNumbers, ScanRequest, check_request, run_scan, run_scan_async
 from firmware.store.board import Board
@@ -40,7 +41,7 @@ def assert_idle(budget: RamBudget) -> None:
 def test_job_is_stored_as_one_message(board: Board, fmt: str, mode: str, files: int) -> None:
     budget = RamBudget(128 * MiB)
     request = ScanRequest(BOX, pages=2, dpi="200x100", mode=mode, format=fmt)
-    result = run_scan(request, board, budget, board.profile, job_number=42, now=WHEN)
+    result = run_scan(request, board, budget, saved_profile(board), job_number=42, now=WHEN)
     assert_idle(budget)
     (info,) = board.messages(BOX)
     assert (info.uid, info.size) == (result.uid, result.size)
@@ -87,10 +88,10 @@ def test_refused_before_it_starts(
 ) -> None:
     board = make_board(**change)
     with pytest.raises(DeviceError, match=why):
-        check_request(request_, board.profile)
+        check_request(request_, saved_profile(board))
     budget = RamBudget(1)  # nothing is rendered or held: even a 1-byte budget is untouched
     with pytest.raises(DeviceError, match=why):
-        run_scan(request_, board, budget, board.profile, job_number=1, now=WHEN)
+        run_scan(request_, board, budget, saved_profile(board), job_number=1, now=WHEN)
     assert_idle(budget)
     assert board.messages(BOX) == []
 
@@ -102,7 +103,7 @@ def test_unknown_box_is_refused_before_rendering(board: Board) -> None:
             ScanRequest("nobody", 1, "200x100", "mono", "tiff"),
             board,
             budget,
-            board.profile,
+            saved_profile(board),
             job_number=1,
             now=WHEN,
         )
@@ -121,7 +122,7 @@ def test_memory_full_at_the_exact_boundary(make_board: MakeBoard, fmt: str, mode
 
     fits = RamBudget(need + session)
     held = fits.reserve(session, "POP3 session")
-    run_scan(request, board, fits, board.profile, job_number=7, now=WHEN)
+    run_scan(request, board, fits, saved_profile(board), job_number=7, now=WHEN)
     assert fits.used == session and fits.holders == 1  # the job gave back all it held
     held.release()
     assert len(board.messages(BOX)) == 1
@@ -129,7 +130,7 @@ def test_memory_full_at_the_exact_boundary(make_board: MakeBoard, fmt: str, mode
     short = RamBudget(need + session - 1)
     held = short.reserve(session, "POP3 session")
     with pytest.raises(MemoryFullError) as failure:
-        run_scan(request, board, short, board.profile, job_number=7, now=WHEN)
+        run_scan(request, board, short, saved_profile(board), job_number=7, now=WHEN)
     message = str(failure.value)
     assert message.startswith("MEMORY FULL: scan job 0007 page 2 of 2 needs ")
     needed = int(message.split(" needs ")[1].split()[0])
@@ -148,7 +149,7 @@ def test_first_page_too_big_is_memory_full(board: Board) -> None:
             ScanRequest(BOX, 1, "200x100", "mono", "tiff"),
             board,
             budget,
-            board.profile,
+            saved_profile(board),
             job_number=1,
             now=WHEN,
         )
@@ -161,7 +162,7 @@ def test_quota_full_stores_nothing_and_frees_memory(make_board: MakeBoard) -> No
     budget = RamBudget(128 * MiB)
     request = ScanRequest(BOX, pages=4, dpi="200x100", mode="gray", format="pdf")  # > 1 MiB
     with pytest.raises(QuotaError, match="over quota"):
-        run_scan(request, board, budget, board.profile, job_number=1, now=WHEN)
+        run_scan(request, board, budget, saved_profile(board), job_number=1, now=WHEN)
     assert_idle(budget)
     assert board.messages(BOX) == []
 
@@ -170,9 +171,9 @@ def test_message_count_limit_stores_nothing(make_board: MakeBoard) -> None:
     board = make_board(mailbox__max_messages="1")
     budget = RamBudget(128 * MiB)
     request = ScanRequest(BOX, pages=1, dpi="200x100", mode="mono", format="tiff")
-    run_scan(request, board, budget, board.profile, job_number=1, now=WHEN)
+    run_scan(request, board, budget, saved_profile(board), job_number=1, now=WHEN)
     with pytest.raises(QuotaError, match="is full"):
-        run_scan(request, board, budget, board.profile, job_number=2, now=WHEN)
+        run_scan(request, board, budget, saved_profile(board), job_number=2, now=WHEN)
     assert_idle(budget)
     assert len(board.messages(BOX)) == 1
 
@@ -183,7 +184,7 @@ def test_flash_full_stores_nothing_and_frees_memory(make_board: MakeBoard) -> No
     before = board.usage()
     request = ScanRequest(BOX, pages=4, dpi="200x100", mode="gray", format="pdf")  # > 1 MiB
     with pytest.raises(StorageFullError, match="nothing was stored"):
-        run_scan(request, board, budget, board.profile, job_number=1, now=WHEN)
+        run_scan(request, board, budget, saved_profile(board), job_number=1, now=WHEN)
     assert_idle(budget)
     assert board.messages(BOX) == []
     assert board.usage() == before
@@ -193,9 +194,11 @@ async def test_async_job_matches_the_sync_job(make_board: MakeBoard) -> None:
     request = ScanRequest(BOX, pages=2, dpi="200x100", mode="mono", format="pdf")
     sync_board, async_board = make_board(), make_board()
     budget = RamBudget(128 * MiB)
-    expected = run_scan(request, sync_board, budget, sync_board.profile, job_number=3, now=WHEN)
+    expected = run_scan(
+        request, sync_board, budget, saved_profile(sync_board), job_number=3, now=WHEN
+    )
     got = await run_scan_async(
-        request, async_board, budget, async_board.profile, job_number=3, now=WHEN
+        request, async_board, budget, saved_profile(async_board), job_number=3, now=WHEN
     )
     assert got.digests == expected.digests and got.bytes_encoded == expected.bytes_encoded
     assert_idle(budget)
@@ -214,7 +217,9 @@ async def test_concurrent_jobs_compete_for_the_budget(make_board: MakeBoard) -> 
 
     async def job(number: int) -> None:
         try:
-            await run_scan_async(request, board, budget, board.profile, job_number=number, now=WHEN)
+            await run_scan_async(
+                request, board, budget, saved_profile(board), job_number=number, now=WHEN
+            )
             outcomes.append("stored")
         except MemoryFullError as exc:
             # Failing at all proves the other job held memory at the same time: alone, it fits.

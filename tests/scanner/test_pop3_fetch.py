@@ -12,6 +12,7 @@ from email.message import EmailMessage
 import trio
 
 from firmware.config.budget import RamBudget
+from firmware.device.boards import saved_profile
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.job import ScanRequest, run_scan_async
 from firmware.store.board import Board
@@ -33,7 +34,7 @@ def fetch_all(port: int) -> list[bytes]:
 
 
 async def test_scans_fetched_over_pop3_are_byte_identical(board: Board) -> None:
-    profile = board.profile
+    profile = saved_profile(board)
     budget = RamBudget(profile.int("memory.image_ram_mib") * MiB)
     service = Pop3Service(board, lambda: profile, budget)
     requests = [

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config.profile import factory
+from firmware.device.boards import create_board
 from firmware.store.board import Board
 from tests.store.helpers import ADMIN
 
@@ -19,7 +20,7 @@ def image(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def board(image: Path) -> Iterator[Board]:
-    b = Board.create(image, factory("DP-3530"), ADMIN, size=1 << 20)
+    b = create_board(image, factory("DP-3530"), ADMIN, size=1 << 20)
     b.add_box("alice", "alice-pw")
     try:
         yield b

@@ -13,6 +13,7 @@ from typing import BinaryIO
 import pytest
 
 from firmware.config.profile import factory
+from firmware.device.boards import create_board, open_board, save_profile, saved_profile
 from firmware.errors import (
     BoxError,
     CorruptRecordError,
@@ -36,13 +37,13 @@ def wire(board: Board, box: str, uid: str, chunk: int = 65536) -> bytes:
 def test_create_refuses_existing_file(image: Path) -> None:
     image.write_bytes(b"precious")
     with pytest.raises(ImageError, match="already exists"):
-        Board.create(image, factory("DP-3510"), ADMIN, size=1 << 20)
+        create_board(image, factory("DP-3510"), ADMIN, size=1 << 20)
     assert image.read_bytes() == b"precious"
 
 
 def test_default_size_is_the_profiles_and_sparse(image: Path) -> None:
     profile = factory("DP-3510")
-    with Board.create(image, profile, ADMIN) as board:
+    with create_board(image, profile, ADMIN) as board:
         assert board.geometry.image_size == profile.int("storage.flash_mib") << 20
     st = image.stat()
     assert st.st_size == profile.int("storage.flash_mib") << 20
@@ -53,14 +54,14 @@ def test_admin_password_and_profile_persist(board: Board, image: Path) -> None:
     assert board.check_admin_password(ADMIN)
     assert not board.check_admin_password("wrong")
     board.set_admin_password("new-admin")
-    new = board.profile.with_value("pop3.max_sessions", "3")
-    board.set_profile(new)
+    new = saved_profile(board).with_value("pop3.max_sessions", "3")
+    save_profile(board, new)
     board.close()
-    with Board.open(image) as again:
+    with open_board(image) as again:
         assert again.check_admin_password("new-admin")
         assert not again.check_admin_password(ADMIN)
-        assert again.profile.int("pop3.max_sessions") == 3
-        assert again.profile == new
+        assert saved_profile(again).int("pop3.max_sessions") == 3
+        assert saved_profile(again) == new
 
 
 def test_settings(board: Board, image: Path) -> None:
@@ -74,7 +75,7 @@ def test_settings(board: Board, image: Path) -> None:
     board.set_settings({"tls.cert_pem": None, "tls.key_pem": None, "y": "2"})  # one update
     assert dict(board.settings()) == {"note": "PEM\nTEXT", "y": "2"}
     board.close()
-    with Board.open(image) as again:
+    with open_board(image) as again:
         assert dict(again.settings()) == {"note": "PEM\nTEXT", "y": "2"}
 
 
@@ -93,7 +94,7 @@ def test_boxes(board: Board, image: Path) -> None:
     assert board.box_credentials("nobody") is None
     board.set_box_password("alice", "changed")
     board.close()
-    with Board.open(image) as again:
+    with open_board(image) as again:
         creds = again.box_credentials("alice")
         assert creds is not None and verify_password(creds, "changed")
         infos = {b.name: b for b in again.boxes()}
@@ -105,7 +106,7 @@ def test_boxes(board: Board, image: Path) -> None:
 
 
 def test_max_boxes(image: Path) -> None:
-    with Board.create(image, lab_profile(mailbox__max_boxes="2"), ADMIN, size=1 << 20) as b:
+    with create_board(image, lab_profile(mailbox__max_boxes="2"), ADMIN, size=1 << 20) as b:
         b.add_box("a", "pw")
         b.add_box("b", "pw")
         with pytest.raises(QuotaError, match=r"mailbox\.max_boxes"):
@@ -155,7 +156,7 @@ def test_delete_is_atomic_batch(board: Board, image: Path) -> None:
     assert board.messages("alice") == [infos[1], infos[3]]
     board.delete("alice", [])
     board.close()
-    with Board.open(image) as again:
+    with open_board(image) as again:
         assert again.messages("alice") == [infos[1], infos[3]]
         assert wire(again, "alice", infos[3].uid).endswith(b"line 3\r\nD\r\n")
 
@@ -169,7 +170,7 @@ def test_uids_never_reused_after_delete_compact_and_box_recreate(board: Board, i
         board.compact()
         assert board.usage().used == 0
         board.close()
-        board = Board.open(image)
+        board = open_board(image)
     board.delete_box("alice")
     board.add_box("alice", "pw")
     info = board.deliver("alice", MSG)
@@ -186,14 +187,14 @@ def test_purge(board: Board, image: Path) -> None:
     board.add_box("alice", "pw")
     assert board.messages("alice") == []
     board.close()
-    with Board.open(image) as again:
+    with open_board(image) as again:
         assert again.messages("alice") == []
         assert again.usage().live == 0
 
 
 def test_quota_and_max_messages(image: Path) -> None:
     profile = lab_profile(mailbox__quota_mib="1", mailbox__max_messages="3")
-    with Board.create(image, profile, ADMIN, size=4 << 20) as board:
+    with create_board(image, profile, ADMIN, size=4 << 20) as board:
         board.add_box("a", "pw")
         big = b"x" * ((1 << 20) - 100) + b"\r\n"
         board.deliver("a", big)
@@ -209,7 +210,7 @@ def test_quota_and_max_messages(image: Path) -> None:
 
 
 def test_storage_full_then_compaction_makes_room(image: Path) -> None:
-    with Board.create(image, lab_profile(mailbox__quota_mib="64"), ADMIN, size=512 << 10) as b:
+    with create_board(image, lab_profile(mailbox__quota_mib="64"), ADMIN, size=512 << 10) as b:
         b.add_box("a", "pw")
         body = b"z" * 20_000
         stored = []
@@ -237,7 +238,7 @@ def test_compaction_keeps_everything_live(board: Board, image: Path) -> None:
     live = infos[1::2]
     assert board.messages("alice") == live
     board.close()
-    with Board.open(image) as again:
+    with open_board(image) as again:
         assert again.messages("alice") == live
         for i, m in zip(range(1, 30, 2), live, strict=True):
             assert wire(again, "alice", m.uid).endswith(b"line 3\r\n" + str(i).encode() + b"\r\n")
@@ -255,7 +256,7 @@ def test_log_wraps_around_the_ring(board: Board, image: Path) -> None:
         kept = info
     assert board.messages("alice") == [kept]
     board.close()
-    with Board.open(image) as again:
+    with open_board(image) as again:
         assert again.messages("alice") == [kept]
         assert kept is not None
         assert wire(again, "alice", kept.uid).startswith(body)
@@ -264,7 +265,7 @@ def test_log_wraps_around_the_ring(board: Board, image: Path) -> None:
 
 def test_second_open_is_refused(board: Board, image: Path) -> None:
     with pytest.raises(ImageInUseError, match=rf"in use by PID {os.getpid()}"):
-        Board.open(image)
+        open_board(image)
     board.deliver("alice", MSG)  # the first opener is unharmed
 
 
@@ -303,7 +304,7 @@ def test_a_message_is_crc_checked_on_its_first_read_and_by_fsck_always(
     # ...but fsck reads everything again, and a reboot checks every record.
     assert [p.uid for p in board.fsck().problems] == [info.uid]
     board.close()
-    with Board.open(image) as again, pytest.raises(CorruptRecordError, match=info.uid):
+    with open_board(image) as again, pytest.raises(CorruptRecordError, match=info.uid):
         again.read_wire("alice", info.uid)
 
 
@@ -336,7 +337,7 @@ def test_50mb_message_in_bounded_memory(tmp_path: Path) -> None:
         f.write(b"Subject: big\n\n")
         for _ in range(50_000_000 // len(line)):
             f.write(line)
-    with Board.create(image, profile, ADMIN, size=128 << 20) as board:
+    with create_board(image, profile, ADMIN, size=128 << 20) as board:
         board.add_box("a", "pw")
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         with open(src, "rb") as f:
@@ -363,7 +364,7 @@ def pipe_with(data: bytes) -> BinaryIO:
 
 def test_pipe_delivery_is_one_pass_and_limited(image: Path) -> None:
     profile = lab_profile(mailbox__quota_mib="1")
-    with Board.create(image, profile, ADMIN, size=1 << 20) as board:
+    with create_board(image, profile, ADMIN, size=1 << 20) as board:
         board.add_box("a", "pw")
         body = b"Subject: pipe\n\n" + b".x\n" * 100_000
         with pipe_with(body) as pipe:
@@ -375,13 +376,13 @@ def test_pipe_delivery_is_one_pass_and_limited(image: Path) -> None:
             board.deliver("a", pipe)
         assert board.usage() == used and board.messages("a") == [info]
     tmp = image.with_name("full.img")
-    with Board.create(tmp, lab_profile(mailbox__quota_mib="64"), ADMIN, size=512 << 10) as b:
+    with create_board(tmp, lab_profile(mailbox__quota_mib="64"), ADMIN, size=512 << 10) as b:
         b.add_box("a", "pw")
         with pipe_with(b"z" * (600 << 10)) as pipe, pytest.raises(StorageFullError):
             b.deliver("a", pipe)
         assert b.messages("a") == [] and b.usage().used == 0
         assert b.deliver("a", b"still fine").size == 12
-    with Board.open(tmp) as b:
+    with open_board(tmp) as b:
         assert len(b.messages("a")) == 1 and b.problems() == []
 
 
@@ -393,7 +394,7 @@ def test_nvram_full_changes_nothing(board: Board, image: Path) -> None:
     assert dict(board.settings()) == before
     board.add_box("bob", "pw")  # the board goes on
     board.close()
-    with Board.open(image) as again:
+    with open_board(image) as again:
         assert again.box_names() == ["alice", "bob"]
         assert dict(again.settings()) == before
 
@@ -454,7 +455,7 @@ def test_wire_extents_follow_compaction_and_check_like_read_wire(board: Board, i
         f.seek(offset + 3)
         f.write(bytes([byte[0] ^ 0x40]))
     board.close()
-    with Board.open(image) as again:  # boot finds the damage; checked or not, it is refused
+    with open_board(image) as again:  # boot finds the damage; checked or not, it is refused
         with pytest.raises(CorruptRecordError, match=second.uid):
             again.wire_extents("alice", second.uid)
         with pytest.raises(CorruptRecordError, match=second.uid):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config.profile import factory
+from firmware.device.boards import create_board, open_board
 from firmware.errors import CorruptRecordError
 from firmware.store.board import Board
 from tests.store.helpers import ADMIN
@@ -26,7 +27,7 @@ Op = tuple[str, int, bytes | int | None]
 
 
 def fill(image: Path, n: int = 6) -> tuple[Board, list[str]]:
-    board = Board.create(image, factory("DP-3530"), ADMIN, size=SIZE)
+    board = create_board(image, factory("DP-3530"), ADMIN, size=SIZE)
     board.add_box("a", "pw")
     uids = [board.deliver("a", MSG + str(i).encode() * (i * 50 + 1)).uid for i in range(n)]
     return board, uids
@@ -95,7 +96,7 @@ def test_torn_append_at_every_byte(tmp_path: Path, caplog: pytest.LogCaptureFixt
             )
             torn.write_bytes(bytes(data))
             caplog.clear()
-            with caplog.at_level(logging.WARNING), Board.open(torn) as b:
+            with caplog.at_level(logging.WARNING), open_board(torn) as b:
                 got = contents(b)
                 assert {u: got[u] for u in uids} == before, cut
                 assert set(got) - set(uids) <= {info.uid}
@@ -105,7 +106,7 @@ def test_torn_append_at_every_byte(tmp_path: Path, caplog: pytest.LogCaptureFixt
                 if cut % 16:
                     continue
                 again = b.deliver("a", b"after")  # the log goes on cleanly after a torn tail
-            with caplog.at_level(logging.WARNING), Board.open(torn) as b:
+            with caplog.at_level(logging.WARNING), open_board(torn) as b:
                 assert again.uid in contents(b)
                 assert b.problems() == []
 
@@ -116,14 +117,14 @@ def test_append_crash_states(tmp_path: Path) -> None:
     before = contents(board)
     board.close()
     base = image.read_bytes()
-    board = Board.open(image)
+    board = open_board(image)
     ops = record_ops(board)
     info = board.deliver("a", MSG * 2)
     board.close()
     for state in crash_states(ops):
         target = tmp_path / "s.img"
         rebuild(base, state, target)
-        with Board.open(target) as b:
+        with open_board(target) as b:
             got = contents(b)
             if info.uid in got:
                 assert got == {**before, info.uid: got[info.uid]}
@@ -138,7 +139,7 @@ def test_delete_batch_is_all_or_nothing(tmp_path: Path) -> None:
     before = contents(board)
     board.close()
     base = image.read_bytes()
-    board = Board.open(image)
+    board = open_board(image)
     ops = record_ops(board)
     board.delete("a", uids[1:4])
     board.close()
@@ -146,16 +147,16 @@ def test_delete_batch_is_all_or_nothing(tmp_path: Path) -> None:
     for state in crash_states(ops):
         target = tmp_path / "s.img"
         rebuild(base, state, target)
-        with Board.open(target) as b:
+        with open_board(target) as b:
             assert contents(b) in (before, after)
     rebuild(base, ops, tmp_path / "s.img")
-    with Board.open(tmp_path / "s.img") as b:
+    with open_board(tmp_path / "s.img") as b:
         assert contents(b) == after
 
 
 def test_power_cut_at_every_step_of_compaction(tmp_path: Path) -> None:
     image = tmp_path / "b.img"
-    board = Board.create(image, factory("DP-3530"), ADMIN, size=SIZE)
+    board = create_board(image, factory("DP-3530"), ADMIN, size=SIZE)
     board.add_box("a", "pw")
     board.add_box("b", "pw")
     body = b"x" * 9000
@@ -169,7 +170,7 @@ def test_power_cut_at_every_step_of_compaction(tmp_path: Path) -> None:
     board.delete("a", [floor_uid])
     board.close()
     base = image.read_bytes()
-    board = Board.open(image)
+    board = open_board(image)
     ops = record_ops(board)
     report = board.compact()
     assert report.records_moved > 0 and board.usage().reclaimable == 0
@@ -179,7 +180,7 @@ def test_power_cut_at_every_step_of_compaction(tmp_path: Path) -> None:
     target = tmp_path / "s.img"
     for state in states:
         rebuild(base, state, target)
-        with Board.open(target) as b:
+        with open_board(target) as b:
             assert contents(b) == expected  # nothing lost, nothing resurrected
             assert b.box_names() == ["a"]
             new = b.deliver("a", b"after the cut")
@@ -205,7 +206,7 @@ def test_flipped_payload_bit_reports_only_that_record(tmp_path: Path) -> None:
     assert len(positions) == len(uids)
     raw[positions[2] + 30] ^= 0x04
     image.write_bytes(bytes(raw))
-    with Board.open(image) as b:
+    with open_board(image) as b:
         problems = b.problems()
         assert [(p.what, p.uid) for p in problems] == [("corrupt", uids[2])]
         assert [m.uid for m in b.messages("a")] == uids
@@ -234,7 +235,7 @@ def test_flipped_header_bit_loses_only_that_record(tmp_path: Path) -> None:
         damaged[heads[3] + bit // 8] ^= 1 << (bit % 8)
         target = tmp_path / "h.img"
         target.write_bytes(bytes(damaged))
-        with Board.open(target) as b:
+        with open_board(target) as b:
             assert [p.what for p in b.problems()] == ["corrupt"]
             got = contents(b)
             assert got == {u: c for u, c in before.items() if u != uids[3]}
@@ -246,13 +247,13 @@ def test_copy_of_image_is_independent(tmp_path: Path) -> None:
     board, uids = fill(image, 2)
     board.close()
     shutil.copy(image, tmp_path / "c.img")
-    with Board.open(tmp_path / "c.img") as b:
+    with open_board(tmp_path / "c.img") as b:
         assert [m.uid for m in b.messages("a")] == uids
 
 
 def test_interrupted_copy_never_hides_the_original(tmp_path: Path) -> None:
     image = tmp_path / "b.img"
-    board = Board.create(image, factory("DP-3530"), ADMIN, size=SIZE)
+    board = create_board(image, factory("DP-3530"), ADMIN, size=SIZE)
     board.add_box("a", "pw")
     for i in range(12):
         board.deliver("a", b"x" * 9000 + str(i).encode())
@@ -260,13 +261,13 @@ def test_interrupted_copy_never_hides_the_original(tmp_path: Path) -> None:
     expected = contents(board)
     board.close()
     base = image.read_bytes()
-    board = Board.open(image)
+    board = open_board(image)
     ops = record_ops(board)
     board.compact()
     board.close()
     for state in crash_states(ops):
         rebuild(base, state, tmp_path / "s.img")
-        with Board.open(tmp_path / "s.img") as b:
+        with open_board(tmp_path / "s.img") as b:
             assert not any(m.corrupt for m in b.messages("a"))
             assert contents(b) == expected
             assert b.fsck().clean
@@ -280,7 +281,7 @@ def test_lost_last_record_never_has_its_uid_reused(tmp_path: Path) -> None:
     last = raw.rfind(b"DPRC")
     raw[last + 12] ^= 0x01  # inside the last header: indistinguishable from a torn write
     image.write_bytes(bytes(raw))
-    with Board.open(image) as b:
+    with open_board(image) as b:
         assert [m.uid for m in b.messages("a")] == uids[:-1]
         assert [p.what for p in b.problems()] == ["torn"]
         assert b.deliver("a", b"next").uid not in uids

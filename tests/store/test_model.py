@@ -18,8 +18,8 @@ from hypothesis.stateful import (
     rule,
 )
 
+from firmware.device.boards import create_board, open_board
 from firmware.errors import QuotaError, StorageFullError
-from firmware.store.board import Board
 from firmware.store.wire import encode
 from tests.store.helpers import ADMIN, lab_profile
 
@@ -38,7 +38,7 @@ class BoardMachine(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(prefix="dpfw-model-"))
         self.path = self.dir / "board.img"
         profile = lab_profile(mailbox__max_boxes="2", mailbox__max_messages="40")
-        self.board = Board.create(self.path, profile, ADMIN, size=256 << 10)
+        self.board = create_board(self.path, profile, ADMIN, size=256 << 10)
         self.model: dict[str, dict[str, bytes]] = {}
         self.ever: set[str] = set()
 
@@ -128,7 +128,7 @@ class BoardMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         self.board.close()
-        self.board = Board.open(self.path)
+        self.board = open_board(self.path)
         self.check_contents()
 
     def check_contents(self) -> None:

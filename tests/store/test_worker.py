@@ -13,8 +13,8 @@ import trio
 import trio.testing
 
 from firmware.config.profile import factory
+from firmware.device.boards import create_board
 from firmware.errors import BoxError
-from firmware.store.board import Board
 from firmware.store.worker import StoreWorker
 from tests.store.helpers import ADMIN
 
@@ -162,7 +162,7 @@ async def test_messages_read_on_the_loop_stay_whole_while_the_worker_compacts(
 ) -> None:
     """Chunks read on the loop (as RETR pulls them) during a compaction on the worker, which
     moves and erases the records being read, are exactly the stored bytes."""
-    board = Board.create(tmp_path / "board.img", factory("DP-3530"), ADMIN, size=64 * MIB)
+    board = create_board(tmp_path / "board.img", factory("DP-3530"), ADMIN, size=64 * MIB)
     try:
         worker = StoreWorker()
         board.between_steps = worker.lock.pause

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from firmware.store import demo
+from firmware.device import demo
 
 
 def test_boot_notice_leaves_out_changed_passwords_and_deleted_boxes(tmp_path: Path) -> None:

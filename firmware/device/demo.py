@@ -14,6 +14,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from firmware.config.profile import factory
+from firmware.device.boards import create_board
 from firmware.security.credentials import verify_password
 from firmware.store.board import Board
 
@@ -124,7 +125,7 @@ def create_demo(path: Path, *, size: int | None = None) -> Board:
     # greeting and CAPA works (curl picks CRAM-MD5, or APOP, when offered).
     profile = factory(MODEL).with_value("pop3.plaintext_auth", "always", "demo profile")
     profile = profile.with_value("pop3.apop", "true", "demo profile")
-    board = Board.create(path, profile, ADMIN_PASSWORD, size=size)
+    board = create_board(path, profile, ADMIN_PASSWORD, size=size)
     host = profile.str("identity.hostname")
     try:
         board.set_setting("lab.notice", lab_notice())

@@ -1,0 +1,99 @@
+"""The values the store hands out and takes: box and message facts, space, problems, limits.
+
+Plain frozen records, no behaviour beyond a derived property; `firmware.store.board` re-exports
+them, so callers import them from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from firmware.errors import BoxError
+from firmware.flash.layout import RECORD_HEADER_SIZE, align
+
+MiB = 1 << 20
+BOX_NAME_MAX = 40
+MIN_RECORD = align(RECORD_HEADER_SIZE)  # the smallest record the log can hold
+
+
+def check_box_name(name: str) -> None:
+    """Box names: 1-40 printable ASCII characters, no spaces; case-sensitive. BoxError if not."""
+    if not 1 <= len(name) <= BOX_NAME_MAX or any(not 0x21 <= ord(c) <= 0x7E for c in name):
+        raise BoxError(
+            f"box name {name!r} is not allowed; expected 1-{BOX_NAME_MAX} printable ASCII "
+            "characters without spaces"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """The limits the store enforces: a small value, not a profile.
+
+    The layer that reads profiles makes it (firmware.device.boards.limits_of): a running
+    device from its *running* profile (so a `--set mailbox.quota_mib=...` for one run is
+    enforced), an image opened offline from the saved profile.
+    """
+
+    max_boxes: int  # mailbox.max_boxes
+    max_messages: int  # mailbox.max_messages, per box
+    quota_mib: int  # mailbox.quota_mib, per box
+    compact_threshold_pct: int  # storage.compact_threshold_pct
+
+
+@dataclass(frozen=True)
+class BoxInfo:
+    name: str
+    messages: int
+    bytes: int  # sum of POP3 sizes
+    has_legacy_secret: bool
+    box_id: int
+    corrupt: int = 0  # messages whose record fails its CRC
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    uid: str
+    size: int  # POP3 octets: CRLF line ends, no stuffing dots
+    arrived: float  # Unix time
+    seq: int = 0
+    corrupt: bool = False  # reading it raises CorruptRecordError
+
+
+@dataclass(frozen=True)
+class Usage:
+    total: int  # bytes in the data area
+    used: int  # bytes between log head and tail
+    free: int
+    reclaimable: int  # used bytes that compaction would give back
+    live: int  # bytes of the records of stored messages
+
+
+@dataclass(frozen=True)
+class CompactReport:
+    records_moved: int
+    bytes_moved: int
+    bytes_reclaimed: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A record that does not check out."""
+
+    position: int
+    length: int
+    what: str  # "corrupt" (data affected), "torn" (discarded tail), "stale" (unused, harmless)
+    detail: str
+    box: str | None = None
+    uid: str | None = None
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    records_checked: int
+    problems: list[Problem]
+
+    @property
+    def clean(self) -> bool:
+        """No record in use fails its CRC (torn tails and stale copies are harmless)."""
+        return all(p.what != "corrupt" for p in self.problems)

@@ -1,0 +1,134 @@
+"""Space in the message log: usage, the room kept for deletions, making room, compaction.
+
+Compaction copies the live records at the head of the log forward to its tail and then erases
+the blocks behind them. Copies are synced before the NVRAM anchor (log head, seq floor) moves
+past the originals, so a power cut at any point leaves either the originals or synced copies;
+replay (firmware.store.index) prefers a good later copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from firmware.errors import StorageFullError
+from firmware.flash.image import Image
+from firmware.flash.layout import align
+from firmware.store.index import Extent, Index
+from firmware.store.info import CompactReport, MiB, StoreLimits, Usage
+from firmware.store.log import Header, Log
+
+MoveAnchor = Callable[[int, int], None]  # (new log head, seq floor): one atomic NVRAM update
+
+
+class Space:
+    """The log's space policy over one open image; `limits` is read at each decision."""
+
+    def __init__(
+        self,
+        the_log: Log,
+        image: Image,
+        index: Index,
+        move_anchor: MoveAnchor,
+        limits: Callable[[], StoreLimits],
+        between_steps: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._log = the_log
+        self._image = image
+        self.index = index
+        self._move_anchor = move_anchor
+        self._limits = limits
+        self._between_steps = between_steps  # after each compaction segment, index consistent
+
+    def usage(self) -> Usage:
+        used = self._log.used
+        return Usage(
+            total=self._log.capacity,
+            used=used,
+            free=self._log.free,
+            reclaimable=used - self.index.live_bytes,
+            live=self.index.live_bytes,
+        )
+
+    def reserve(self) -> int:
+        """Room (bytes) kept back from messages so that deletions can always be recorded."""
+        return align(min(64 * 1024, max(4096, self._log.capacity // 64)))
+
+    def make_room(self, needed: int, what: str) -> None:
+        """Compact if that frees `needed` bytes; StorageFullError naming `what` if not."""
+        if self._log.free >= needed:
+            return
+        reclaimable = self._log.used - self.index.live_bytes
+        if reclaimable > 0 and self._log.free + reclaimable >= needed:
+            self.compact(target_free=needed)
+        if self._log.free < needed:
+            raise StorageFullError(
+                f"storage full: the {what} needs {needed} bytes, {self._log.free} are free "
+                f"of {self._log.capacity} ({self._log.used - self.index.live_bytes} "
+                "reclaimable); nothing was stored"
+            )
+
+    def auto_compact(self) -> None:
+        """Compact when free space falls below storage.compact_threshold_pct."""
+        capacity = self._log.capacity
+        threshold = capacity * self._limits().compact_threshold_pct // 100
+        reclaimable = self._log.used - self.index.live_bytes
+        if self._log.free < threshold and reclaimable >= min(
+            self._image.geometry.block_size, capacity // 100
+        ):
+            self.compact(target_free=threshold)
+
+    def compact(self, target_free: int | None) -> CompactReport:
+        """Compact from the head until `target_free` bytes are free (None: as far as it goes)."""
+        index = self.index
+        started = time.monotonic()
+        used_before = self._log.used
+        moved_records = moved_bytes = 0
+        stop = self._log.tail
+        # Segments of several erase blocks: fewer NVRAM commits, same crash safety.
+        block = max(self._image.geometry.block_size, min(4 * MiB, self._log.capacity // 16))
+        while index.extents and self._log.head < stop:
+            if target_free is not None and self._log.free >= target_free:
+                break
+            # One segment: whole records from the head covering at least one erase block.
+            head = self._log.head
+            count = 0
+            end = head
+            live: list[Header] = []
+            live_bytes = 0
+            for ext in index.extents:
+                if ext.position >= stop or (count and end - head >= block):
+                    break
+                msg = index.msgs.get(ext.seq) if ext.seq >= 0 else None
+                if msg is not None and msg.header.position == ext.position:
+                    if live_bytes + ext.length > self._log.free:
+                        break  # no room to copy this one forward (yet)
+                    live.append(msg.header)
+                    live_bytes += ext.length
+                count += 1
+                end = ext.position + ext.length
+            if not count:
+                break  # stalled: the record at the head is live and larger than free space
+            moved: list[Header] = []
+            for h in live:
+                moved.append(self._log.relocate(h))
+            if moved:
+                self._image.sync()  # copies are durable before the head moves past originals
+            self._move_anchor(end, index.next_seq)
+            self._log.head = end
+            for _ in range(count):
+                index.extents.popleft()
+            for h in moved:
+                index.msgs[h.seq].header = h
+                index.extents.append(Extent(h.position, h.total, h.seq))
+            self._image.erase(head, end - head)
+            moved_records += len(moved)
+            moved_bytes += sum(h.total for h in moved)
+            self._between_steps()
+        index.problems = [p for p in index.problems if p.position >= self._log.head]
+        return CompactReport(
+            records_moved=moved_records,
+            bytes_moved=moved_bytes,
+            bytes_reclaimed=used_before - self._log.used,
+            seconds=time.monotonic() - started,
+        )
