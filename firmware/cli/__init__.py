@@ -102,6 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if limits.address_space_limit() is None:
             raise
         return _fail(limits.memory_message(f"loading {exc.name or 'a module'} failed"))
+    except SystemError:
+        # Some C code paths report a failed allocation as "error return without exception
+        # set" (seen importing trio under RLIMIT_AS 48 MiB on a busy machine).
+        if limits.address_space_limit() is None:
+            raise
+        return _fail(limits.memory_message("an allocation failed"))
     except OSError as exc:
         # An OS error the command did not turn into its own message: name the file and why.
         where = f"{exc.filename}: " if exc.filename else ""

@@ -339,7 +339,9 @@ async def run_console(device: Device, spec: str) -> None:
     """The device's console task: `spec` is "pty", "stdio", "none" or a pyserial port/URL."""
     if spec == "none":
         return
-    shell = ConsoleShell(OpsContext.running(device), clock=trio.current_time)
+    shell = ConsoleShell(
+        OpsContext.running(device), clock=trio.current_time, lockout=device.admin_lockout
+    )
     baud = await _console_baud(device)
     try:
         link = open_link(spec, baud)

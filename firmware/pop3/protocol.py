@@ -18,7 +18,7 @@ import logging
 from array import array
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
@@ -121,6 +121,9 @@ class Reply:
         return self.head.startswith(b"+OK")
 
 
+RETR_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
 @dataclass(slots=True)
 class Pop3Stats:
     """Counters for the console's `status`, shared by all sessions of one service."""
@@ -136,6 +139,27 @@ class Pop3Stats:
     tls_sessions: int = 0  # TLS handshakes completed (STLS and POP3S)
     tls_failures: int = 0  # handshakes failed or timed out, plaintext after STLS
     evictions: int = 0  # pre-login connections closed to make room
+    # For /metrics (firmware/http/metrics.py): each keyed by a bounded set of names.
+    logins_by_method: dict[tuple[str, bool], int] = field(default_factory=dict)  # (mech, ok)
+    commands: dict[str, int] = field(default_factory=dict)  # keyword (or "unknown") -> count
+    refusals: dict[str, int] = field(default_factory=dict)  # limit -> connections refused
+    bytes_sent: int = 0  # reply octets (a RETR copied from the image: its message octets)
+    retr_buckets: list[int] = field(default_factory=lambda: [0] * len(RETR_BUCKETS_S))
+    retr_count: int = 0
+    retr_seconds: float = 0.0  # the sum, for the histogram's _sum
+
+    def note_login(self, mech: str, ok: bool) -> None:
+        key = (mech, ok)
+        self.logins_by_method[key] = self.logins_by_method.get(key, 0) + 1
+
+    def note_retr(self, seconds: float) -> None:
+        """One RETR, from its command line in to its last octet out (a histogram)."""
+        self.retr_count += 1
+        self.retr_seconds += seconds
+        for index, bound in enumerate(RETR_BUCKETS_S):
+            if seconds <= bound:
+                self.retr_buckets[index] += 1
+                break
 
 
 def reply_line(text: str) -> bytes:
@@ -314,6 +338,8 @@ class Pop3Protocol:
         keyword, _, rest = line.decode("utf-8", "replace").partition(" ")
         keyword = keyword.upper()
         handler = self.commands.get(self.state, keyword)
+        counted = keyword if keyword in self.commands.keywords else "unknown"
+        self.stats.commands[counted] = self.stats.commands.get(counted, 0) + 1
         if handler is None:
             if keyword in self.commands.keywords:
                 return self.bad(f"-ERR {keyword} is not valid in the {self.state.value} state")
@@ -458,6 +484,7 @@ class Pop3Protocol:
         profile = self.profile()
         self._auth_failures += 1
         self.stats.logins_failed += 1
+        self.stats.note_login(mech, False)
         self._guard.penalty.base_delay_s = profile.float("pop3.auth_failure_delay_s")
         delay = self._guard.failed(self.peer, name)
         close = self._auth_failures >= profile.int("pop3.max_auth_failures")
@@ -503,6 +530,7 @@ class Pop3Protocol:
             return Reply(reply_line(f"-ERR [SYS/TEMP] mailbox cannot be opened now: {exc}"))
         self._locks.note_login(name, now)
         self.stats.logins_ok += 1
+        self.stats.note_login(mech, True)
         authlog.log_event(
             "auth-ok",
             self.peer,

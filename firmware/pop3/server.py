@@ -388,6 +388,7 @@ class Pop3Service:
                 limit = "memory"
         if refusal is not None or reservation is None:
             self.stats.sessions_refused += 1
+            self.stats.refusals[limit] = self.stats.refusals.get(limit, 0) + 1
             log_event("limit", host, limit=limit)
             log.info("POP3 refused %s: %s", peer, (refusal or b"").decode().strip())
             if self._refusing >= MAX_REFUSING:
@@ -525,10 +526,13 @@ class Pop3Service:
                     return False  # EOF: the client left without QUIT
                 reader.feed(data if type(data) is bytes else bytes(data))
                 continue
+            started = trio.current_time()
             reply = await protocol.receive_line(line)
             if reply.delay > 0:
                 await trio.sleep(reply.delay)
             await self._send(session, protocol, reply)
+            if reply.stored is not None:
+                self.stats.note_retr(trio.current_time() - started)
             if reply.close:
                 return True
             if protocol.box is not None:
@@ -588,6 +592,7 @@ class Pop3Service:
         body = reply.body
         if body is None:
             await stream.send_all(reply.head)
+            self.stats.bytes_sent += len(reply.head)
             return
         guard = reply.guard
         try:
@@ -619,10 +624,12 @@ class Pop3Service:
                         continue
                     chunk = b""
                 await stream.send_all(pending)
+                self.stats.bytes_sent += len(pending)
                 session.scope.deadline = trio.current_time() + self._idle_limit(protocol)
                 pending = chunk
             if pending:
                 await stream.send_all(pending)
+                self.stats.bytes_sent += len(pending)
         except DeviceError as exc:
             # The store failed after +OK went out: the reply cannot be completed, so end the
             # session (commits nothing) rather than send a truncated message.
@@ -662,6 +669,10 @@ class Pop3Service:
             progress,
         )
         await stream.send_all(TERMINATOR if tail == CRLF else CRLF + TERMINATOR)
+        octets = head.split(b" ", 2)[1]  # "+OK N octets": the message's size
+        self.stats.bytes_sent += (
+            len(head) + len(TERMINATOR) + (int(octets) if octets.isdigit() else 0)
+        )
 
     async def _close_gently(self, session: _Session) -> None:
         """Half-close and drain briefly, so a last reply is not lost to a TCP reset.
