@@ -32,3 +32,21 @@ def test_no_doc_gives_a_test_count_that_would_go_stale() -> None:
         text = page.read_text()
         stale = re.findall(r"\b\d+ (?:tests|passed)\b", text)
         assert not stale, f"{page.name}: {stale}"
+
+
+def test_profiles_md_table_is_the_schema() -> None:
+    """docs/profiles.md's key table says what `dpfw profile keys` says: accepts and meaning."""
+    from firmware.config.profile import SCHEMA
+
+    page = (DOCS / "profiles.md").read_text()
+    for key, spec in SCHEMA.items():
+        applies = "live" if spec.live else "after reboot"
+        site = "site" if spec.site else ""
+        row = f"| `{key}` | {spec.allowed()} | {spec.doc} | {applies} | {site} |"
+        assert " ".join(row.split()) in [" ".join(line.split()) for line in page.splitlines()], row
+
+
+def test_storage_flash_mib_says_it_sizes_new_images_only() -> None:
+    out = " ".join(dpfw("profile", "keys").stdout.split())
+    assert "size of a NEW board image (`image create` without --size)" in out
+    assert "an existing image keeps its size" in out

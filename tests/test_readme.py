@@ -8,6 +8,7 @@ from README.md with only the port numbers changed, run from that directory so th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -87,7 +88,11 @@ class Emulator:
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[tuple[Emulator, int, int]]:
     """A running emulator on a fresh demo image: (emulator, POP3 port, POP3S port)."""
-    emu = Emulator(tmp_path, "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--console", "none")
+    emu = Emulator(
+        tmp_path,
+        *("--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--console", "none"),
+        *("--http", "127.0.0.1:0"),  # the script's 8080 may be taken on the test machine
+    )
     try:
         pop3s = int(emu.wait_for(r"^dpfw: POP3S on 127\.0\.0\.1:(\d+) ")[1])
         pop3 = int(emu.wait_for(r"^dpfw: POP3 on 127\.0\.0\.1:(\d+) ")[1])
@@ -156,3 +161,27 @@ def test_the_cacert_line_verifies_for_real(
     line = "curl --cacert other.pem -u alice:alice-lab pop3s://localhost:1995/"
     done = run_curl(line, tmp_path, pop3, pop3s)
     assert done.returncode == 60, done.stderr  # CURLE_PEER_FAILED_VERIFICATION
+
+
+def test_the_readme_says_the_demo_image_has_apop_on_with_legacy_secrets(tmp_path: Path) -> None:
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert "the legacy login methods APOP and CRAM-MD5 on (`pop3.apop = true`" in text
+    assert "with every demo box holding the legacy secret they need" in text
+    image = tmp_path / "demo.img"
+    subprocess.run([sys.executable, "-m", "firmware", "image", "demo", str(image)], check=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "firmware", "profile", "show", str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "apop = true" in shown
+    boxes = subprocess.run(
+        [sys.executable, "-m", "firmware", "box", "list", str(image), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    listed = json.loads(boxes)["boxes"]
+    assert {b["name"] for b in listed} == {"alice", "bob"}
+    assert all(b["legacy_secret"] for b in listed)

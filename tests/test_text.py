@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import poplib
 import re
 from pathlib import Path
 
 import pytest
 
-from firmware.text import plural
+from firmware.text import host_port, plural
 from tests.support import DeviceProcess, create_image, dpfw
 
 
@@ -50,3 +51,38 @@ def test_one_message_and_one_page_on_the_cli_and_over_pop3(
     assert client.list()[0].startswith(b"+OK 1 message (")
     assert client.quit() == b"+OK signing off (1 message left)"
     assert device.stop() == 0
+
+
+def _printed_strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every string literal (f-string parts too) that is not a docstring or a comment."""
+    docstrings = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
+
+
+def test_no_noun_with_an_optional_plural_is_printed() -> None:
+    """ "value(s)", "box(es)": every count the firmware prints goes through plural()."""
+    root = Path(__file__).resolve().parent.parent / "firmware"
+    found = [
+        f"{path.relative_to(root.parent)}:{line}: {text!r}"
+        for path in sorted(root.rglob("*.py"))
+        for line, text in _printed_strings(ast.parse(path.read_text("utf-8")))
+        if re.search(r"[A-Za-z]\((s|es)\)", text)
+    ]
+    assert found == []
+
+
+def test_host_port_brackets_ipv6_only() -> None:
+    assert host_port("127.0.0.1", 1110) == "127.0.0.1:1110"
+    assert host_port("dp3530.local", 110) == "dp3530.local:110"
+    assert host_port("::1", 2197) == "[::1]:2197"
+    assert host_port("fe80::1%eth0", "995") == "[fe80::1%eth0]:995"

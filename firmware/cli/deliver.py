@@ -11,6 +11,7 @@ from firmware.errors import DeviceError, ImageError
 from firmware.ops.boxes import find_box
 from firmware.ops.context import OpsContext
 from firmware.ops.messages import deliver
+from firmware.text import file_problem
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,15 +26,16 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         find_box(ctx, args.box)  # an unknown box fails before any file is read
-        for name in args.files:
+        for path in args.files:
+            name = "stdin" if path == "-" else path
             try:
-                if name == "-":
+                if path == "-":
                     info = deliver(ctx, args.box, sys.stdin.buffer)
                 else:
-                    with open(name, "rb") as f:
+                    with open(path, "rb") as f:
                         info = deliver(ctx, args.box, f)
             except OSError as exc:  # the message file (the image's own are ImageError)
-                raise DeviceError(f"{name}: {exc.strerror or exc}") from None
+                raise DeviceError(file_problem(name, exc)) from None
             except ImageError:
                 raise  # the image, not this file, failed: its message names the image
             except DeviceError as exc:

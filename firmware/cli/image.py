@@ -16,7 +16,7 @@ from firmware.ops import boxes, render, storage
 from firmware.ops.context import OpsContext
 from firmware.security.credentials import check_password_policy
 from firmware.store.board import Board
-from firmware.text import plural
+from firmware.text import file_problem, plural
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,7 +68,7 @@ def load_profile(text: str) -> Profile:
     try:
         toml = path.read_text("utf-8")
     except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ProfileError(file_problem(path, exc)) from None
     except UnicodeDecodeError:
         raise ProfileError(f"{path}: not UTF-8 text, so not a profile TOML file") from None
     return parse_toml(toml, str(path))

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from firmware.cli.common import print_json
-from firmware.config.profile import MODELS, canonical_model, parse_toml
+from firmware.config.profile import MODELS, canonical_model, check_toml
 from firmware.device.boards import open_board
 from firmware.errors import ProfileError
 from firmware.ops import profile, render
 from firmware.ops.context import OpsContext
 from firmware.ops.profile import ProfilePlan
+from firmware.text import file_problem
 
 SET_USAGE = "dpfw profile set IMG KEY VALUE [KEY VALUE ...] (or KEY=VALUE ...)"
 
@@ -144,12 +145,15 @@ def _validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            prof = parse_toml(path.read_text("utf-8"), str(path))
+            text = path.read_text("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            print(f"{path}: cannot read: {exc}")
+            print(file_problem(path, exc))
             failed += 1
-        except ProfileError as exc:
-            print(exc)
+            continue
+        prof, problems = check_toml(text, str(path))
+        for line in problems:  # every bad key of the file, not only the first
+            print(line)
+        if prof is None:
             failed += 1
         else:
             print(f"{path}: valid profile for {prof.model}")

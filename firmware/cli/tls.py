@@ -12,6 +12,7 @@ from firmware.ops import render
 from firmware.ops import tls as ops_tls
 from firmware.ops.context import OpsContext
 from firmware.ops.tls import MAX_TLS_PEM
+from firmware.text import file_problem
 
 # firmware.security.tls (cryptography, a slow and large import) is imported by the operations.
 
@@ -51,7 +52,7 @@ def _read_pem(path: Path, option: str) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DeviceError(f"cannot read {option} {path}: {exc.strerror}") from None
+        raise DeviceError(f"{option} {file_problem(path, exc)}") from None
     if len(data) > MAX_PEM_BYTES:
         raise DeviceError(f"{option} {path} is {len(data)} bytes; at most {MAX_PEM_BYTES}")
     try:

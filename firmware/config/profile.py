@@ -15,6 +15,7 @@ import difflib
 import ipaddress
 import json
 import logging
+import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -148,6 +149,8 @@ class Field:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ProfileError(bad)
             value = float(value)
+            if not math.isfinite(value):  # TOML has nan and inf; so has float("nan")
+                raise ProfileError(f"{bad} (a finite number)")
         elif not isinstance(value, str):
             raise ProfileError(bad)
         if self.choices is not None:
@@ -200,8 +203,13 @@ def _num(x: float) -> str:
 def _fields() -> dict[str, Field]:
     f = Field
     table = [
-        f("identity.model", str, "model name", choices=MODELS),
-        f("identity.series", str, "product series", choices=("DP",)),
+        f(
+            "identity.model",
+            str,
+            "model name; changed only with its figures, by `profile apply MODEL`",
+            choices=MODELS,
+        ),
+        f("identity.series", str, "product series; follows the model", choices=("DP",)),
         f("identity.firmware_version", str, "firmware version string"),
         f(
             "identity.hostname",
@@ -213,7 +221,14 @@ def _fields() -> dict[str, Field]:
         ),
         f("engine.ppm", int, "engine speed, pages per minute", 1, 200),
         f("memory.image_ram_mib", int, "image RAM shared by scans and POP3 sessions", 4, 4096),
-        f("storage.flash_mib", int, "default board image size", 8, 65536),
+        f(
+            "storage.flash_mib",
+            int,
+            "size of a NEW board image (`image create` without --size);"
+            " an existing image keeps its size (`status` shows it)",
+            8,
+            65536,
+        ),
         f("storage.compact_threshold_pct", int, "compact when free space falls below", 1, 90),
         f("scan.resolutions", tuple, "scan resolutions offered", choices=RESOLUTIONS),
         f("scan.color_modes", tuple, "colour modes offered", choices=COLOR_MODES),
@@ -311,6 +326,8 @@ def _fields() -> dict[str, Field]:
 
 SCHEMA: dict[str, Field] = _fields()
 SITE_KEYS: tuple[str, ...] = tuple(key for key, field in SCHEMA.items() if field.site)
+MODEL_KEYS: tuple[str, ...] = ("identity.model", "identity.series")
+"""Keys that name the model: changed only with its figures (`profile apply`, `import`)."""
 
 
 @dataclass(frozen=True)
@@ -341,13 +358,19 @@ class Profile(Mapping[str, Value]):
 
         The one reader of typed KEY VALUE pairs: console `profile set`, `dpfw profile set`
         and `dpfw run --set` all come here. Raises ProfileError: `unknown_key`'s line, or the
-        key, the value and what is allowed; nothing is half-applied.
+        key, the value and what is allowed, or that a MODEL_KEYS key changes only with
+        `profile apply`; nothing is half-applied.
         """
         new = dict(self.data)
         for key, text in pairs:
             field = SCHEMA.get(key)
             if field is None:
                 raise unknown_key(key, where)
+            if key in MODEL_KEYS:
+                raise ProfileError(
+                    f"{where}: {key} cannot be set alone: a model is its figures too (engine,"
+                    " RAM, limits); use `profile apply MODEL` (keeps site settings)"
+                )
             new[key] = field.parse_text(text, where)
         return validate(new, where)
 
@@ -400,14 +423,38 @@ def validate(flat: Mapping[str, Any], where: str) -> Profile:
     No cross-key rules: a per-client bound above the global one simply never binds, so an
     administrator can lower pop3.max_sessions alone.
     """
-    unknown = [k for k in flat if k not in SCHEMA]
-    if unknown:
-        raise unknown_key(unknown[0], where)
-    missing = [k for k in SCHEMA if k not in flat]
-    if missing:
-        raise ProfileError(f"{where}: missing key {shown(missing[0])} ({SCHEMA[missing[0]].doc})")
-    values = {key: SCHEMA[key].check(flat[key], where) for key in SCHEMA}
-    return Profile(values)
+    prof, problems = _checked(flat, where)
+    if prof is None:
+        raise ProfileError(problems[0])
+    return prof
+
+
+def _checked(flat: Mapping[str, Any], where: str) -> tuple[Profile | None, list[str]]:
+    """(the Profile, []) or (None, every problem's line: unknown keys, then missing keys,
+    then bad values, in schema order)."""
+    problems = [str(unknown_key(key, where)) for key in flat if key not in SCHEMA]
+    problems += [
+        f"{where}: missing key {shown(key)} ({spec.doc})"
+        for key, spec in SCHEMA.items()
+        if key not in flat
+    ]
+    values: dict[str, Value] = {}
+    for key, spec in SCHEMA.items():
+        if key in flat:
+            try:
+                values[key] = spec.check(flat[key], where)
+            except ProfileError as exc:
+                problems.append(str(exc))
+    return (None, problems) if problems else (Profile(values), [])
+
+
+def check_toml(text: str, where: str) -> tuple[Profile | None, list[str]]:
+    """Profile TOML checked whole, for `dpfw profile validate`: (the Profile, []) or (None,
+    one line per problem: every unknown, missing or bad key, or the one TOML syntax error)."""
+    try:
+        return _checked(flatten(_load_toml(text, where), where), where)
+    except ProfileError as exc:
+        return None, [str(exc)]
 
 
 def unknown_key(key: str, where: str) -> ProfileError:
@@ -437,13 +484,16 @@ def flatten(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
     return flat
 
 
-def parse_toml(text: str, where: str) -> Profile:
-    """Parse and validate profile TOML text."""
+def _load_toml(text: str, where: str) -> dict[str, Any]:
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{where}: not valid TOML: {exc}") from None
-    return validate(flatten(doc, where), where)
+
+
+def parse_toml(text: str, where: str) -> Profile:
+    """Parse and validate profile TOML text; ProfileError names the first problem."""
+    return validate(flatten(_load_toml(text, where), where), where)
 
 
 def factory_text(model: str) -> str:

@@ -29,6 +29,7 @@ from firmware.errors import DeviceError
 from firmware.ops import render, system
 from firmware.ops.context import OpsContext
 from firmware.ops.scans import run_scan
+from firmware.text import os_reason
 
 if TYPE_CHECKING:
     from firmware.device.device import Device
@@ -161,11 +162,13 @@ class SerialLink:
             try:
                 self._port = await trio.to_thread.run_sync(self._open)
             except ValueError as exc:
-                log.error("console: cannot use %s: %s", self.url, exc)
+                log.error("console: cannot use %s: %s", self.url, os_reason(exc))
                 return False  # a malformed URL or setting will not fix itself
             except (serial.SerialException, OSError) as exc:
                 if not complained:
-                    log.warning("console: %s not available (%s); retrying", self.url, exc)
+                    log.warning(
+                        "console: %s not available (%s); retrying", self.url, os_reason(exc)
+                    )
                     complained = True
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
@@ -184,7 +187,7 @@ class SerialLink:
             return await trio.to_thread.run_sync(_read_some, port)
         except (serial.SerialException, OSError) as exc:
             await self._drop()
-            raise PeerGone(f"{self.url}: {exc}") from None
+            raise PeerGone(f"{self.url}: {os_reason(exc)}") from None
 
     async def send(self, data: bytes) -> None:
         port = self._require()
@@ -192,7 +195,7 @@ class SerialLink:
             await trio.to_thread.run_sync(port.write, data)
         except (serial.SerialException, OSError) as exc:
             await self._drop()
-            raise PeerGone(f"{self.url}: {exc}") from None
+            raise PeerGone(f"{self.url}: {os_reason(exc)}") from None
 
     async def drain(self) -> None:
         if self._port is not None:
@@ -285,7 +288,10 @@ async def serve_link(shell: ConsoleShell, link: Link) -> None:
 async def _converse(shell: ConsoleShell, link: Link) -> None:
     while True:
         data = await link.receive()
-        out = shell.feed(data) if data else shell.tick()
+        # The shell runs operations synchronously: hold the board so none of them reads or
+        # changes it while the store worker's thread is in the middle of a change.
+        async with shell.ctx.reading():
+            out = shell.feed(data) if data else shell.tick()
         if out:
             await link.send(out)
         while (action := shell.take_action()) is not None:  # held input may start another
@@ -336,7 +342,9 @@ async def run_console(device: Device, spec: str) -> None:
     """The device's console task: `spec` is "pty", "stdio", "none" or a pyserial port/URL."""
     if spec == "none":
         return
-    shell = ConsoleShell(OpsContext.running(device), clock=trio.current_time)
+    shell = ConsoleShell(
+        OpsContext.running(device), clock=trio.current_time, lockout=device.admin_lockout
+    )
     baud = await _console_baud(device)
     try:
         link = open_link(spec, baud)

@@ -36,6 +36,7 @@ from firmware.ops.context import OpsContext
 from firmware.ops.profile import EXPORT_END, ProfilePlan, parse_pairs
 from firmware.ops.scans import OPTIONS as SCAN_OPTION_NAMES
 from firmware.ops.scans import prepare_scan
+from firmware.security.abuse import AdminLockout
 from firmware.text import plural
 
 if TYPE_CHECKING:
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dpfw.console")
 
-FAILURES_PER_LOCK = 3  # wrong passwords in a row before the console locks
-LOCK_BASE_S = 30.0  # first lock-out; each further one doubles
-LOCK_MAX_S = 900.0
 MAX_HELD = 4096  # bytes that arrived behind a running scan, replayed after it
 MAX_IMPORT_LINES = 400
 MAX_LOG_LINES = 500
@@ -264,6 +262,16 @@ COMMANDS = tuple(dict.fromkeys(key.split(" ", 1)[0] for key in HELP))  # first w
 SCAN_OPTIONS = tuple(f"{name}=" for name in SCAN_OPTION_NAMES)
 
 
+def _any_case(word: str, candidates: Iterable[str]) -> list[str]:
+    """The candidates `word` begins in any case, each spelled with `word`'s own letters then
+    the candidate's rest in `word`'s case when it has one (`dp-45` and DP-4520 -> `dp-4520`,
+    `STA` and status -> `STATUS`), so the editor's prefix match and common-prefix extension
+    work as typed. For words the shell reads in any case only."""
+    size = len(word)
+    case = str.lower if word.islower() else str.upper if word.isupper() else str
+    return [word + case(c[size:]) for c in candidates if c[:size].lower() == word.lower()]
+
+
 def suggest(word: str, choices: Iterable[str], prefix: str = "") -> str:
     """'; did you mean "PREFIXx"?' for the nearest choice (difflib ratio >= 0.6, case
     ignored), or ''."""
@@ -288,15 +296,18 @@ key_value_pairs = parse_pairs  # the console reads KEY VALUE as the CLI does
 class ConsoleShell:
     """One admin console: login, lock-out, idle logout and every command, over bytes."""
 
-    def __init__(self, ctx: OpsContext, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ctx: OpsContext,
+        clock: Callable[[], float] = time.monotonic,
+        lockout: AdminLockout | None = None,
+    ) -> None:
         self.ctx = ctx
         self.clock = clock
         self.editor = LineEditor(MAX_LINE)
         self.editor.completer = self.complete
         self.mode = Mode.LOGIN
-        self.failures = 0  # wrong passwords since the last good one
-        self.lockouts = 0
-        self.locked_until = 0.0
+        self.lockout = lockout if lockout is not None else AdminLockout()
         self._last_input = 0.0
         self._out: list[bytes] = []
         self._questions: _Questions | None = None
@@ -305,6 +316,19 @@ class ConsoleShell:
         self._paste: _Paste | None = None
         self._action: Action | None = None
         self._held = bytearray()
+
+    # The admin lock-out's counts (shared with the HTTP API on a running device).
+    @property
+    def failures(self) -> int:
+        return self.lockout.failures
+
+    @property
+    def lockouts(self) -> int:
+        return self.lockout.lockouts
+
+    @property
+    def locked_until(self) -> float:
+        return self.lockout.locked_until
 
     # ----- what the transport calls -----
 
@@ -420,7 +444,7 @@ class ConsoleShell:
     def _login(self, password: str) -> None:
         now = self.clock()
         if now < self.locked_until:
-            wait = int(self.locked_until - now + 0.999)
+            wait = int(self.lockout.seconds_left(now) + 0.999)
             self._say(f"console locked after failed logins; try again in {wait} s")
             self._login_prompt()
             return
@@ -431,18 +455,15 @@ class ConsoleShell:
             self._login_prompt()
             return
         if not good:
-            self.failures += 1
+            span = self.lockout.failure(now)
             log.warning("console: failed admin login (%d in a row)", self.failures)
             self._say("Login incorrect")
-            if self.failures % FAILURES_PER_LOCK == 0:
-                self.lockouts += 1
-                span = min(LOCK_BASE_S * 2 ** (self.lockouts - 1), LOCK_MAX_S)
-                self.locked_until = now + span
+            if span:
                 self._say(f"{self.failures} failed logins: console locked for {span:.0f} s")
             self._login_prompt()
             return
         log.info("console: admin logged in")
-        self.failures = self.lockouts = 0
+        self.lockout.success()
         self.mode = Mode.COMMAND
         self.editor.echo = True
         self._last_input = now
@@ -579,21 +600,30 @@ class ConsoleShell:
         """The editor's completer: where the last word of `line` starts, and the words that
         may stand there. Commands and sub-commands come from HELP; `KEY` from the profile
         schema, `MODEL` from the factory models, `NAME`/`BOX` from the board's boxes, and
-        lower-case words in a usage's brackets (`[purge]`) as they are."""
+        lower-case words in a usage's brackets (`[purge]`) as they are.
+
+        Words the shell reads in any case (commands, models, `purge`, scan options) match
+        what was typed in any case: `dp-45` offers `dp-4510`..., the typed letters kept and
+        the rest taken from the candidate. Profile keys and box names match exactly, as they
+        are read."""
         start = len(line) - len(line.split(" ")[-1])
         words = line[:start].split()
         if not words:
-            return start, [*COMMANDS, *ALIASES]
+            return start, _any_case(line[start:], [*COMMANDS, *ALIASES])
         first = words[0].lower()
         if first in GROUPS:
             if len(words) == 1:
-                return start, subcommands(first)
+                return start, _any_case(line[start:], subcommands(first))
             name, args = f"{first} {words[1].lower()}", words[2:]
         else:
             name, args = first, words[1:]
         if name not in HELP:
             return start, []
-        return start, self._argument_candidates(name, args)
+        found = self._argument_candidates(name, args)
+        exact = set(SCHEMA) | set(self._box_names())
+        return start, [c for c in found if c in exact] + _any_case(
+            line[start:], [c for c in found if c not in exact]
+        )
 
     def _argument_candidates(self, name: str, before: list[str]) -> list[str]:
         if name == "help":
@@ -647,13 +677,14 @@ class ConsoleShell:
             self._say("      Up/Down recall lines, Left/Right/Ctrl-A/Ctrl-E move, Tab completes")
             self._say("      commands, profile keys, models and boxes.")
             return
-        chosen = [h for key, h in HELP.items() if key == topic or key.startswith(topic + " ")]
+        chosen = [(k, h) for k, h in HELP.items() if k == topic or k.startswith(topic + " ")]
         if not chosen:
             hint = suggest(topic, HELP) or "; `help` lists them"
             raise DeviceError(f'help: no command "{topic}"{hint}')
-        for h in chosen:
+        for key, h in chosen:
             self._say(f"{h.usage}")
-            self._say(f"  {h.summary}")
+            # The list's pointer to a page ("(`help scan`)") is not repeated on that page.
+            self._say(f"  {h.summary.replace(f' (`help {key}`)', '')}")
             if h.detail and len(chosen) == 1:
                 for line in h.detail.splitlines():
                     self._say(f"  {line}")

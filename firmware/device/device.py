@@ -31,10 +31,19 @@ from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
-from firmware.security.tls import SETTING_CERT, SETTING_CHAIN, TlsError, context_from_settings
+from firmware.security.abuse import AdminLockout
+from firmware.security.tls import (
+    SETTING_CERT,
+    SETTING_CHAIN,
+    TlsError,
+    certificate_host_names,
+    context_from_settings,
+    hostname_warning,
+    names_host,
+)
 from firmware.store.board import Board
 from firmware.store.worker import StoreWorker, favour_the_event_loop
-from firmware.text import plural
+from firmware.text import file_problem, host_port, os_reason, plural
 
 log = logging.getLogger("dpfw.device")
 
@@ -82,10 +91,36 @@ def _listen_errors(service: str, host: str, port: int) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        why = exc.strerror or str(exc)
+        why = os_reason(exc)
         if isinstance(exc, socket.gaierror):
             why = f"cannot resolve {host!r}: {why}"
-        raise DeviceError(f"cannot listen for {service} on {host}:{port}: {why}") from None
+        raise DeviceError(
+            f"cannot listen for {service} on {host_port(host, port)}: {why}"
+        ) from None
+
+
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def refuse_one_address_for_both(
+    pop3: tuple[str, int], given: tuple[str, int] | None, pop3s: tuple[str, int] | None
+) -> None:
+    """DeviceError naming both options when POP3S would listen where POP3 does (same port,
+    same or wildcard host; port 0 means any free port, so never a clash). Before any listener
+    starts, so the line does not blame whichever service happened to bind second."""
+    if pop3s is None or pop3[1] == 0 or pop3[1] != pop3s[1]:
+        return
+    if pop3[0] != pop3s[0] and pop3[0] not in _WILDCARDS and pop3s[0] not in _WILDCARDS:
+        return
+    first = (
+        f"--pop3 {host_port(*pop3)}"
+        if given is not None
+        else f"POP3 ({host_port(*pop3)}, the profile's pop3.address and pop3.port)"
+    )
+    raise DeviceError(
+        f"{first} and --pop3s {host_port(*pop3s)} are the same address; "
+        "give each its own port (e.g. --pop3 127.0.0.1:1110 --pop3s 127.0.0.1:1995)"
+    )
 
 
 class Device:
@@ -114,6 +149,7 @@ class Device:
         self._profile: Profile | None = None
         self.budget = RamBudget(0)
         self.pop3: Pop3Service | None = None
+        self.admin_lockout = AdminLockout()  # shared by the console and the HTTP API
         self.store_worker = StoreWorker()
         """The one way the running device reaches its Board for anything that writes or takes
         long (POP3 logins and commits, scans, console compact/fsck): `await
@@ -269,6 +305,7 @@ class Device:
                 profile.str("pop3.address"),
                 profile.int("pop3.port"),
             )
+            refuse_one_address_for_both((host, port), self.options.pop3, self.options.pop3s)
             async with trio.open_nursery() as nursery:
                 if self.options.pop3s is not None and context is not None:
                     s_host, s_port = self.options.pop3s
@@ -329,7 +366,7 @@ class Device:
             partial_path.write_text(pem)
             partial_path.replace(path)
         except OSError as exc:
-            log.error("--cert-out %s: %s", path, exc.strerror or exc)
+            log.error("--cert-out %s", file_problem(path, exc, "write"))
             return
         self._cert_out_line = f"TLS certificate (PEM, for a client's CA file): {path}"
 
@@ -339,11 +376,12 @@ class Device:
             f"{profile.model} firmware {profile.str('identity.firmware_version')} "
             f"booted from {self.options.image}",
         ]
-        lines += [f"POP3S on {h}:{p} (implicit TLS)" for h, p in self.pop3s_addresses]
+        lines += [f"POP3S on {host_port(h, p)} (implicit TLS)" for h, p in self.pop3s_addresses]
         if self._cert_out_line:
             lines.append(self._cert_out_line)
         lines += [
-            f"POP3 on {host}:{port} (max {plural(profile.int('pop3.max_sessions'), 'session')}, "
+            f"POP3 on {host_port(host, port)} "
+            f"(max {plural(profile.int('pop3.max_sessions'), 'session')}, "
             f"idle logout {profile.int('pop3.idle_timeout_s')} s, "
             f"STLS {'offered' if tls else 'not available'})",
             f"RAM budget {self.budget.total // MIB} MiB",
@@ -353,6 +391,10 @@ class Device:
             lines += boot_notice(notice, self.board)  # only passwords still true
         if profile.str("pop3.plaintext_auth") == "always":
             lines.append("WARNING: plaintext USER/PASS allowed without TLS (lab setting)")
+        cert_names = certificate_host_names(self.board.settings().get(SETTING_CERT))
+        hostname = profile.str("identity.hostname")
+        if cert_names is not None and not names_host(cert_names, hostname):
+            lines.append(hostname_warning(cert_names, hostname, console=True))  # image locked
         if profile.bool("pop3.apop"):
             names = boxes_without_legacy_secret(self.board.boxes())
             warning = legacy_warning(

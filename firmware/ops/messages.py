@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from firmware.errors import CorruptRecordError, DeviceError
 from firmware.ops.context import OpsContext
@@ -103,9 +104,88 @@ def raw_message(ctx: OpsContext, box: str, uid: str) -> bytes:
 
 def deliver(ctx: OpsContext, box: str, source: bytes | BinaryIO) -> Message:
     """Store one RFC 5322 message (bytes or a binary file, read to its end) in `box`; durable
-    before this returns. BoxError, QuotaError, StorageFullError: one line, nothing stored."""
+    before this returns. The one entry for messages from outside (the CLI's `deliver`, any
+    front-end after it): `check_message_head` first, so what a POP3 client would refuse is
+    never stored. DeviceError (not an RFC 5322 message), BoxError, QuotaError,
+    StorageFullError: one line, nothing stored."""
+    head, source = _peek(source, HEAD_CHECK_BYTES)
+    check_message_head(head)
     info = ctx.board.deliver(box, source)
     return Message(info.uid, info.size, info.arrived)
+
+
+HEAD_CHECK_BYTES = 64 * 1024  # check_message_head reads at most this much of a message
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")  # RFC 5322 §3.6.8 (§4.5.3 obs WSP)
+_LINE_END = re.compile(rb"\r\n|\r|\n")  # as the store reads line ends (docs/storage.md)
+
+
+def check_message_head(head: bytes) -> None:
+    """DeviceError unless `head`, the first bytes of a message (all of it, or at least
+    HEAD_CHECK_BYTES), starts as an RFC 5322 message: a header section of fields
+    (`Name: value`, §2.2 and §3.6.8, folded lines starting with a space or tab, §2.2.3) up to
+    an empty line or the end, and no NUL byte in it (§2.2: printable US-ASCII names; NUL is
+    allowed nowhere). What fetchmail calls "incorrect header line" is refused here."""
+    if not head:
+        raise DeviceError("empty, not an RFC 5322 message")
+    lines = _LINE_END.split(head)
+    complete = len(head) < HEAD_CHECK_BYTES
+    if not complete:
+        lines = lines[:-1]  # the last line may go on past what was read
+    for number, line in enumerate(lines, 1):
+        if not line:
+            if number == 1:
+                raise DeviceError(
+                    "not an RFC 5322 message: it starts with an empty line (no header fields)"
+                )
+            return  # the end of the header section
+        if b"\0" in line:
+            raise DeviceError(f"not an RFC 5322 message: a NUL byte in header line {number}")
+        if line[:1] in (b" ", b"\t") and number > 1:
+            continue  # a folded header line
+        if not _FIELD.match(line):
+            raise DeviceError(
+                f"not an RFC 5322 message: line {number} is not a header field (Name: value)"
+            )
+
+
+class _Replay:
+    """A pipe whose first bytes were read to check them: gives them again, then the rest."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size < 0:
+                data, self._head = self._head + self._rest.read(), b""
+                return data
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._rest.read(size)
+
+
+def _peek(source: bytes | BinaryIO, size: int) -> tuple[bytes, bytes | BinaryIO]:
+    """The first `size` bytes of `source` (fewer at its end), and `source` to read it whole."""
+    if isinstance(source, bytes):
+        return source[:size], source
+    try:
+        start = source.tell() if source.seekable() else None
+    except (OSError, ValueError):
+        start = None
+    chunks: list[bytes] = []
+    got = 0
+    while got < size and (chunk := source.read(size - got)):
+        chunks.append(chunk)
+        got += len(chunk)
+    head = b"".join(chunks)
+    if start is not None:
+        source.seek(start)
+        return head, source
+    return head, cast(BinaryIO, _Replay(head, source))
 
 
 def delete_message(ctx: OpsContext, box: str, uid: str) -> Message:

@@ -30,6 +30,7 @@ from firmware.config.profile import (
 from firmware.errors import DeviceError
 from firmware.ops.context import OpsContext
 from firmware.pop3.auth import boxes_without_legacy_secret
+from firmware.security.tls import SETTING_CERT, certificate_host_names, names_host
 
 EXPORT_BEGIN = "# BEGIN DPFW PROFILE"  # TOML comments: an export block is itself valid TOML
 EXPORT_END = "# END DPFW PROFILE"
@@ -67,6 +68,10 @@ class ProfileUpdate:
     # Set when the change switches pop3.apop on: the boxes that keep no APOP/CRAM-MD5
     # secret and so cannot use the methods now offered (a warning for the administrator).
     boxes_without_legacy_secret: list[str] = field(default_factory=list)
+    # Set when the change saved an identity.hostname the stored TLS certificate does not
+    # name: the names it does hold (a warning: `tls selfsign` makes one for the new name).
+    certificate_names: list[str] | None = None
+    hostname: str = ""
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,13 @@ def commit(ctx: OpsContext, plan: ProfilePlan) -> ProfileUpdate:
     lacking: list[str] = []
     if any(c.key == "pop3.apop" and c.after is True for c in fresh.changes):
         lacking = boxes_without_legacy_secret(ctx.board.boxes())
-    return ProfileUpdate(plan.what, fresh.changes, lacking)
+    hostname = new.str("identity.hostname")
+    cert_names: list[str] | None = None
+    if any(c.key == "identity.hostname" for c in fresh.changes):
+        names = certificate_host_names(ctx.board.settings().get(SETTING_CERT))
+        if names is not None and not names_host(names, hostname):
+            cert_names = names
+    return ProfileUpdate(plan.what, fresh.changes, lacking, cert_names, hostname)
 
 
 def parse_pairs(args: Sequence[str], usage: str) -> list[tuple[str, str]]:

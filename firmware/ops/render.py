@@ -27,6 +27,7 @@ from firmware.ops.status import Pop3Status, Status
 from firmware.ops.storage import Compact, Fsck
 from firmware.ops.tls import Cert, TlsPem, TlsSaved, TlsView
 from firmware.pop3.auth import legacy_warning
+from firmware.security.tls import hostname_warning
 from firmware.text import plural
 
 MAX_LOCKED_SHOWN = 8  # `status` names this many locked boxes, then counts the rest
@@ -84,7 +85,9 @@ def status(s: Status) -> str:
     if s.feeder is not None:
         lines.append(f"feeder     {s.feeder}")
     if s.pending:
-        lines.append(f"profile    {s.pending} saved change(s) pending reboot (`profile diff`)")
+        lines.append(
+            f"profile    {plural(s.pending, 'saved change')} pending reboot (`profile diff`)"
+        )
     return "\n".join(lines)
 
 
@@ -149,7 +152,7 @@ def profile_view(view: ProfileView) -> str:
             line += f"  (pending: {format_value(k.saved)} after reboot)"
         lines.append(line)
     if view.pending:
-        lines.append(f"({len(view.pending)} saved value(s) pending reboot)")
+        lines.append(f"({plural(len(view.pending), 'saved value')} pending reboot)")
     return "\n".join(lines)
 
 
@@ -181,7 +184,7 @@ def plan(p: ProfilePlan, *, dry_run: bool = False) -> str:
     if not p.changes:
         return f"{p.what}: no value changed"
     verb = "would change" if dry_run else "changes"
-    lines = [f"{p.what} {verb} {len(p.changes)} value(s):"]
+    lines = [f"{p.what} {verb} {plural(len(p.changes), 'value')}:"]
     for c in p.changes:
         when = _PLANNED[c.when]
         lines.append(
@@ -220,9 +223,14 @@ def update(u: ProfileUpdate, *, console: bool = True) -> str:
 
 
 def update_warning(u: ProfileUpdate, *, console: bool = True) -> str | None:
-    """The warning a change that switched pop3.apop on gives: the boxes that cannot use
-    APOP/CRAM-MD5, and the console's (or the CLI's) command that fixes one; else None."""
-    return legacy_warning(u.boxes_without_legacy_secret, console=console)
+    """The warnings a change gives, else None: pop3.apop switched on while boxes cannot use
+    APOP/CRAM-MD5; identity.hostname changed to a name the TLS certificate does not hold.
+    Each names the console's (or the CLI's) command that fixes it."""
+    warnings = [legacy_warning(u.boxes_without_legacy_secret, console=console)]
+    if u.certificate_names is not None:
+        warnings.append(hostname_warning(u.certificate_names, u.hostname, console=console))
+    shown = [w for w in warnings if w is not None]
+    return "\n".join(shown) if shown else None
 
 
 def profile_diff(d: ProfileDiff) -> str:

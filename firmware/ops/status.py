@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from firmware import __version__
 from firmware.ops.context import OpsContext
+from firmware.text import host_port
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ def status(ctx: OpsContext) -> Status:
             max_sessions=profile.int("pop3.max_sessions"),
             in_tls=sum(1 for info in sessions if info.tls),
             tls_available=pop3.tls_available,
-            pop3s=[f"{host}:{port}" for host, port in (device.pop3s_addresses if device else [])],
+            pop3s=[
+                host_port(host, port) for host, port in (device.pop3s_addresses if device else [])
+            ],
             tls_handshakes=stats.tls_sessions,
             tls_failures=stats.tls_failures,
             logins_ok=stats.logins_ok,

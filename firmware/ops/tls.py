@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from firmware.config.profile import HOSTNAME_RULE, is_listen_address, shown
 from firmware.errors import DeviceError
 from firmware.ops.context import OpsContext
+from firmware.text import plural
 
 MAX_TLS_PEM = 64 * 1024  # a certificate with a few intermediates, in NVRAM
 IGNORED_PEM = frozenset({"EC PARAMETERS"})  # `openssl ecparam -genkey` prints it before the key
@@ -154,7 +155,9 @@ def split_pem(text: str) -> tuple[str, str, str | None]:
             f"tls import: expected one -----BEGIN ... PRIVATE KEY----- block, found {len(keys)}"
         )
     if others:
-        raise tls.TlsError(f"tls import: unexpected PEM block(s): {', '.join(others)}")
+        raise tls.TlsError(
+            f"tls import: unexpected {plural(len(others), 'PEM block')}: {', '.join(others)}"
+        )
     return certs[0], keys[0], "".join(certs[1:]) or None
 
 

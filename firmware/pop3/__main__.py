@@ -20,15 +20,16 @@ import trio
 
 from firmware.device.device import Device, RunOptions
 from firmware.errors import DeviceError
+from firmware.text import host_port
 
 
 async def _print_addresses(device: Device) -> None:
     """Print where the device listens, once per boot, for harnesses that read stdout."""
     await device.wait_booted()
     for host, port in device.pop3_addresses:
-        print(f"POP3 on {host}:{port}", flush=True)
+        print(f"POP3 on {host_port(host, port)}", flush=True)
     for host, port in device.pop3s_addresses:
-        print(f"POP3S on {host}:{port}", flush=True)
+        print(f"POP3S on {host_port(host, port)}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ import logging
 from array import array
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
@@ -193,6 +193,9 @@ class Answer:
         return isinstance(first, MultilineStart) or (isinstance(first, events.Reply) and first.ok)
 
 
+RETR_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
 @dataclass(slots=True)
 class Pop3Stats:
     """Counters for the console's `status`, shared by all sessions of one service."""
@@ -208,6 +211,27 @@ class Pop3Stats:
     tls_sessions: int = 0  # TLS handshakes completed (STLS and POP3S)
     tls_failures: int = 0  # handshakes failed or timed out, plaintext after STLS
     evictions: int = 0  # pre-login connections closed to make room
+    # For /metrics (firmware/http/metrics.py): each keyed by a bounded set of names.
+    logins_by_method: dict[tuple[str, bool], int] = field(default_factory=dict)  # (mech, ok)
+    commands: dict[str, int] = field(default_factory=dict)  # keyword (or "unknown") -> count
+    refusals: dict[str, int] = field(default_factory=dict)  # limit -> connections refused
+    bytes_sent: int = 0  # reply octets (a RETR copied from the image: its message octets)
+    retr_buckets: list[int] = field(default_factory=lambda: [0] * len(RETR_BUCKETS_S))
+    retr_count: int = 0
+    retr_seconds: float = 0.0  # the sum, for the histogram's _sum
+
+    def note_login(self, mech: str, ok: bool) -> None:
+        key = (mech, ok)
+        self.logins_by_method[key] = self.logins_by_method.get(key, 0) + 1
+
+    def note_retr(self, seconds: float) -> None:
+        """One RETR, from its command line in to its last octet out (a histogram)."""
+        self.retr_count += 1
+        self.retr_seconds += seconds
+        for index, bound in enumerate(RETR_BUCKETS_S):
+            if seconds <= bound:
+                self.retr_buckets[index] += 1
+                break
 
 
 def clean_text(text: str, room: int = MAX_REPLY_LINE - len(b"-ERR \r\n")) -> str:
@@ -411,6 +435,7 @@ class Pop3Protocol:
         if state is not _AUTHORIZATION and state is not _TRANSACTION:
             return Answer(err("session is over"), close=True)
         if type(event) is Command:
+            self._count(event.keyword)
             handler = self.commands.get(state, event.keyword)
             if handler is None:
                 if event.keyword in self.commands.keywords:
@@ -429,8 +454,16 @@ class Pop3Protocol:
         assert isinstance(event, BadCommand)
         return self.bad_command(event)
 
+    def _count(self, keyword: str) -> None:
+        """Count a command line for /metrics: its keyword if installed, else "unknown"."""
+        counted = keyword if keyword in self.commands.keywords else "unknown"
+        commands = self.stats.commands
+        commands[counted] = commands.get(counted, 0) + 1
+
     def bad_command(self, event: BadCommand) -> Answer:
         """The reply to a line the library refused: the device's wording for each problem."""
+        if self.sasl is None and event.problem is not Problem.TOO_LONG:
+            self._count(event.keyword)  # (a line inside an AUTH exchange is not a command)
         if event.problem is Problem.TOO_LONG:
             if self.sasl is not None:  # a SASL response over the limit: a failed login
                 mechanism, self.sasl = self.sasl, None
@@ -564,6 +597,7 @@ class Pop3Protocol:
         profile = self.profile()
         self._auth_failures += 1
         self.stats.logins_failed += 1
+        self.stats.note_login(mech, False)
         self._guard.penalty.base_delay_s = profile.float("pop3.auth_failure_delay_s")
         delay = self._guard.failed(self.peer, name)
         close = self._auth_failures >= profile.int("pop3.max_auth_failures")
@@ -606,6 +640,7 @@ class Pop3Protocol:
             return Answer(err(f"mailbox cannot be opened now: {exc}", "SYS/TEMP"))
         self._locks.note_login(name, now)
         self.stats.logins_ok += 1
+        self.stats.note_login(mech, True)
         authlog.log_event(
             "auth-ok",
             self.peer,

@@ -58,6 +58,7 @@ from firmware.pop3.wire_errors import RemoteProtocolError
 from firmware.security.abuse import LoginGuard
 from firmware.security.authlog import log_event
 from firmware.store.worker import StoreWorker
+from firmware.text import host_port
 
 if TYPE_CHECKING:
     from firmware.store.board import Board
@@ -152,7 +153,7 @@ def _peer_of(stream: trio.abc.HalfCloseableStream) -> tuple[str, str]:
     except OSError:
         return "unknown", "unknown"
     host, port = str(address[0]), address[1]
-    return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host, host_port(host, port)
 
 
 def _ack_now(stream: trio.abc.HalfCloseableStream) -> None:
@@ -293,7 +294,7 @@ class Pop3Service:
         """
         if implicit_tls and self._tls is None:
             raise DeviceError(
-                f"cannot serve POP3S on {host}:{port}: the device has no TLS certificate "
+                f"cannot serve POP3S on {host_port(host, port)}: the device has no TLS certificate "
                 "(dpfw tls selfsign or dpfw tls import)"
             )
         listeners = await trio.open_tcp_listeners(
@@ -378,6 +379,8 @@ class Pop3Service:
         )
         if isinstance(decision, Refuse):
             self.stats.sessions_refused += 1
+            refusals = self.stats.refusals
+            refusals[decision.limit] = refusals.get(decision.limit, 0) + 1
             log_event("limit", host, limit=decision.limit)
             refusal = syntax.format_status(b"-ERR", decision.text, decision.code)
             log.info("POP3 refused %s: %s", peer, refusal.decode().strip())
@@ -548,48 +551,51 @@ class Pop3Service:
                 # A line that never ends (the only error a session in AUTHORIZATION,
                 # TRANSACTION or SASL can raise here): the device's last word, then close.
                 last = protocol.endless_line()
-                await stream.send_all(out + syntax.format_status(b"-ERR", last.text, None))
+                await self._write(stream, out + syntax.format_status(b"-ERR", last.text, None))
                 return True
             if event is NEED_DATA:
                 if out:
-                    await stream.send_all(out)
+                    await self._write(stream, out)
                     out = b""
                 data = await stream.receive_some(RECEIVE_SIZE)
                 conn.receive_data(data)  # b"" at EOF: ConnectionClosed next
                 continue
             if isinstance(event, ConnectionClosed):
                 if out:
-                    await stream.send_all(out)
+                    await self._write(stream, out)
                 return False  # EOF: the client left without QUIT
             if not isinstance(event, Command | BadCommand | SaslResponse):
                 # PAUSED or TlsStart: never, as every event is answered at once and STLS is
                 # handled right after its +OK.
                 raise AssertionError(f"unexpected {event!r} from the POP3 library")
+            started = trio.current_time()
             answer = await protocol.answer(event)
             if answer.delay > 0:
                 if out:
-                    await stream.send_all(out)
+                    await self._write(stream, out)
                     out = b""
                 await trio.sleep(answer.delay)
             if answer.body is not None:
                 await self._send_body(session, protocol, conn, answer, out)
                 out = b""
+                if answer.stored is not None:
+                    self.stats.note_retr(trio.current_time() - started)
             else:
                 try:
                     out += conn.send(answer.first)
                 except RemoteProtocolError:  # +OK to STLS with commands buffered behind it
                     if out:
-                        await stream.send_all(out)
+                        await self._write(stream, out)
                     self._plaintext_after_stls(session)
                     return False
             if answer.close:
                 conn.send(ConnectionClosed())
-                await stream.send_all(out)
+                await self._write(stream, out)
                 return True
             if protocol.box is not None:
                 self._admission.logged_in(session.id)  # never evicted
             if answer.starttls:
-                await stream.send_all(out)
+                await self._write(stream, out)
                 out = b""
                 try:
                     start = conn.next_event()
@@ -601,9 +607,14 @@ class Pop3Service:
                     return False
                 stream = session.stream
             elif len(out) >= SEND_COALESCE:
-                await stream.send_all(out)
+                await self._write(stream, out)
                 out = b""
             scope.deadline = trio.current_time() + self._idle_limit(protocol)
+
+    async def _write(self, stream: trio.abc.Stream, data: bytes) -> None:
+        """Send reply octets on a session's stream, counted for /metrics."""
+        await stream.send_all(data)
+        self.stats.bytes_sent += len(data)
 
     def _image(self) -> int | None:
         """The image file, read-only, if RETR can copy from it directly (opened once)."""
@@ -670,6 +681,9 @@ class Pop3Service:
                     await self._send_direct(
                         session, protocol, conn, answer.stored, image_fd, pending + first, first
                     )
+                    octets = answer.first.text.partition(" ")[0]  # "N octets": its size
+                    if octets.isdigit():  # what direct.py copied, near enough for /metrics
+                        self.stats.bytes_sent += max(0, int(octets) - len(first))
                     return
                 if first:
                     pending += first if wire else conn.send(Data(first))
@@ -691,12 +705,13 @@ class Pop3Service:
                     if len(pending) < SEND_COALESCE:
                         continue
                     chunk = b""
-                await stream.send_all(pending)
+                await self._write(stream, pending)
+                self.stats.bytes_sent += len(pending)
                 session.scope.deadline = trio.current_time() + self._idle_limit(protocol)
                 pending = chunk
             if wire and tail:
                 conn.body_sent_elsewhere(tail[-3:])
-            await stream.send_all(pending + conn.send(_END))
+            await self._write(stream, pending + conn.send(_END))
         except DeviceError as exc:
             # The store failed after +OK went out: the reply cannot be completed, so end the
             # session (commits nothing) rather than send a truncated message.
@@ -721,7 +736,7 @@ class Pop3Service:
         stream = session.socket_stream
         store = self._board_store
         assert isinstance(stream, trio.SocketStream) and store is not None
-        await stream.send_all(pending)
+        await self._write(stream, pending)
         idle = self._idle_limit(protocol)
 
         def progress() -> None:
@@ -738,7 +753,7 @@ class Pop3Service:
             progress,
         )
         conn.body_sent_elsewhere(tail)
-        await stream.send_all(conn.send(_END))
+        await self._write(stream, conn.send(_END))
 
     async def _close_gently(self, session: _Session) -> None:
         """Half-close and drain briefly, so a last reply is not lost to a TCP reset.

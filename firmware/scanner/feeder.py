@@ -27,7 +27,7 @@ from firmware.errors import (
 from firmware.scanner.encode import FORMAT_MODES
 from firmware.scanner.job import ScanRequest, ScanResult
 from firmware.store.board import Board
-from firmware.text import plural
+from firmware.text import os_reason, plural
 
 log = logging.getLogger("dpfw.scanner.feeder")
 
@@ -161,11 +161,11 @@ class ScanFeeder:
         except Exception as exc:  # a failed job is counted and logged; the device goes on
             reason = failure_reason(exc)
             self._failed[reason] += 1
-            self._last_error = f"{reason}: {exc}"
+            self._last_error = f"{reason}: {os_reason(exc)}"
             if reason == "internal error":
                 log.exception("scan feeder job failed")
             else:
-                log.info("scan feeder job failed: %s", exc)
+                log.info("scan feeder job failed: %s", os_reason(exc))
         else:
             self._done += 1
             self._pages += result.pages

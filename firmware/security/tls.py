@@ -15,7 +15,7 @@ import ipaddress
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -344,3 +344,45 @@ def context_from_settings(settings: Mapping[str, str]) -> ssl.SSLContext | None:
     if not cert_pem or not key_pem:
         return None
     return server_context(cert_pem, key_pem, settings.get(SETTING_CHAIN))
+
+
+def certificate_host_names(cert_pem: str | None) -> list[str] | None:
+    """The DNS names a PEM certificate is for (subject alternative names, RFC 6125 §6.4.4:
+    the common name only when there are none); None when there is no certificate or it
+    does not parse (`tls show` says why)."""
+    if not cert_pem:
+        return None
+    try:
+        cert = _load_cert(cert_pem)
+    except TlsError:
+        return None
+    info = _info(cert)
+    names = [name[4:] for name in info.san if name.startswith("DNS:")]
+    if not info.san:
+        names = [
+            str(attr.value) for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        ]
+    return names
+
+
+def names_host(names: Sequence[str], hostname: str) -> bool:
+    """True when one of `names` matches `hostname`: in any case, a `*.` wildcard standing for
+    exactly the left-most label (RFC 6125 §6.4.3)."""
+    host = hostname.lower().rstrip(".")
+    for name in (n.lower().rstrip(".") for n in names):
+        if name == host:
+            return True
+        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
+            return True
+    return False
+
+
+def hostname_warning(names: Sequence[str], hostname: str, *, console: bool) -> str:
+    """The line for a certificate that does not name the device's host name: what it names
+    and the command that makes one that does (the console's, or the CLI's)."""
+    fix = "`tls selfsign`" if console else "`dpfw tls selfsign IMG`"
+    named = ", ".join(names) if names else "no host name"
+    return (
+        f"WARNING: the TLS certificate names {named}, not {hostname}; "
+        f"{fix} makes one for {hostname}"
+    )

@@ -13,6 +13,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import resource
 import select
 import shutil
@@ -30,7 +31,7 @@ import pytest
 
 from firmware.cli import main
 from firmware.cli.limits import FLOOR_MIB
-from tests.support import create_image, dpfw
+from tests.support import DeviceProcess, create_image, dpfw
 
 MIB = 1 << 20
 
@@ -115,9 +116,17 @@ def test_bad_scan_feed_is_refused(tmp_path: Path, rate: str) -> None:
 # --- prompts on a real terminal ------------------------------------------------------------
 
 
+# A busy machine (the whole suite on 2 shared cores) can take tens of seconds to start Python
+# and import the firmware; these bound a hang, they are not how long things should take.
+START_S = 120
+EXIT_S = 120
+
+
 def _on_pty(args: Sequence[str], prompt: bytes, answer: bytes) -> tuple[int, str]:
     """Run dpfw with a pty as its controlling terminal, answer the first `prompt` with
-    `answer` (a control character); its exit code and stderr."""
+    `answer` (a control character) once the prompt is shown; its exit code and stderr.
+    What the child writes to the terminal after the answer (the echoed ^C, a newline) is
+    read too, so it never waits on a full terminal."""
     master, slave = os.openpty()
 
     def take_terminal() -> None:
@@ -133,20 +142,34 @@ def _on_pty(args: Sequence[str], prompt: bytes, answer: bytes) -> tuple[int, str
     )
     os.close(slave)
     seen = b""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_S
     try:
         while prompt not in seen:
-            assert time.monotonic() < deadline, seen
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if ready:
-                seen += os.read(master, 1024)
+            assert time.monotonic() < deadline, f"no prompt {prompt!r} in {START_S} s: {seen!r}"
+            assert proc.poll() is None, f"exited {proc.returncode} before the prompt: {seen!r}"
+            seen += _read_some(master)
         os.write(master, answer)
-        _, err = proc.communicate(timeout=30)
+        deadline = time.monotonic() + EXIT_S
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, f"still running {EXIT_S} s after the answer"
+            seen += _read_some(master)
+        _, err = proc.communicate(timeout=EXIT_S)
     finally:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
     return proc.returncode, err.decode()
+
+
+def _read_some(master: int) -> bytes:
+    """What the terminal shows within 0.2 s (b"" if nothing, or the child closed it)."""
+    ready, _, _ = select.select([master], [], [], 0.2)
+    if not ready:
+        return b""
+    try:
+        return os.read(master, 1024)
+    except OSError:  # EIO: every slave descriptor closed (the child exited)
+        return b""
 
 
 def test_ctrl_d_at_the_image_create_prompt(tmp_path: Path) -> None:
@@ -328,25 +351,31 @@ def _sweep_cases(tmp: Path, img: Path) -> list[list[str]]:
         ["tls", "import", i, "--cert", empty, "--key", empty],
         ["profile", "set", i, "pop3.port", "abc"],
         ["profile", "set", i, "no.key", "1"],
-        ["profile", "validate", d, latin1, missing],
+        ["profile", "validate", d, latin1, missing, junk],
+        ["image", "create", str(tmp / "n.img"), "--profile", junk, "--admin-password", "x"],
         ["run", i, "--pop3", "127.0.0.1:0", "--set", "no.key=1"],
         ["run", i, "--pop3", "127.0.0.1:0", "--set", "pop3.port=-1"],
     ]
     return cases
 
 
-def _main_in_process(args: list[str]) -> tuple[int, str]:
+def _main_in_process(args: list[str]) -> tuple[int, str, str]:
     """`dpfw ARGS` through firmware.cli.main in this process (a child per case would take a
     minute on a busy machine); any exception escaping main is a traceback a user would see."""
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main(args)
         except SystemExit as exc:  # argparse
             code = int(exc.code or 0)
         except BaseException:
-            return -1, err.getvalue() + "Traceback\n" + traceback.format_exc()
-    return code, err.getvalue()
+            return -1, out.getvalue(), err.getvalue() + "Traceback\n" + traceback.format_exc()
+    return code, out.getvalue(), err.getvalue()
+
+
+# Python's own error text: "[Errno 21] Is a directory: '/tmp/x'", "'utf-8' codec can't decode
+# byte 0xbf in position 5: invalid start byte". People get the OS's words and the path once.
+PYTHON_TEXT = re.compile(r"\[Errno|codec can't|: '/|invalid start byte")
 
 
 def test_sweep_every_command_with_bad_inputs(image: Path, tmp_path: Path) -> None:
@@ -354,9 +383,11 @@ def test_sweep_every_command_with_bad_inputs(image: Path, tmp_path: Path) -> Non
     for args in _sweep_cases(tmp_path, image):
         if args[0] == "run":  # a child, so that a case that boots cannot hang the test
             proc = run_dpfw(*args)
-            code, err = proc.returncode, proc.stderr
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
         else:
-            code, err = _main_in_process(args)
+            code, out, err = _main_in_process(args)
+        if PYTHON_TEXT.search(out + err):
+            failures.append(f"dpfw {' '.join(args)} shows Python's error text:\n{out}{err}")
         dpfw_lines = [line for line in err.splitlines() if line.startswith("dpfw: ")]
         clean = "Traceback" not in err and (
             code == 2  # argparse: usage and one error line
@@ -367,18 +398,44 @@ def test_sweep_every_command_with_bad_inputs(image: Path, tmp_path: Path) -> Non
     assert not failures, "\n".join(failures)
 
 
+def _holds_lock(pid: int, image: Path) -> bool:
+    """True when process `pid` holds the flock every open Board takes (from /proc/locks)."""
+    st = image.stat()
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks", encoding="ascii", errors="replace") as f:
+        return any(
+            len(parts) >= 6 and parts[1] == "FLOCK" and parts[4] == str(pid) and parts[5] == ident
+            for parts in (line.split() for line in f)
+        )
+
+
 def test_ctrl_c_during_a_scan(demo_image: Path) -> None:
-    """SIGINT in the middle of writing a job: one line, status 130, the image consistent."""
+    """SIGINT in the middle of a job: one line, status 130, the image consistent.
+
+    The job is the largest the DP-3530 takes (200 pages at 400 dpi: tens of seconds on an idle
+    machine, more on a busy one) and SIGINT goes once the scan holds the image open, so the
+    job is under way whatever the machine's load; a scan that ignored Ctrl-C would exit 0."""
     before = dpfw("box", "list", str(demo_image)).stdout
     proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware", "scan", str(demo_image), "alice", "--pages", "100"],
+        [
+            *(sys.executable, "-m", "firmware", "scan", str(demo_image), "alice"),
+            *("--pages", "200", "--dpi", "400"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2.0)  # start-up and a few pages; a 100-page job takes far longer
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + START_S
+        while not _holds_lock(proc.pid, demo_image):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"the scan did not open the image in {START_S} s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=EXIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     line = one_error_line(subprocess.CompletedProcess([], proc.returncode, out, err), 130)
     assert line == "dpfw: interrupted"
     assert dpfw("image", "fsck", str(demo_image)).returncode == 0
@@ -395,3 +452,55 @@ def test_a_console_that_can_never_be_a_serial_port(image: Path, tmp_path: Path, 
         target.mkdir()
     proc = run_dpfw("run", str(image), "--pop3", "127.0.0.1:0", "--console", str(target))
     assert "not a serial port" in one_error_line(proc)
+
+
+def test_unreadable_files_are_named_with_the_os_reason(image: Path, tmp_path: Path) -> None:
+    """`PATH: cannot read: Is a directory` and `PATH: not UTF-8 text`, whichever command."""
+    folder, binary = tmp_path / "adir", tmp_path / "binary.toml"
+    folder.mkdir()
+    binary.write_bytes(b"[ide\xbfntity]\n")
+    code, out, _ = _main_in_process(["profile", "validate", str(folder), str(binary)])
+    assert code == 1
+    assert out.splitlines() == [
+        f"{folder}: cannot read: Is a directory",
+        f"{binary}: not UTF-8 text",
+    ]
+    code, _, err = _main_in_process(["deliver", str(image), "alice", str(folder)])
+    assert (code, err) == (1, f"dpfw: {folder}: cannot read: Is a directory\n")
+    args = ["tls", "import", str(image), "--cert", str(folder), "--key", str(folder)]
+    code, _, err = _main_in_process(args)
+    assert (code, err) == (1, f"dpfw: --cert {folder}: cannot read: Is a directory\n")
+
+
+def test_a_console_port_that_is_missing_is_logged_in_the_os_words(
+    image: Path, tmp_path: Path, start_device: type[DeviceProcess]
+) -> None:
+    """A serial port not there (yet) is retried; the log line says why without pyserial's
+    "[Errno 2] could not open port X: [Errno 2] No such file or directory: 'X'"."""
+    port = tmp_path / "ttyUSB9"
+    device = start_device(image, "--console", str(port))
+    device.wait_booted()
+    deadline = time.monotonic() + 30
+    while "not available" not in device.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    out = device.output()
+    assert f"console: {port} not available (No such file or directory); retrying" in out, out
+    assert not PYTHON_TEXT.search(out), out
+    assert device.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [
+        (["box", "list", "IMG", "extra"], "usage: dpfw box list "),
+        (["image", "fsck", "IMG", "x", "y"], "usage: dpfw image fsck "),
+        (["profile", "list", "--bogus"], "usage: dpfw profile list "),
+        (["scan", "IMG", "alice", "more"], "usage: dpfw scan "),
+    ],
+)
+def test_extra_arguments_get_the_sub_commands_usage(args: list[str], usage: str) -> None:
+    proc = dpfw(*args, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(usage), proc.stderr
+    command = usage.removeprefix("usage: ").strip()
+    assert f"{command}: error: unrecognized arguments: " in proc.stderr

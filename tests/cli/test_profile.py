@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config.profile import MODELS, factory
-from tests.support import create_image, dpfw
+from tests.support import DeviceProcess, create_image, dpfw
 
 
 @pytest.fixture
@@ -110,3 +110,69 @@ def test_validate_reports_each_bad_file(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "good.toml: valid profile for DP-3530" in proc.stdout
     assert "bad.toml: engine.ppm = 900 is not allowed" in proc.stdout
+
+
+def test_set_refuses_non_finite_numbers_and_the_model_alone(image: Path) -> None:
+    before = dpfw("profile", "show", str(image)).stdout
+    for pair in (["pop3.auth_failure_delay_s", "nan"], ["pop3.auth_failure_delay_s=inf"]):
+        bad = dpfw("profile", "set", str(image), *pair, check=False)
+        assert bad.returncode == 1 and "is not allowed" in bad.stderr, bad
+        assert "(a finite number)" in bad.stderr
+    bad = dpfw("profile", "set", str(image), "identity.model", "DP-4520", check=False)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("dpfw: profile set: identity.model cannot be set alone")
+    assert "use `profile apply MODEL`" in bad.stderr and bad.stderr.count("\n") == 1
+    assert dpfw("profile", "show", str(image)).stdout == before  # nothing saved
+
+
+def test_set_takes_key_equals_value_like_the_console(image: Path) -> None:
+    out = dpfw("profile", "set", str(image), "pop3.apop=true", "pop3.max_sessions=", "5").stdout
+    assert out.startswith("profile set: 2 values changed and saved\n")
+    saved = tomllib.loads(dpfw("profile", "show", str(image)).stdout)["pop3"]
+    assert saved["apop"] is True and saved["max_sessions"] == 5
+
+
+def test_a_new_host_name_warns_that_the_certificate_names_the_old_one(
+    image: Path, start_device: type[DeviceProcess]
+) -> None:
+    out = dpfw("profile", "set", str(image), "identity.hostname", "copier.example").stdout
+    assert out.splitlines() == [
+        "identity.hostname = copier.example (saved; applies at next boot)",
+        "WARNING: the TLS certificate names dp3520.local, localhost, not copier.example;"
+        " `dpfw tls selfsign IMG` makes one for copier.example",
+    ]
+    device = start_device(image)
+    device.wait_booted()
+    assert device.stop() == 0
+    assert (
+        "WARNING: the TLS certificate names dp3520.local, localhost, not copier.example;"
+        " `tls selfsign` makes one for copier.example" in device.output()
+    )
+    dpfw("tls", "selfsign", str(image))
+    out = dpfw("profile", "set", str(image), "identity.hostname=COPIER.example").stdout
+    assert "WARNING" not in out  # host names compare in any case
+    device = start_device(image)
+    device.wait_booted()
+    assert device.stop() == 0
+    assert "TLS certificate names" not in device.output()
+
+
+def test_validate_reports_every_bad_key_of_a_file(tmp_path: Path) -> None:
+    text = (
+        factory("DP-3530")
+        .to_toml()
+        .replace("ppm = 35", "ppm = 900")
+        .replace("max_sessions = 16", 'max_sessions = "many"')
+        .replace("[pop3]\n", "[pop3]\nprot = 1\n")
+        .replace("max_boxes = 100\n", "")
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    proc = dpfw("profile", "validate", str(bad), check=False)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0] == f'{bad}: unknown key "pop3.prot"; did you mean "pop3.port"?'
+    assert lines[1].startswith(f'{bad}: missing key "mailbox.max_boxes"')
+    assert lines[2].startswith(f"{bad}: engine.ppm = 900 is not allowed")
+    assert lines[3].startswith(f'{bad}: pop3.max_sessions = "many" is not allowed')

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
+
+import pytest
 
 from tests.support import DeviceProcess, dpfw
 
@@ -61,3 +64,40 @@ def test_a_missing_image_is_one_clean_error_line(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines() == [
         f"dpfw: {tmp_path / 'none.img'}: no such board image"
     ]
+
+
+def test_one_address_for_pop3_and_pop3s_is_refused_naming_both(demo_image: Path) -> None:
+    with socket.socket() as taken:  # a port nobody listens on, as the tester chose 2112
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+    for pop3, pop3s in ((f"127.0.0.1:{port}",) * 2, (f"0.0.0.0:{port}", f"127.0.0.1:{port}")):
+        proc = dpfw("run", str(demo_image), "--pop3", pop3, "--pop3s", pop3s, check=False)
+        assert proc.returncode == 1
+        assert proc.stderr.splitlines() == [
+            f"dpfw: --pop3 {pop3} and --pop3s {pop3s} are the same address; give each its own"
+            " port (e.g. --pop3 127.0.0.1:1110 --pop3s 127.0.0.1:1995)"
+        ], proc.stderr
+    dpfw("profile", "set", str(demo_image), "pop3.port", str(port))  # POP3 from the profile
+    proc = dpfw("run", str(demo_image), "--pop3s", f"127.0.0.1:{port}", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1].startswith("dpfw: POP3 (") and (
+        f"the profile's pop3.address and pop3.port) and --pop3s 127.0.0.1:{port} are the same"
+        in proc.stderr
+    ), proc.stderr
+
+
+def test_an_ipv6_address_is_printed_in_brackets(
+    demo_image: Path, start_device: type[DeviceProcess]
+) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"cannot bind ::1: {exc.strerror}")
+    device = start_device(demo_image, "--pop3", "[::1]:0", "--pop3s", "[::1]:0")
+    device.wait_booted()
+    out = device.output()
+    assert re.search(r"^dpfw: POP3 on \[::1\]:\d+ ", out, re.M), out
+    assert re.search(r"^dpfw: POP3S on \[::1\]:\d+ \(implicit TLS\)", out, re.M), out
+    assert device.stop() == 0

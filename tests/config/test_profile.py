@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import tomllib
 
@@ -197,7 +198,7 @@ def test_model_names_and_choices_in_any_case() -> None:
     assert canonical_model("dp-3530") == "DP-3530"
     assert factory("dp-4520").model == "DP-4520"
     profile = factory("DP-3530")
-    assert profile.with_value("identity.model", "dp-6030").model == "DP-6030"
+    assert for_model(profile, "dp-6030").model == "DP-6030"
     assert profile.with_value("scan.formats", "PDF, Tiff").list("scan.formats") == ("pdf", "tiff")
     assert (
         profile.with_value("pop3.plaintext_auth", "ALWAYS").str("pop3.plaintext_auth") == "always"
@@ -217,3 +218,39 @@ def test_site_keys_survive_a_model_change_and_factory_resets_them() -> None:
     assert for_model(site, "DP-6030", keep_site=False) == factory("DP-6030")
     assert {"identity.hostname", "pop3.plaintext_auth", "pop3.apop", "pop3.port"} <= set(SITE_KEYS)
     assert not {"identity.model", "memory.image_ram_mib", "console.baud"} & set(SITE_KEYS)
+
+
+FLOAT_KEYS = [key for key, spec in SCHEMA.items() if spec.kind is float]
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-inf", "+inf"])
+def test_every_float_key_refuses_non_finite_values_typed_or_in_toml(key: str, text: str) -> None:
+    assert FLOAT_KEYS  # the schema has float keys; else this test checks nothing
+    with pytest.raises(
+        ProfileError, match=rf"{re.escape(key)} = (-?inf|nan) is not allowed.*finite"
+    ):
+        factory("DP-3530").with_value(key, text)
+    name = key.split(".", 1)[1]
+    toml, count = re.subn(
+        rf"^{name} = .*$", f"{name} = {text.lower()}", factory_text("DP-3530"), flags=re.M
+    )
+    assert count == 1 and math.isnan(tomllib.loads(toml)[key.split(".")[0]][name]) == (
+        "nan" in text.lower()
+    )
+    with pytest.raises(ProfileError, match=rf"lab\.toml: {re.escape(key)} = .* is not allowed"):
+        parse_toml(toml, "lab.toml")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("identity.model", "DP-4520"), ("identity.series", "DP")]
+)
+def test_the_model_is_never_set_alone(key: str, value: str) -> None:
+    """A device must not claim a model whose figures it lacks: `profile apply` changes both."""
+    with pytest.raises(ProfileError) as caught:
+        factory("DP-3530").with_value(key, value, "profile set")
+    assert str(caught.value) == (
+        f"profile set: {key} cannot be set alone: a model is its figures too (engine, RAM,"
+        " limits); use `profile apply MODEL` (keeps site settings)"
+    )
+    assert "\n" not in str(caught.value)

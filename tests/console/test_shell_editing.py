@@ -232,3 +232,25 @@ def test_keys_escapes_and_noise_never_raise_and_stay_bounded(
         shell.tick()
     shell.disconnect()
     assert shell.editor.history == []
+
+
+async def test_tab_matches_words_read_in_any_case_in_any_case(admin_term: Term) -> None:
+    """`profile apply dp-45<Tab>` used to ring the bell while `DP-45<Tab>` listed the models."""
+    out = admin_term.type(b"profile apply dp-45\t")
+    assert out.endswith("\r\ndp-4510  dp-4520  dp-4530\r\nDP-3530> profile apply dp-45"), out
+    assert admin_term.type(b"2\t") == "20 "
+    assert "profile apply DP-4520 changes" in admin_term.type(b"\r")
+    admin_term.type(b"n\r")
+    assert admin_term.type(b"STA\t") == "STATUS "
+    admin_term.type(b"\x15")
+    assert admin_term.type(b"PROFILE SE\t").endswith("T ")
+    admin_term.type(b"\x15")
+    assert admin_term.type(b"scan alice PA\t").endswith("GES=")
+
+
+async def test_tab_keeps_keys_and_box_names_exact(admin_term: Term, device: Device) -> None:
+    device.board.add_box("Bob", "bob-pw-1")
+    assert admin_term.type(b"box show b\t").endswith("\x07")  # box names are case-sensitive
+    assert admin_term.type(b"\bB\t").endswith("ob ")
+    admin_term.type(b"\x15")
+    assert admin_term.type(b"profile get POP3.\t").endswith("\x07")  # so are keys

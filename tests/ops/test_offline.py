@@ -74,7 +74,7 @@ def test_raw_message_is_what_retr_gives_and_delete_removes_one(ctx: OpsContext) 
 
 
 def test_a_message_without_headers_or_with_a_bad_date_is_listed_bare(ctx: OpsContext) -> None:
-    messages.deliver(ctx, "alice", b"no header separator at all")
+    ctx.board.deliver("alice", b"no header separator at all")  # as an older dpfw stored it
     messages.deliver(ctx, "alice", b"Date: yesterday-ish\r\nSubject: s\r\n\r\nx\r\n")
     bare, dated = messages.list_messages(ctx, "alice").messages
     assert (bare.subject, bare.sender, bare.date, bare.attachments) == (None, None, None, [])
@@ -137,7 +137,7 @@ def test_one_error_vocabulary_for_every_profile_change(change: object, ctx: OpsC
 
 def test_a_plan_is_checked_again_against_what_is_saved_when_committed(ctx: OpsContext) -> None:
     plan = profile.plan_apply(ctx, "DP-6030")
-    profile.commit(ctx, profile.plan_set(ctx, [("identity.model", "DP-6030")]))
+    profile.commit(ctx, profile.plan_apply(ctx, "DP-6030"))
     update = profile.commit(ctx, plan)
     assert "identity.model" not in [c.key for c in update.changes]  # already saved
     assert saved_profile(ctx.board).model == "DP-6030"
@@ -184,3 +184,16 @@ def test_every_result_is_plain_json(ctx: OpsContext) -> None:
         data = dataclasses.asdict(result)
         check(data, type(result).__name__)
         json.dumps(data)
+
+
+def test_deliver_refuses_what_is_not_a_message_and_stores_nothing(ctx: OpsContext) -> None:
+    for data, why in [
+        (b"", "empty, not an RFC 5322 message"),
+        (b"no header separator at all", "line 1 is not a header field"),
+        (b"Subject: s\r\n\0\r\n", "a NUL byte in header line 2"),
+    ]:
+        with pytest.raises(DeviceError, match=why):
+            messages.deliver(ctx, "alice", data)
+    assert messages.list_messages(ctx, "alice").messages == []
+    stored = messages.deliver(ctx, "alice", scanned_mail())  # a real scan still goes in
+    assert [m.uid for m in messages.list_messages(ctx, "alice").messages] == [stored.uid]

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 OLD_PYTHON = "#!/bin/sh\necho 3.9.18\n"  # answers the version query as a Python 3.9 would
 
@@ -122,3 +124,42 @@ def test_a_directory_that_is_not_a_venv_is_left_alone(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "is not a Python venv (no pyvenv.cfg)" in done.stderr
     assert (root / ".venv" / "notes.txt").read_text() == "mine\n"
+
+
+@pytest.mark.slow
+def test_the_editable_install_gives_no_setuptools_warning(tmp_path: Path) -> None:
+    """The first run's `pip install -e` printed setuptools' BuildBackendWarning ("Please be
+    careful with folders in your working directory with the same name as your package"):
+    the flat layout is declared in pyproject.toml, so the install is a plain .pth entry."""
+    project = tmp_path / "project"
+    shutil.copytree(
+        ROOT, project, ignore=shutil.ignore_patterns(".venv", ".dpfw", "*.egg-info", ".git")
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([python3_on_path(), "-m", "venv", str(venv)], check=True, env={"PATH": PATH})
+    env = {"PATH": PATH, "HOME": str(tmp_path)}
+    pip = [str(venv / "bin" / "python"), "-m", "pip"]
+    # As tools/_venv.sh does: a current pip shows what the build backend warns.
+    subprocess.run([*pip, "install", "-q", "--upgrade", "pip"], env=env, check=True, timeout=300)
+    proc = subprocess.run(
+        [*pip, "install", "--no-deps", "-e", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "Warning" not in output and "careful" not in output, output
+    imported = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import firmware, device_profiles; print(firmware.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert imported.stdout.strip() == str(project / "firmware" / "__init__.py")
