@@ -599,6 +599,10 @@ class Web:
     ) -> Response:
         errors = errors or {}
         view = await self.api.read(ops_profile.profile_view, self.api.ctx)
+        known = {k.key for k in view.keys}
+        for key, (_, line) in errors.items():
+            if key not in known:  # no row to show it in: a note at the top
+                web.notes.append(("error", line))
         rows = []
         for k in view.keys:
             typed, error = errors.get(k.key, (None, ""))
@@ -689,9 +693,11 @@ def _value_text(value: object) -> str:
 async def _form(request: Request) -> dict[str, str]:
     """An application/x-www-form-urlencoded body as {name: last value}."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await read_limited(request.stream(), FORM_LIMIT, "a form")
+    if not raw:
+        return {}
     if content_type != "application/x-www-form-urlencoded":
         raise ApiError(415, "content_type", "a form must be application/x-www-form-urlencoded")
-    raw = await read_limited(request.stream(), FORM_LIMIT, "a form")
     try:
         pairs = urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError:
