@@ -635,7 +635,7 @@ class Web:
         value = fields.get("value", "")
         try:
             plan = await self.api.read(
-                ops_profile.plan_set, self.api.ctx, [(key, value)], "web profile set"
+                ops_profile.plan_set, self.api.ctx, [(key, value)], "profile set"
             )
             update = await self.api.store(ops_profile.commit, self.api.ctx, plan)
         except DeviceError as exc:
@@ -678,7 +678,7 @@ def _job_line(job: dict[str, Any]) -> str:
     if job.get("state") == "done":
         result = job.get("result", {})
         pages, uid, size = result.get("pages"), result.get("uid"), result.get("size")
-        return f"{pages} pages, message {uid} ({size} octets)"
+        return f"{pages} page{'' if pages == 1 else 's'}, message {uid} ({size} octets)"
     return str(job.get("error", ""))
 
 

@@ -112,6 +112,10 @@ def test_log_in_upload_fetch_with_pop3_and_kill_a_session(
         assert driver.find_element(By.LINK_TEXT, box)
     assert "No sessions." in page
     shot(driver, "status")
+    # The status box refreshes itself (a few lines of script fetch /status.html).
+    first = driver.find_element(By.ID, "status").text
+    wait_for(lambda: driver.find_element(By.ID, "status").text != first, "a refresh", 15)
+    assert driver.current_url == lab.base + "/"
 
     # Upload a message into alice through the form, and see it listed.
     driver.find_element(By.LINK_TEXT, "alice").click()
@@ -195,7 +199,11 @@ def test_a_scan_started_from_the_page_shows_its_pages_from_the_device_only(
         "the thumbnail to load",
     )
     thumb.find_element(By.XPATH, "ancestor::tr//a[1]").click()  # the message page
-    wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "img.thumb")) == 2, "2 pages")
+    loaded = (
+        "return Array.from(document.querySelectorAll('img.thumb'))"
+        ".filter(function(i){return i.complete && i.naturalWidth > 0;}).length"
+    )
+    wait_for(lambda: driver.execute_script(loaded) == 2, "2 page thumbnails to load")
     shot(driver, "scan")
     urls = driver.execute_script(
         "return performance.getEntriesByType('resource').map(function(e){return e.name;})"
