@@ -20,7 +20,7 @@ import secrets
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -47,6 +47,7 @@ IDLE_S = 30 * 60  # a web session ends after this long without a request
 MAX_SESSIONS = 32  # the oldest web session is dropped beyond this
 FORM_LIMIT = 64 << 10  # an urlencoded form body
 MULTIPART_SLACK = 64 << 10  # form fields and part headers around an uploaded message
+DRAIN_LIMIT = 16 << 20  # after refusing an upload, read (and drop) this much more of it
 THUMB = (180, 240)  # the largest thumbnail, pixels
 PAGE_LIMIT = 64  # thumbnails are offered for at most this many pages of one file
 IMAGE_NAMES = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
@@ -539,16 +540,25 @@ class Web:
         back = f"/boxes/{q(name)}"
         content_type = request.headers.get("content-type", "")
         boundary = _boundary(content_type)
+        # The upload is held in image RAM while it arrives, as the API's delivery is.
         with api.device.budget.reserve(0, f"web upload to box {name!r}") as held:
             body = bytearray()
-            async for chunk in request.stream():
-                if len(body) + len(chunk) > limit:
-                    return self._redirect(
-                        web, back, "error", f"the message exceeds what box {name!r} can hold"
-                    )
-                held.grow(len(chunk))
-                body += chunk
-            fields, files = _multipart(bytes(body), boundary)
+            chunks = request.stream()
+            try:
+                async for chunk in chunks:
+                    if len(body) + len(chunk) > limit:
+                        raise DeviceError(
+                            f"the upload exceeds {limit} bytes, the most box {name!r} can hold "
+                            "(mailbox.quota_mib, flash size); nothing stored"
+                        )
+                    held.grow(len(chunk))
+                    body += chunk
+            except DeviceError as exc:  # too large, or MEMORY FULL
+                del body
+                held.release()
+                await _drain(chunks)  # so the browser reads the answer, not a reset
+                return self._redirect(web, back, "error", " ".join(str(exc).split()))
+            fields, files = _multipart(body, boundary)
             del body
             if not secrets.compare_digest(fields.get("csrf", ""), web.csrf):
                 return _text(403, "the form's CSRF token is missing or stale; reload")
@@ -705,6 +715,16 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(pairs)
 
 
+async def _drain(chunks: AsyncIterator[bytes], limit: int = DRAIN_LIMIT) -> None:
+    """Read and drop the rest of a refused upload (up to `limit` bytes; a longer one is cut
+    off): closing a socket with unread data resets it and the answer may be lost."""
+    dropped = 0
+    async for chunk in chunks:
+        dropped += len(chunk)
+        if dropped > limit:
+            return
+
+
 def _boundary(content_type: str) -> bytes:
     """The boundary of a multipart/form-data Content-Type (RFC 7578 §4.1)."""
     msg = Message()
@@ -717,7 +737,7 @@ def _boundary(content_type: str) -> bytes:
     return boundary.encode("ascii", "replace")
 
 
-def _multipart(body: bytes, boundary: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+def _multipart(body: bytearray, boundary: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
     """({field: text}, {file field: bytes}) of a multipart/form-data body (RFC 7578), the
     file bytes exactly as sent. ApiError 400 for a body that is not one."""
     delimiter = b"--" + boundary
@@ -735,14 +755,14 @@ def _multipart(body: bytes, boundary: bytes) -> tuple[dict[str, str], dict[str, 
         head, sep, content = piece[2:].partition(b"\r\n\r\n")
         if not sep:
             raise ApiError(400, "bad_form", "a multipart part has no header end")
-        part = BytesParser(policy=email.policy.HTTP).parsebytes(head + b"\r\n\r\n")
+        part = BytesParser(policy=email.policy.HTTP).parsebytes(bytes(head) + b"\r\n\r\n")
         name = part.get_param("name", header="content-disposition")
         if not isinstance(name, str):
             continue
         if part.get_param("filename", header="content-disposition") is not None:
-            files[name] = content
+            files[name] = bytes(content)
         else:
-            fields[name] = content.decode("utf-8", "replace")
+            fields[name] = bytes(content).decode("utf-8", "replace")
     return fields, files
 
 

@@ -228,3 +228,30 @@ def test_the_status_fragment_refreshes_without_a_reload(lab: Lab) -> None:
     fragment = client.get("/status.html")
     assert fragment.status_code == 200 and "POP3 sessions" in fragment.text
     assert "<html" not in fragment.text
+
+
+def test_an_upload_over_the_box_quota_is_refused_whole_and_the_answer_arrives(lab: Lab) -> None:
+    got = lab.api.patch(f"{API}/profile", json={"mailbox.quota_mib": 1})
+    assert got.status_code == 200 and got.json()["changes"][0]["when"] == "now", got.text
+    client = login(lab)
+    before = lab.api.get(f"{API}/boxes/alice").json()["box"]["messages"]
+    raw = b"From: a@example.test\r\nSubject: big\r\n\r\n" + b"x" * 76 + b"\r\n"
+    got = client.post(
+        "/boxes/alice/upload",
+        data={"csrf": csrf(client)},
+        files={"message": ("big.eml", raw * 40_000)},  # about 3 MiB
+    )
+    assert got.status_code == 303
+    page = client.get("/boxes/alice").text
+    assert 'class="note error"' in page and "mailbox.quota_mib" in page
+    assert lab.api.get(f"{API}/boxes/alice").json()["box"]["messages"] == before
+    assert lab.api.get(f"{API}/status").json()["ram"]["used"] < 1 << 20  # given back
+
+
+def test_killing_a_session_that_is_gone_shows_the_devices_line(lab: Lab) -> None:
+    client = login(lab)
+    got = client.post("/sessions/999/kill", data={"csrf": csrf(client)})
+    assert got.status_code == 303
+    page = client.get("/").text
+    assert 'class="note error"' in page and "999" in page
+    assert client.post("/sessions/x1/kill", data={"csrf": csrf(client)}).status_code == 400
