@@ -42,6 +42,7 @@ from firmware.http.errors import ApiError, error_response, from_api_error, from_
 from firmware.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from firmware.http.metrics import ApiMetrics
 from firmware.http.openapi import openapi_document
+from firmware.http.web import Web
 from firmware.ops import boxes, messages, scans, sessions, status, system
 from firmware.ops import profile as ops_profile
 from firmware.ops.context import OpsContext
@@ -81,8 +82,9 @@ class Api:
         self._job_ids = itertools.count(1)
         self.nursery: trio.Nursery | None = None  # where scan jobs run; set by the server
         self._auth_lock = trio.Lock()  # admin password checks, one at a time
+        self.web = Web(self)  # the device's web page at / (firmware.http.web)
         self.app = Starlette(
-            routes=self._routes(),
+            routes=self._routes() + self.web.routes(),
             exception_handlers={HTTPException: _http_exception},
         )
 
@@ -437,6 +439,13 @@ class Api:
         body = await self._json(request, self._SCAN)
         options = {key: str(value) for key, value in body.items() if key != "box"}
         scan_request = await self.read(scans.prepare_scan, self.ctx, body["box"], options)
+        record = self.submit_scan(scan_request)
+        return JSONResponse(
+            record, status_code=202, headers={"Location": f"{API}/scans/{record['job']}"}
+        )
+
+    def submit_scan(self, scan_request: Any) -> dict[str, Any]:
+        """Start a prepared scan as a job (the API's and the web page's); its record."""
         if self.nursery is None:
             raise ApiError(503, "not_running", "the API is not serving scan jobs yet")
         job = next(self._job_ids)
@@ -444,9 +453,7 @@ class Api:
         while len(self.jobs) > MAX_JOBS:
             self.jobs.popitem(last=False)
         self.nursery.start_soon(self._run_scan, job, scan_request)
-        return JSONResponse(
-            self.jobs[job], status_code=202, headers={"Location": f"{API}/scans/{job}"}
-        )
+        return self.jobs[job]
 
     async def _run_scan(self, job: int, scan_request: Any) -> None:
         record = self.jobs.get(job, {})
