@@ -88,7 +88,11 @@ class Emulator:
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[tuple[Emulator, int, int]]:
     """A running emulator on a fresh demo image: (emulator, POP3 port, POP3S port)."""
-    emu = Emulator(tmp_path, "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--console", "none")
+    emu = Emulator(
+        tmp_path,
+        *("--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--console", "none"),
+        *("--http", "127.0.0.1:0"),  # the script's 8080 may be taken on the test machine
+    )
     try:
         pop3s = int(emu.wait_for(r"^dpfw: POP3S on 127\.0\.0\.1:(\d+) ")[1])
         pop3 = int(emu.wait_for(r"^dpfw: POP3 on 127\.0\.0\.1:(\d+) ")[1])

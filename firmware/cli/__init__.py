@@ -1,4 +1,10 @@
-"""The `dpfw` command line: one sub-module per area, each registering its sub-commands."""
+# PYTHON_ARGCOMPLETE_OK  (argcomplete's global completion looks for this marker)
+"""The `dpfw` command line: one sub-module per area, each registering its sub-commands.
+
+Shell completion: `eval "$(register-python-argcomplete dpfw)"` (bash/zsh); the shell then runs
+`dpfw` with `_ARGCOMPLETE=1` and argcomplete answers from the parser built here and exits.
+The man page (docs/dpfw.1) is rendered from the same parser by firmware.cli.manpage.
+"""
 
 from __future__ import annotations
 
@@ -53,12 +59,23 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     return args
 
 
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Answer a shell's completion request and exit, when this run is one (`_ARGCOMPLETE` set
+    by the shell hook); otherwise do nothing. argcomplete is imported only then."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    import argcomplete
+
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `dpfw` command; its exit status. Every failure a user can cause or meet is one
     `dpfw: ...` line on stderr and a non-zero status, never a traceback: 1 for a refusal or an
     OS error, 130 for Ctrl-C, 2 for a bad command line (argparse)."""
     try:
         parser = build_parser()
+        _complete(parser)
         args = parse(parser, argv)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
@@ -85,6 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if limits.address_space_limit() is None:
             raise
         return _fail(limits.memory_message(f"loading {exc.name or 'a module'} failed"))
+    except SystemError:
+        # Some C code paths report a failed allocation as "error return without exception
+        # set" (seen importing trio under RLIMIT_AS 48 MiB on a busy machine).
+        if limits.address_space_limit() is None:
+            raise
+        return _fail(limits.memory_message("an allocation failed"))
     except OSError as exc:
         # An OS error the command did not turn into its own message: name the file and why.
         where = f"{exc.filename}: " if exc.filename else ""

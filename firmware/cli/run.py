@@ -8,9 +8,12 @@ import os
 import stat
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.errors import DeviceError
+
+if TYPE_CHECKING:
+    from firmware.device.device import Service
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -85,6 +88,22 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="at each boot, write the TLS certificate in service to FILE (PEM, for --cacert)",
     )
+    p.add_argument(
+        "--http",
+        type=parse_address,
+        metavar="HOST:PORT",
+        help="serve the HTTP API (/api/v1, /metrics) here; user admin, the console password",
+    )
+    p.add_argument(
+        "--https",
+        action="store_true",
+        help="serve the HTTP API over TLS with the device certificate",
+    )
+    p.add_argument(
+        "--http-insecure",
+        action="store_true",
+        help="allow plain HTTP on an address that is not loopback (closed labs only)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -113,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     import trio
 
     from firmware.console.port import run_console
-    from firmware.device.device import Device, RunOptions, Service, refuse_one_address_for_both
+    from firmware.device.device import Device, RunOptions, refuse_one_address_for_both
 
     if args.pop3 is not None:  # before boot; the profile's address is checked at boot
         refuse_one_address_for_both(args.pop3, args.pop3, args.pop3s)
@@ -129,6 +148,10 @@ def _run(args: argparse.Namespace) -> int:
     services: list[Service] = []
     if args.console != "none":
         services.append(partial(run_console, spec=args.console))
+    if args.http is not None:
+        services.append(_http_service(args))
+    elif args.https or args.http_insecure:
+        raise DeviceError("--https and --http-insecure need --http HOST:PORT")
     try:
         return trio.run(Device(options, services).run)
     except BaseExceptionGroup as group:
@@ -142,8 +165,17 @@ def _run(args: argparse.Namespace) -> int:
         raise
 
 
+def _http_service(args: argparse.Namespace) -> Service:
+    from firmware.http.server import HttpOptions, check_options, run_http
+
+    host, port = args.http
+    options = HttpOptions(host, port, https=args.https, insecure=args.http_insecure)
+    check_options(options)  # refused before the device boots
+    return partial(run_http, options=options)
+
+
 # What main() turns into one line; KeyboardInterrupt is Ctrl-C before the signal handler.
-_EXPECTED = (DeviceError, OSError, MemoryError, ImportError, KeyboardInterrupt)
+_EXPECTED = (DeviceError, OSError, MemoryError, ImportError, SystemError, KeyboardInterrupt)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -296,7 +296,10 @@ async def serve_link(shell: ConsoleShell, link: Link) -> None:
 async def _converse(shell: ConsoleShell, link: Link) -> None:
     while True:
         data = await link.receive()
-        out = shell.feed(data) if data else shell.tick()
+        # The shell runs operations synchronously: hold the board so none of them reads or
+        # changes it while the store worker's thread is in the middle of a change.
+        async with shell.ctx.reading():
+            out = shell.feed(data) if data else shell.tick()
         if out:
             await link.send(out)
         while (action := shell.take_action()) is not None:  # held input may start another
@@ -356,7 +359,9 @@ async def run_console(device: Device, spec: str) -> None:
     """The device's console task: `spec` is "pty", "stdio", "none" or a pyserial port/URL."""
     if spec == "none":
         return
-    shell = ConsoleShell(OpsContext.running(device), clock=trio.current_time)
+    shell = ConsoleShell(
+        OpsContext.running(device), clock=trio.current_time, lockout=device.admin_lockout
+    )
     baud = await _console_baud(device)
     try:
         link = open_link(spec, baud)

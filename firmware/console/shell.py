@@ -36,6 +36,7 @@ from firmware.ops.context import OpsContext
 from firmware.ops.profile import EXPORT_END, ProfilePlan, parse_pairs
 from firmware.ops.scans import OPTIONS as SCAN_OPTION_NAMES
 from firmware.ops.scans import prepare_scan
+from firmware.security.abuse import AdminLockout
 from firmware.text import plural
 
 if TYPE_CHECKING:
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dpfw.console")
 
-FAILURES_PER_LOCK = 3  # wrong passwords in a row before the console locks
-LOCK_BASE_S = 30.0  # first lock-out; each further one doubles
-LOCK_MAX_S = 900.0
 MAX_HELD = 4096  # bytes that arrived behind a running scan, replayed after it
 MAX_IMPORT_LINES = 400
 MAX_LOG_LINES = 500
@@ -349,15 +347,18 @@ key_value_pairs = parse_pairs  # the console reads KEY VALUE as the CLI does
 class ConsoleShell:
     """One admin console: login, lock-out, idle logout and every command, over bytes."""
 
-    def __init__(self, ctx: OpsContext, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ctx: OpsContext,
+        clock: Callable[[], float] = time.monotonic,
+        lockout: AdminLockout | None = None,
+    ) -> None:
         self.ctx = ctx
         self.clock = clock
         self.editor = LineEditor(MAX_LINE)
         self.editor.completer = self.complete
         self.mode = Mode.LOGIN
-        self.failures = 0  # wrong passwords since the last good one
-        self.lockouts = 0
-        self.locked_until = 0.0
+        self.lockout = lockout if lockout is not None else AdminLockout()
         self._last_input = 0.0
         self._out: list[bytes] = []
         self._questions: _Questions | None = None
@@ -366,6 +367,19 @@ class ConsoleShell:
         self._paste: _Paste | None = None
         self._action: Action | None = None
         self._held = bytearray()
+
+    # The admin lock-out's counts (shared with the HTTP API on a running device).
+    @property
+    def failures(self) -> int:
+        return self.lockout.failures
+
+    @property
+    def lockouts(self) -> int:
+        return self.lockout.lockouts
+
+    @property
+    def locked_until(self) -> float:
+        return self.lockout.locked_until
 
     # ----- what the transport calls -----
 
@@ -481,7 +495,7 @@ class ConsoleShell:
     def _login(self, password: str) -> None:
         now = self.clock()
         if now < self.locked_until:
-            wait = int(self.locked_until - now + 0.999)
+            wait = int(self.lockout.seconds_left(now) + 0.999)
             self._say(f"console locked after failed logins; try again in {wait} s")
             self._login_prompt()
             return
@@ -492,18 +506,15 @@ class ConsoleShell:
             self._login_prompt()
             return
         if not good:
-            self.failures += 1
+            span = self.lockout.failure(now)
             log.warning("console: failed admin login (%d in a row)", self.failures)
             self._say("Login incorrect")
-            if self.failures % FAILURES_PER_LOCK == 0:
-                self.lockouts += 1
-                span = min(LOCK_BASE_S * 2 ** (self.lockouts - 1), LOCK_MAX_S)
-                self.locked_until = now + span
+            if span:
                 self._say(f"{self.failures} failed logins: console locked for {span:.0f} s")
             self._login_prompt()
             return
         log.info("console: admin logged in")
-        self.failures = self.lockouts = 0
+        self.lockout.success()
         self.mode = Mode.COMMAND
         self.editor.echo = True
         self._last_input = now

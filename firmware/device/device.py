@@ -32,6 +32,7 @@ from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
+from firmware.security.abuse import AdminLockout
 from firmware.security.tls import (
     SETTING_CERT,
     SETTING_CHAIN,
@@ -150,6 +151,7 @@ class Device:
         self.budget = RamBudget(0)
         self.pop3: Pop3Service | None = None
         self.ifax: IfaxPoller | None = None  # the Internet Fax poller while booted
+        self.admin_lockout = AdminLockout()  # shared by the console and the HTTP API
         self.store_worker = StoreWorker()
         """The one way the running device reaches its Board for anything that writes or takes
         long (POP3 logins and commits, scans, console compact/fsck): `await

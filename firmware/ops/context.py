@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, TypeVar
 
 from firmware.config.profile import Profile, Value
@@ -107,11 +109,19 @@ class OpsContext:
         trio loop serving POP3 never waits on the image; otherwise here and now. Front-ends
         await long operations (fsck, compact) through this; `fn` is any operation of this
         package, e.g. `await ctx.run_store(storage.compact, ctx)`."""
-        worker = getattr(self.device, "store_worker", None) if self.device is not None else None
-        if worker is None:
+        if self.device is None:
             return fn(*args)
-        result: T = await worker.run(fn, *args)
+        result: T = await self.device.store_worker.run(fn, *args)
         return result
+
+    def reading(self) -> AbstractAsyncContextManager[None]:
+        """Hold the board while a front-end runs synchronous operations on the event loop
+        (`async with ctx.reading(): ...`), so they never see the store worker's thread half
+        way through a change ("dictionary changed size during iteration"). It never blocks
+        the loop (firmware/store/worker.py `reading`); offline it holds nothing."""
+        if self.device is None:
+            return contextlib.nullcontext()
+        return self.device.store_worker.reading()
 
     def require_device(self, what: str) -> Device:
         """The running device, or DeviceError naming `what` needs one."""

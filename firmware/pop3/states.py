@@ -21,6 +21,10 @@ from typing import Final, NamedTuple
 class State(Enum):
     """Where a session is (the same value on both ends once every reply is read)."""
 
+    # Members are singletons compared by identity: hash them by identity too, in C (Enum's
+    # own __hash__ hashes the name in Python, and TABLE is looked up per command).
+    __hash__ = object.__hash__
+
     GREETING = "greeting"  # before the server's first line
     AUTHORIZATION = "authorization"  # RFC 1939 §4
     SASL = "sasl"  # RFC 5034 §4: AUTH exchange, waiting for the client's response

@@ -42,22 +42,32 @@ class Args(Enum):
     MECHANISM = "an optional mechanism and initial response"
 
 
+# Enum members as module constants (an Enum class attribute look-up costs ~130 ns in 3.11).
+_A_MECHANISM: Final = Args.MECHANISM
+_A_NAME: Final = Args.NAME
+_A_NAME_DIGEST: Final = Args.NAME_DIGEST
+_A_NONE: Final = Args.NONE
+_A_NUMBER: Final = Args.NUMBER
+_A_NUMBER_COUNT: Final = Args.NUMBER_COUNT
+_A_OPT_NUMBER: Final = Args.OPT_NUMBER
+_A_REST: Final = Args.REST
+
 GRAMMAR: Final[dict[str, Args]] = {
-    "USER": Args.NAME,
-    "PASS": Args.REST,
-    "APOP": Args.NAME_DIGEST,
-    "AUTH": Args.MECHANISM,
-    "STLS": Args.NONE,
-    "CAPA": Args.NONE,
-    "QUIT": Args.NONE,
-    "STAT": Args.NONE,
-    "LIST": Args.OPT_NUMBER,
-    "RETR": Args.NUMBER,
-    "DELE": Args.NUMBER,
-    "NOOP": Args.NONE,
-    "RSET": Args.NONE,
-    "TOP": Args.NUMBER_COUNT,
-    "UIDL": Args.OPT_NUMBER,
+    "USER": _A_NAME,
+    "PASS": _A_REST,
+    "APOP": _A_NAME_DIGEST,
+    "AUTH": _A_MECHANISM,
+    "STLS": _A_NONE,
+    "CAPA": _A_NONE,
+    "QUIT": _A_NONE,
+    "STAT": _A_NONE,
+    "LIST": _A_OPT_NUMBER,
+    "RETR": _A_NUMBER,
+    "DELE": _A_NUMBER,
+    "NOOP": _A_NONE,
+    "RSET": _A_NONE,
+    "TOP": _A_NUMBER_COUNT,
+    "UIDL": _A_OPT_NUMBER,
 }
 """Every command the library knows, with its argument shape."""
 
@@ -97,29 +107,29 @@ def parse_command(line: bytes) -> Command | BadCommand:
         return BadCommand(Problem.UNKNOWN, "", "unknown command")
     spec = GRAMMAR[keyword]
     rest = raw_rest.decode(ENCODING, ERRORS)
-    if spec is Args.REST:
+    if spec is _A_REST:
         if not rest:
             return _syntax(keyword, spec)
         return Command(keyword, (rest,))
     words = rest.split()
-    if spec is Args.NONE:
+    if spec is _A_NONE:
         return Command(keyword) if not words else _syntax(keyword, spec)
-    if spec is Args.NUMBER or spec is Args.OPT_NUMBER:
-        if not words and spec is Args.OPT_NUMBER:
+    if spec is _A_NUMBER or spec is _A_OPT_NUMBER:
+        if not words and spec is _A_OPT_NUMBER:
             return Command(keyword)
         number = _decimal(words[0]) if len(words) == 1 else None
         return _syntax(keyword, spec) if number is None else Command(keyword, (), (number,))
-    if spec is Args.NUMBER_COUNT:
+    if spec is _A_NUMBER_COUNT:
         if len(words) == 2:
             number, count = _decimal(words[0]), _decimal(words[1])
             if number is not None and count is not None:
                 return Command(keyword, (), (number, count))
         return _syntax(keyword, spec)
-    if spec is Args.NAME:
+    if spec is _A_NAME:
         return Command(keyword, (words[0],)) if len(words) == 1 else _syntax(keyword, spec)
-    if spec is Args.NAME_DIGEST:
+    if spec is _A_NAME_DIGEST:
         return Command(keyword, tuple(words)) if len(words) == 2 else _syntax(keyword, spec)
-    # Args.MECHANISM
+    # _A_MECHANISM
     if len(words) <= 2:
         return Command(keyword, tuple(words))
     return _syntax(keyword, spec)
@@ -137,19 +147,19 @@ def command_error(command: Command) -> str | None:
     args, numbers = command.args, command.numbers
     if numbers and min(numbers) < 0:
         return f"{command.keyword}: numbers are non-negative"
-    if spec is Args.NONE:
+    if spec is _A_NONE:
         fits = not args and not numbers
-    elif spec is Args.NUMBER:
+    elif spec is _A_NUMBER:
         fits = not args and len(numbers) == 1
-    elif spec is Args.OPT_NUMBER:
+    elif spec is _A_OPT_NUMBER:
         fits = not args and len(numbers) <= 1
-    elif spec is Args.NUMBER_COUNT:
+    elif spec is _A_NUMBER_COUNT:
         fits = not args and len(numbers) == 2
-    elif spec is Args.NAME:
+    elif spec is _A_NAME:
         fits = len(args) == 1 and not numbers and _is_word(args[0])
-    elif spec is Args.REST:
+    elif spec is _A_REST:
         fits = len(args) == 1 and not numbers and _is_text(args[0])
-    elif spec is Args.NAME_DIGEST:
+    elif spec is _A_NAME_DIGEST:
         fits = len(args) == 2 and not numbers and all(_is_word(a) for a in args)
     else:
         fits = len(args) <= 2 and not numbers and all(_is_word(a) for a in args)

@@ -310,3 +310,55 @@ class LoginGuard:
         """A login worked: clear the client's penalty and the box's failure count."""
         self.penalty.success(address)
         self.lockout.success(box)
+
+
+ADMIN_FAILURES_PER_LOCK = 3  # wrong admin passwords in a row before admin logins lock
+ADMIN_LOCK_BASE_S = 30.0  # the first lock-out; each further one doubles ...
+ADMIN_LOCK_MAX_S = 900.0  # ... up to 15 minutes
+
+
+class AdminLockout:
+    """The admin account's lock-out, shared by every front-end that logs the admin in.
+
+    One per device (`Device.admin_lockout`): the serial console and the HTTP API count their
+    failures together, so a guesser gains nothing by switching between them. Every
+    `ADMIN_FAILURES_PER_LOCK`-th wrong password in a row locks admin logins for a time that
+    doubles with each lock-out (30 s, 60 s ... 900 s); while locked, even the right password
+    is refused. A good password clears the counts. Times are the caller's clock (seconds);
+    nothing here sleeps.
+    """
+
+    def __init__(
+        self,
+        *,
+        failures_per_lock: int = ADMIN_FAILURES_PER_LOCK,
+        base_s: float = ADMIN_LOCK_BASE_S,
+        max_s: float = ADMIN_LOCK_MAX_S,
+    ) -> None:
+        if failures_per_lock < 1:
+            raise ValueError("failures_per_lock must be at least 1")
+        self.failures_per_lock = failures_per_lock
+        self.base_s = base_s
+        self.max_s = max_s
+        self.failures = 0  # wrong passwords since the last good one
+        self.lockouts = 0  # lock-outs since the last good password
+        self.locked_until = 0.0
+
+    def seconds_left(self, now: float) -> float:
+        """Seconds until admin logins are accepted again; 0.0 when not locked."""
+        return max(0.0, self.locked_until - now)
+
+    def failure(self, now: float) -> float:
+        """Count a wrong password at `now`; return the lock-out it starts in seconds (0.0:
+        none yet)."""
+        self.failures += 1
+        if self.failures % self.failures_per_lock:
+            return 0.0
+        self.lockouts += 1
+        span: float = min(self.base_s * float(2 ** min(self.lockouts - 1, 32)), self.max_s)
+        self.locked_until = now + span
+        return span
+
+    def success(self) -> None:
+        """The right password, accepted: forget the failures and lock-outs."""
+        self.failures = self.lockouts = 0

@@ -18,6 +18,7 @@ from firmware.pop3.handlers.transaction import NOOP, STAT
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.memory import MemoryMailstore
 from firmware.pop3.protocol import Commands, Pop3Protocol, State
+from tests.pop3.driver import Driver
 
 PASSWORD = "handler-pw"
 
@@ -35,27 +36,24 @@ def store() -> MemoryMailstore:
     return store
 
 
-def session(store: MemoryMailstore, commands: Commands | None = None) -> Pop3Protocol:
-    return Pop3Protocol(
-        store,
-        profile,
-        BoxLocks(),
-        RamBudget(1 << 22),
-        session_id=1,
-        clock=lambda: 1000.0,
-        commands=commands,
-        tls_available=True,
+def session(store: MemoryMailstore, commands: Commands | None = None) -> Driver:
+    """A session behind the protocol library (bytes in, bytes out), as the adapter runs it."""
+    return Driver(
+        Pop3Protocol(
+            store,
+            profile,
+            BoxLocks(),
+            RamBudget(1 << 22),
+            session_id=1,
+            clock=lambda: 1000.0,
+            commands=commands,
+            tls_available=True,
+        )
     )
 
 
-async def send(p: Pop3Protocol, line: str) -> bytes:
-    reply = await p.receive_line(line.encode())
-    if reply.body is None:
-        return reply.head
-    try:
-        return reply.head + b"".join(reply.body)
-    finally:
-        reply.body.close()
+async def send(wire: Driver, line: str) -> bytes:
+    return await wire.feed(line.encode() + b"\r\n")
 
 
 def test_every_command_has_one_handler_and_capa_follows_installation_order() -> None:
@@ -99,7 +97,7 @@ async def test_login_retr_top_dele_quit_through_the_memory_maildrop(
     p = session(store)
     assert await send(p, "USER alice") == b"+OK send PASS\r\n"
     assert (await send(p, f"PASS {PASSWORD}")).startswith(b"+OK alice has 2 messages")
-    assert p.state is State.TRANSACTION
+    assert p.p.state is State.TRANSACTION
     retr = await send(p, "RETR 2")
     assert retr.endswith(b"\r\n..starts with a dot\r\n.\r\n")
     assert await send(p, "TOP 1 1") == (
@@ -127,4 +125,4 @@ async def test_a_wrong_password_goes_through_the_maildrop_and_fails(
     p = session(store)
     await send(p, "USER alice")
     assert await send(p, "PASS wrong") == b"-ERR [AUTH] invalid mailbox name or password\r\n"
-    assert p.state is State.AUTHORIZATION
+    assert p.p.state is State.AUTHORIZATION

@@ -7,7 +7,9 @@ checks the one invariant that matters: exactly one well-formed reply, or a defin
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import pytest
 import trio
@@ -16,20 +18,23 @@ from hypothesis import strategies as st
 
 from firmware.config.budget import RamBudget
 from firmware.pop3.auth import apop_digest
-from firmware.pop3.framing import LINE_NEVER_ENDS, LINE_TOO_LONG, LineTooLong
+from firmware.pop3.events import Command, Reply
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import BoardMailstore
 from firmware.pop3.protocol import (
     MAX_BAD_COMMANDS,
+    MAX_DISCARD,
     SASL_LINE_LIMIT,
+    Answer,
+    Body,
     Pop3Protocol,
     Pop3Stats,
-    Reply,
     State,
 )
 from firmware.security.abuse import LoginGuard
 from firmware.store.board import Board
 from tests.pop3.conftest import ALICE_PASSWORD, BOB_PASSWORD, MESSAGES, LiveProfile
+from tests.pop3.driver import Driver
 
 REPLY_HEAD = re.compile(rb"((\+OK|-ERR)( [^\r\n]*)?|\+ [A-Za-z0-9+/]*={0,2})\r\n\Z")
 RESP_CODE = re.compile(rb"^-ERR \[[A-Z0-9/-]+\]")
@@ -69,25 +74,37 @@ class Harness:
         return Session(protocol)
 
 
+LINE_TOO_LONG: Final = b"x" * 300
+"""A command line over the 255-octet limit (RFC 2449 §4); sent with its CRLF."""
+LINE_NEVER_ENDS: Final = b"x" * (SASL_LINE_LIMIT + MAX_DISCARD + 1)
+"""An over-long line that goes on past MAX_DISCARD with no line end; sent without CRLF."""
+
+
 class Session:
+    """A device session behind the protocol library: lines in, reply octets out."""
+
     def __init__(self, protocol: Pop3Protocol) -> None:
         self.p = protocol
-        self.greeting = protocol.greeting().head
-        self.last: Reply | None = None
+        self.wire = Driver(protocol)
+        self.greeting = self.wire.greeting
 
-    def send(self, line: bytes | str | LineTooLong) -> bytes:
-        """The whole reply as the client would receive it."""
+    @property
+    def last(self) -> Answer | None:
+        return self.wire.last
+
+    def send(self, line: bytes | str) -> bytes:
+        """The whole reply to one line (CRLF added) as the client would receive it."""
         raw = line.encode() if isinstance(line, str) else line
-        reply = trio.run(self.p.receive_line, raw)
-        self.last = reply
-        assert REPLY_HEAD.match(reply.head), reply.head
-        assert len(reply.head) <= 512
-        if reply.body is None:
-            return reply.head
-        try:
-            return reply.head + b"".join(reply.body)
-        finally:
-            reply.body.close()
+        if self.wire.tls_due:
+            self.wire.tls_started()  # what the adapter does after the handshake
+        before = len(self.wire.answers)
+        data = raw if raw is LINE_NEVER_ENDS else raw + b"\r\n"
+        reply = trio.run(self.wire.feed, data)
+        head = reply[: reply.find(b"\n") + 1]
+        assert REPLY_HEAD.match(head), head
+        assert len(head) <= 512
+        assert len(self.wire.answers) - before <= 1
+        return reply
 
     def login(self, box: str = "alice", password: str = ALICE_PASSWORD) -> bytes:
         assert self.send(f"USER {box}").startswith(b"+OK")
@@ -225,7 +242,11 @@ def test_pass_needs_user_first_and_user_needs_a_name(h: Harness) -> None:
     assert s.send("USER").startswith(b"-ERR")
     assert s.send("USER a b").startswith(b"-ERR")
     s.send("USER alice")
-    assert s.send("PASS").startswith(b"-ERR [AUTH]")
+    # RFC 1939 §7: PASS takes a string. Without one the line is malformed (a bad command),
+    # not a failed login: no [AUTH], no penalty, and the USER it followed is used up.
+    assert s.send("PASS") == b"-ERR PASS takes a password (the rest of the line)\r\n"
+    assert s.last is not None and s.last.delay == 0 and h.stats.logins_failed == 0
+    assert s.send(f"PASS {ALICE_PASSWORD}") == b"-ERR send USER first\r\n"
 
 
 def test_apop_logs_in_with_the_legacy_secret(h: Harness) -> None:
@@ -317,7 +338,8 @@ def test_quit_before_login_closes_and_changes_nothing(h: Harness, board: Board) 
     assert s.last is not None and s.last.close
     assert s.p.state is State.CLOSED
     assert len(board.messages("alice")) == 3
-    assert s.send("NOOP").startswith(b"-ERR")
+    assert s.wire.closed  # the adapter closes; the core refuses anything more
+    assert trio.run(s.p.answer, Command("NOOP")).first.text == "session is over"
 
 
 # -- bad input ----------------------------------------------------------------------------
@@ -433,14 +455,16 @@ def test_numbers_are_decimal_numbers_of_any_length(h: Harness) -> None:
         huge.encode()
     )
     assert s.send("RETR 0") == b"-ERR no message 0; messages are 1 to 3\r\n"
-    for bad in ("TOP 1 -1", "TOP 1 +1", "TOP 1 1x", "TOP 1 \u0662"):
-        assert s.send(bad) == b"-ERR a TOP line count is a decimal number (0, 1, ...)\r\n", bad
-    for bad in ("RETR -1", "DELE x", "LIST 1.0", "UIDL \u0661"):
-        assert s.send(bad) == b"-ERR a message number is a decimal number (1, 2, ...)\r\n", bad
-    assert s.send("RETR 1 2") == b"-ERR RETR takes one message number\r\n"
-    assert s.send("DELE") == b"-ERR DELE takes one message number\r\n"
-    assert s.send("LIST 1 2") == b"-ERR LIST takes at most one message number\r\n"
-    assert s.send("TOP 1 2 3") == b"-ERR TOP takes a message number and a line count\r\n"
+    # The library parses the arguments; a malformed one gets the command's usage.
+    top = b"-ERR TOP takes a message number and a line count (0, 1, ...)\r\n"
+    for bad in ("TOP 1 -1", "TOP 1 +1", "TOP 1 1x", "TOP 1 \u0662", "TOP 1 2 3"):
+        assert s.send(bad) == top, bad
+    for bad in ("RETR -1", "DELE x", "RETR 1 2", "DELE"):
+        assert s.send(bad) == b"-ERR %s takes one message number (1, 2, ...)\r\n" % bad[:4].encode()
+    for bad in ("LIST 1.0", "UIDL \u0661", "LIST 1 2"):
+        assert s.send(bad) == (
+            b"-ERR %s takes at most one message number (1, 2, ...)\r\n" % bad[:4].encode()
+        )
     assert s.send("STAT") == b"+OK 3 %d\r\n" % sum(sizes)
 
 
@@ -480,11 +504,33 @@ def test_quit_with_an_argument_is_refused_and_commits_nothing(h: Harness, board:
 
 @pytest.mark.parametrize("state", ["authorization", "in-sasl", "transaction"])
 def test_a_line_that_never_ends_closes_the_session(h: Harness, state: str) -> None:
+    # One bad command when the line crosses the limit (inside SASL: a failed login), then the
+    # device's last word once MAX_DISCARD more octets came without a line end.
     s = session_in(h, state)
-    assert s.send(LINE_NEVER_ENDS) == b"-ERR line too long and still no line end; closing\r\n"
-    assert s.last is not None and s.last.close
+    first = (
+        b"-ERR [AUTH] invalid mailbox name or password\r\n"
+        if state == "in-sasl"
+        else b"-ERR line too long; commands are at most 255 octets\r\n"
+    )
+    reply = b"".join(
+        trio.run(s.wire.feed, LINE_NEVER_ENDS[at : at + 4096])
+        for at in range(0, len(LINE_NEVER_ENDS), 4096)
+    )
+    assert reply == first + b"-ERR line too long and still no line end; closing\r\n"
+    assert s.wire.closed
     s.p.end()
     assert h.locks.held() == 0
+
+
+def test_a_long_line_that_ends_within_the_bound_is_one_bad_command(h: Harness) -> None:
+    s = logged_in(h)
+    line = b"x" * (255 + MAX_DISCARD - 2) + b"\r\nNOOP\r\n"
+    reply = b"".join(
+        trio.run(s.wire.feed, line[at : at + 1000]) for at in range(0, len(line), 1000)
+    )
+    assert reply == b"-ERR line too long; commands are at most 255 octets\r\n+OK\r\n"
+    assert not s.wire.closed
+    s.p.end()
 
 
 def test_dele_marks_rset_unmarks_and_numbers_stay(h: Harness) -> None:
@@ -567,11 +613,32 @@ def test_out_of_ram_gives_sys_temp_and_the_session_goes_on(
 
 def test_retr_returns_its_reservation(h: Harness) -> None:
     s = logged_in(h)
-    reply = trio.run(s.p.receive_line, b"RETR 1")
+    reply = trio.run(s.p.answer, Command("RETR", numbers=(1,)))
     assert h.budget.used > 0
-    assert reply.body is not None
+    assert reply.body is not None and reply.body.wire  # the stored wire form, already stuffed
     reply.body.close()
     assert h.budget.used == 0
+
+
+def test_a_body_releases_once_and_closes_its_source() -> None:
+    released: list[int] = []
+    closed: list[int] = []
+
+    def source() -> Iterator[bytes]:
+        try:
+            yield b"x\r\n"
+            yield b"y\r\n"
+        finally:
+            closed.append(1)
+
+    body = Body(source(), first=b"f", on_close=lambda: released.append(1))
+    assert next(body) == b"f"
+    assert next(body) == b"x\r\n"
+    body.close()
+    body.close()
+    assert released == [1]
+    assert closed == [1]
+    assert list(body) == []
 
 
 def test_retr_says_which_stored_message_it_sends_and_top_does_not(h: Harness, board: Board) -> None:
@@ -587,8 +654,9 @@ def test_retr_says_which_stored_message_it_sends_and_top_does_not(h: Harness, bo
 def test_after_update_every_line_closes(h: Harness) -> None:
     s = logged_in(h)
     s.send("QUIT")
-    assert s.send("NOOP") == b"-ERR session is over\r\n"
-    assert s.last is not None and s.last.close
+    assert s.wire.closed and trio.run(s.wire.feed, b"NOOP\r\n") == b""
+    answer = trio.run(s.p.answer, Command("NOOP"))
+    assert answer.first == Reply(False, "session is over") and answer.close
 
 
 # -- properties ---------------------------------------------------------------------------
@@ -625,7 +693,7 @@ lines = st.one_of(
             st.one_of(st.integers(-3, 5).map(str), st.text(max_size=12), st.just("alice")),
             max_size=3,
         ),
-    ).map(lambda t: " ".join([t[0], *t[1]]).encode("utf-8")[:253]),
+    ).map(lambda t: " ".join([t[0], *t[1]]).encode("utf-8")[:253].replace(b"\n", b"")),
     st.just(LINE_TOO_LONG),
     st.just(LINE_NEVER_ENDS),
 )
@@ -654,7 +722,7 @@ def session_in(h: Harness, state: str) -> Session:
     line=lines,
 )
 def test_any_line_in_any_state_gives_one_well_formed_reply(
-    h: Harness, board: Board, state: str, line: bytes | LineTooLong
+    h: Harness, board: Board, state: str, line: bytes
 ) -> None:
     while len(board.messages("alice")) < 3:
         board.deliver("alice", MESSAGES[0])
@@ -764,14 +832,18 @@ def test_stls_asks_the_adapter_for_tls_only_when_a_certificate_exists(h: Harness
 
 def test_the_line_limit_grows_only_while_an_exchange_waits(h: Harness) -> None:
     s = h.session()
-    assert s.p.line_limit == 255
+    long = "A" * 1000  # base64 text, longer than a command line, shorter than SASL_LINE_LIMIT
+    assert 255 < len(long) + 2 < SASL_LINE_LIMIT
+    assert s.send(long) == b"-ERR line too long; commands are at most 255 octets\r\n"
     assert s.send("AUTH PLAIN") == b"+ \r\n"
-    assert s.p.line_limit == SASL_LINE_LIMIT
+    assert s.send(long).startswith(b"-ERR [AUTH]")  # read whole, as the response it is
+    assert s.send(long).startswith(b"-ERR line too long")  # the exchange is over
+    assert s.send("AUTH PLAIN") == b"+ \r\n"
     assert s.send("*") == b"-ERR AUTH cancelled\r\n"
-    assert s.p.line_limit == 255
+    assert s.send(long).startswith(b"-ERR line too long")
     s.send("AUTH SCRAM-SHA-256")
     s.p.end()  # a session ended mid-exchange forgets it
-    assert s.p.line_limit == 255
+    assert s.p.sasl is None
 
 
 def test_sasl_capability_follows_the_policy_in_both_states(h: Harness) -> None:

@@ -12,7 +12,8 @@ import trio.testing
 
 from firmware.config.budget import RamBudget
 from firmware.device.boards import open_board
-from firmware.pop3.server import SESSION_RAM, Pop3Service
+from firmware.pop3.admission import SESSION_RAM
+from firmware.pop3.server import Pop3Service
 from firmware.store.board import Board
 from tests.pop3.conftest import BOB_PASSWORD, LiveProfile, RawClient, Server, make_board
 

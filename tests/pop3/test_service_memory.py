@@ -30,9 +30,13 @@ class MemoryListener(trio.abc.Listener[trio.abc.HalfCloseableStream]):
 
     def __init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[trio.abc.HalfCloseableStream](16)
+        self.lockstep = False  # lockstep pairs: one receive_some gets one send_all at most
 
     async def connect(self) -> trio.abc.HalfCloseableStream:
-        client, server = trio.testing.memory_stream_pair()
+        pair = (
+            trio.testing.lockstep_stream_pair if self.lockstep else trio.testing.memory_stream_pair
+        )
+        client, server = pair()
         await self._send.send(server)
         return client
 
@@ -169,3 +173,16 @@ async def test_a_wrong_password_is_refused_and_counted(setup: Setup) -> None:
     await client.cmd("USER alice")
     assert await client.cmd("PASS nope") == b"-ERR [AUTH] invalid mailbox name or password"
     assert setup.service.stats.logins_failed == 1
+
+
+async def test_replies_to_pipelined_commands_go_out_in_one_write(setup: Setup) -> None:
+    # RFC 2449 §6.6: a client may send several commands at once. The service answers them in
+    # order and joins the replies into one write (one segment, one wake-up for the client).
+    # Over a lockstep stream one receive_some returns what one send_all wrote, no more.
+    setup.listener.lockstep = True
+    client = await setup.login()
+    octets = sum(m.size for m in setup.store.stored("alice"))
+    await client.stream.send_all(b"NOOP\r\nSTAT\r\nLIST 1\r\nNOOP\r\n")
+    first = await client.stream.receive_some()
+    size = setup.store.stored("alice")[0].size
+    assert first == b"+OK\r\n+OK 2 %d\r\n+OK 1 %d\r\n+OK\r\n" % (octets, size)

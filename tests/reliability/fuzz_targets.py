@@ -28,12 +28,15 @@ from firmware.errors import DeviceError
 from firmware.flash import nvram
 from firmware.flash.layout import RECORD_HEADER_SIZE
 from firmware.ops.context import OpsContext
-from firmware.pop3.framing import MAX_COMMAND_LINE, LineReader
+from firmware.pop3 import syntax
+from firmware.pop3.events import MultilineStart, Reply, SaslContinuation
 from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import BoardMailstore
-from firmware.pop3.protocol import Pop3Protocol, State
+from firmware.pop3.protocol import SASL_LINE_LIMIT, Pop3Protocol, State
+from firmware.pop3.syntax import MAX_COMMAND_LINE
 from firmware.store.board import Board
 from firmware.store.log import decode_delete, parse_header, parse_header_interpreted
+from tests.pop3.driver import Driver
 
 CORPUS = Path(__file__).parent / "corpus"
 ADMIN = "admin-pw"
@@ -83,7 +86,7 @@ def _board() -> Board:
 
 
 def pop3_stream(data: bytes) -> None:
-    """A client's byte stream into the bounded reader and the sans-IO POP3 state machine."""
+    """A client's byte stream into the POP3 protocol library and the device's session core."""
     with _board() as board:
         protocol = Pop3Protocol(
             BoardMailstore(board),
@@ -93,30 +96,34 @@ def pop3_stream(data: bytes) -> None:
             session_id=1,
             clock=lambda: 1000.0,
         )
-        reader = LineReader()
-        _check_head(protocol.greeting().head)
+        wire = Driver(protocol)
+        _check_head(wire.greeting)
         for chunk in _split(data):  # uneven chunks: line ends fall everywhere
-            reader.feed(chunk)
-            while (line := reader.next_line()) is not None:
-                if reader.buffered > max(reader.limit, MAX_COMMAND_LINE) + len(chunk):
-                    raise Finding(f"reader holds {reader.buffered} octets")
-                try:
-                    reply = trio.run(protocol.receive_line, line)
-                except DeviceError:
-                    raise Finding("a DeviceError escaped the protocol core") from None
-                _check_head(reply.head)
-                if reply.body is not None:
-                    try:
-                        total = sum(len(part) for part in reply.body)
-                    finally:
-                        reply.body.close()
-                    if total > 1 << 20:
-                        raise Finding(f"a reply body of {total} octets from a 1 MiB image")
-                reader.limit = protocol.line_limit
-                if reply.close or protocol.state is State.CLOSED:
-                    protocol.end()
-                    return
+            seen = len(wire.answers)
+            try:
+                out = trio.run(wire.feed, chunk)
+            except DeviceError:
+                raise Finding("a DeviceError escaped the protocol core") from None
+            held = len(wire.conn.trailing_data[0])
+            if held > max(SASL_LINE_LIMIT, MAX_COMMAND_LINE) + len(chunk):
+                raise Finding(f"the connection holds {held} octets")
+            for answer in wire.answers[seen:]:
+                _check_head(_head(answer.first))
+            if out and not out.startswith((b"+OK", b"-ERR", b"+ ")):
+                raise Finding(f"reply is neither +OK, -ERR nor a continuation: {out[:80]!r}")
+            if len(out) > 1 << 20:
+                raise Finding(f"{len(out)} reply octets from a 1 MiB image")
+            if wire.closed or wire.tls_due or protocol.state is State.CLOSED:
+                break
         protocol.end()
+
+
+def _head(first: Reply | MultilineStart | SaslContinuation) -> bytes:
+    """The status line the library writes for an answer's first event."""
+    if isinstance(first, SaslContinuation):
+        return b"+ " + first.text.encode() + b"\r\n"
+    prefix = b"+OK" if isinstance(first, MultilineStart) or first.ok else b"-ERR"
+    return syntax.format_status(prefix, first.text, first.code)
 
 
 def _split(data: bytes) -> list[bytes]:

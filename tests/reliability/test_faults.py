@@ -26,6 +26,7 @@ from firmware.pop3.locks import BoxLocks
 from firmware.pop3.mailbox import BoardMailstore
 from firmware.pop3.protocol import Pop3Protocol
 from firmware.store.board import Board
+from tests.pop3.driver import Driver
 from tests.reliability.faults import EIO, ENOSPC, FaultyOps, Plan, PowerCut
 from tests.reliability.harness import new_image
 
@@ -176,7 +177,7 @@ def test_a_torn_last_record_is_discarded_at_boot(image: Path, operation: str, cu
 # ----- the same faults as a POP3 client sees them -------------------------------------------
 
 
-def pop3_session(board: Board) -> Pop3Protocol:
+def pop3_session(board: Board) -> Driver:
     protocol = Pop3Protocol(
         BoardMailstore(board),
         lambda: saved_profile(board),
@@ -185,10 +186,10 @@ def pop3_session(board: Board) -> Pop3Protocol:
         session_id=1,
         clock=lambda: 1000.0,
     )
-    protocol.greeting()
+    wire = Driver(protocol)
     for line in (b"USER bob", b"PASS bob-pw"):
-        assert trio.run(protocol.receive_line, line).ok
-    return protocol
+        assert trio.run(wire.feed, line + b"\r\n").startswith(b"+OK")
+    return wire
 
 
 @pytest.mark.parametrize("errno_", [ENOSPC, EIO])
@@ -198,13 +199,12 @@ def test_quit_under_a_write_fault_says_sys_temp_and_removes_nothing(
     with open_board(image) as board:
         before = snapshot(board)
         session = pop3_session(board)
-        assert (
-            trio.run(session.receive_line, b"DELE 1").ok
-            and trio.run(session.receive_line, b"DELE 2").ok
+        assert trio.run(session.feed, b"DELE 1\r\nDELE 2\r\n") == (
+            b"+OK message 1 deleted\r\n+OK message 2 deleted\r\n"
         )
         armed(board, Plan(write_errno=errno_))
-        reply = trio.run(session.receive_line, b"QUIT")
-        assert reply.head.startswith(b"-ERR [SYS/"), reply.head
+        reply = trio.run(session.feed, b"QUIT\r\n")
+        assert reply.startswith(b"-ERR [SYS/"), reply
         disarm(board)
         assert snapshot(board) == before
     with open_board(image) as board:
@@ -215,7 +215,7 @@ def test_retr_under_a_read_fault_is_an_err_before_any_byte(image: Path) -> None:
     with open_board(image) as board:
         session = pop3_session(board)
         armed(board, Plan(read_errno=EIO))
-        reply = trio.run(session.receive_line, b"RETR 1")
-        assert reply.head.startswith(b"-ERR"), reply.head
+        reply = trio.run(session.feed, b"RETR 1\r\n")
+        assert reply.startswith(b"-ERR"), reply
         disarm(board)
-        assert trio.run(session.receive_line, b"RETR 1").ok  # the session goes on
+        assert trio.run(session.feed, b"RETR 1\r\n").startswith(b"+OK")  # the session goes on

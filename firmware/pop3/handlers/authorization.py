@@ -7,8 +7,8 @@ run where the maildrop runs them (off the event loop on the device: firmware/sto
 from __future__ import annotations
 
 from firmware.pop3.auth import apop_matches
-from firmware.pop3.framing import fixed_body
-from firmware.pop3.protocol import Handler, Pop3Protocol, Reply, State, arguments
+from firmware.pop3.events import Command, MultilineStart
+from firmware.pop3.protocol import Answer, Handler, Pop3Protocol, State, fixed_body, ok
 from firmware.security.sasl import (
     MALFORMED,
     SaslEncodingError,
@@ -17,39 +17,37 @@ from firmware.security.sasl import (
 )
 
 _AUTHORIZATION = frozenset({State.AUTHORIZATION})
+_PLAINTEXT_REFUSED = "USER/PASS are refused without TLS on this device"
+_MECHANISMS_HEAD = MultilineStart("SASL mechanisms follow")
+_SEND_PASS = Answer(ok("send PASS"))
 
 
-def _user(s: Pop3Protocol, rest: str) -> Reply:
+def _user(s: Pop3Protocol, command: Command) -> Answer:
     if not s.plaintext_allowed():
-        return s.bad("-ERR [AUTH] USER/PASS are refused without TLS on this device")
-    name = rest.strip()
-    if not name or " " in name:
-        return s.bad("-ERR USER takes one mailbox name")
-    s.user_name = name
-    return Reply(b"+OK send PASS\r\n")
+        return s.bad(_PLAINTEXT_REFUSED, "AUTH")
+    s.user_name = command.args[0]
+    return _SEND_PASS
 
 
-async def _pass(s: Pop3Protocol, rest: str) -> Reply:
+async def _pass(s: Pop3Protocol, command: Command) -> Answer:
     name, s.user_name = s.user_name, None
     if name is None:
-        return s.bad("-ERR send USER first")
+        return s.bad("send USER first")
     if not s.plaintext_allowed():
-        return s.bad("-ERR [AUTH] USER/PASS are refused without TLS on this device")
+        return s.bad(_PLAINTEXT_REFUSED, "AUTH")
+    password = command.args[0]
 
     async def check() -> bool:
-        return bool(rest) and await s.store.check_password(name, rest)
+        return await s.store.check_password(name, password)
 
     return await s.login(name, "PASS", check)
 
 
-async def _apop(s: Pop3Protocol, rest: str) -> Reply:
+async def _apop(s: Pop3Protocol, command: Command) -> Answer:
     s.user_name = None
     if s.timestamp is None or not s.profile().bool("pop3.apop"):
-        return s.bad("-ERR APOP is not offered on this device")
-    parts = arguments(rest)
-    if len(parts) != 2:
-        return s.bad("-ERR APOP takes a mailbox name and a digest")
-    name, digest = parts
+        return s.bad("APOP is not offered on this device")
+    name, digest = command.args
     timestamp = s.timestamp
     secret = s.store.apop_secret(name)
     if secret is None:
@@ -61,28 +59,23 @@ async def _apop(s: Pop3Protocol, rest: str) -> Reply:
     return await s.login(name, "APOP", check)
 
 
-def _stls(s: Pop3Protocol, rest: str) -> Reply:
-    bad = s.no_args("STLS", rest)
-    if bad:
-        return bad
+def _stls(s: Pop3Protocol, command: Command) -> Answer:
     if s.tls_active:
-        return s.bad("-ERR TLS is already active")
+        return s.bad("TLS is already active")
     if not s.tls_available:
-        return s.bad("-ERR STLS is not offered: the device has no TLS certificate")
+        return s.bad("STLS is not offered: the device has no TLS certificate")
     s.user_name = None  # RFC 2595 §4: nothing said before TLS carries over
-    return Reply(b"+OK begin TLS negotiation\r\n", starttls=True)
+    return Answer(ok("begin TLS negotiation"), starttls=True)
 
 
-async def _auth(s: Pop3Protocol, rest: str) -> Reply:
+async def _auth(s: Pop3Protocol, command: Command) -> Answer:
     """RFC 5034 AUTH; with no argument, list the mechanisms (what Outlook asks)."""
     s.user_name = None
     offered = s.mechanisms()
-    args = arguments(rest)
+    args = command.args
     if not args:
         names = [name.encode("ascii") + b"\r\n" for name in offered]
-        return Reply(b"+OK SASL mechanisms follow\r\n", fixed_body(names))
-    if len(args) > 2:
-        return s.bad("-ERR AUTH takes a mechanism and an optional initial response")
+        return Answer(_MECHANISMS_HEAD, fixed_body(names))
     mechanism = new_mechanism(
         args[0],
         offered=offered,
@@ -91,8 +84,8 @@ async def _auth(s: Pop3Protocol, rest: str) -> Reply:
     )
     if mechanism is None:
         if args[0].upper() == "PLAIN":
-            return s.bad("-ERR [AUTH] PLAIN is refused without TLS on this device")
-        return s.bad(f"-ERR mechanism not offered; try {' '.join(offered)}")
+            return s.bad("PLAIN is refused without TLS on this device", "AUTH")
+        return s.bad(f"mechanism not offered; try {' '.join(offered)}")
     initial: bytes | None = None
     if len(args) == 2:
         try:
@@ -116,8 +109,15 @@ def _auth_capabilities(s: Pop3Protocol) -> list[bytes]:
     return [("SASL " + " ".join(s.mechanisms()) + "\r\n").encode("ascii")]
 
 
-USER = Handler("USER", _AUTHORIZATION, _user, _user_capabilities)
-PASS = Handler("PASS", _AUTHORIZATION, _pass)
-APOP = Handler("APOP", _AUTHORIZATION, _apop)  # offered by the greeting's timestamp, not CAPA
-STLS = Handler("STLS", _AUTHORIZATION, _stls, _stls_capabilities)
-AUTH = Handler("AUTH", _AUTHORIZATION, _auth, _auth_capabilities)
+USER = Handler("USER", _AUTHORIZATION, _user, "USER takes one mailbox name", _user_capabilities)
+PASS = Handler("PASS", _AUTHORIZATION, _pass, "PASS takes a password (the rest of the line)")
+# APOP is offered by the greeting's timestamp, not by CAPA.
+APOP = Handler("APOP", _AUTHORIZATION, _apop, "APOP takes a mailbox name and a digest")
+STLS = Handler("STLS", _AUTHORIZATION, _stls, "STLS takes no arguments", _stls_capabilities)
+AUTH = Handler(
+    "AUTH",
+    _AUTHORIZATION,
+    _auth,
+    "AUTH takes a mechanism and an optional initial response",
+    _auth_capabilities,
+)

@@ -7,25 +7,30 @@ IMPLEMENTATION).
 
 from __future__ import annotations
 
-from firmware.pop3.framing import fixed_body
-from firmware.pop3.protocol import CAPA_HEAD, Handler, Pop3Protocol, Reply, State, reply_line
+from firmware.pop3.events import Command
+from firmware.pop3.protocol import (
+    CAPA_HEAD,
+    Answer,
+    Handler,
+    Pop3Protocol,
+    State,
+    capability,
+    fixed_body,
+    ok,
+)
 
 _BOTH = frozenset({State.AUTHORIZATION, State.TRANSACTION})
 
 
-async def _quit(s: Pop3Protocol, rest: str) -> Reply:
-    bad = s.no_args("QUIT", rest)
-    if bad:
-        return bad
+async def _quit(s: Pop3Protocol, command: Command) -> Answer:
     if s.state is State.TRANSACTION:
         return await s.update()
     s.end()
-    return Reply(b"+OK signing off\r\n", close=True)
+    return Answer(ok("signing off"), close=True)
 
 
-def _capa(s: Pop3Protocol, rest: str) -> Reply:
-    bad = s.no_args("CAPA", rest)
-    return bad or Reply(CAPA_HEAD, fixed_body(s.commands.capabilities(s)))
+def _capa(s: Pop3Protocol, command: Command) -> Answer:
+    return Answer(CAPA_HEAD, fixed_body(s.commands.capabilities(s)))
 
 
 def _session_capabilities(s: Pop3Protocol) -> list[bytes]:
@@ -38,9 +43,9 @@ def _session_capabilities(s: Pop3Protocol) -> list[bytes]:
     if login_delay > 0:
         caps.append(b"LOGIN-DELAY %d\r\n" % login_delay)
     version = profile.str("identity.firmware_version")
-    caps.append(reply_line(f"IMPLEMENTATION dpfw {profile.model} firmware {version}"))
+    caps.append(capability(f"IMPLEMENTATION dpfw {profile.model} firmware {version}"))
     return caps
 
 
-QUIT = Handler("QUIT", _BOTH, _quit)
-CAPA = Handler("CAPA", _BOTH, _capa, _session_capabilities)
+QUIT = Handler("QUIT", _BOTH, _quit, "QUIT takes no arguments")
+CAPA = Handler("CAPA", _BOTH, _capa, "CAPA takes no arguments", _session_capabilities)

@@ -248,7 +248,7 @@ RFC5034_AUTH = (
     # initial response, and a cancelled exchange
     (Reply(True, "POP3 server ready"), b"+OK POP3 server ready\r\n"),
     [
-        Step(Command("AUTH", ("GSSAPI",)), b"AUTH GSSAPI\r\n", (SaslContinuation(),), b"+\r\n"),
+        Step(Command("AUTH", ("GSSAPI",)), b"AUTH GSSAPI\r\n", (SaslContinuation(),), b"+ \r\n"),
         Step(
             SaslResponse("YIIB+wYJKoZIhvcSAQICAQBuggHqMIIB5qADAgEFoQMCAQ6iBw=="),
             b"YIIB+wYJKoZIhvcSAQICAQBuggHqMIIB5qADAgEFoQMCAQ6iBw==\r\n",
