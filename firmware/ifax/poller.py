@@ -12,8 +12,8 @@ stored stay stored and are recognised by their UIDL next time; the rest stay on 
 The UIDL key of a fax is `user@host UIDL` (RFC 1939 §7: unique in one maildrop; the port and
 TLS mode may change without re-printing, a new server or user starts a fresh history). Known
 keys come from the tray records themselves and, once the tray is cleared, from the NVRAM
-setting `ifax.seen` (the newest SEEN_MAX keys), so leave-on-server mode does not re-print a
-cleared tray.
+setting `ifax.seen` (the newest keys, SEEN_MAX_BYTES at most), so leave-on-server mode does
+not re-print a cleared tray.
 
 Timing (`run`): every `ifax.poll_interval_s` seconds while `ifax.enabled` (0: only on demand).
 After a failure the next try waits longer, doubling from the interval (at least
@@ -43,7 +43,7 @@ from firmware.store.worker import StoreWorker
 log = logging.getLogger("firmware.ifax")
 
 SEEN_SETTING = "ifax.seen"
-SEEN_MAX = 1000
+SEEN_MAX_BYTES = 8 * 1024  # NVRAM is small (32 KiB slots on small images): newest keys only
 BACKOFF_MIN_S = 30.0
 BACKOFF_MAX_S = 3600.0
 
@@ -99,11 +99,14 @@ def known_keys(board: Board) -> set[str]:
 
 
 def clear_tray(board: Board) -> int:
-    """Empty the tray, remembering its faxes' UIDL keys in NVRAM first (the newest SEEN_MAX,
-    with those remembered before); a cut between the two leaves both, which is harmless.
-    How many documents were removed."""
+    """Empty the tray, remembering its faxes' UIDL keys in NVRAM first (with those
+    remembered before, the newest that fit in SEEN_MAX_BYTES); a cut between the two leaves
+    both, which is harmless. How many documents were removed."""
     seen = board.settings().get(SEEN_SETTING, "").splitlines()
-    keys = list(dict.fromkeys(k for k in [*seen, *_tray_keys(board)] if k))[-SEEN_MAX:]
+    keys = list(dict.fromkeys(k for k in [*seen, *_tray_keys(board)] if k))
+    size = sum(len(k) + 1 for k in keys)
+    while keys and size > SEEN_MAX_BYTES:
+        size -= len(keys.pop(0)) + 1  # the oldest first
     if keys != seen:
         board.set_setting(SEEN_SETTING, "\n".join(keys))
     return board.tray_clear()

@@ -126,3 +126,14 @@ def test_memory_full_stores_nothing_and_leaves_the_fax(board: Board, dovecot: Do
     assert report.failed is not None and report.failed.startswith("MEMORY FULL")
     assert board.tray() == [] and len(dovecot.stored()) == 1
     assert poll(board, ifax_profile(dovecot)).received == 1
+
+
+def test_remembered_uidls_stay_within_their_nvram_budget(board: Board) -> None:
+    from firmware.ifax.poller import SEEN_MAX_BYTES, SEEN_SETTING, clear_tray, known_keys
+
+    for n in range(300):
+        board.tray_print({"status": "error", "key": f"fax@host {n:040d}"}, b"r")
+    assert clear_tray(board) == 300
+    kept = board.settings()[SEEN_SETTING].splitlines()
+    assert len("\n".join(kept)) <= SEEN_MAX_BYTES and kept[-1] == f"fax@host {299:040d}"
+    assert known_keys(board) == set(kept)
