@@ -43,7 +43,7 @@ from firmware.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from firmware.http.metrics import ApiMetrics
 from firmware.http.openapi import openapi_document
 from firmware.http.web import Web
-from firmware.ops import boxes, messages, scans, sessions, status, system
+from firmware.ops import boxes, ifax, messages, scans, sessions, status, system
 from firmware.ops import profile as ops_profile
 from firmware.ops.context import OpsContext
 from firmware.security.abuse import AdminLockout
@@ -168,6 +168,11 @@ class Api:
             r(f"{API}/sessions/{{session}}", ["DELETE"], self.kill_session),
             r(f"{API}/scans", ["POST"], self.start_scan),
             r(f"{API}/scans/{{job}}", ["GET"], self.get_scan),
+            r(f"{API}/ifax", ["GET"], self.ifax_status),
+            r(f"{API}/ifax/poll", ["POST"], self.ifax_poll),
+            r(f"{API}/tray", ["GET"], self.tray_list),
+            r(f"{API}/tray", ["DELETE"], self.tray_clear),
+            r(f"{API}/tray/{{number}}", ["GET"], self.tray_show),
         ]
 
     async def _json(self, request: Request, spec: dict[str, Field]) -> dict[str, Any]:
@@ -415,6 +420,34 @@ class Api:
     async def list_sessions(self, request: Request) -> Response:
         self._no_query(request)
         return JSONResponse(as_json(await self.read(sessions.session_list, self.ctx)))
+
+    # ----- Internet Fax: the poller and the output tray (docs/ifax.md) -----
+
+    async def ifax_status(self, request: Request) -> Response:
+        self._no_query(request)
+        return JSONResponse(as_json(await self.read(ifax.status, self.ctx)))
+
+    async def ifax_poll(self, request: Request) -> Response:
+        """Poll the mail server now, as console `ifax poll`; the result once it is done."""
+        self._no_query(request)
+        return JSONResponse(as_json(await ifax.poll(self.ctx)))
+
+    async def tray_list(self, request: Request) -> Response:
+        """The tray's documents, oldest first: a JSON list of objects with `number`, `status`
+        (`printed`, `error`, `corrupt`), `from`, `subject`, `date`, `pages`, `resolution`."""
+        self._no_query(request)
+        return JSONResponse((await self.read(ifax.tray_list, self.ctx)).json())
+
+    async def tray_show(self, request: Request) -> Response:
+        self._no_query(request)
+        text: str = request.path_params["number"]
+        if not text.isdigit() or len(text) > 9:
+            raise ApiError(400, "bad_number", f"{text!r} is not a tray number (GET {API}/tray)")
+        return JSONResponse((await self.read(ifax.tray_show, self.ctx, int(text))).json())
+
+    async def tray_clear(self, request: Request) -> Response:
+        self._no_query(request)
+        return JSONResponse(as_json(await self.store(ifax.tray_clear, self.ctx)))
 
     async def kill_session(self, request: Request) -> Response:
         self._no_query(request)

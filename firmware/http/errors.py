@@ -88,6 +88,8 @@ def device_status(exc: DeviceError, *, delivering: bool = False) -> tuple[int, s
         return 422, "invalid_value"
     if "no box named" in text or "holds no message with uid" in text or "no open session" in text:
         return 404, "not_found"
+    if text.startswith("ifax tray show: no document "):
+        return 404, "not_found"
     if isinstance(exc, BoxError) and "is not allowed" in text:
         return 400, "bad_name"
     if isinstance(exc, BoxError) or "in a POP3 session" in text or "not running" in text:

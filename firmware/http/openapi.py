@@ -157,6 +157,19 @@ def openapi_document() -> dict[str, Any]:
                     body=_json(_object({"model": "string", "factory": "boolean"}, ("model",))),
                 )
             },
+            "/api/v1/ifax": {"get": _op("the Internet Fax poller: settings, counters, last poll")},
+            "/api/v1/ifax/poll": {
+                "post": _op("poll the Internet Fax server now; the result", errors=(409,))
+            },
+            "/api/v1/tray": {
+                "get": _op("the output tray: a list of documents (number, status, from, pages)"),
+                "delete": _op("clear the output tray"),
+            },
+            "/api/v1/tray/{number}": {
+                "get": _op(
+                    "one tray document with its page sizes", errors=(404,), params=("number",)
+                )
+            },
             "/api/v1/sessions": {"get": _op("open POP3 sessions")},
             "/api/v1/sessions/{session}": {
                 "delete": _op("end a POP3 session", errors=(404,), params=("session",))
