@@ -69,10 +69,15 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     """Poll a condition in the browser (a page is another process: no trio tools here)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
+        try:
+            if check():
+                return
+        except StaleElementReferenceException:
+            pass  # the status box refreshed between finding an element and reading it
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -147,7 +152,10 @@ def test_log_in_upload_fetch_with_pop3_and_kill_a_session(
     victim = pop3_login(lab, "bob")
     driver.get(lab.base + "/")
     wait_for(lambda: "bob" in driver.find_element(By.XPATH, "//section[3]").text, "the session")
-    assert "transaction" in driver.find_element(By.XPATH, "//section[3]").text
+    wait_for(
+        lambda: "transaction" in driver.find_element(By.XPATH, "//section[3]").text,
+        "the session in the transaction state",
+    )
     shot(driver, "session")
     driver.find_element(By.XPATH, "//section[3]//button[text()='Kill']").click()
     wait_for(lambda: "killed" in driver.page_source, "the kill's note")
