@@ -104,6 +104,12 @@ def register(sub: Any) -> None:
         action="store_true",
         help="allow plain HTTP on an address that is not loopback (closed labs only)",
     )
+    p.add_argument(
+        "--trace",
+        type=Path,
+        metavar="FILE",
+        help="append the POP3 protocol trace to FILE as JSON lines (credentials redacted)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -152,6 +158,11 @@ def _run(args: argparse.Namespace) -> int:
         services.append(_http_service(args))
     elif args.https or args.http_insecure:
         raise DeviceError("--https and --http-insecure need --http HOST:PORT")
+    if args.trace is not None:
+        from firmware.cli.trace import open_trace_file, write_trace
+
+        trace_file = open_trace_file(args.trace)  # refused before the device boots
+        services.append(partial(write_trace, out=trace_file))
     try:
         return trio.run(Device(options, services).run)
     except BaseExceptionGroup as group:

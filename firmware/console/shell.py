@@ -32,6 +32,7 @@ from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
 from firmware.errors import DeviceError
 from firmware.ops import boxes, ifax, profile, render, sessions, status, storage, system
 from firmware.ops import tls as ops_tls
+from firmware.ops import trace as ops_trace
 from firmware.ops.context import OpsContext
 from firmware.ops.profile import EXPORT_END, ProfilePlan, parse_pairs
 from firmware.ops.scans import OPTIONS as SCAN_OPTION_NAMES
@@ -247,6 +248,17 @@ HELP: dict[str, Help] = {
         ),
         Help("session list", "the open POP3 sessions"),
         Help("session kill ID", "end one POP3 session now (deletes nothing)"),
+        Help(
+            "trace on",
+            "record the POP3 protocol trace",
+            "Each session's commands and reply first lines, with the time and the\n"
+            "direction (c->s, s->c); a multi-line body as <N octets>. Passwords,\n"
+            "APOP digests and AUTH responses show as ***. The device keeps the last\n"
+            "1000 records (`trace show`); `dpfw run --trace FILE` and the API's\n"
+            "/api/v1/trace stream them whether or not the trace is on here.",
+        ),
+        Help("trace off", "stop recording the protocol trace"),
+        Help("trace show [SESSION]", "the recorded trace (one session's)"),
         Help(
             "scan BOX [OPTION=VALUE ...]",
             "scan a test job into BOX (`help scan`)",
@@ -861,6 +873,19 @@ class ConsoleShell:
         self._arity("session kill", args, 1)
         ident = sessions.parse_session_id(args[0])
         self._say(render.session_killed(sessions.session_kill(self.ctx, ident)))
+
+    def _cmd_trace_on(self, args: list[str]) -> None:
+        self._arity("trace on", args, 0)
+        self._say(render.trace_state(ops_trace.trace_switch(self.ctx, True)))
+
+    def _cmd_trace_off(self, args: list[str]) -> None:
+        self._arity("trace off", args, 0)
+        self._say(render.trace_state(ops_trace.trace_switch(self.ctx, False)))
+
+    def _cmd_trace_show(self, args: list[str]) -> None:
+        self._arity("trace show", args, 0, 1)
+        session = ops_trace.parse_trace_session(args[0]) if args else None
+        self._say(render.trace_show(ops_trace.trace_show(self.ctx, session)))
 
     def _cmd_tls_show(self, args: list[str]) -> None:
         self._arity("tls show", args, 0, 1)

@@ -30,6 +30,7 @@ from firmware.errors import DeviceError
 from firmware.ifax.poller import IfaxPoller
 from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
+from firmware.pop3.trace import Tracer
 from firmware.scanner.feeder import ScanFeeder
 from firmware.scanner.job import JobNumbers, ScanRequest, ScanResult, run_scan_async
 from firmware.security.abuse import AdminLockout
@@ -151,6 +152,8 @@ class Device:
         self.budget = RamBudget(0)
         self.pop3: Pop3Service | None = None
         self.ifax: IfaxPoller | None = None  # the Internet Fax poller while booted
+        self.trace = Tracer()
+        """The POP3 protocol trace, one for every boot (firmware/pop3/trace.py)."""
         self.admin_lockout = AdminLockout()  # shared by the console and the HTTP API
         self.store_worker = StoreWorker()
         """The one way the running device reaches its Board for anything that writes or takes
@@ -303,7 +306,12 @@ class Device:
                 self._export_certificate(board, self.options.cert_out, serving=context is not None)
             board.between_steps = self.store_worker.lock.pause
             self.pop3 = Pop3Service(
-                board, lambda: self.profile, self.budget, tls=context, worker=self.store_worker
+                board,
+                lambda: self.profile,
+                self.budget,
+                tls=context,
+                worker=self.store_worker,
+                tracer=self.trace,
             )
             host, port = self.options.pop3 or (
                 profile.str("pop3.address"),

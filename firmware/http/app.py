@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import email.policy
 import itertools
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -24,7 +25,7 @@ import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from firmware.config.profile import SCHEMA
@@ -45,6 +46,7 @@ from firmware.http.openapi import openapi_document
 from firmware.http.web import Web
 from firmware.ops import boxes, ifax, messages, scans, sessions, status, system
 from firmware.ops import profile as ops_profile
+from firmware.ops import trace as ops_trace
 from firmware.ops.context import OpsContext
 from firmware.security.abuse import AdminLockout
 from firmware.store.board import check_box_name
@@ -56,6 +58,7 @@ log = logging.getLogger("dpfw.http")
 
 API = "/api/v1"
 DRAIN_LIMIT = 16 << 20  # after refusing an upload, read (and drop) this much more of it
+SSE_KEEPALIVE_S = 15.0  # a comment line on a quiet trace stream, so proxies keep it open
 MAX_JOBS = 256  # finished scan jobs remembered for GET /api/v1/scans/{job}
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -166,6 +169,7 @@ class Api:
             r(f"{API}/profile/apply", ["POST"], self.apply_profile),
             r(f"{API}/sessions", ["GET"], self.list_sessions),
             r(f"{API}/sessions/{{session}}", ["DELETE"], self.kill_session),
+            r(f"{API}/trace", ["GET"], self.trace),
             r(f"{API}/scans", ["POST"], self.start_scan),
             r(f"{API}/scans/{{job}}", ["GET"], self.get_scan),
             r(f"{API}/ifax", ["GET"], self.ifax_status),
@@ -448,6 +452,39 @@ class Api:
     async def tray_clear(self, request: Request) -> Response:
         self._no_query(request)
         return JSONResponse(as_json(await self.store(ifax.tray_clear, self.ctx)))
+
+    async def trace(self, request: Request) -> Response:
+        """The POP3 protocol trace as Server-Sent Events (WHATWG HTML §9.2): a comment line
+        once subscribed, then one `event: trace` per record, its `data` the record as JSON
+        (firmware/pop3/trace.py); `?session=ID` keeps one session's. A client that reads too
+        slowly loses records, never slows POP3."""
+        self._no_query(request, ("session",))
+        session: int | None = None
+        if "session" in request.query_params:
+            text = request.query_params["session"]
+            if not text.isdigit():
+                raise ApiError(400, "bad_parameter", f"session {text!r} is not a session id")
+            session = int(text)
+        tracer = ops_trace.tracer(self.ctx)
+
+        async def events() -> AsyncIterator[bytes]:
+            with tracer.subscribe() as records:
+                yield b": trace stream open\n\n"
+                while True:
+                    record = None
+                    with trio.move_on_after(SSE_KEEPALIVE_S):  # never yield inside it
+                        record = await records.receive()
+                    if record is None:
+                        yield b": keepalive\n\n"
+                    elif session is None or record.session == session:
+                        data = json.dumps(record.to_json())
+                        yield f"event: trace\ndata: {data}\n\n".encode()
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
 
     async def kill_session(self, request: Request) -> Response:
         self._no_query(request)

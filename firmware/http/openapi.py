@@ -174,6 +174,17 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/sessions/{session}": {
                 "delete": _op("end a POP3 session", errors=(404,), params=("session",))
             },
+            "/api/v1/trace": {
+                "get": _op(
+                    "the POP3 protocol trace as Server-Sent Events (credentials redacted)",
+                    ok_content={"text/event-stream": {"schema": {"type": "string"}}},
+                )
+                | {
+                    "parameters": [
+                        {"name": "session", "in": "query", "schema": {"type": "integer"}}
+                    ]
+                }
+            },
             "/api/v1/scans": {
                 "post": _op(
                     "start a scan job into a box",

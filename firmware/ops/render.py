@@ -27,6 +27,7 @@ from firmware.ops.sessions import SessionList
 from firmware.ops.status import Pop3Status, Status
 from firmware.ops.storage import Compact, Fsck
 from firmware.ops.tls import Cert, TlsPem, TlsSaved, TlsView
+from firmware.ops.trace import TraceShow, TraceState
 from firmware.pop3.auth import legacy_warning
 from firmware.security.tls import hostname_warning
 from firmware.text import plural
@@ -366,6 +367,26 @@ def sessions(s: SessionList) -> str:
 
 def session_killed(ident: int) -> str:
     return f"session {ident} closed (nothing committed)"
+
+
+def trace_state(t: TraceState) -> str:
+    readers = f"; {plural(t.subscribers, 'stream')} reading" if t.subscribers else ""
+    lost = f"; {plural(t.dropped, 'record')} dropped by slow readers" if t.dropped else ""
+    return f"protocol trace {'on' if t.on else 'off'}{readers}{lost}"
+
+
+def trace_show(t: TraceShow) -> str:
+    if not t.records:
+        which = f" of session {t.session}" if t.session is not None else ""
+        hint = "" if t.on else " (tracing is off: `trace on`)"
+        return f"no trace records{which}{hint}"
+    lines = []
+    for r in t.records:
+        when = (
+            time.strftime("%H:%M:%S", time.localtime(r.time)) + f".{int(r.time * 1000) % 1000:03d}"
+        )
+        lines.append(f"{when} {r.session:>5} {printable(r.peer)} {r.direction} {printable(r.line)}")
+    return "\n".join(lines)
 
 
 def scan_done(r: ScanDone) -> str:

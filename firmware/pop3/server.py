@@ -54,6 +54,7 @@ from firmware.pop3.protocol import (
     Pop3Protocol,
     Pop3Stats,
 )
+from firmware.pop3.trace import Tracer
 from firmware.pop3.wire_errors import RemoteProtocolError
 from firmware.security.abuse import LoginGuard
 from firmware.security.authlog import log_event
@@ -193,11 +194,14 @@ class Pop3Service:
         tls: ssl.SSLContext | None = None,
         worker: StoreWorker | None = None,
         store: Mailstore | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         """`worker`: the device's store worker, through which every store operation runs (a
         private one if None: then this service is the Board's only user). `store`: serve
         this maildrop instead of `board` (e.g. firmware.pop3.memory in tests): RETR then
-        always pulls the body, as there is no image file to copy from."""
+        always pulls the body, as there is no image file to copy from. `tracer`: the device's
+        protocol trace (firmware/pop3/trace.py); a private one if None."""
+        self.tracer = tracer if tracer is not None else Tracer()
         self._board_store = BoardMailstore(board, worker) if board is not None else None
         if store is None:
             if self._board_store is None:
@@ -543,7 +547,11 @@ class Pop3Service:
             max_discard=MAX_DISCARD,
         )
         stream = session.stream
-        out = conn.send(protocol.greeting())
+        tracer = self.tracer
+        greeting = protocol.greeting()
+        if tracer.active:
+            tracer.server(session.id, session.peer, greeting)
+        out = conn.send(greeting)
         while True:
             try:
                 event = conn.next_event()
@@ -551,6 +559,8 @@ class Pop3Service:
                 # A line that never ends (the only error a session in AUTHORIZATION,
                 # TRANSACTION or SASL can raise here): the device's last word, then close.
                 last = protocol.endless_line()
+                if tracer.active:
+                    tracer.server(session.id, session.peer, last)
                 await self._write(stream, out + syntax.format_status(b"-ERR", last.text, None))
                 return True
             if event is NEED_DATA:
@@ -568,8 +578,12 @@ class Pop3Service:
                 # PAUSED or TlsStart: never, as every event is answered at once and STLS is
                 # handled right after its +OK.
                 raise AssertionError(f"unexpected {event!r} from the POP3 library")
+            if tracer.active:
+                tracer.client(session.id, session.peer, event)
             started = trio.current_time()
             answer = await protocol.answer(event)
+            if tracer.active:
+                tracer.server(session.id, session.peer, answer.first)
             if answer.delay > 0:
                 if out:
                     await self._write(stream, out)
@@ -667,6 +681,7 @@ class Pop3Service:
         guard = answer.guard
         wire = body.wire
         tail = b""
+        sent = 0  # body octets as sent (stuffed), for the trace
         try:
             pending += conn.send(answer.first)
             if (
@@ -684,7 +699,11 @@ class Pop3Service:
                     octets = answer.first.text.partition(" ")[0]  # "N octets": its size
                     if octets.isdigit():  # what direct.py copied, near enough for /metrics
                         self.stats.bytes_sent += max(0, int(octets) - len(first))
+                    if self.tracer.active:  # the message's size, as its +OK line gives it
+                        size = int(octets) if octets.isdigit() else len(first)
+                        self.tracer.body(session.id, session.peer, size)
                     return
+                sent += len(first)
                 if first:
                     pending += first if wire else conn.send(Data(first))
                     tail = first
@@ -700,6 +719,7 @@ class Pop3Service:
                     tail = chunk if len(chunk) > 2 else tail[-2:] + chunk
                 else:
                     chunk = conn.send(Data(chunk))
+                sent += len(chunk)
                 if len(pending) < SEND_COALESCE or len(chunk) < SEND_COALESCE:
                     pending += chunk
                     if len(pending) < SEND_COALESCE:
@@ -711,7 +731,10 @@ class Pop3Service:
                 pending = chunk
             if wire and tail:
                 conn.body_sent_elsewhere(tail[-3:])
-            await self._write(stream, pending + conn.send(_END))
+            end = conn.send(_END)
+            if self.tracer.active:  # a CRLF the library added before the "." line counts
+                self.tracer.body(session.id, session.peer, sent + len(end) - 3)
+            await self._write(stream, pending + end)
         except DeviceError as exc:
             # The store failed after +OK went out: the reply cannot be completed, so end the
             # session (commits nothing) rather than send a truncated message.

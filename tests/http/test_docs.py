@@ -25,7 +25,7 @@ def page_script() -> str:
 def test_the_page_covers_every_endpoint() -> None:
     script = page_script()
     for path in ("/status", "/boxes", "/boxes/alice/messages", "/profile", "/sessions",
-                 "/scans", "/metrics", "$loc/raw"):  # fmt: skip
+                 "/scans", "/metrics", "$loc/raw", "/trace"):  # fmt: skip
         assert path in script, path
     for method in ("PATCH", "DELETE"):
         assert f"-X {method}" in script
@@ -50,6 +50,7 @@ def test_every_curl_line_of_the_page_works(lab: Lab, tmp_path: Path) -> None:
     assert "Subject: API test\n\nhello" in out  # the raw message (text mode reads CRLF as LF)
     assert '"what":"added","name":"carol"' in out
     assert "dpfw_pop3_sessions " in out  # the metrics
+    assert ": trace stream open" in out  # the trace stream, opened and left after 1 s
     assert lab.api.get("/api/v1/boxes/carol").status_code == 404  # deleted at the end
 
 
