@@ -19,6 +19,7 @@ import struct
 import sys
 import termios
 import tty
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import serial
@@ -308,27 +309,31 @@ async def _converse(shell: ConsoleShell, link: Link) -> None:
             await link.send(await _perform(shell, action))
 
 
+async def _answer(what: str, run: Callable[[], Awaitable[str]]) -> str:
+    """The text of an operation the console awaited: its own, one `error:` line for a
+    refusal, or a generic line (and the traceback in the log) for our own bug."""
+    try:
+        return await run()
+    except DeviceError as exc:
+        return "error: " + " ".join(str(exc).split())
+    except Exception:
+        log.exception("console: %s failed", what)
+        return f"error: {what} failed with an internal error (logged)"
+
+
 async def _perform(shell: ConsoleShell, action: Action) -> bytes:
     ctx = shell.ctx
     if isinstance(action, AsyncAction):
-        try:
-            text = await ASYNC_OPERATIONS[action.what](ctx, *action.args)
-        except DeviceError as exc:
-            text = "error: " + " ".join(str(exc).split())
-        except Exception:
-            log.exception("console: %s failed", action.what)
-            text = f"error: {action.what} failed with an internal error (logged)"
+        args = action.args
+        text = await _answer(action.what, lambda: ASYNC_OPERATIONS[action.what](ctx, *args))
         return shell.finish_action(text)
     if not isinstance(action, ScanAction | PowerAction):  # a StoreAction
         operation, show = STORE_OPERATIONS[action.what]
-        try:
-            text = show(await ctx.run_store(operation, ctx))
-        except DeviceError as exc:
-            text = "error: " + " ".join(str(exc).split())
-        except Exception:
-            log.exception("console: %s failed", action.what)
-            text = f"error: {action.what} failed with an internal error (logged)"
-        return shell.finish_action(text)
+
+        async def stored() -> str:
+            return show(await ctx.run_store(operation, ctx))
+
+        return shell.finish_action(await _answer(action.what, stored))
     if isinstance(action, ScanAction):
         try:
             text = render.scan_done(await run_scan(ctx, action.request))
