@@ -106,11 +106,17 @@ def test_log_in_upload_fetch_with_pop3_and_kill_a_session(
     # A wrong password: the login form says so (and the lock-out counts it).
     driver.find_element(By.NAME, "password").send_keys("wrong")
     driver.find_element(By.TAG_NAME, "button").click()
-    assert "wrong user or password" in driver.find_element(By.TAG_NAME, "main").text
+    # The click starts a navigation: the login page found at once may be the old one, gone
+    # (stale) a moment later, so wait for the answer page's words.
+    wait_for(
+        lambda: "wrong user or password" in driver.find_element(By.TAG_NAME, "main").text,
+        "the login form's refusal",
+    )
 
     driver.find_element(By.NAME, "password").send_keys(ADMIN[1])
     driver.find_element(By.TAG_NAME, "button").click()
     wait_for(lambda: driver.current_url == lab.base + "/", "the status page")
+    wait_for(lambda: "No sessions." in driver.find_element(By.TAG_NAME, "main").text, "sessions")
     page = driver.find_element(By.TAG_NAME, "main").text
     assert "DP-3530" in driver.title or "DP-3530" in driver.page_source
     for box in BOXES:  # the demo boxes, each a link to its messages
@@ -159,7 +165,7 @@ def test_log_in_upload_fetch_with_pop3_and_kill_a_session(
     shot(driver, "session")
     driver.find_element(By.XPATH, "//section[3]//button[text()='Kill']").click()
     wait_for(lambda: "killed" in driver.page_source, "the kill's note")
-    assert "No sessions." in driver.find_element(By.TAG_NAME, "main").text
+    wait_for(lambda: "No sessions." in driver.find_element(By.TAG_NAME, "main").text, "no sessions")
     with pytest.raises((poplib.error_proto, OSError, EOFError)):
         victim.stat()
         victim.noop()
@@ -195,6 +201,8 @@ def test_a_scan_started_from_the_page_shows_its_pages_from_the_device_only(
 
     wait_for(done, "the scan job to finish", timeout=60)
     driver.find_element(By.LINK_TEXT, "bob").click()
+    wait_for(lambda: driver.current_url.endswith("/boxes/bob"), "bob's page")
+    wait_for(lambda: bool(driver.find_elements(By.CSS_SELECTOR, "img.thumb")), "a thumbnail")
     thumb = driver.find_elements(By.CSS_SELECTOR, "img.thumb")[-1]
     driver.execute_script("arguments[0].scrollIntoView()", thumb)
     wait_for(
