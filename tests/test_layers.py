@@ -37,6 +37,9 @@ LAYERS: dict[str, int] = {
     "firmware.pop3.connection": 1,
     # The mail store on flash.
     "firmware.store": 2,
+    # Fault injection's sans-IO core (spec, plan, fault log): beside the store, under the
+    # services that ask it (docs/faults.md).
+    "firmware.faults": 2,
     # Services on the store.
     "firmware.scanner": 3,
     "firmware.pop3": 3,

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from firmware.errors import DeviceError
 
 if TYPE_CHECKING:
-    from firmware.device.device import Service
+    from firmware.device.device import Device, Service
+    from firmware.faults.spec import Scenario
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -110,6 +111,12 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="append the POP3 protocol trace to FILE as JSON lines (credentials redacted)",
     )
+    p.add_argument(
+        "--faults",
+        type=Path,
+        metavar="FILE",
+        help="set the faults of a scenario file (TOML: seed, [[fault]] tables; docs/faults.md)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -158,6 +165,8 @@ def _run(args: argparse.Namespace) -> int:
         services.append(_http_service(args))
     elif args.https or args.http_insecure:
         raise DeviceError("--https and --http-insecure need --http HOST:PORT")
+    if args.faults is not None:
+        services.append(_faults_service(args.faults))  # refused before the device boots
     if args.trace is not None:
         from firmware.cli.trace import open_trace_file, write_trace
 
@@ -174,6 +183,30 @@ def _run(args: argparse.Namespace) -> int:
         if expected is not None and rest is None:
             raise _first_leaf(expected) from None
         raise
+
+
+def _faults_service(path: Path) -> Service:
+    """The scenario file read and checked now (one `dpfw:` line if it cannot be used); its
+    faults are set once the device has booted."""
+    from firmware.faults.spec import parse_scenario
+    from firmware.text import file_problem
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        if isinstance(exc, UnicodeDecodeError):
+            raise DeviceError(f"--faults {path}: not UTF-8 text") from None
+        raise DeviceError(f"--faults {file_problem(path, exc, 'read')}") from None
+    scenario = parse_scenario(text, f"--faults {path}")
+    return partial(_set_faults, scenario=scenario)
+
+
+async def _set_faults(device: Device, *, scenario: Scenario) -> None:
+    from firmware.ops.context import OpsContext
+    from firmware.ops.faults import load_scenario
+
+    await device.wait_booted()
+    load_scenario(OpsContext.running(device), scenario)
 
 
 def _http_service(args: argparse.Namespace) -> Service:

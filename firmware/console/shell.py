@@ -31,6 +31,7 @@ from firmware.config.profile import MODELS, SCHEMA
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
 from firmware.errors import DeviceError
 from firmware.ops import boxes, ifax, profile, render, sessions, status, storage, system
+from firmware.ops import faults as ops_faults
 from firmware.ops import tls as ops_tls
 from firmware.ops import trace as ops_trace
 from firmware.ops.context import OpsContext
@@ -259,6 +260,20 @@ HELP: dict[str, Help] = {
         ),
         Help("trace off", "stop recording the protocol trace"),
         Help("trace show [SESSION]", "the recorded trace (one session's)"),
+        Help(
+            "fault add ACTION [KEY=VALUE ...]",
+            "inject a POP3 or device fault (docs/faults.md)",
+            "Actions: retr-break, stall-before-end, flip-byte, reply-error,\n"
+            "drop-after-greeting, drop-after-reply, delay, bandwidth, vanish, tls-fail,\n"
+            "unreadable, power-cut, flash-full, memory-full. Triggers: box=, client=,\n"
+            "command=, nth_session=, nth_command=, after_s=, probability=, times=\n"
+            "(absent: every match, until cleared). E.g.\n"
+            "  fault add retr-break box=alice after_percent=50 times=1\n"
+            "  fault add reply-error command=PASS code=IN-USE\n"
+            "Every firing is logged (dpfw fault event=fault-fired ...) and counted.",
+        ),
+        Help("fault list", "the faults set and how often each fired"),
+        Help("fault clear [ID]", "remove one fault, or all of them"),
         Help(
             "scan BOX [OPTION=VALUE ...]",
             "scan a test job into BOX (`help scan`)",
@@ -886,6 +901,20 @@ class ConsoleShell:
         self._arity("trace show", args, 0, 1)
         session = ops_trace.parse_trace_session(args[0]) if args else None
         self._say(render.trace_show(ops_trace.trace_show(self.ctx, session)))
+
+    def _cmd_fault_add(self, args: list[str]) -> None:
+        if not args:
+            raise DeviceError(f"usage: {HELP['fault add'].usage}")
+        self._say(render.fault_added(ops_faults.add_fault_words(self.ctx, args[0], args[1:])))
+
+    def _cmd_fault_list(self, args: list[str]) -> None:
+        self._arity("fault list", args, 0)
+        self._say(render.fault_list(ops_faults.list_faults(self.ctx)))
+
+    def _cmd_fault_clear(self, args: list[str]) -> None:
+        self._arity("fault clear", args, 0, 1)
+        fault_id = ops_faults.parse_fault_id(args[0]) if args else None
+        self._say(render.faults_cleared(ops_faults.clear_faults(self.ctx, fault_id)))
 
     def _cmd_tls_show(self, args: list[str]) -> None:
         self._arity("tls show", args, 0, 1)

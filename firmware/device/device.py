@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import logging
 import signal
 import socket
@@ -26,7 +27,9 @@ from firmware.config.budget import RamBudget
 from firmware.config.profile import SCHEMA, Profile, Value, masked, running_after, validate
 from firmware.device.boards import limits_of, open_board, save_profile, saved_profile
 from firmware.device.demo import boot_notice
-from firmware.errors import DeviceError
+from firmware.errors import DeviceError, MemoryFullError, StorageFullError
+from firmware.faults.plan import DELIVER, SCAN, Fault, FaultPlan, Where
+from firmware.faults.spec import FaultSpec
 from firmware.ifax.poller import IfaxPoller
 from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
@@ -51,6 +54,11 @@ log = logging.getLogger("dpfw.device")
 
 MIB = 1024 * 1024
 SHUTDOWN_GRACE_S = 5.0
+SCAN_RAM_HINT = 4 * MIB  # what a refused scan says it needed (memory-full fault)
+
+_storing_scan: contextvars.ContextVar[bool] = contextvars.ContextVar("storing_scan", default=False)
+"""True inside `Device.scan` (trio copies it to the store worker's thread): the delivery
+being stored is a scan's (for `power-cut at=mid-scan-store`)."""
 
 
 @dataclass
@@ -154,6 +162,12 @@ class Device:
         self.ifax: IfaxPoller | None = None  # the Internet Fax poller while booted
         self.trace = Tracer()
         """The POP3 protocol trace, one for every boot (firmware/pop3/trace.py)."""
+        self.faults = FaultPlan()
+        """The faults set on this device (firmware/faults, docs/faults.md); they live in RAM
+        for the whole process, across reboots and power cuts."""
+        self.power_cuts = 0
+        self._cut = False
+        self._outer: trio.Nursery | None = None
         self.admin_lockout = AdminLockout()  # shared by the console and the HTTP API
         self.store_worker = StoreWorker()
         """The one way the running device reaches its Board for anything that writes or takes
@@ -230,9 +244,64 @@ class Device:
         self._reboot = True
         self._stop.set()
 
+    def power_cut(self, fault: Fault | None = None) -> None:
+        """Cut the power now: the services stop without any shutdown step (no drain: open
+        sessions end uncommitted, as a crash ends them), the image is closed as the process
+        dying would close it, and the device boots again from it (same ports)."""
+        what = f" (fault {fault.id})" if fault is not None else ""
+        log.warning("power cut%s: stopping without shutdown", what)
+        self._cut = True
+        self._reboot = True
+        self._stop.set()
+
+    def add_fault(self, spec: FaultSpec) -> Fault:
+        """Set a fault on this device (firmware/ops/faults.py); `power-cut at=now` fires at
+        once."""
+        fault = self.faults.add(spec)
+        if spec.point == "device":
+            later = spec.triggers.get("after_s")
+            if later and self._outer is not None:
+                self._outer.start_soon(self._cut_later, later)
+            else:
+                self._cut_now()
+        return fault
+
+    def _cut_now(self) -> None:
+        for fired in self.faults.fire("device", Where()):
+            self.power_cut(fired)
+
+    async def _cut_later(self, seconds: float) -> None:
+        await trio.sleep(seconds + 0.01)  # the plan's clock must see after_s passed
+        self._cut_now()
+
+    def _before_deliver(self, box: str) -> None:
+        """The board's hook before each delivery: the flash-full and mid-scan-store power-cut
+        faults (runs on the store worker's thread)."""
+        plan = self.faults
+        if not plan.active:
+            return
+        scan = _storing_scan.get()
+        for fault in plan.fire("delivery", Where(box=box, command=SCAN if scan else DELIVER)):
+            if fault.action == "power-cut":
+                trio.from_thread.run_sync(self.power_cut, fault)
+                raise DeviceError("power cut while the scan was being stored; nothing was stored")
+            usage = self.board.usage()
+            raise StorageFullError(
+                f"storage full: the message does not fit: 0 bytes are free of {usage.total} "
+                "(0 reclaimable); nothing was stored"
+            )
+
     async def scan(self, request: ScanRequest) -> ScanResult:
         """Run one scan job into a box (console `scan`, the lab feeder)."""
         job_number = self.job_numbers.take()
+        if self.faults.active and self.faults.fire("scan", Where(box=request.box, command=SCAN)):
+            self.scans_failed += 1
+            budget = self.budget
+            raise MemoryFullError(
+                f"MEMORY FULL: scan job {job_number} needs {SCAN_RAM_HINT} bytes, "
+                f"{min(budget.free, SCAN_RAM_HINT - 1)} free of {budget.total}"
+            )
+        token = _storing_scan.set(True)
         try:
             result = await run_scan_async(
                 request,
@@ -245,6 +314,8 @@ class Device:
         except DeviceError:
             self.scans_failed += 1
             raise
+        finally:
+            _storing_scan.reset(token)
         self.scans_done += 1
         return result
 
@@ -266,6 +337,7 @@ class Device:
                 logger.setLevel(logging.INFO)
         try:
             async with trio.open_nursery() as outer:
+                self._outer = outer
                 outer.start_soon(self._watch_signals)
                 for service in self.services:
                     outer.start_soon(service, self)
@@ -273,9 +345,9 @@ class Device:
                     await self._boot_and_serve()
                     if not self._reboot:
                         break
-                    log.info("rebooting")
+                    log.info("power restored: booting" if self._cut else "rebooting")
                     self._stop = trio.Event()
-                    self._reboot = False
+                    self._reboot = self._cut = False
                 outer.cancel_scope.cancel()
         finally:
             for logger, level in zip(loggers, levels, strict=True):
@@ -305,6 +377,7 @@ class Device:
             if self.options.cert_out is not None:
                 self._export_certificate(board, self.options.cert_out, serving=context is not None)
             board.between_steps = self.store_worker.lock.pause
+            board.before_deliver = self._before_deliver
             self.pop3 = Pop3Service(
                 board,
                 lambda: self.profile,
@@ -312,7 +385,9 @@ class Device:
                 tls=context,
                 worker=self.store_worker,
                 tracer=self.trace,
+                faults=self.faults,
             )
+            self.pop3.power_cut = self.power_cut
             host, port = self.options.pop3 or (
                 profile.str("pop3.address"),
                 profile.int("pop3.port"),
@@ -339,9 +414,10 @@ class Device:
                     self.feeder = ScanFeeder(self, self.options.scan_feed_per_min)
                     nursery.start_soon(self.feeder.run)
                 await self._stop.wait()
-                log.info("stopping: no new POP3 sessions; %.0f s grace", SHUTDOWN_GRACE_S)
-                await self.pop3.drain(SHUTDOWN_GRACE_S)
-                nursery.cancel_scope.cancel()
+                if not self._cut:
+                    log.info("stopping: no new POP3 sessions; %.0f s grace", SHUTDOWN_GRACE_S)
+                    await self.pop3.drain(SHUTDOWN_GRACE_S)
+                nursery.cancel_scope.cancel()  # a power cut: every session ends uncommitted
         finally:
             self._board = None
             self.pop3 = None
@@ -350,7 +426,11 @@ class Device:
             self.pop3_addresses, self.pop3s_addresses = [], []  # nothing listens any more
             with trio.CancelScope(shield=True):
                 await self.store_worker.run(board.close)  # after any operation still running
-            log.info("board image closed cleanly")
+            if self._cut:
+                self.power_cuts += 1
+                log.warning("power cut: board image abandoned without shutdown")
+            else:
+                log.info("board image closed cleanly")
 
     def _tls_context(self, board: Board) -> ssl.SSLContext | None:
         """The device certificate as a server context; None (and a log line) if unusable."""

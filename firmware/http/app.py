@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from firmware.config.profile import SCHEMA
 from firmware.errors import DeviceError, MemoryFullError, QuotaError
+from firmware.faults.spec import FaultSpecError
 from firmware.http import auth
 from firmware.http.body import (
     JSON_LIMIT,
@@ -45,6 +46,7 @@ from firmware.http.metrics import ApiMetrics
 from firmware.http.openapi import openapi_document
 from firmware.http.web import Web
 from firmware.ops import boxes, ifax, messages, scans, sessions, status, system
+from firmware.ops import faults as ops_faults
 from firmware.ops import profile as ops_profile
 from firmware.ops import trace as ops_trace
 from firmware.ops.context import OpsContext
@@ -177,6 +179,11 @@ class Api:
             r(f"{API}/tray", ["GET"], self.tray_list),
             r(f"{API}/tray", ["DELETE"], self.tray_clear),
             r(f"{API}/tray/{{number}}", ["GET"], self.tray_show),
+            r(f"{API}/faults", ["GET"], self.list_faults),
+            r(f"{API}/faults", ["POST"], self.add_fault),
+            r(f"{API}/faults", ["DELETE"], self.clear_faults),
+            r(f"{API}/faults/{{fault}}", ["GET"], self.show_fault),
+            r(f"{API}/faults/{{fault}}", ["DELETE"], self.clear_fault),
         ]
 
     async def _json(self, request: Request, spec: dict[str, Field]) -> dict[str, Any]:
@@ -493,6 +500,51 @@ class Api:
             raise ApiError(400, "bad_id", f"{text!r} is not a session id (see GET {API}/sessions)")
         ident = sessions.session_kill(self.ctx, int(text))
         return JSONResponse({"killed": ident})
+
+    # ----- faults (docs/faults.md) -----
+
+    async def list_faults(self, request: Request) -> Response:
+        """The faults set, each with how often it fired; the plan's seed; firings by action."""
+        self._no_query(request)
+        return JSONResponse(as_json(ops_faults.list_faults(self.ctx)))
+
+    async def add_fault(self, request: Request) -> Response:
+        """Set one fault from its JSON object (docs/faults.md): 201 and the fault (its `id`)."""
+        self._no_query(request)
+        check_content_type(request.headers, "application/json")
+        raw = await read_limited(request.stream(), JSON_LIMIT, "a JSON body")
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise ApiError(400, "bad_json", f"the body is not JSON: {exc}") from None
+        try:
+            added = ops_faults.add_fault(self.ctx, obj)
+        except FaultSpecError as exc:
+            raise ApiError(400, "bad_fault", str(exc)) from None
+        return JSONResponse(as_json(added), status_code=201)
+
+    def _fault_id(self, request: Request) -> int:
+        text: str = request.path_params["fault"]
+        if not text.isdigit() or len(text) > 9:
+            raise ApiError(400, "bad_id", f"{text!r} is not a fault id (see GET {API}/faults)")
+        fault_id = int(text)
+        if all(f.id != fault_id for f in ops_faults.fault_plan(self.ctx).faults()):
+            raise ApiError(404, "not_found", f"no fault {fault_id} (see GET {API}/faults)")
+        return fault_id
+
+    async def show_fault(self, request: Request) -> Response:
+        self._no_query(request)
+        fault_id = self._fault_id(request)
+        return JSONResponse(as_json(ops_faults.info(ops_faults.fault_plan(self.ctx).get(fault_id))))
+
+    async def clear_fault(self, request: Request) -> Response:
+        self._no_query(request)
+        fault_id = self._fault_id(request)
+        return JSONResponse(as_json(ops_faults.clear_faults(self.ctx, fault_id)))
+
+    async def clear_faults(self, request: Request) -> Response:
+        self._no_query(request)
+        return JSONResponse(as_json(ops_faults.clear_faults(self.ctx)))
 
     # ----- scans -----
 

@@ -88,6 +88,18 @@ class DeviceCollector(Collector):
         yield GaugeMetricFamily(
             "dpfw_admin_failures", "wrong admin passwords in a row", value=lockout.failures
         )
+        faults = CounterMetricFamily(
+            "dpfw_faults_fired", "injected faults that fired, by action", labels=["action"]
+        )
+        for action, count in sorted(device.faults.fired_by_action.items()):
+            faults.add_metric([action], count)
+        yield faults
+        yield GaugeMetricFamily(
+            "dpfw_faults_active", "faults set that can still fire", value=_live(device)
+        )
+        yield CounterMetricFamily(
+            "dpfw_power_cuts", "power cuts (fault injected) since start", value=device.power_cuts
+        )
         pop3 = device.pop3
         if pop3 is None:
             return
@@ -140,6 +152,10 @@ class DeviceCollector(Collector):
         for name, doc in _POP3_COUNTERS.items():
             if name in names:
                 yield CounterMetricFamily(f"dpfw_pop3_{name}", doc, value=getattr(stats, name))
+
+
+def _live(device: Device) -> int:
+    return sum(1 for fault in device.faults.faults() if fault.live)
 
 
 class ApiMetrics:

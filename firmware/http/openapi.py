@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from firmware import __version__
+from firmware.faults.spec import ACTIONS, TRIGGERS
 
+_KINDS = {"str": "string", "choice": "string", "int": "integer", "float": "number"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -46,7 +48,7 @@ def _op(
 
 _WHY = {
     400: "bad input: JSON, types, unknown keys, names",
-    404: "no such box, message, session or job",
+    404: "no such box, message, session, job or fault",
     409: "not possible now (box not empty, open in a session, a limit)",
     413: "too large for the box (quota, message count) or the device",
     415: "wrong Content-Type",
@@ -208,6 +210,29 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/scans/{job}": {
                 "get": _op("a scan job: running, done or failed", errors=(404,), params=("job",))
+            },
+            "/api/v1/faults": {
+                "get": _op("the faults set, how often each fired, the seed (docs/faults.md)"),
+                "post": _op(
+                    "set a fault: an action, its keys and triggers; 201 and its id",
+                    201,
+                    errors=(415,),
+                    body=_json(
+                        {
+                            "type": "object",
+                            "required": ["action"],
+                            "properties": {
+                                "action": {"type": "string", "enum": list(ACTIONS)},
+                                **{key: {"type": _KINDS[k.kind]} for key, k in TRIGGERS.items()},
+                            },
+                        }
+                    ),
+                ),
+                "delete": _op("clear every fault"),
+            },
+            "/api/v1/faults/{fault}": {
+                "get": _op("one fault and how often it fired", errors=(404,), params=("fault",)),
+                "delete": _op("clear one fault", errors=(404,), params=("fault",)),
             },
             "/metrics": {
                 "get": _op(

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from firmware.config.profile import render as format_value
 from firmware.ops.boxes import BoxChange, BoxDetail, BoxList, Unlock
+from firmware.ops.faults import FaultInfo, FaultList, FaultsCleared
 from firmware.ops.ifax import IfaxStatus, PollResult, TrayCleared, TrayDoc, TrayList
 from firmware.ops.messages import MessageList
 from firmware.ops.profile import (
@@ -556,3 +557,28 @@ def tray_show(d: TrayDoc) -> str:
 
 def tray_cleared(c: TrayCleared) -> str:
     return f"tray cleared: {plural(c.removed, 'document')} removed"
+
+
+def _fault_line(f: FaultInfo) -> str:
+    keys = [f"{k}={v}" for k, v in f.spec.items() if k != "action"]
+    state = (
+        ("until cleared" if f.remaining is None else f"{f.remaining} left") if f.live else "spent"
+    )
+    return " ".join([f.action, *keys, f"(fired {f.fired}, {state})"])
+
+
+def fault_added(f: FaultInfo) -> str:
+    return f"fault {f.id} set: {_fault_line(f)}"
+
+
+def fault_list(faults: FaultList) -> str:
+    if not faults.faults:
+        return "no faults set"
+    seed = "random" if faults.seed is None else str(faults.seed)
+    return "\n".join([f"seed {seed}", *(f"{f.id:>4} {_fault_line(f)}" for f in faults.faults)])
+
+
+def faults_cleared(cleared: FaultsCleared) -> str:
+    if not cleared.ids:
+        return "no faults set"
+    return f"cleared {plural(len(cleared.ids), 'fault')}: {', '.join(map(str, cleared.ids))}"

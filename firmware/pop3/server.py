@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import socket
 import ssl
@@ -30,7 +31,8 @@ import trio
 from firmware.config.budget import RamBudget, Reservation
 from firmware.config.profile import Profile
 from firmware.errors import DeviceError, MemoryFullError
-from firmware.pop3 import syntax
+from firmware.faults.plan import Fault, FaultPlan, Where
+from firmware.pop3 import faultwire, syntax
 from firmware.pop3.admission import Admission, Refuse
 from firmware.pop3.connection import ServerConnection
 from firmware.pop3.direct import can_map, send_from_image
@@ -112,7 +114,11 @@ class SessionInfo:
 
 class _Session:
     __slots__ = (
+        "after_reply",
+        "body_faults",
         "evicted",
+        "fault_commands",
+        "fault_nth",
         "host",
         "id",
         "implicit_tls",
@@ -144,6 +150,10 @@ class _Session:
         self.started = time.time()
         self.scope = trio.CancelScope()
         self.protocol: Pop3Protocol | None = None
+        self.fault_nth = 0  # its number among sessions accepted while faults were set
+        self.fault_commands = 0  # command lines seen while faults were set
+        self.body_faults: list[Fault] = []  # fired for the body about to go
+        self.after_reply: list[Fault] = []  # fired for after the reply about to go
 
 
 def _peer_of(stream: trio.abc.HalfCloseableStream) -> tuple[str, str]:
@@ -195,13 +205,18 @@ class Pop3Service:
         worker: StoreWorker | None = None,
         store: Mailstore | None = None,
         tracer: Tracer | None = None,
+        faults: FaultPlan | None = None,
     ) -> None:
         """`worker`: the device's store worker, through which every store operation runs (a
         private one if None: then this service is the Board's only user). `store`: serve
         this maildrop instead of `board` (e.g. firmware.pop3.memory in tests): RETR then
         always pulls the body, as there is no image file to copy from. `tracer`: the device's
-        protocol trace (firmware/pop3/trace.py); a private one if None."""
+        protocol trace (firmware/pop3/trace.py); a private one if None. `faults`: the
+        device's fault plan (firmware/faults/plan.py); a private, empty one if None."""
         self.tracer = tracer if tracer is not None else Tracer()
+        self.faults = faults if faults is not None else FaultPlan(log_events=False)
+        self.power_cut: Callable[[Fault], None] | None = None
+        """The device's power switch, for `power-cut at=after-quit-ok` (None: no device)."""
         self._board_store = BoardMailstore(board, worker) if board is not None else None
         if store is None:
             if self._board_store is None:
@@ -487,7 +502,13 @@ class Pop3Service:
         except MemoryFullError:
             log_event("limit", session.host, limit="memory", via=how, session=session.id)
             return False
-        ssl_stream = trio.SSLStream(session.socket_stream, self._tls, server_side=True)
+        context = self._tls
+        if self.faults.active:
+            faulty = self._tls_faults(session, protocol, how, context)
+            if faulty is None:
+                return False  # tls-fail: the handshake is refused
+            context = faulty
+        ssl_stream = trio.SSLStream(session.socket_stream, context, server_side=True)
         reason = "handshake-timeout"
         with trio.move_on_after(TLS_HANDSHAKE_S):
             try:
@@ -539,6 +560,7 @@ class Pop3Service:
         """
         scope = session.scope
         scope.deadline = trio.current_time() + self._idle_limit(protocol)
+        accept_faults = self._accept_faults(session) if self.faults.active else None
         if session.implicit_tls and not await self._start_tls(session, protocol, None, "pop3s"):
             return False
         conn = ServerConnection(
@@ -552,6 +574,8 @@ class Pop3Service:
         if tracer.active:
             tracer.server(session.id, session.peer, greeting)
         out = conn.send(greeting)
+        if accept_faults and not await self._greeting_faults(session, accept_faults, out):
+            return False  # drop-after-greeting
         while True:
             try:
                 event = conn.next_event()
@@ -581,7 +605,10 @@ class Pop3Service:
             if tracer.active:
                 tracer.client(session.id, session.peer, event)
             started = trio.current_time()
-            answer = await protocol.answer(event)
+            if self.faults.active:
+                answer = await self._answer_with_faults(session, protocol, event)
+            else:
+                answer = await protocol.answer(event)
             if tracer.active:
                 tracer.server(session.id, session.peer, answer.first)
             if answer.delay > 0:
@@ -590,7 +617,11 @@ class Pop3Service:
                     out = b""
                 await trio.sleep(answer.delay)
             if answer.body is not None:
-                await self._send_body(session, protocol, conn, answer, out)
+                if session.body_faults:
+                    if not await self._send_faulty_body(session, protocol, conn, answer, out):
+                        return False  # retr-break: the connection is dropped mid-body
+                else:
+                    await self._send_body(session, protocol, conn, answer, out)
                 out = b""
                 if answer.stored is not None:
                     self.stats.note_retr(trio.current_time() - started)
@@ -602,6 +633,11 @@ class Pop3Service:
                         await self._write(stream, out)
                     self._plaintext_after_stls(session)
                     return False
+            if session.after_reply:
+                await self._write(stream, out)
+                out = b""
+                if not self._after_reply_faults(session, answer):
+                    return False  # drop-after-reply
             if answer.close:
                 conn.send(ConnectionClosed())
                 await self._write(stream, out)
@@ -624,6 +660,148 @@ class Pop3Service:
                 await self._write(stream, out)
                 out = b""
             scope.deadline = trio.current_time() + self._idle_limit(protocol)
+
+    # -- faults (firmware/faults, docs/faults.md): asked only while `self.faults.active` ----
+
+    def _where(
+        self,
+        session: _Session,
+        protocol: Pop3Protocol | None,
+        command: str | None = None,
+        message: int | None = None,
+    ) -> Where:
+        box = None if protocol is None else protocol.box or protocol.user_name
+        return Where(
+            session.id,
+            session.host,
+            box,
+            command,
+            session.fault_nth,
+            session.fault_commands,
+            message,
+        )
+
+    def _accept_faults(self, session: _Session) -> list[Fault]:
+        """A session was accepted: number it; apply `bandwidth` now; return the faults for
+        the greeting (`delay at=greeting`, `drop-after-greeting`)."""
+        session.fault_nth = self.faults.session_opened()
+        fired = self.faults.fire("accept", self._where(session, None))
+        for fault in fired:
+            if fault.action == "bandwidth":
+                session.socket_stream = session.stream = faultwire.ShapedStream(
+                    session.socket_stream,
+                    fault.params["bytes_per_s"],
+                    fault.params["latency_ms"] / 1000,
+                )
+        return [f for f in fired if f.action != "bandwidth"]
+
+    async def _greeting_faults(self, session: _Session, fired: list[Fault], out: bytes) -> bool:
+        """Wait before the greeting (`delay`), send it; False to drop the connection now."""
+        for fault in fired:
+            if fault.action == "delay":
+                await trio.sleep(fault.params["seconds"])
+        if any(f.action == "drop-after-greeting" for f in fired):
+            await self._write(session.stream, out)
+            return False
+        return True
+
+    async def _answer_with_faults(
+        self, session: _Session, protocol: Pop3Protocol, event: Command | BadCommand | SaslResponse
+    ) -> Answer:
+        """`protocol.answer(event)` with the faults that fire at this command applied: a
+        reply replaced (`reply-error`, `unreadable`) or delayed, a login's snapshot thinned
+        (`vanish`), faults noted for the body (`retr-break`, ...) and for after the reply."""
+        faults = self.faults
+        keyword: str | None = None
+        message: int | None = None
+        fired: list[Fault] = []
+        if type(event) is Command:
+            keyword = event.keyword
+            session.fault_commands += 1
+            if keyword in ("RETR", "TOP") and event.numbers:
+                message = event.numbers[0]
+            fired = faults.fire("command", self._where(session, protocol, keyword, message))
+        answer: Answer | None = None
+        delay = 0.0
+        for fault in fired:
+            if fault.action == "reply-error" and answer is None:
+                answer = faultwire.reply_error(fault, keyword or "")
+            elif fault.action == "unreadable" and answer is None and protocol.box is not None:
+                answer = faultwire.unreadable(protocol, message or 0)
+            elif fault.action == "delay":
+                delay += fault.params["seconds"]
+            elif fault.action in ("drop-after-reply", "power-cut"):
+                session.after_reply.append(fault)
+        if answer is None:
+            was_in = protocol.box is not None
+            answer = await protocol.answer(event)
+            if not was_in and protocol.box is not None:
+                fired = faults.fire("login", self._where(session, protocol, keyword))
+                if fired or faults.hidden.get(protocol.box):
+                    answer = faultwire.vanish(faults, fired, protocol, answer)
+            elif answer.body is not None and keyword in ("RETR", "TOP"):
+                where = self._where(session, protocol, keyword, message)
+                session.body_faults = faults.fire("body", where)
+        if delay:
+            answer = Answer(
+                answer.first,
+                answer.body,
+                answer.close,
+                answer.delay + delay,
+                answer.starttls,
+                answer.stored,
+                answer.guard,
+            )
+        return answer
+
+    async def _send_faulty_body(
+        self,
+        session: _Session,
+        protocol: Pop3Protocol,
+        conn: ServerConnection,
+        answer: Answer,
+        pending: bytes,
+    ) -> bool:
+        """A RETR/TOP body with body faults; False when the connection must be dropped."""
+        fired, session.body_faults = session.body_faults, []
+        size = 0
+        text = answer.first.text
+        if answer.stored is not None and text.partition(" ")[0].isdigit():
+            size = int(text.partition(" ")[0])
+        elif protocol.box is not None:
+            uid = answer.stored[1] if answer.stored is not None else None
+            sizes = dict(zip(protocol.uids, protocol.sizes, strict=True))
+            size = sizes.get(uid, 0) if uid is not None else max(sizes.values(), default=0)
+        session.scope.deadline = math.inf  # a stall is the fault, not an idle client
+        keep = await faultwire.send_body(session.stream, conn, answer, pending, fired, size)
+        session.scope.deadline = trio.current_time() + self._idle_limit(protocol)
+        return keep
+
+    def _after_reply_faults(self, session: _Session, answer: Answer) -> bool:
+        """After the reply went out: False to drop the connection (`drop-after-reply`);
+        `power-cut at=after-quit-ok` cuts the device's power once QUIT's +OK is sent."""
+        fired, session.after_reply = session.after_reply, []
+        keep = True
+        for fault in fired:
+            if fault.action == "drop-after-reply":
+                keep = False
+            elif fault.action == "power-cut" and answer.ok and self.power_cut is not None:
+                self.power_cut(fault)
+        return keep
+
+    def _tls_faults(
+        self, session: _Session, protocol: Pop3Protocol, how: str, context: ssl.SSLContext
+    ) -> ssl.SSLContext | None:
+        """The context to handshake with: None to refuse the handshake (`tls-fail`), or one
+        with an expired or wrong-name certificate (`tls-fail cert=...`)."""
+        command = "STLS" if how == "stls" else None
+        for fault in self.faults.fire("tls", self._where(session, protocol, command)):
+            if fault.params["cert"] == "abort":
+                log_event("tls-fail", session.host, via=how, reason="fault", session=session.id)
+                self.stats.tls_failures += 1
+                return None
+            context = faultwire.bad_certificate(fault, self._profile().str("identity.hostname"))
+        return context
 
     async def _write(self, stream: trio.abc.Stream, data: bytes) -> None:
         """Send reply octets on a session's stream, counted for /metrics."""

@@ -94,6 +94,9 @@ class Board:
         self._index = Index(image.geometry.image_id[:4].hex(), state.seq_floor)
         self._limits: StoreLimits | None = None
         self.between_steps: Callable[[], None] = _no_pause
+        self.before_deliver: Callable[[str], None] | None = None
+        """Called with the box before each delivery is stored; what it raises refuses the
+        delivery (the device's flash-full and power-cut faults, docs/faults.md)."""
         """Called between the steps of a long operation (each compaction segment), with the
         board consistent: the store worker lets waiting readers in (firmware/store/worker.py)."""
         self._space = Space(
@@ -391,6 +394,8 @@ class Board:
         Bytes and seekable files are measured first, so compaction can make exactly the room
         needed; a stream that cannot seek (a pipe) is encoded straight into the log in one pass.
         """
+        if self.before_deliver is not None:
+            self.before_deliver(box)
         rec, state = self._box(box)
         limits = self.limits
         max_messages = limits.max_messages
