@@ -299,12 +299,15 @@ def parse_words(action: str, words: list[str], where: str = "fault add") -> Faul
     """A fault from the console's words: ACTION and `key=value` pairs, each value read as its
     key's type (`fault add retr-break box=alice after_percent=50 times=1`)."""
     obj: dict[str, Any] = {"action": action}
-    keys = {**TRIGGERS, **(ACTIONS[action].keys if action in ACTIONS else {})}
+    if action not in ACTIONS:
+        return parse_fault(obj, where)  # names the actions there are
+    keys = {**TRIGGERS, **ACTIONS[action].keys}
+    at = f"{where} {action}"
     for word in words:
         key, eq, text = word.partition("=")
         key = key.replace("-", "_")
         if not eq or not key:
-            raise FaultSpecError(f"{where}: {word!r} is not key=value (e.g. box=alice)")
+            raise FaultSpecError(f"{at}: {word!r} is not key=value (e.g. box=alice)")
         kind = keys[key].kind if key in keys else "str"
         value: Any = text
         if kind in ("int", "float"):
@@ -312,8 +315,8 @@ def parse_words(action: str, words: list[str], where: str = "fault add") -> Faul
                 value = int(text) if kind == "int" else float(text)
             except ValueError:
                 what = "an integer" if kind == "int" else "a number"
-                raise FaultSpecError(f"{where}: {key} must be {what}, not {text!r}") from None
+                raise FaultSpecError(f"{at}: {key} must be {what}, not {text!r}") from None
         if key in obj:
-            raise FaultSpecError(f"{where}: {key} is given twice")
+            raise FaultSpecError(f"{at}: {key} is given twice")
         obj[key] = value
     return parse_fault(obj, where)
