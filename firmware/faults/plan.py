@@ -169,7 +169,7 @@ class FaultPlan:
             gone = [self.get(fault_id)]
             del self._faults[fault_id]
         if not any(f.action == "vanish" for f in self._faults.values()):
-            self.hidden.clear()
+            self.hidden.clear()  # the messages come back
         self._update()
         if self.on_change is not None:
             self.on_change()
@@ -188,8 +188,14 @@ class FaultPlan:
 
         return unsubscribe
 
+    def hide(self, box: str, uid: str) -> None:
+        """A `vanish` fault hid `uid` from `box`'s later sessions (until it is cleared)."""
+        self.hidden.setdefault(box, set()).add(uid)
+        self.active = True
+
     def _update(self) -> None:
-        self.active = any(f.live for f in self._faults.values())
+        # Hidden messages stay hidden after their vanish fault is spent, until it is cleared.
+        self.active = any(f.live for f in self._faults.values()) or any(self.hidden.values())
 
     # -- the service's side ----------------------------------------------------------------
 

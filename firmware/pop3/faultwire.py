@@ -88,11 +88,11 @@ def vanish(plan: FaultPlan, fired: list[Fault], protocol: Pop3Protocol, answer: 
     snapshot, as if another client had deleted them; the +OK counts what is left."""
     box = protocol.box
     assert box is not None
-    hidden = plan.hidden.setdefault(box, set())
     for fault in fired:
         number = fault.params["message"]
         if number <= len(protocol.uids):
-            hidden.add(protocol.uids[number - 1])
+            plan.hide(box, protocol.uids[number - 1])
+    hidden = plan.hidden.get(box)
     if not hidden:
         return answer
     keep = [i for i, uid in enumerate(protocol.uids) if uid not in hidden]

@@ -78,6 +78,14 @@ def test_every_contract_action_name_exists() -> None:
             "fault power-cut: at after-quit-ok fires at QUIT, not RETR",
         ),
         (
+            {"action": "bandwidth", "box": "alice"},
+            "fault bandwidth: box can never match: this fault is decided when a connection",
+        ),
+        (
+            {"action": "delay", "at": "greeting", "command": "USER"},
+            "fault delay: command can never match",
+        ),
+        (
             {"action": "power-cut", "box": "alice"},
             "fault power-cut: at now takes no session trigger",
         ),
