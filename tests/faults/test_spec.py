@@ -140,7 +140,10 @@ probability = 0.5
         ("speed = 1", "lab.toml: unknown top-level key 'speed' (seed, fault)"),
         ("fault = 1", "lab.toml: fault must be [[fault]] tables"),
         ("[[fault]]\naction = 'delay'\n[[fault]]\nx = 1", "lab.toml: fault 2: no action"),
-        ("[[fault]]\naction = 'delay'\nseconds = 1e9", "lab.toml: fault 1 delay: seconds 1000000000.0 is out of range 0..3600"),
+        (
+            "[[fault]]\naction = 'delay'\nseconds = 1e9",
+            "lab.toml: fault 1 delay: seconds 1000000000.0 is out of range 0..3600",
+        ),
     ],
 )
 def test_scenario_mistakes(text: str, line: str) -> None:
