@@ -260,15 +260,15 @@ def parse_fault(obj: Any, where: str = "fault") -> FaultSpec:
             triggers["command"] = "QUIT"
         elif any(k in triggers for k in ("box", "client", "command", "nth_command")):
             raise FaultSpecError(f"{where}: at {at} takes no session trigger (box, client, ...)")
-    spec = FaultSpec(name, params, triggers)
-    if spec.point == "accept":
+    fault = FaultSpec(name, params, triggers)
+    if fault.point == "accept":
         never = [k for k in ("box", "command", "nth_command") if k in triggers]
         if never:
             raise FaultSpecError(
                 f"{where}: {never[0]} can never match: this fault is decided when a connection "
                 "arrives, before any command (use client or nth_session)"
             )
-    return spec
+    return fault
 
 
 @dataclass(frozen=True, slots=True)
