@@ -75,7 +75,7 @@ class FaultEvent:
 class Fault:
     """One active fault: its id, its spec, how often it fired, how often it still may."""
 
-    __slots__ = ("added", "fired", "id", "remaining", "session_base", "spec")
+    __slots__ = ("added", "fired", "id", "kept", "remaining", "session_base", "spec")
 
     def __init__(self, fault_id: int, spec: FaultSpec, added: float, session_base: int) -> None:
         self.id = fault_id
@@ -84,6 +84,8 @@ class Fault:
         self.session_base = session_base
         self.fired = 0
         self.remaining: int | None = spec.triggers.get("times")
+        self.kept: object = None
+        """What the adapter made for this fault once (tls-fail: its SSLContext)."""
 
     @property
     def live(self) -> bool:

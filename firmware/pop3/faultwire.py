@@ -183,22 +183,16 @@ def _flip(chunk: bytes, at: int) -> bytes:
     return chunk
 
 
-_contexts: dict[tuple[int, str], ssl.SSLContext] = {}
-
-
 def bad_certificate(fault: Fault, hostname: str) -> ssl.SSLContext:
     """The server context a `tls-fail cert=expired|wrong-name` presents, made with
-    `cryptography` once per fault (in memory, never stored): expired names the device but
-    ended yesterday; wrong-name is valid but names only WRONG_NAME."""
-    kind = fault.params["cert"]
-    key = (fault.id, kind)
-    context = _contexts.get(key)
-    if context is None:
-        if kind == "expired":
-            past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
-            cert, private = make_self_signed(hostname, days=29, now=past)
-        else:
-            cert, private = make_self_signed(WRONG_NAME, loopback=False)
-        context = server_context(cert, private)
-        _contexts[key] = context
+    `cryptography` once per fault (in memory, never stored; kept on the fault): expired
+    names the device but ended yesterday; wrong-name is valid but names only WRONG_NAME."""
+    if isinstance(fault.kept, ssl.SSLContext):
+        return fault.kept
+    if fault.params["cert"] == "expired":
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+        cert, private = make_self_signed(hostname, days=29, now=past)
+    else:
+        cert, private = make_self_signed(WRONG_NAME, loopback=False)
+    fault.kept = context = server_context(cert, private)
     return context
