@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def need(name: str) -> str:
     return path
 
 
-async def mpop(lab: Lab, tmp_path: Path, keep: bool) -> trio.CompletedProcess[bytes]:
+async def mpop(lab: Lab, tmp_path: Path, keep: bool) -> subprocess.CompletedProcess[bytes]:
     binary = need("mpop")
     rc = tmp_path / "mpoprc"
     rc.write_text("")
@@ -48,7 +49,7 @@ async def mpop(lab: Lab, tmp_path: Path, keep: bool) -> trio.CompletedProcess[by
     )
 
 
-async def fetchmail(lab: Lab, tmp_path: Path, keep: bool) -> trio.CompletedProcess[bytes]:
+async def fetchmail(lab: Lab, tmp_path: Path, keep: bool) -> subprocess.CompletedProcess[bytes]:
     binary = need("fetchmail")
     rc = tmp_path / "fetchmailrc"
     rc.write_text(
