@@ -261,7 +261,7 @@ HELP: dict[str, Help] = {
         Help("trace off", "stop recording the protocol trace"),
         Help("trace show [SESSION]", "the recorded trace (one session's)"),
         Help(
-            "fault add ACTION [KEY=VALUE ...]",
+            "fault add ACTION [K=V ...]",
             "inject a POP3 or device fault (docs/faults.md)",
             "Actions: retr-break, stall-before-end, flip-byte, reply-error,\n"
             "drop-after-greeting, drop-after-reply, delay, bandwidth, vanish, tls-fail,\n"

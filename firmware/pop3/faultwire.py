@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import ssl
 from array import array
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -115,7 +116,7 @@ async def send_body(
     conn: ServerConnection,
     answer: Answer,
     pending: bytes,
-    faults: list[Fault],
+    faults: Sequence[Fault],
     size: int,
 ) -> bool:
     """Send a RETR/TOP answer with body faults applied; False when the connection must now
@@ -123,7 +124,8 @@ async def send_body(
 
     Chunk by chunk, as the plain path does, never from the image directly: `flip-byte`
     inverts one octet of the copy on the wire, `retr-break` stops after its share and
-    drops the connection (no terminator), `stall-before-end` waits before the "." line.
+    drops the connection (no terminator; a TOP body shorter than the share is sent whole,
+    then dropped before the "." line), `stall-before-end` waits before the "." line.
     """
     body: Body | None = answer.body
     assert body is not None
@@ -160,6 +162,9 @@ async def send_body(
             if len(out) >= 65536:
                 await stream.send_all(out)
                 out = b""
+        if cut is not None:  # a TOP body shorter than the cut: break before the "." line
+            await stream.send_all(out)
+            return False
         if body.wire and tail:
             conn.body_sent_elsewhere(tail[-3:])
         if "stall-before-end" in params:

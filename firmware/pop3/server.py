@@ -116,6 +116,7 @@ class _Session:
     __slots__ = (
         "after_reply",
         "body_faults",
+        "body_size",
         "evicted",
         "fault_commands",
         "fault_nth",
@@ -152,8 +153,9 @@ class _Session:
         self.protocol: Pop3Protocol | None = None
         self.fault_nth = 0  # its number among sessions accepted while faults were set
         self.fault_commands = 0  # command lines seen while faults were set
-        self.body_faults: list[Fault] = []  # fired for the body about to go
-        self.after_reply: list[Fault] = []  # fired for after the reply about to go
+        self.body_faults: Sequence[Fault] = ()  # fired for the body about to go
+        self.body_size = 0  # that body's message octets (what its percentages are of)
+        self.after_reply: Sequence[Fault] = ()  # fired for after the reply about to go
 
 
 def _peer_of(stream: trio.abc.HalfCloseableStream) -> tuple[str, str]:
@@ -723,6 +725,7 @@ class Pop3Service:
             fired = faults.fire("command", self._where(session, protocol, keyword, message))
         answer: Answer | None = None
         delay = 0.0
+        after: list[Fault] = []
         for fault in fired:
             if fault.action == "reply-error" and answer is None:
                 answer = faultwire.reply_error(fault, keyword or "")
@@ -731,7 +734,9 @@ class Pop3Service:
             elif fault.action == "delay":
                 delay += fault.params["seconds"]
             elif fault.action in ("drop-after-reply", "power-cut"):
-                session.after_reply.append(fault)
+                after.append(fault)
+        if after:
+            session.after_reply = after
         if answer is None:
             was_in = protocol.box is not None
             answer = await protocol.answer(event)
@@ -739,9 +744,10 @@ class Pop3Service:
                 fired = faults.fire("login", self._where(session, protocol, keyword))
                 if fired or faults.hidden.get(protocol.box):
                     answer = faultwire.vanish(faults, fired, protocol, answer)
-            elif answer.body is not None and keyword in ("RETR", "TOP"):
+            elif answer.body is not None and keyword in ("RETR", "TOP") and message:
                 where = self._where(session, protocol, keyword, message)
                 session.body_faults = faults.fire("body", where)
+                session.body_size = protocol.sizes[message - 1]
         if delay:
             answer = Answer(
                 answer.first,
@@ -763,24 +769,18 @@ class Pop3Service:
         pending: bytes,
     ) -> bool:
         """A RETR/TOP body with body faults; False when the connection must be dropped."""
-        fired, session.body_faults = session.body_faults, []
-        size = 0
-        text = answer.first.text
-        if answer.stored is not None and text.partition(" ")[0].isdigit():
-            size = int(text.partition(" ")[0])
-        elif protocol.box is not None:
-            uid = answer.stored[1] if answer.stored is not None else None
-            sizes = dict(zip(protocol.uids, protocol.sizes, strict=True))
-            size = sizes.get(uid, 0) if uid is not None else max(sizes.values(), default=0)
+        fired, session.body_faults = session.body_faults, ()
         session.scope.deadline = math.inf  # a stall is the fault, not an idle client
-        keep = await faultwire.send_body(session.stream, conn, answer, pending, fired, size)
+        keep = await faultwire.send_body(
+            session.stream, conn, answer, pending, fired, session.body_size
+        )
         session.scope.deadline = trio.current_time() + self._idle_limit(protocol)
         return keep
 
     def _after_reply_faults(self, session: _Session, answer: Answer) -> bool:
         """After the reply went out: False to drop the connection (`drop-after-reply`);
         `power-cut at=after-quit-ok` cuts the device's power once QUIT's +OK is sent."""
-        fired, session.after_reply = session.after_reply, []
+        fired, session.after_reply = session.after_reply, ()
         keep = True
         for fault in fired:
             if fault.action == "drop-after-reply":

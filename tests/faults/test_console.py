@@ -50,7 +50,7 @@ async def test_fault_add_list_clear(lab: Lab, term: Term) -> None:
 
 
 async def test_fault_mistakes_are_one_line(term: Term) -> None:
-    assert term.run("fault add") == "error: usage: fault add ACTION [KEY=VALUE ...]\n"
+    assert term.run("fault add") == "error: usage: fault add ACTION [K=V ...]\n"
     assert term.run("fault add nope").startswith("error: fault add: unknown action 'nope'")
     assert term.run("fault add delay seconds=x") == (
         "error: fault add delay: seconds must be a number, not 'x'\n"

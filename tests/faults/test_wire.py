@@ -196,3 +196,16 @@ async def test_unreadable_answers_sys_perm(lab: Lab) -> None:
     await trio.to_thread.run_sync(lab.serves_others)
     lab.device.faults.clear(fault.id)
     assert await trio.to_thread.run_sync(lab.retr, 2) == whole
+
+
+async def test_retr_break_on_top_never_sends_the_end(lab: Lab) -> None:
+    # TOP's body is shorter than the message the percentage is of: it is cut before the ".".
+    lab.fault(action="retr-break", command="TOP", after_percent=90, times=1)
+
+    def top() -> None:
+        pop = lab.login()
+        with pytest.raises(poplib.error_proto, match="EOF"):
+            pop.top(3, 0)
+
+    await trio.to_thread.run_sync(top)
+    await trio.to_thread.run_sync(lab.serves_others)
