@@ -32,7 +32,7 @@ def error_line(out: str) -> str:
 
 
 def test_groups_commands_and_help_come_from_one_table() -> None:
-    assert set(GROUPS) == {"profile", "box", "session", "trace", "tls", "ifax"}
+    assert set(GROUPS) == {"profile", "box", "session", "trace", "fault", "tls", "ifax"}
     assert COMMANDS[0] == "help" and "status" in COMMANDS and "profile" in COMMANDS
     for name in HELP:
         assert hasattr(ConsoleShell, "_cmd_" + name.replace(" ", "_")), name

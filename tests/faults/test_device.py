@@ -79,3 +79,11 @@ async def test_memory_full_for_the_next_scan(lab: Lab) -> None:
     assert lab.device.scans_failed == 1
     await scans.run_scan(lab.ctx, request)
     assert len(await trio.to_thread.run_sync(lab.uidl)) == 4
+
+
+async def test_power_cut_later(lab: Lab) -> None:
+    fault = lab.fault(action="power-cut", after_s=0.2)
+    assert lab.device.boots == 1 and lab.fired(fault.id) == 0
+    await wait_booted(lab.device, boots=2)
+    assert lab.fired(fault.id) == 1 and lab.device.power_cuts == 1
+    await trio.to_thread.run_sync(lab.serves_others)
