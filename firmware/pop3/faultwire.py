@@ -53,8 +53,8 @@ class ShapedStream(trio.abc.HalfCloseableStream):
         step = max(1, min(CHUNK_PAUSE_OCTETS, self.bytes_per_s))
         for at in range(0, len(view), step):
             piece = view[at : at + step]
+            await trio.sleep(len(piece) / self.bytes_per_s)  # each piece arrives in its time
             await self.inner.send_all(piece)
-            await trio.sleep(len(piece) / self.bytes_per_s)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.inner.wait_send_all_might_not_block()
