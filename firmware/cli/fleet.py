@@ -163,7 +163,8 @@ def _read_password_file(path: Path) -> str:
     from firmware.text import file_problem
 
     try:
-        password = path.read_text("utf-8").splitlines()[0].strip() if path.stat().st_size else ""
+        # The first line as it is (a password may start or end with a space).
+        password = path.read_text("utf-8").split("\n", 1)[0].rstrip("\r")
     except OSError as exc:
         raise DeviceError(file_problem(path, exc)) from None
     except UnicodeDecodeError:
@@ -313,7 +314,15 @@ def cmd_device(args: argparse.Namespace) -> int:
 
     def password() -> str:
         if args.admin_password_file is not None:
-            return _read_password_file(args.admin_password_file)
+            from firmware.fleet.k8s import PLACEHOLDER
+
+            secret = _read_password_file(args.admin_password_file)
+            if secret == PLACEHOLDER:
+                raise DeviceError(
+                    f"{args.admin_password_file}: still the placeholder {PLACEHOLDER}; put the "
+                    "admin password in the Secret (docs/fleet.md)"
+                )
+            return secret
         if manifest.admin_password_file is not None:
             from firmware.fleet.manifest import resolve
 

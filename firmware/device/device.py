@@ -67,7 +67,9 @@ class RunOptions:
     watch_signals: bool = True  # False: the embedding program (a fleet) handles SIGTERM/SIGINT
 
 
-_RUNNING: contextvars.ContextVar[Device | None] = contextvars.ContextVar("dpfw_device", default=None)
+_RUNNING: contextvars.ContextVar[Device | None] = contextvars.ContextVar(
+    "dpfw_device", default=None
+)
 """The device whose task (or store-worker thread) is running: trio copies it into every task
 a device starts, so a fleet of devices in one process keeps each device's log lines apart."""
 

@@ -2,8 +2,8 @@
 
 `dpfw fleet k8s MANIFEST` writes, as one YAML stream (docs/fleet.md):
 
-- a Secret `NAME-admin` holding the admin password new images get (a placeholder that the
-  password rule refuses until it is replaced, so a forgotten edit fails loudly);
+- a Secret `NAME-admin` holding the admin password new images get (a placeholder that
+  `dpfw fleet device` refuses to create an image with, so a forgotten edit fails loudly);
 - a ConfigMap `NAME-manifest` holding the manifest and the files it names (template,
   fault scenarios), mounted at /etc/dpfw/fleet;
 - a headless Service `NAME` (clusterIP None): pod NAME-i is `NAME-i.NAME.NAMESPACE.svc`;
@@ -36,11 +36,11 @@ HTTP_PORT = 8080
 MOUNT = "/etc/dpfw/fleet"
 SECRET_MOUNT = "/run/secrets/dpfw"
 DATA = "/data"
-PLACEHOLDER = "REPLACE-ME"  # refused by the password rule (too short): a pod cannot start on it
+PLACEHOLDER = "REPLACE-ME-with-the-admin-password"  # `fleet device` refuses to use it
 
 _PROBE = (
     "import base64, urllib.request as u; "
-    f"p = open('{SECRET_MOUNT}/admin-password').read().strip(); "
+    f"p = open('{SECRET_MOUNT}/admin-password').read().split(chr(10))[0].rstrip(chr(13)); "
     "a = base64.b64encode(('admin:' + p).encode()).decode(); "
     f"u.urlopen(u.Request('http://127.0.0.1:{HTTP_PORT}/api/v1/status', "
     "headers={'Authorization': 'Basic ' + a}), timeout=3)"

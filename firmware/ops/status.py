@@ -8,7 +8,6 @@ from firmware import __version__
 from firmware.ops.context import OpsContext
 from firmware.text import host_port
 
-
 SERIAL_SETTING = "identity.serial"
 """The board setting that holds a serial number (fleet devices get one: docs/fleet.md)."""
 
