@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -185,6 +186,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     manifest_path, manifest = _manifest_for_up(args)
     directory: Path = args.directory
     plans = plan(manifest)
+    _name_devices_in_logs()
     clashes = collisions(plans)
     if clashes:
         raise DeviceError("\ndpfw: ".join(clashes))
@@ -228,6 +230,26 @@ def cmd_up(args: argparse.Namespace) -> int:
             state.write_state(directory, {**base, "ready": False, "devices": records})
     finally:
         state.release(directory)
+
+
+class _DeviceName(logging.Filter):
+    """Puts the logging device's name (its image's directory, e.g. `floor3-007`) before each
+    line the fleet process writes to stderr: 100 devices log into one stream."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from firmware.device.device import running_device
+
+        device = running_device()
+        record.device = f"[{device.options.image.parent.name}] " if device is not None else ""
+        return True
+
+
+def _name_devices_in_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DeviceName())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(device)s%(name)s: %(message)s")
+        )
 
 
 def _services(member: Member) -> list[Service]:

@@ -86,6 +86,11 @@ class LogRing(logging.Handler):
         self.lines.append(self.format(record))
 
 
+def running_device() -> Device | None:
+    """The device whose task or store-worker thread is running now (None outside any)."""
+    return _RUNNING.get()
+
+
 class _OwnLines(logging.Filter):
     """Lets a device's LogRing keep only lines logged by that device's tasks (or by no
     device's: the process itself), when several devices share a process (firmware.fleet)."""

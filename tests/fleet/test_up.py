@@ -188,8 +188,9 @@ def test_each_api_reports_its_own_serial_and_controls_only_its_device(fleet: Fle
     assert "extra" not in [b["name"] for b in api(devices[0]["http"], "/boxes")["boxes"]]
 
 
-def test_each_console_answers_on_its_pty_with_its_own_serial(fleet: Fleet) -> None:
-    for device in status(fleet.directory)["devices"]:
+def test_each_console_answers_on_its_pty_with_its_own_serial_and_log(fleet: Fleet) -> None:
+    devices = status(fleet.directory)["devices"]
+    for device in devices:
         port = serial.serial_for_url(device["console"], baudrate=115200, timeout=10)
         try:
             port.write(b"\r")
@@ -200,6 +201,12 @@ def test_each_console_answers_on_its_pty_with_its_own_serial(fleet: Fleet) -> No
             port.write(b"status\r")
             text = port.read_until(prompt).decode()
             assert f"serial     {device['serial']}" in text
+            # Its log holds its own lines only, though every device logs in one process.
+            port.write(b"log\r")
+            text = port.read_until(prompt).decode()
+            assert f"console on {device['console']}" in text
+            others = [d["console"] for d in devices if d is not device]
+            assert not any(f"console on {other}\r" in text for other in others), text
             port.write(b"logout\r")
         finally:
             port.close()
