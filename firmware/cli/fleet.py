@@ -60,10 +60,18 @@ def register(sub: Any) -> None:
     up.add_argument("--models", type=parse_models, metavar="M1,M2", help="... cycling these models")
     up.add_argument("--name", metavar="NAME", help="... fleet name (default: from DIR)")
     up.add_argument("--address", default="127.0.0.1", help="... listen address (127.0.0.1)")
-    up.add_argument("--pop3-base-port", type=parse_port, default=11000, metavar="P")
-    up.add_argument("--pop3s-base-port", type=parse_port, default=0, metavar="P")
-    up.add_argument("--http-base-port", type=parse_port, default=0, metavar="Q")
-    up.add_argument("--console", choices=("pty", "none"), default="pty")
+    up.add_argument(
+        "--pop3-base-port", type=parse_port, default=11000, metavar="P", help="... POP3 on P + i"
+    )
+    up.add_argument(
+        "--pop3s-base-port", type=parse_port, default=0, metavar="P", help="... POP3S (0: none)"
+    )
+    up.add_argument(
+        "--http-base-port", type=parse_port, default=0, metavar="Q", help="... API (0: none)"
+    )
+    up.add_argument(
+        "--console", choices=("pty", "none"), default="pty", help="... a console pty each"
+    )
     add_secret_options(up, "admin-password")
     up.set_defaults(func=cmd_up)
 
@@ -81,12 +89,20 @@ def register(sub: Any) -> None:
         "device", help="create (once) and run device INDEX of MANIFEST alone (one per pod)"
     )
     device.add_argument("manifest", type=Path, metavar="MANIFEST")
-    device.add_argument("index", type=int, metavar="INDEX")
-    device.add_argument("--image", type=Path, required=True, metavar="IMG")
-    device.add_argument("--pop3", type=parse_address, metavar="HOST:PORT")
-    device.add_argument("--pop3s", type=parse_address, metavar="HOST:PORT")
-    device.add_argument("--http", type=parse_address, metavar="HOST:PORT")
-    device.add_argument("--http-insecure", action="store_true")
+    device.add_argument("index", type=int, metavar="INDEX", help="the device's index (0..)")
+    device.add_argument(
+        "--image", type=Path, required=True, metavar="IMG", help="the image (made if missing)"
+    )
+    device.add_argument(
+        "--pop3", type=parse_address, metavar="HOST:PORT", help="POP3 here, not the plan's"
+    )
+    device.add_argument(
+        "--pop3s", type=parse_address, metavar="HOST:PORT", help="POP3S here, not the plan's"
+    )
+    device.add_argument("--http", type=parse_address, metavar="HOST:PORT", help="the HTTP API")
+    device.add_argument(
+        "--http-insecure", action="store_true", help="plain HTTP on a non-loopback address"
+    )
     device.add_argument(
         "--admin-password-file", type=Path, metavar="FILE", help="for a new image (a Secret)"
     )
@@ -94,9 +110,11 @@ def register(sub: Any) -> None:
 
     k8s = fleet.add_parser("k8s", help="Kubernetes manifests (YAML) for MANIFEST's fleet")
     k8s.add_argument("manifest", type=Path, metavar="MANIFEST")
-    k8s.add_argument("--image", default="localhost/dpfw:latest", metavar="NAME")
+    k8s.add_argument(
+        "--image", default="localhost/dpfw:latest", metavar="NAME", help="the container image"
+    )
     k8s.add_argument("--storage", default="", metavar="SIZE", help="volume size (flash + 25%%)")
-    k8s.add_argument("--namespace", default="", metavar="NS")
+    k8s.add_argument("--namespace", default="", metavar="NS", help="metadata.namespace")
     k8s.set_defaults(func=cmd_k8s)
 
 
@@ -125,7 +143,7 @@ def _manifest_for_up(args: argparse.Namespace) -> tuple[Path, Manifest]:
         text = mf.write(
             name=args.name or _default_name(directory),
             count=args.count,
-            template=args.template,
+            template=_template_arg(args.template),
             models=args.models or (),
             address=args.address,
             pop3_base_port=args.pop3_base_port,
@@ -149,6 +167,13 @@ def _manifest_for_up(args: argparse.Namespace) -> tuple[Path, Manifest]:
             "or --manifest FILE"
         )
     return path, mf.load(path)
+
+
+def _template_arg(text: str) -> str:
+    """A model as given; a profile file as an absolute path (the manifest lives in DIR)."""
+    from firmware.config.profile import MODELS
+
+    return text if text.upper() in MODELS else str(Path(text).resolve())
 
 
 def _admin_password(args: argparse.Namespace, manifest: Manifest) -> str:

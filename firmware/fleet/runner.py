@@ -23,6 +23,7 @@ from pathlib import Path
 import trio
 
 from firmware.device.device import Device, RunOptions, Service
+from firmware.errors import DeviceError
 from firmware.fleet.plan import DevicePlan
 
 log = logging.getLogger("dpfw.fleet")
@@ -44,7 +45,10 @@ ServicesFor = Callable[[Member], Sequence[Service]]
 
 
 def options_for(fleet_dir: Path, plan: DevicePlan) -> RunOptions:
-    """How the fleet runs device `plan` (its image, listeners, run-only settings, feeder)."""
+    """How the fleet runs device `plan` (its image, listeners, run-only settings, feeder).
+
+    `plan.faults` (a fault scenario file the manifest names, checked to exist) is not wired
+    yet: the fault plans (branch `faults`) will take it here, as a RunOptions field."""
     return RunOptions(
         image=fleet_dir / Path(*plan.image.parts),
         overrides=dict(plan.settings),
@@ -84,6 +88,10 @@ async def run_fleet(
                     await member.device.run()
                 except BaseException as exc:
                     member.up = False
+                    if not ready and isinstance(exc, DeviceError | BaseExceptionGroup):
+                        leaf = _only_device_error(exc)
+                        if leaf is not None:  # name the device: 100 of them log together
+                            raise DeviceError(f"{member.plan.name}: {leaf}") from None
                     if not ready or not isinstance(exc, Exception):
                         raise
                     log.exception("%s stopped with an error; the others go on", member.plan.name)
@@ -102,6 +110,15 @@ async def run_fleet(
             await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
     return 0
+
+
+def _only_device_error(exc: BaseException) -> DeviceError | None:
+    """The DeviceError `exc` is or that a (nested) group holds alone; else None."""
+    if isinstance(exc, DeviceError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _only_device_error(exc.exceptions[0])
+    return None
 
 
 async def _watch_signals(members: Sequence[Member]) -> None:

@@ -49,6 +49,7 @@ class DeviceStatus:
     http: str | None
     console: str | None
     state: str
+    faults: str | None = None  # the fault scenario file the manifest names, if any
     greeting: str | None = None
     boxes: int | None = None
     messages: int | None = None
@@ -77,6 +78,8 @@ def device_record(plan: DevicePlan, console: str | None = None) -> dict[str, Any
         "pop3s": host_port(*plan.pop3s) if plan.pop3s else None,
         "http": host_port(*plan.http) if plan.http else None,
         "console": console,
+        "faults": plan.faults,  # as the manifest names it (relative to the manifest)
+        "scan_feed_per_min": plan.scan_feed_per_min,
     }
 
 
@@ -178,7 +181,7 @@ def fleet_status(fleet_dir: Path) -> FleetStatus:
         base: dict[str, Any] = {
             k: record.get(k) for k in ("name", "serial", "model", "hostname", "image")
         }
-        base.update({k: record.get(k) for k in ("pop3", "pop3s", "http")})
+        base.update({k: record.get(k) for k in ("pop3", "pop3s", "http", "faults")})
         console = record.get("console") if pid is not None else None
         if pid is not None:
             line = greeting(str(record["pop3"]))

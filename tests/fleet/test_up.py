@@ -332,3 +332,23 @@ def test_a_device_whose_image_is_held_elsewhere_stops_the_start_with_one_line(
     assert "Traceback" not in refused.stderr
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("dpfw: ") and "lab-002" in last and "in use" in last
+
+
+def test_a_port_another_program_holds_stops_the_start_naming_device_and_address(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "lab"
+    pop3_base, _ = write_manifest(directory)
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", pop3_base + 1))
+    squatter.listen()
+    try:
+        refused = dpfw("fleet", "up", str(directory), "--admin-password", ADMIN, check=False)
+    finally:
+        squatter.close()
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"dpfw: lab-001: cannot listen for POP3 on 127.0.0.1:{pop3_base + 1}")
+    assert not (directory / "fleet.pid").exists()
+    assert "board image closed cleanly" in refused.stderr  # the others stopped cleanly
