@@ -94,7 +94,7 @@ def test_files_the_manifest_names_travel_in_the_config_map(tmp_path: Path) -> No
 
 
 def test_to_yaml_keeps_strings_strings() -> None:
-    value = {
+    value: dict[str, Any] = {
         "a": ["no", "0755", "1e3", "null", "", "x: y", "- z", "#c", "tab\there", "é"],
         "b": {"multi": "line one\n  two\n", "trailing": "x\n\n"},
         "c": [True, 3, 2.5, None, [], {}],
