@@ -99,13 +99,21 @@ async def run_fleet(
 
         for member in members:
             nursery.start_soon(run_one, member)
-        nursery.start_soon(_watch_signals, members)
-        with trio.fail_after(ready_timeout):
-            for member in members:
-                await _wait_ready(member)
-        ready = True
-        log.info("fleet ready: %d devices", len(members))
-        on_ready(members)
+        starting = trio.CancelScope()  # a signal while the fleet starts ends the wait
+        nursery.start_soon(_watch_signals, members, starting)
+        with starting:
+            with trio.move_on_after(ready_timeout) as waited:
+                for member in members:
+                    await _wait_ready(member)
+            if waited.cancelled_caught:
+                late = [m.plan.name for m in members if not m.device.pop3_addresses]
+                raise DeviceError(
+                    f"the fleet was not ready after {ready_timeout:.0f} s "
+                    f"(not serving: {', '.join(late[:5]) or 'HTTP or console'})"
+                )
+            ready = True
+            log.info("fleet ready: %d devices", len(members))
+            on_ready(members)
         while running.borrowed_tokens:  # until every device has stopped
             await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
@@ -121,16 +129,18 @@ def _only_device_error(exc: BaseException) -> DeviceError | None:
     return None
 
 
-async def _watch_signals(members: Sequence[Member]) -> None:
+async def _watch_signals(members: Sequence[Member], starting: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("signal %s: shutting the fleet down", signal.Signals(signum).name)
+            starting.cancel()  # a device that stops before it booted will never be ready
             for member in members:
                 member.device.request_shutdown()
 
 
 async def _wait_ready(member: Member) -> None:
-    await member.device.wait_booted()
+    while not member.device.pop3_addresses:  # set once it serves POP3 (this boot)
+        await trio.sleep(0.02)
     plan = member.plan
     if plan.http is not None:
         host, port = plan.http

@@ -95,7 +95,13 @@ class Fleet:
         )
         self.lines: list[str] = []
         self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def output(self) -> str:
+        """Everything the fleet wrote, once it has exited (the reader reached EOF)."""
+        self._reader.join(10)
+        return "\n".join(self.lines)
 
     def _read(self) -> None:
         assert self.popen.stdout is not None
@@ -257,7 +263,7 @@ def test_down_drains_then_up_again_reuses_the_images(tmp_path: Path) -> None:
         assert first.popen.wait(30) == 0
     finally:
         first.kill()
-    out = "\n".join(first.lines)
+    out = first.output()
     assert out.count("board image closed cleanly") == COUNT
     assert "3 images created, 0 reused" in out
     assert not (directory / "fleet.pid").exists()
@@ -352,3 +358,20 @@ def test_a_port_another_program_holds_stops_the_start_naming_device_and_address(
     assert last.startswith(f"dpfw: lab-001: cannot listen for POP3 on 127.0.0.1:{pop3_base + 1}")
     assert not (directory / "fleet.pid").exists()
     assert "board image closed cleanly" in refused.stderr  # the others stopped cleanly
+
+
+def test_sigterm_while_the_fleet_starts_stops_every_device_cleanly(tmp_path: Path) -> None:
+    directory = tmp_path / "lab"
+    write_manifest(directory)
+    starting = Fleet(directory, "--admin-password", ADMIN)
+    try:
+        deadline = time.monotonic() + 60
+        while not any("booted from" in line for line in starting.lines):
+            assert time.monotonic() < deadline and starting.popen.poll() is None
+            time.sleep(0.01)
+        starting.popen.send_signal(signal.SIGTERM)
+        assert starting.popen.wait(30) == 0
+    finally:
+        starting.kill()
+    assert starting.output().count("board image closed cleanly") == COUNT
+    assert not (directory / "fleet.pid").exists()
