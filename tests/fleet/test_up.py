@@ -75,6 +75,10 @@ settings = {{ "pop3.apop" = true, "pop3.plaintext_auth" = "always" }}
 name = "scan{{index}}"
 password = "Scan-pw-{{index}}-xyz"
 legacy = true
+
+[[device]]
+index = 2
+scan_feed_per_min = {fields.get("feed", "0")}
 """
     )
     return base, base + COUNT
@@ -141,7 +145,7 @@ def api(http: str, path: str, body: dict[str, Any] | None = None) -> Any:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     directory = tmp_path_factory.mktemp("fleet") / "lab"
-    write_manifest(directory)
+    write_manifest(directory, feed="120")  # the lab feeder on device 2 only
     running = Fleet(directory, "--admin-password", ADMIN)
     running.wait_ready()
     yield running
@@ -178,7 +182,8 @@ def test_each_device_greets_with_its_host_and_serves_only_its_boxes(fleet: Fleet
         client = poplib.POP3(host, int(port), timeout=10)
         client.user(f"scan{index}")
         client.pass_(f"Scan-pw-{index}-xyz")
-        assert client.stat() == (0, 0)
+        count, _ = client.stat()
+        assert count >= 0 if index == 2 else count == 0  # device 2 runs the scan feeder
         client.quit()
 
 
@@ -192,6 +197,19 @@ def test_each_api_reports_its_own_serial_and_controls_only_its_device(fleet: Fle
     api(devices[1]["http"], "/boxes", {"name": "extra", "password": "Extra-pw-123"})
     assert "extra" in [b["name"] for b in api(devices[1]["http"], "/boxes")["boxes"]]
     assert "extra" not in [b["name"] for b in api(devices[0]["http"], "/boxes")["boxes"]]
+
+
+def test_the_scan_feed_runs_on_the_device_the_manifest_names_only(fleet: Fleet) -> None:
+    devices = status(fleet.directory)["devices"]
+    deadline = time.monotonic() + 30
+    while api(devices[2]["http"], "/status")["scans_done"] == 0:
+        assert time.monotonic() < deadline, "device 2's feeder made no scan in 30 s"
+        time.sleep(0.1)
+    assert [api(d["http"], "/status")["scans_done"] for d in devices[:2]] == [0, 0]
+    assert api(devices[2]["http"], "/status")["feeder"] is not None
+    assert api(devices[0]["http"], "/status")["feeder"] is None
+    boxes = api(devices[2]["http"], "/boxes")["boxes"]
+    assert sum(b["messages"] for b in boxes) > 0
 
 
 def test_each_console_answers_on_its_pty_with_its_own_serial_and_log(fleet: Fleet) -> None:
@@ -210,7 +228,8 @@ def test_each_console_answers_on_its_pty_with_its_own_serial_and_log(fleet: Flee
             # Its log holds its own lines only, though every device logs in one process.
             port.write(b"log\r")
             text = port.read_until(prompt).decode()
-            assert f"console on {device['console']}" in text
+            if device is not devices[2]:  # device 2's feeder fills the shown tail of its log
+                assert f"console on {device['console']}" in text
             others = [d["console"] for d in devices if d is not device]
             assert not any(f"console on {other}\r" in text for other in others), text
             port.write(b"logout\r")
