@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from firmware.config.profile import Profile, for_model, shown
+from firmware.config.profile import MODELS, Profile, for_model, shown
 from firmware.errors import DeviceError
 from firmware.fleet.manifest import BoxSpec, Manifest, expand
 from firmware.text import host_port
@@ -78,7 +78,7 @@ def plan(manifest: Manifest) -> list[DevicePlan]:
                 name=name,
                 hostname=hostname,
                 serial=serial_number(manifest.name, index),
-                model=model or "",  # "": the template's model
+                model=model or _template_model(manifest),
                 image=PurePosixPath("devices", name, "board.img"),
                 pop3=(manifest.address, _port(manifest, "pop3_base_port", index)),
                 pop3s=_optional(manifest, "pop3s_base_port", index),
@@ -95,6 +95,13 @@ def plan(manifest: Manifest) -> list[DevicePlan]:
             )
         )
     return plans
+
+
+def _template_model(manifest: Manifest) -> str:
+    """The template's model when the template is a model name; "" for a profile file (its
+    model is known once the file is read: images.template_profile)."""
+    upper = manifest.template.upper()
+    return upper if upper in MODELS else ""
 
 
 def _port(manifest: Manifest, key: str, index: int) -> int:
