@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "firmware.ops": 5,
     "firmware.console": 6,
     "firmware.http": 6,
+    "firmware.fleet": 6,  # many Devices in one process; front-ends come from firmware.cli
     "firmware.cli": 7,
     "firmware.__main__": 8,
     "firmware.pop3.__main__": 8,  # `python -m firmware.pop3`: an entry point over the Device

@@ -360,8 +360,11 @@ def open_link(spec: str, baud: int) -> Link:
     return SerialLink(spec, baud)
 
 
-async def run_console(device: Device, spec: str) -> None:
-    """The device's console task: `spec` is "pty", "stdio", "none" or a pyserial port/URL."""
+async def run_console(
+    device: Device, spec: str, on_pty: Callable[[str], None] | None = None
+) -> None:
+    """The device's console task: `spec` is "pty", "stdio", "none" or a pyserial port/URL.
+    `on_pty(path)` is told the pty's path once it exists (a fleet lists it in its status)."""
     if spec == "none":
         return
     shell = ConsoleShell(
@@ -378,6 +381,8 @@ async def run_console(device: Device, spec: str) -> None:
             f"dpfw: console: {link.path} (screen {link.path} {baud})", file=sys.stderr, flush=True
         )
         log.info("console on %s", link.path)
+        if on_pty is not None:
+            on_pty(link.path)
     try:
         while True:
             try:

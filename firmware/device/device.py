@@ -71,6 +71,14 @@ class RunOptions:
     pop3s: tuple[str, int] | None = None  # None: no implicit-TLS listener
     scan_feed_per_min: float = 0.0
     cert_out: Path | None = None  # written at each boot: the certificate TLS serves with
+    watch_signals: bool = True  # False: the embedding program (a fleet) handles SIGTERM/SIGINT
+
+
+_RUNNING: contextvars.ContextVar[Device | None] = contextvars.ContextVar(
+    "dpfw_device", default=None
+)
+"""The device whose task (or store-worker thread) is running: trio copies it into every task
+a device starts, so a fleet of devices in one process keeps each device's log lines apart."""
 
 
 class LogRing(logging.Handler):
@@ -83,6 +91,24 @@ class LogRing(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
+
+
+def running_device() -> Device | None:
+    """The device whose task or store-worker thread is running now (None outside any)."""
+    return _RUNNING.get()
+
+
+class _OwnLines(logging.Filter):
+    """Lets a device's LogRing keep only lines logged by that device's tasks (or by no
+    device's: the process itself), when several devices share a process (firmware.fleet)."""
+
+    def __init__(self, device: Device) -> None:
+        super().__init__()
+        self.device = device
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        running = _RUNNING.get()
+        return running is None or running is self.device
 
 
 def apply_overrides(stored: Profile, overrides: Mapping[str, str]) -> Profile:
@@ -151,6 +177,7 @@ class Device:
         self.feeder: ScanFeeder | None = None
         self.boots = 0
         self._log_ring = LogRing()
+        self._log_ring.addFilter(_OwnLines(self))
         self.log_lines = self._log_ring.lines
         self._stop: trio.Event = trio.Event()
         self._booted: trio.Event = trio.Event()
@@ -327,6 +354,7 @@ class Device:
         """Boot, serve until shutdown (reboot loops back to boot); 0 on a clean stop."""
         # Every package logs under "firmware.*" or "dpfw.*"; the ring sees both at INFO even
         # when the embedding program configured no logging.
+        _RUNNING.set(self)  # this task's context: every task and thread it starts inherits it
         switch_interval = sys.getswitchinterval()
         favour_the_event_loop()  # store work runs on threads: hand the GIL back within 1 ms
         loggers = [logging.getLogger("dpfw"), logging.getLogger("firmware")]
@@ -338,7 +366,8 @@ class Device:
         try:
             async with trio.open_nursery() as outer:
                 self._outer = outer
-                outer.start_soon(self._watch_signals)
+                if self.options.watch_signals:
+                    outer.start_soon(self._watch_signals)
                 for service in self.services:
                     outer.start_soon(service, self)
                 while True:

@@ -71,6 +71,7 @@ def status(s: Status) -> str:
         f"model      {s.model}"
         + (f" ({s.next_model} after reboot)" if s.next_model != s.model else ""),
         f"firmware   {s.firmware_version} (dpfw {s.dpfw_version})",
+        *([f"serial     {printable(s.serial)}"] if s.serial else []),
         f"uptime     {format_uptime(s.uptime_s)}",
         f"RAM        {format_size(s.ram.used)} used, {format_size(s.ram.free)} free"
         f" of {format_size(s.ram.total)}",

@@ -8,6 +8,9 @@ from firmware import __version__
 from firmware.ops.context import OpsContext
 from firmware.text import host_port
 
+SERIAL_SETTING = "identity.serial"
+"""The board setting that holds a serial number (fleet devices get one: docs/fleet.md)."""
+
 
 @dataclass(frozen=True)
 class Space:
@@ -52,6 +55,7 @@ class Status:
     scans_failed: int
     feeder: str | None  # the lab feeder's counts, in words, when it runs
     pending: int  # saved changes waiting for a reboot
+    serial: str | None = None  # the image's serial number, if it was given one (a fleet's)
 
 
 def status(ctx: OpsContext) -> Status:
@@ -102,4 +106,5 @@ def status(ctx: OpsContext) -> Status:
         scans_failed=device.scans_failed if device is not None else 0,
         feeder=feeder.stats.describe() if feeder is not None else None,
         pending=len(ctx.pending()),
+        serial=ctx.board.settings().get(SERIAL_SETTING),
     )
