@@ -26,9 +26,11 @@ from firmware.config.budget import RamBudget
 from firmware.config.profile import SCHEMA, Profile, Value, masked, running_after, validate
 from firmware.device.boards import limits_of, open_board, save_profile, saved_profile
 from firmware.device.demo import boot_notice
+from firmware.device.report_file import ReportWriter, report_path
 from firmware.errors import DeviceError
 from firmware.ifax.poller import IfaxPoller
 from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
+from firmware.pop3.report import ClientBook
 from firmware.pop3.server import Pop3Service
 from firmware.pop3.trace import Tracer
 from firmware.scanner.feeder import ScanFeeder
@@ -154,6 +156,9 @@ class Device:
         self.ifax: IfaxPoller | None = None  # the Internet Fax poller while booted
         self.trace = Tracer()
         """The POP3 protocol trace, one for every boot (firmware/pop3/trace.py)."""
+        self.clients = ClientBook()
+        """The client report card, kept across reboots; saved beside the image
+        (firmware/device/report_file.py, docs/report-card.md)."""
         self.admin_lockout = AdminLockout()  # shared by the console and the HTTP API
         self.store_worker = StoreWorker()
         """The one way the running device reaches its Board for anything that writes or takes
@@ -312,6 +317,7 @@ class Device:
                 tls=context,
                 worker=self.store_worker,
                 tracer=self.trace,
+                clients=self.clients,
             )
             host, port = self.options.pop3 or (
                 profile.str("pop3.address"),
@@ -335,6 +341,7 @@ class Device:
                     lambda: self.board, lambda: self.profile, lambda: self.budget, self.store_worker
                 )
                 nursery.start_soon(self.ifax.run)
+                nursery.start_soon(ReportWriter(self.clients, report_path(self.options.image)).run)
                 if self.options.scan_feed_per_min > 0:
                     self.feeder = ScanFeeder(self, self.options.scan_feed_per_min)
                     nursery.start_soon(self.feeder.run)
