@@ -52,6 +52,7 @@ from firmware.pop3.events import (
     SaslContinuation,
     SaslResponse,
 )
+from firmware.text import plural
 
 Verdict = Literal["pass", "warn", "fail", "not-seen"]
 VERDICTS: Final[tuple[Verdict, ...]] = ("pass", "warn", "fail", "not-seen")
@@ -111,14 +112,14 @@ COUNTERS: Final = (
 )
 
 RFC: Final = {
-    "capa": "RFC 2449 §5",
-    "uidl": "RFC 1939 §7",
-    "quit": "RFC 1939 §6",
-    "pipelining": "RFC 2449 §6.6",
-    "retry": "RFC 2449 §8.1.1, RFC 3206 §4",
-    "login-delay": "RFC 2449 §6.5, §8.1.2",
-    "tls": "RFC 2595 §4, RFC 8314 §3",
-    "certificate": "RFC 2595 §2.4, RFC 6125 §6",
+    "capa": "RFC 2449 sec. 5",
+    "uidl": "RFC 1939 sec. 7",
+    "quit": "RFC 1939 sec. 6",
+    "pipelining": "RFC 2449 sec. 6.6",
+    "retry": "RFC 2449 sec. 8.1.1, RFC 3206 sec. 4",
+    "login-delay": "RFC 2449 sec. 6.5, sec. 8.1.2",
+    "tls": "RFC 2595 sec. 4, RFC 8314 sec. 3",
+    "certificate": "RFC 2595 sec. 2.4, RFC 6125 sec. 6",
     "fault": "docs/report-card.md",
 }
 TITLES: Final = {
@@ -859,171 +860,138 @@ def grade(
 ) -> list[Item]:
     """The graded items from a client's counters and its fault rows (name, counts of met /
     pass / warn / fail, last reason, still awaiting a reaction). Pure: the same counters give
-    the same items."""
-    items: list[Item] = []
-    n = c.get("command_sessions", 0)
-    capa = c.get("capa_sessions", 0)
+    the same items. The rules are docs/report-card.md's table."""
+    return [
+        _grade_capa(c),
+        _grade_uidl(c),
+        _grade_quit(c),
+        _grade_pipelining(c),
+        _grade_retry(c),
+        _grade_login_delay(c),
+        _grade_tls(c),
+        *_grade_faults(faults),
+    ]
+
+
+def _all(n: int, noun: str) -> str:
+    """ "the 1 session" reads badly: "all 3 sessions", "1 session"."""
+    return f"all {plural(n, noun)}" if n > 1 else plural(n, noun)
+
+
+def _grade_capa(c: dict[str, int]) -> Item:
+    n, capa = c.get("command_sessions", 0), c.get("capa_sessions", 0)
     if n == 0:
-        items.append(_item("capa", "not-seen", "no session sent a command"))
-    elif capa == n:
-        items.append(_item("capa", "pass", f"asked CAPA in all {n} sessions"))
-    elif capa:
-        items.append(_item("capa", "warn", f"asked CAPA in {capa} of {n} sessions"))
-    else:
-        items.append(_item("capa", "warn", f"never asked CAPA ({n} sessions): guesses extensions"))
+        return _item("capa", "not-seen", "no session sent a command")
+    if capa == n:
+        return _item("capa", "pass", f"asked CAPA in {_all(n, 'session')}")
+    if capa:
+        return _item("capa", "warn", f"asked CAPA in {capa} of {plural(n, 'session')}")
+    return _item("capa", "warn", f"never asked CAPA ({plural(n, 'session')}): guesses extensions")
 
-    kept, kept_uidl, retr = (
-        c.get("kept_sessions", 0),
-        c.get("kept_uidl_sessions", 0),
-        c.get("retr_sessions", 0),
-    )
+
+def _grade_uidl(c: dict[str, int]) -> Item:
+    kept, with_uidl = c.get("kept_sessions", 0), c.get("kept_uidl_sessions", 0)
     if kept == 0:
-        if retr:
-            items.append(_item("uidl", "pass", "deletes what it retrieves: nothing to re-download"))
-        else:
-            items.append(_item("uidl", "not-seen", "retrieved no message"))
-    elif kept_uidl == kept:
-        items.append(_item("uidl", "pass", f"left mail on the server with UIDL ({kept} sessions)"))
-    elif kept_uidl:
-        items.append(
-            _item(
-                "uidl",
-                "warn",
-                f"left mail on the server without UIDL in {kept - kept_uidl} of {kept} sessions",
-            )
-        )
-    else:
-        items.append(
-            _item(
-                "uidl",
-                "fail",
-                f"left mail on the server without UIDL ({kept} sessions): "
-                "it cannot tell new mail from old and re-downloads",
-            )
-        )
+        if c.get("retr_sessions", 0):
+            return _item("uidl", "pass", "deletes what it retrieves: nothing to re-download")
+        return _item("uidl", "not-seen", "retrieved no message")
+    sessions = plural(kept, "session")
+    if with_uidl == kept:
+        return _item("uidl", "pass", f"left mail on the server with UIDL ({sessions})")
+    if with_uidl:
+        why = f"left mail on the server without UIDL in {kept - with_uidl} of {sessions}"
+        return _item("uidl", "warn", why)
+    why = f"left mail on the server without UIDL ({sessions}): it cannot tell new mail from old"
+    return _item("uidl", "fail", why)
 
+
+def _grade_quit(c: dict[str, int]) -> Item:
     quit_, dropped, pending = c.get("quit", 0), c.get("dropped", 0), c.get("dropped_pending", 0)
     if quit_ + dropped == 0:
-        items.append(_item("quit", "not-seen", "no session ended by the client yet"))
-    elif pending:
-        items.append(
-            _item(
-                "quit",
-                "fail",
-                f"dropped {pending} sessions with deletions pending: they were not committed",
-            )
-        )
-    elif dropped:
-        items.append(
-            _item("quit", "warn", f"dropped {dropped} of {quit_ + dropped} sessions without QUIT")
-        )
-    else:
-        items.append(_item("quit", "pass", f"ended all {quit_} sessions with QUIT"))
+        return _item("quit", "not-seen", "no session ended by the client yet")
+    if pending:
+        why = f"dropped {plural(pending, 'session')} with deletions pending: not committed"
+        return _item("quit", "fail", why)
+    if dropped:
+        why = f"dropped {dropped} of {plural(quit_ + dropped, 'session')} without QUIT"
+        return _item("quit", "warn", why)
+    return _item("quit", "pass", f"ended {_all(quit_, 'session')} with QUIT")
 
+
+def _grade_pipelining(c: dict[str, int]) -> Item:
     offered, piped = c.get("pipelining_offered", 0), c.get("pipelined", 0)
     if piped and not offered:
-        items.append(
-            _item("pipelining", "warn", f"pipelined {piped} commands without seeing PIPELINING")
-        )
-    elif piped:
-        items.append(_item("pipelining", "pass", f"pipelined {piped} commands"))
-    elif offered:
-        items.append(
-            _item(
-                "pipelining",
-                "warn",
-                f"PIPELINING offered in {offered} sessions; sent one command at a time",
-            )
-        )
-    else:
-        items.append(_item("pipelining", "not-seen", "never saw PIPELINING offered (no CAPA)"))
+        why = f"pipelined {plural(piped, 'command')} without seeing PIPELINING in CAPA"
+        return _item("pipelining", "warn", why)
+    if piped:
+        return _item("pipelining", "pass", f"pipelined {plural(piped, 'command')}")
+    if offered:
+        why = f"saw PIPELINING in {plural(offered, 'session')}; sent one command at a time"
+        return _item("pipelining", "warn", why)
+    return _item("pipelining", "not-seen", "never saw PIPELINING offered (no CAPA)")
 
-    temp, hammered, backed = (
-        c.get("temp_replies", 0),
-        c.get("retries_hammered", 0),
-        c.get("retries_backed_off", 0),
-    )
+
+def _grade_retry(c: dict[str, int]) -> Item:
+    temp = c.get("temp_replies", 0)
+    hammered, backed = c.get("retries_hammered", 0), c.get("retries_backed_off", 0)
     if temp == 0:
-        items.append(_item("retry", "not-seen", "met no [IN-USE] or [SYS/TEMP]"))
-    elif hammered:
-        items.append(
-            _item(
-                "retry",
-                "fail",
-                f"retried {hammered} times within {HAMMER_S:.0f} s of "
-                f"[IN-USE]/[SYS/TEMP] ({temp} met)",
-            )
-        )
-    elif backed:
-        items.append(
-            _item(
-                "retry", "pass", f"waited {HAMMER_S:.0f} s or more before each of {backed} retries"
-            )
-        )
-    else:
-        items.append(_item("retry", "pass", f"met {temp} [IN-USE]/[SYS/TEMP]; did not retry yet"))
+        return _item("retry", "not-seen", "met no [IN-USE] or [SYS/TEMP]")
+    met = f"{temp} met"
+    if hammered:
+        why = f"retried {plural(hammered, 'time')} within {HAMMER_S:.0f} s ({met})"
+        return _item("retry", "fail", why)
+    if backed:
+        why = f"waited {HAMMER_S:.0f} s or more before each of {plural(backed, 'retry')} ({met})"
+        return _item("retry", "pass", why)
+    return _item("retry", "pass", f"did not retry at once ({met})")
 
-    ld_offered, ld_refused = c.get("login_delay_offered", 0), c.get("login_delay_refusals", 0)
-    if ld_refused > 1:
-        items.append(
-            _item("login-delay", "fail", f"logged in too soon {ld_refused} times ([LOGIN-DELAY])")
-        )
-    elif ld_refused:
-        verdict = "fail" if ld_offered else "warn"
-        why = "though CAPA advertised it" if ld_offered else "without asking CAPA"
-        items.append(_item("login-delay", verdict, f"logged in too soon once, {why}"))
-    elif ld_offered:
-        items.append(_item("login-delay", "pass", "never logged in before the delay was over"))
-    else:
-        items.append(_item("login-delay", "not-seen", "no LOGIN-DELAY advertised to it or met"))
 
-    tls, plain, no_tls = (
-        c.get("tls_logins", 0),
-        c.get("plain_logins_tls_offered", 0),
-        c.get("plain_logins_no_tls", 0),
-    )
+def _grade_login_delay(c: dict[str, int]) -> Item:
+    offered, refused = c.get("login_delay_offered", 0), c.get("login_delay_refusals", 0)
+    if refused > 1:
+        return _item("login-delay", "fail", f"logged in too soon {plural(refused, 'time')}")
+    if refused:
+        why = "though CAPA advertised it" if offered else "without asking CAPA for it"
+        return _item("login-delay", "fail" if offered else "warn", f"logged in too soon, {why}")
+    if offered:
+        return _item("login-delay", "pass", "never logged in before the delay was over")
+    return _item("login-delay", "not-seen", "no LOGIN-DELAY advertised to it or met")
+
+
+def _grade_tls(c: dict[str, int]) -> Item:
+    tls, plain = c.get("tls_logins", 0), c.get("plain_logins_tls_offered", 0)
+    no_tls = c.get("plain_logins_no_tls", 0)
     if plain:
-        items.append(
-            _item(
-                "tls",
-                "fail",
-                f"sent credentials in clear text {plain} times though STLS was offered",
-            )
-        )
-    elif tls and no_tls:
-        items.append(
-            _item("tls", "warn", f"{no_tls} logins in clear text (no TLS offered), {tls} in TLS")
-        )
-    elif tls:
-        items.append(_item("tls", "pass", f"all {tls} login attempts inside TLS"))
-    elif no_tls:
-        items.append(
-            _item("tls", "warn", f"{no_tls} logins in clear text; the device offered no TLS")
-        )
-    else:
-        items.append(_item("tls", "not-seen", "no login attempt"))
+        why = f"sent credentials in clear text {plural(plain, 'time')} though STLS was offered"
+        return _item("tls", "fail", why)
+    if tls and no_tls:
+        why = f"{plural(no_tls, 'login')} in clear text (no TLS offered), {tls} in TLS"
+        return _item("tls", "warn", why)
+    if tls:
+        return _item("tls", "pass", f"{_all(tls, 'login attempt')} inside TLS")
+    if no_tls:
+        why = f"{plural(no_tls, 'login')} in clear text; the device offered no TLS"
+        return _item("tls", "warn", why)
+    return _item("tls", "not-seen", "no login attempt")
 
-    cert_items: list[Item] = []
-    fault_items: list[Item] = []
+
+def _grade_faults(faults: Iterable[tuple[str, dict[str, int], str, bool]]) -> list[Item]:
+    """The certificate item (from a bad-certificate fault, if any) and one per fault met."""
+    cert: list[Item] = []
+    rows: list[Item] = []
     for name, counts, reason, awaiting in faults:
-        met = counts.get("met", 0)
         verdict = "not-seen"
-        for v in ("pass", "warn", "fail"):
+        for v in ("pass", "warn", "fail"):  # the worst outcome seen
             if counts.get(v, 0):
                 verdict = v
         if verdict == "not-seen":
             reason = "no reaction seen yet"
         elif awaiting:
             reason += "; a reaction is still awaited"
-        line = f"{reason} (met {met}x)"
+        line = f"{reason} (met {plural(counts.get('met', 0), 'time')})"
         if fault_kind(name.partition(" ")[0]) == "cert":
-            cert_items.append(_item("certificate", verdict, line))
-        fault_items.append(
-            Item(f"fault:{name}", f"reacted to fault {name}", verdict, line, RFC["fault"])
-        )
-    if cert_items:
-        items.extend(cert_items)
-    else:
-        items.append(_item("certificate", "not-seen", "no bad certificate was presented to it"))
-    items.extend(fault_items)
-    return items
+            cert.append(_item("certificate", verdict, line))
+        rows.append(Item(f"fault:{name}", f"reacted to fault {name}", verdict, line, RFC["fault"]))
+    if not cert:
+        cert.append(_item("certificate", "not-seen", "no bad certificate was presented to it"))
+    return cert + rows
