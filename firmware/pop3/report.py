@@ -75,6 +75,8 @@ FORMAT: Final = "dpfw-clients"
 FORMAT_VERSION: Final = 1
 
 _LOGIN: Final = frozenset({"PASS", "APOP", "AUTH"})
+_REVEALING: Final = frozenset({"PLAIN", "LOGIN"})
+"""SASL mechanisms that send the password itself (RFC 4616, the LOGIN draft)."""
 _TEMP_CODES: Final = frozenset({"IN-USE", "SYS/TEMP"})
 _RESULT_FIELDS: Final = ("met", "pass", "warn", "fail")
 
@@ -100,7 +102,10 @@ COUNTERS: Final = (
     "tls_sessions",  # sessions in TLS (STLS or POP3S)
     "tls_failures",  # handshakes that failed
     "tls_logins",  # login attempts inside TLS
-    "plain_logins_tls_offered",  # login attempts in clear text while STLS was offered
+    "plain_logins_tls_offered",  # password in clear text (USER/PASS, AUTH PLAIN or LOGIN)
+    # while STLS was offered
+    "cr_logins_tls_offered",  # challenge-response (APOP, CRAM-MD5, SCRAM) without TLS while
+    # STLS was offered: the password stays secret, the mail does not
     "plain_logins_no_tls",  # login attempts in clear text, the device offering no TLS
     "pipelining_offered",  # sessions whose CAPA listed PIPELINING
     "temp_replies",  # -ERR [IN-USE] / [SYS/TEMP] received (replies and refusals)
@@ -447,12 +452,15 @@ class _Session:
         "id",
         "keywords",
         "login_delay",
+        "more",
         "pending",
         "pipelining",
         "quit",
+        "repeats",
         "retrieved",
         "stls",
         "tls",
+        "tls_failed",
         "uidl",
         "user",
     )
@@ -463,6 +471,7 @@ class _Session:
         self.id = ident
         self.client = client
         self.tls = tls
+        self.tls_failed = False
         self.stls = stls
         self.pipelining = pipelining
         self.login_delay = delay
@@ -477,6 +486,18 @@ class _Session:
         self.deleted = 0
         self.pending = 0  # DELE marks not yet committed (RSET clears them)
         self.keywords: list[str] = []
+        self.repeats: list[int] = []  # how often each keyword came in a row
+        self.more = False  # keywords beyond SUMMARY_KEYWORDS were left out
+
+    def note(self, word: str) -> None:
+        """Add a keyword to the session's summary (a repeat counts the last one up)."""
+        if self.keywords and self.keywords[-1] == word:
+            self.repeats[-1] += 1
+        elif len(self.keywords) < SUMMARY_KEYWORDS:
+            self.keywords.append(word)
+            self.repeats.append(1)
+        else:
+            self.more = True
 
 
 class ClientBook:
@@ -548,7 +569,12 @@ class ClientBook:
                         fault.settle("fail", f"hammered: came back after {waited}")
                     else:
                         fault.settle("pass", f"backed off {waited}")
-        self._sessions[session] = _Session(session, client, False, stls, pipelining, login_delay)
+        s = _Session(session, client, False, stls, pipelining, login_delay)
+        self._sessions[session] = s
+        cert = client.faults.get("_cert")
+        if cert is not None and cert.awaiting and cert.session is None:
+            cert.session = session  # a certificate fault noted for the client's next session
+            s.cert_bad = True
         self.version += 1
 
     def tls(self, session: int) -> None:
@@ -558,7 +584,7 @@ class ClientBook:
             return
         s.tls = True
         s.client.counters["tls_sessions"] += 1
-        s.keywords.append("<tls>")
+        s.note("<tls>")
         self.version += 1
 
     def tls_failed(self, session: int) -> None:
@@ -568,7 +594,8 @@ class ClientBook:
         if s is None:
             return
         s.client.counters["tls_failures"] += 1
-        s.keywords.append("<tls failed>")
+        s.note("<tls failed>")
+        s.tls_failed = True  # the connection cannot go on: its end is no drop
         fault = s.client.faults.get("_cert")
         if s.cert_bad and fault is not None and fault.awaiting:
             fault.settle("pass", "refused the certificate: the handshake failed")
@@ -612,8 +639,12 @@ class ClientBook:
         s.commands += 1
         if pipelined:
             c["pipelined"] += 1
-        if len(s.keywords) < SUMMARY_KEYWORDS:
-            s.keywords.append(keyword if type(event) is not SaslResponse else "<sasl>")
+        if type(event) is SaslResponse:
+            s.note("<sasl>")
+        elif keyword == "AUTH" and type(event) is Command and event.args:
+            s.note(f"AUTH {event.args[0].upper()}")  # the mechanism: no secret
+        else:
+            s.note(keyword)
         if s.cert_bad:  # went on after a certificate that should have failed
             s.cert_bad = False
             fault = client.faults.get("_cert")
@@ -624,7 +655,7 @@ class ClientBook:
         ok = type(first) is MultilineStart or (type(first) is Reply and first.ok)
         code = None if isinstance(first, SaslContinuation) else first.code
         if keyword in _LOGIN and s.box is None and type(event) is Command:
-            self._login_attempt(s, c)
+            self._login_attempt(s, c, event)
         if type(event) is Command:
             if keyword == "CAPA":
                 if not s.capa:
@@ -697,13 +728,17 @@ class ClientBook:
         client.awaiting = sum(f.awaiting for f in client.faults.values())
 
     @staticmethod
-    def _login_attempt(s: _Session, c: dict[str, int]) -> None:
+    def _login_attempt(s: _Session, c: dict[str, int], event: Command) -> None:
         if s.tls:
             c["tls_logins"] += 1
-        elif s.stls:
+        elif not s.stls:
+            c["plain_logins_no_tls"] += 1
+        elif event.keyword == "PASS" or (
+            event.keyword == "AUTH" and event.args and event.args[0].upper() in _REVEALING
+        ):
             c["plain_logins_tls_offered"] += 1
         else:
-            c["plain_logins_no_tls"] += 1
+            c["cr_logins_tls_offered"] += 1
 
     @staticmethod
     def _settle(client: _Client, s: _Session, kind: str, verdict: str, reason: str) -> None:
@@ -734,7 +769,7 @@ class ClientBook:
             c["quit"] += 1
             if row is not None:
                 row[3] += 1
-        elif how == "device":
+        elif how == "device" or s.tls_failed:
             c["ended_by_device"] += 1
         elif s.commands or s.tls:
             dropped = True
@@ -759,7 +794,9 @@ class ClientBook:
                 verdict = "pass" if s.uidl else "warn"
                 fault.settle(verdict, "asked UIDL" if s.uidl else "did not ask UIDL")
         end = "QUIT" if s.quit else ("dropped" if dropped else f"ended ({how})")
-        summary = " ".join(_runs(s.keywords))
+        summary = " ".join(
+            w if n == 1 else f"{w} x{n}" for w, n in zip(s.keywords, s.repeats, strict=True)
+        ) + (" ..." if s.more else "")
         where = f" box {s.box}" if s.box is not None else ""
         tls = " tls" if s.tls else ""
         client.history.append(f"session {s.id}{where}{tls}: {summary or '-'} [{end}]")
@@ -828,19 +865,6 @@ class ClientBook:
             grade(client.counters, _fault_rows(client)),
             list(client.history),
         )
-
-
-def _runs(keywords: list[str]) -> list[str]:
-    out: list[str] = []
-    last, n = "", 0
-    for k in [*keywords, ""]:
-        if k == last:
-            n += 1
-            continue
-        if last:
-            out.append(last if n == 1 else f"{last} x{n}")
-        last, n = k, 1
-    return out
 
 
 def _fault_rows(client: _Client) -> list[tuple[str, dict[str, int], str, bool]]:
@@ -960,10 +984,16 @@ def _grade_login_delay(c: dict[str, int]) -> Item:
 
 def _grade_tls(c: dict[str, int]) -> Item:
     tls, plain = c.get("tls_logins", 0), c.get("plain_logins_tls_offered", 0)
-    no_tls = c.get("plain_logins_no_tls", 0)
+    no_tls, cr = c.get("plain_logins_no_tls", 0), c.get("cr_logins_tls_offered", 0)
     if plain:
-        why = f"sent credentials in clear text {plural(plain, 'time')} though STLS was offered"
+        why = f"sent the password in clear text {plural(plain, 'time')} though STLS was offered"
         return _item("tls", "fail", why)
+    if cr:
+        why = (
+            f"logged in without TLS {plural(cr, 'time')} though STLS was offered "
+            "(challenge-response: the password stays secret, the mail does not)"
+        )
+        return _item("tls", "warn", why)
     if tls and no_tls:
         why = f"{plural(no_tls, 'login')} in clear text (no TLS offered), {tls} in TLS"
         return _item("tls", "warn", why)
