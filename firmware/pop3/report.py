@@ -75,6 +75,7 @@ FORMAT: Final = "dpfw-clients"
 FORMAT_VERSION: Final = 1
 
 _LOGIN: Final = frozenset({"PASS", "APOP", "AUTH"})
+_LOGIN_ALL: Final = frozenset({"USER", "PASS", "APOP", "AUTH"})
 _REVEALING: Final = frozenset({"PLAIN", "LOGIN"})
 """SASL mechanisms that send the password itself (RFC 4616, the LOGIN draft)."""
 _TEMP_CODES: Final = frozenset({"IN-USE", "SYS/TEMP"})
@@ -420,14 +421,12 @@ class _Client:
         self.first_seen = now
         self.last_seen = now
         self.counters = dict.fromkeys(COUNTERS, 0)
-        self.boxes: dict[
-            str, list[int]
-        ] = {}  # box -> [sessions, retrieved, deleted, quit, dropped]
+        # box -> [sessions, retrieved, deleted, quit, dropped]
+        self.boxes: dict[str, list[int]] = {}
         self.history: deque[str] = deque(maxlen=HISTORY)
         self.faults: dict[str, _Fault] = {}
-        self.temp: tuple[float, str] | None = (
-            None  # (when, keyword) of the last [IN-USE]/[SYS/TEMP]
-        )
+        # (when, (keyword, message numbers)) of the last [IN-USE] / [SYS/TEMP] not yet retried
+        self.temp: tuple[float, tuple[str, tuple[int, ...]]] | None = None
         self.awaiting = 0  # faults whose reaction is still awaited (0: nothing to check)
 
     def box(self, name: str) -> list[int]:
@@ -528,13 +527,17 @@ class ClientBook:
         client.last_seen = now
         return client
 
-    def _attempt(self, client: _Client, now: float, keyword: str | None) -> None:
-        """A new try after [IN-USE] / [SYS/TEMP] (a new session: keyword None, or the same
-        command again): hammered or backed off."""
+    def _attempt(
+        self, client: _Client, now: float, what: tuple[str, tuple[int, ...]] | None
+    ) -> None:
+        """A new try after [IN-USE] / [SYS/TEMP]: a new session (`what` None), the same
+        command on the same message again, or another login after a refused one (USER, PASS,
+        APOP and AUTH, whatever the mechanism). Counted as hammered or backed off."""
         if client.temp is None:
             return
-        when, what = client.temp
-        if keyword is not None and keyword != what and not (keyword in _LOGIN and what == "USER"):
+        when, refused = client.temp
+        same_login = what is not None and what[0] in _LOGIN_ALL and refused[0] in _LOGIN_ALL
+        if what is not None and what != refused and not same_login:
             return
         client.temp = None
         waited = now - when
@@ -610,7 +613,7 @@ class ClientBook:
         self._attempt(client, now, None)
         if code in _TEMP_CODES:
             client.counters["temp_replies"] += 1
-            client.temp = (now, "")
+            client.temp = (now, ("", ()))
         self.version += 1
 
     def exchange(
@@ -639,19 +642,21 @@ class ClientBook:
         s.commands += 1
         if pipelined:
             c["pipelined"] += 1
+        failed = "!" if type(first) is Reply and not first.ok else ""  # -ERR: "RETR!"
         if type(event) is SaslResponse:
-            s.note("<sasl>")
+            s.note("<sasl>" + failed)
         elif keyword == "AUTH" and type(event) is Command and event.args:
-            s.note(f"AUTH {event.args[0].upper()}")  # the mechanism: no secret
+            s.note(f"AUTH {event.args[0].upper()}{failed}")  # the mechanism: no secret
         else:
-            s.note(keyword)
+            s.note((keyword or "?") + failed)
         if s.cert_bad:  # went on after a certificate that should have failed
             s.cert_bad = False
             fault = client.faults.get("_cert")
             if fault is not None and fault.awaiting:
                 fault.settle("fail", f"went on after the certificate: sent {keyword}")
         if client.temp is not None:
-            self._attempt(client, now, keyword)
+            numbers = event.numbers if type(event) is Command else ()
+            self._attempt(client, now, (keyword, numbers))
         ok = type(first) is MultilineStart or (type(first) is Reply and first.ok)
         code = None if isinstance(first, SaslContinuation) else first.code
         if keyword in _LOGIN and s.box is None and type(event) is Command:
@@ -690,7 +695,8 @@ class ClientBook:
         if not ok and code is not None:
             if code in _TEMP_CODES:
                 c["temp_replies"] += 1
-                client.temp = (now, keyword)
+                numbers = event.numbers if type(event) is Command else ()
+                client.temp = (now, (keyword, numbers))
             elif code == "LOGIN-DELAY":
                 c["login_delay_refusals"] += 1
         if (
@@ -793,7 +799,12 @@ class ClientBook:
             elif fault.kind == "uidl" and fault.session != s.id and s.box is not None:
                 verdict = "pass" if s.uidl else "warn"
                 fault.settle(verdict, "asked UIDL" if s.uidl else "did not ask UIDL")
-        end = "QUIT" if s.quit else ("dropped" if dropped else f"ended ({how})")
+        if s.quit:
+            end = "QUIT"
+        elif s.tls_failed:
+            end = "TLS handshake failed"
+        else:
+            end = "dropped" if dropped else f"ended by {how}"
         summary = " ".join(
             w if n == 1 else f"{w} x{n}" for w, n in zip(s.keywords, s.repeats, strict=True)
         ) + (" ..." if s.more else "")
@@ -965,7 +976,8 @@ def _grade_retry(c: dict[str, int]) -> Item:
         why = f"retried {plural(hammered, 'time')} within {HAMMER_S:.0f} s ({met})"
         return _item("retry", "fail", why)
     if backed:
-        why = f"waited {HAMMER_S:.0f} s or more before each of {plural(backed, 'retry')} ({met})"
+        retries = plural(backed, "retry", "retries")
+        why = f"waited {HAMMER_S:.0f} s or more before each of {retries} ({met})"
         return _item("retry", "pass", why)
     return _item("retry", "pass", f"did not retry at once ({met})")
 

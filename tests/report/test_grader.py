@@ -317,3 +317,28 @@ def test_json_round_trip_and_bad_files() -> None:
             assert why in str(exc)
         else:
             raise AssertionError(f"{bad!r} was accepted")
+
+
+def test_retr_of_another_message_after_sys_temp_is_no_retry_but_another_login_is() -> None:
+    clock = Clock()
+    book = ClientBook(clock=clock)
+    temp = Reply(False, "out of memory", "SYS/TEMP")
+    book.opened(1, "10.0.0.1:1")
+    book.exchange(1, Command("RETR", (), (1,)), temp, False, "alice")
+    book.exchange(1, Command("RETR", (), (2,)), temp, False, "alice")  # another message
+    card = book.card("10.0.0.1")
+    assert card is not None and card.counters["retries_hammered"] == 0
+    book.exchange(1, Command("RETR", (), (2,)), temp, False, "alice")  # the same one again
+    card = book.card("10.0.0.1")
+    assert card is not None and card.counters["retries_hammered"] == 1
+    # [IN-USE] to AUTH, then USER/PASS at once (fetchmail's fallback): a retry.
+    in_use = Reply(False, "busy", "IN-USE")
+    book.opened(2, "10.0.0.2:1")
+    book.exchange(2, Command("AUTH", ("CRAM-MD5",)), SaslContinuation("x"), False, None)
+    book.exchange(2, SaslResponse("resp"), in_use, False, None)
+    book.exchange(2, Command("USER", ("alice",)), OK, False, None)
+    book.closed(2, "client")
+    assert verdicts(book.card("10.0.0.2"))["retry"] == "fail"
+    card = book.card("10.0.0.2")
+    assert card is not None
+    assert card.history == ["session 2: AUTH CRAM-MD5 <sasl>! USER [dropped]"]
