@@ -445,6 +445,7 @@ class _Session:
         "box",
         "capa",
         "cert_bad",
+        "cert_fault",
         "client",
         "commands",
         "deleted",
@@ -479,7 +480,8 @@ class _Session:
         self.capa = False
         self.uidl = False
         self.quit = False
-        self.cert_bad = False
+        self.cert_fault = False  # a certificate fault waits for this session's handshake
+        self.cert_bad = False  # ... which succeeded: any command now is going on after it
         self.commands = 0
         self.retrieved = 0
         self.deleted = 0
@@ -577,7 +579,7 @@ class ClientBook:
         cert = client.faults.get("_cert")
         if cert is not None and cert.awaiting and cert.session is None:
             cert.session = session  # a certificate fault noted for the client's next session
-            s.cert_bad = True
+            s.cert_fault = True
         self.version += 1
 
     def tls(self, session: int) -> None:
@@ -586,6 +588,8 @@ class ClientBook:
         if s is None:
             return
         s.tls = True
+        if s.cert_fault:
+            s.cert_fault, s.cert_bad = False, True
         s.client.counters["tls_sessions"] += 1
         s.note("<tls>")
         self.version += 1
@@ -600,9 +604,9 @@ class ClientBook:
         s.note("<tls failed>")
         s.tls_failed = True  # the connection cannot go on: its end is no drop
         fault = s.client.faults.get("_cert")
-        if s.cert_bad and fault is not None and fault.awaiting:
+        if (s.cert_fault or s.cert_bad) and fault is not None and fault.awaiting:
             fault.settle("pass", "refused the certificate: the handshake failed")
-            s.cert_bad = False
+            s.cert_fault = s.cert_bad = False
         self.version += 1
 
     def refused(self, peer: str, code: str | None) -> None:
@@ -789,6 +793,8 @@ class ClientBook:
                 continue
             if fault.kind == "cert" and s.cert_bad:
                 fault.settle("pass", "closed the connection after the handshake")
+            elif fault.kind == "cert" and s.cert_fault:
+                fault.session = None  # no handshake in this session: wait for the next
             elif fault.kind == "finish" and fault.session in (s.id, None):
                 if s.quit:
                     fault.settle("pass", "finished the session with QUIT")
@@ -847,7 +853,10 @@ class ClientBook:
         if kind == "cert":
             client.faults["_cert"] = fault
             if session is not None and (s := self._sessions.get(session)) is not None:
-                s.cert_bad = True
+                if s.tls:
+                    s.cert_bad = True
+                else:
+                    s.cert_fault = True
         if box is not None:
             client.box(box)
         self.version += 1

@@ -7,6 +7,7 @@ import poplib
 
 import httpx
 import trio
+import trio.testing
 
 from firmware.device.device import Device
 from tests.console.conftest import BOX_PASSWORD, Term
