@@ -76,6 +76,10 @@ FORMAT_VERSION: Final = 1
 
 _LOGIN: Final = frozenset({"PASS", "APOP", "AUTH"})
 _LOGIN_ALL: Final = frozenset({"USER", "PASS", "APOP", "AUTH"})
+_NOTED: Final = frozenset(
+    {"PASS", "APOP", "AUTH", "CAPA", "UIDL", "RETR", "DELE", "TOP", "RSET", "QUIT"}
+)
+"""Commands the grades count (the rest only enter the session's summary)."""
 _REVEALING: Final = frozenset({"PLAIN", "LOGIN"})
 """SASL mechanisms that send the password itself (RFC 4616, the LOGIN draft)."""
 _TEMP_CODES: Final = frozenset({"IN-USE", "SYS/TEMP"})
@@ -454,6 +458,7 @@ class _Session:
         "login_delay",
         "more",
         "pending",
+        "pipelined",
         "pipelining",
         "quit",
         "repeats",
@@ -462,7 +467,6 @@ class _Session:
         "tls",
         "tls_failed",
         "uidl",
-        "user",
     )
 
     def __init__(
@@ -476,13 +480,13 @@ class _Session:
         self.pipelining = pipelining
         self.login_delay = delay
         self.box: str | None = None
-        self.user: str | None = None
         self.capa = False
         self.uidl = False
         self.quit = False
         self.cert_fault = False  # a certificate fault waits for this session's handshake
         self.cert_bad = False  # ... which succeeded: any command now is going on after it
         self.commands = 0
+        self.pipelined = 0
         self.retrieved = 0
         self.deleted = 0
         self.pending = 0  # DELE marks not yet committed (RSET clears them)
@@ -636,86 +640,39 @@ class ClientBook:
             return
         self.version += 1
         client = s.client
-        c = client.counters
-        now = self._clock()
-        client.last_seen = now
-        keyword = "AUTH" if isinstance(event, SaslResponse) else event.keyword
-        c["commands"] += 1
-        if s.commands == 0:
-            c["command_sessions"] += 1
-        s.commands += 1
+        s.commands += 1  # folded into the client's counters at close (and live in cards)
         if pipelined:
-            c["pipelined"] += 1
-        failed = "!" if type(first) is Reply and not first.ok else ""  # -ERR: "RETR!"
-        if type(event) is SaslResponse:
-            s.note("<sasl>" + failed)
-        elif keyword == "AUTH" and type(event) is Command and event.args:
-            s.note(f"AUTH {event.args[0].upper()}{failed}")  # the mechanism: no secret
+            s.pipelined += 1
+        kind, reply = type(event), type(first)
+        ok = reply is MultilineStart or (reply is Reply and first.ok)  # type: ignore[union-attr]
+        if kind is Command:
+            keyword = event.keyword  # type: ignore[union-attr]
+            word = keyword
+            if keyword == "AUTH" and event.args:  # type: ignore[union-attr]
+                word = "AUTH " + event.args[0].upper()  # type: ignore[union-attr]
+        elif kind is SaslResponse:
+            keyword, word = "AUTH", "<sasl>"
         else:
-            s.note((keyword or "?") + failed)
-        if s.cert_bad:  # went on after a certificate that should have failed
-            s.cert_bad = False
-            fault = client.faults.get("_cert")
-            if fault is not None and fault.awaiting:
-                fault.settle("fail", f"went on after the certificate: sent {keyword}")
-        if client.temp is not None:
-            numbers = event.numbers if type(event) is Command else ()
-            self._attempt(client, now, (keyword, numbers))
-        ok = type(first) is MultilineStart or (type(first) is Reply and first.ok)
-        code = None if isinstance(first, SaslContinuation) else first.code
-        if keyword in _LOGIN and s.box is None and type(event) is Command:
-            self._login_attempt(s, c, event)
-        if type(event) is Command:
-            if keyword == "CAPA":
-                if not s.capa:
-                    c["capa_sessions"] += 1
-                    s.capa = True
-                    if s.pipelining:
-                        c["pipelining_offered"] += 1
-                    if s.login_delay > 0:
-                        c["login_delay_offered"] += 1
-            elif keyword == "UIDL":
-                s.uidl = True
-            elif ok:
-                if keyword == "RETR":
-                    c["retrieved"] += 1
-                    s.retrieved += 1
-                    if s.retrieved == 1:
-                        c["retr_sessions"] += 1
-                    if client.awaiting:
-                        self._settle(client, s, "refetch", "pass", "re-fetched the message")
-                elif keyword == "DELE":
-                    c["deleted"] += 1
-                    s.deleted += 1
-                    s.pending += 1
-                elif keyword == "TOP":
-                    c["top"] += 1
-                elif keyword == "RSET":
-                    s.pending = 0
-                elif keyword == "QUIT":
-                    s.quit = True
-                elif keyword == "USER":
-                    s.user = event.args[0] if event.args else None
-        if not ok and code is not None:
-            if code in _TEMP_CODES:
-                c["temp_replies"] += 1
-                numbers = event.numbers if type(event) is Command else ()
-                client.temp = (now, (keyword, numbers))
-            elif code == "LOGIN-DELAY":
-                c["login_delay_refusals"] += 1
-        if (
-            keyword in _LOGIN
-            and not ok
-            and type(first) is not SaslContinuation
-            and type(event) is not BadCommand
-        ):
-            c["login_failures"] += 1
+            keyword = event.keyword  # type: ignore[union-attr]
+            word = keyword or "?"
+        if not ok and reply is Reply:
+            word += "!"  # -ERR: "RETR!"
+        # The summary: a repeat counts the last keyword up (inlined Session.note: hot path).
+        words = s.keywords
+        if words and words[-1] == word:
+            s.repeats[-1] += 1
+        else:
+            s.note(word)
+        if s.cert_bad or client.temp is not None or client.awaiting or not ok:
+            self._unusual(s, event, first, ok, keyword)
+        if kind is not Command:
+            if keyword == "AUTH" and box is not None and s.box is None:
+                self._logged_in(s, box)
+            return
+        if keyword in _NOTED:
+            self._command(s, event, ok, keyword)  # type: ignore[arg-type]
         if box is not None and s.box is None:
-            s.box = box
-            c["logins"] += 1
-            client.box(box)[0] += 1
-        if client.awaiting:
-            self._react(client, s, keyword, now)
+            self._logged_in(s, box)
 
     @staticmethod
     def _react(client: _Client, s: _Session, keyword: str, now: float) -> None:
@@ -736,6 +693,83 @@ class ClientBook:
             else:
                 fault.settle("pass", f"went on with {keyword}")
         client.awaiting = sum(f.awaiting for f in client.faults.values())
+
+    def _logged_in(self, s: _Session, box: str) -> None:
+        s.box = box
+        s.client.counters["logins"] += 1
+        s.client.box(box)[0] += 1
+
+    def _command(self, s: _Session, event: Command, ok: bool, keyword: str) -> None:
+        """The commands the grades count (_NOTED)."""
+        client = s.client
+        c = client.counters
+        if keyword in _LOGIN and s.box is None:
+            self._login_attempt(s, c, event)
+        if keyword == "CAPA":
+            if not s.capa:
+                c["capa_sessions"] += 1
+                s.capa = True
+                if s.pipelining:
+                    c["pipelining_offered"] += 1
+                if s.login_delay > 0:
+                    c["login_delay_offered"] += 1
+        elif keyword == "UIDL":
+            s.uidl = True
+        elif ok:
+            if keyword == "RETR":
+                c["retrieved"] += 1
+                s.retrieved += 1
+                if s.retrieved == 1:
+                    c["retr_sessions"] += 1
+                if client.awaiting:
+                    self._settle(client, s, "refetch", "pass", "re-fetched the message")
+            elif keyword == "DELE":
+                c["deleted"] += 1
+                s.deleted += 1
+                s.pending += 1
+            elif keyword == "TOP":
+                c["top"] += 1
+            elif keyword == "RSET":
+                s.pending = 0
+            elif keyword == "QUIT":
+                s.quit = True
+
+    def _unusual(
+        self,
+        s: _Session,
+        event: Command | BadCommand | SaslResponse,
+        first: Reply | MultilineStart | SaslContinuation,
+        ok: bool,
+        keyword: str,
+    ) -> None:
+        """An -ERR, or a client with a certificate fault, a refusal or a fault pending."""
+        client = s.client
+        c = client.counters
+        now = self._clock()
+        numbers = event.numbers if type(event) is Command else ()
+        if s.cert_bad:  # went on after a certificate that should have failed
+            s.cert_bad = False
+            fault = client.faults.get("_cert")
+            if fault is not None and fault.awaiting:
+                fault.settle("fail", f"went on after the certificate: sent {keyword}")
+        if client.temp is not None:
+            self._attempt(client, now, (keyword, numbers))
+        code = None if isinstance(first, SaslContinuation) else first.code
+        if not ok and code is not None:
+            if code in _TEMP_CODES:
+                c["temp_replies"] += 1
+                client.temp = (now, (keyword, numbers))
+            elif code == "LOGIN-DELAY":
+                c["login_delay_refusals"] += 1
+        if (
+            keyword in _LOGIN
+            and not ok
+            and type(first) is not SaslContinuation
+            and type(event) is not BadCommand
+        ):
+            c["login_failures"] += 1
+        if client.awaiting:
+            self._react(client, s, keyword, now)
 
     @staticmethod
     def _login_attempt(s: _Session, c: dict[str, int], event: Command) -> None:
@@ -765,6 +799,8 @@ class ClientBook:
             return
         self.version += 1
         client = s.client
+        client.last_seen = self._clock()
+        self._fold(s, client.counters)
         c = client.counters
         row = client.box(s.box) if s.box is not None else None
         if row is not None:
@@ -874,15 +910,27 @@ class ClientBook:
         client = self._clients.get(host_of(address))
         return None if client is None else self._card(client)
 
+    @staticmethod
+    def _fold(s: _Session, counters: dict[str, int]) -> None:
+        """Add what session `s` counts itself (commands, pipelined) to `counters`."""
+        counters["commands"] += s.commands
+        counters["pipelined"] += s.pipelined
+        if s.commands:
+            counters["command_sessions"] += 1
+
     def _card(self, client: _Client) -> ClientCard:
         boxes = [BoxCounters(name, *row) for name, row in client.boxes.items()]
+        counters = dict(client.counters)
+        for s in self._sessions.values():  # the open sessions' own counts, live
+            if s.client is client:
+                self._fold(s, counters)
         return ClientCard(
             client.address,
             client.first_seen,
             client.last_seen,
-            dict(client.counters),
+            counters,
             boxes,
-            grade(client.counters, _fault_rows(client)),
+            grade(counters, _fault_rows(client)),
             list(client.history),
         )
 
