@@ -42,7 +42,7 @@ import xml.etree.ElementTree as ET
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from firmware.pop3.events import (
     BadCommand,
@@ -352,6 +352,24 @@ def render_junit(cards: Iterable[ClientCard], name: str = "dpfw client report ca
 # ----- the book -------------------------------------------------------------------------------
 
 
+class FaultNote(Protocol):
+    """What `ClientBook.on_fault` reads of a fault plan's record (the faults branch's
+    `FaultEvent`: `plan.subscribe(book.on_fault)`). `time`: epoch seconds."""
+
+    @property
+    def action(self) -> str: ...
+    @property
+    def time(self) -> float: ...
+    @property
+    def session(self) -> int | None: ...
+    @property
+    def peer(self) -> str | None: ...
+    @property
+    def box(self) -> str | None: ...
+    @property
+    def command(self) -> str | None: ...
+
+
 class _Fault:
     """One fault action met by one client: counts of outcomes, the reaction awaited."""
 
@@ -506,7 +524,7 @@ class _Session:
 
 
 class ClientBook:
-    """Every client's record and grades for one device (one per boot is fine: it is RAM).
+    """Every client's record and grades for one device (the device keeps one across reboots).
 
     `clock`: seconds since the epoch. `version` grows with every change (the writer of the
     report file saves only when it moved)."""
@@ -896,6 +914,23 @@ class ClientBook:
         if box is not None:
             client.box(box)
         self.version += 1
+
+    def on_fault(self, note: FaultNote) -> None:
+        """A fault plan's record (see `FaultNote`) as `fault_met`; one without a peer (a
+        device fault such as flash-full) is no client's. A `code` attribute, when the record
+        has one, is reply-error's response code."""
+        if note.peer is None:
+            return
+        code = getattr(note, "code", None)
+        self.fault_met(
+            note.peer,
+            note.box,
+            note.action,
+            note.time,
+            session=note.session,
+            command=note.command,
+            code=code if isinstance(code, str) else None,
+        )
 
     # -- the cards -------------------------------------------------------------------------
 

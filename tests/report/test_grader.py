@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 
 from firmware.pop3.events import (
     BadCommand,
@@ -342,3 +343,29 @@ def test_retr_of_another_message_after_sys_temp_is_no_retry_but_another_login_is
     card = book.card("10.0.0.2")
     assert card is not None
     assert card.history == ["session 2: AUTH CRAM-MD5 <sasl>! USER [dropped]"]
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """The shape of the faults plan's record (branch faults: firmware/faults/plan.py)."""
+
+    fault: int
+    action: str
+    time: float
+    session: int | None = None
+    peer: str | None = None
+    box: str | None = None
+    command: str | None = None
+
+
+def test_on_fault_takes_a_fault_plans_record() -> None:
+    clock = Clock()
+    book = ClientBook(clock=clock)
+    book.on_fault(FaultEvent(1, "flash-full", clock.now))  # no peer: nobody's fault
+    assert book.cards() == []
+    book.on_fault(FaultEvent(2, "drop-after-greeting", clock.now, 7, "10.0.0.5:999", None))
+    clock.now += 3
+    session(book, 8, [("QUIT", OK)], peer="10.0.0.5:1000")
+    card = book.card("10.0.0.5")
+    assert card is not None and card.counters["faults_met"] == 1
+    assert verdicts(card)["fault:drop-after-greeting"] == "pass"

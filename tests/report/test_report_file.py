@@ -111,3 +111,15 @@ async def test_a_write_that_fails_is_logged_and_the_device_goes_on(
     assert not await writer.save()
     warnings = [r for r in caplog.records if "not saved" in r.getMessage()]
     assert len(warnings) == 1 and "No such file or directory" in warnings[0].getMessage()
+
+
+def test_a_stopping_device_saves_what_it_saw_since_the_last_save(
+    demo_image: Path, start_device: type[DeviceProcess]
+) -> None:
+    device = start_device(demo_image)
+    port = device.wait_booted()
+    poplib_leaves_mail_without_uidl(port)
+    assert device.stop() == 0  # well within REPORT_INTERVAL_S of the session
+    _, cards = read_report(demo_image)
+    (card,) = cards
+    assert card.counters["quit"] == 1 and card.history[-1].endswith("[QUIT]")
