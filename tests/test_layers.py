@@ -35,6 +35,8 @@ LAYERS: dict[str, int] = {
     "firmware.pop3.body": 1,
     "firmware.pop3.wire_errors": 1,
     "firmware.pop3.connection": 1,
+    # The client report card's grader: sans-IO over the library's events (docs/report-card.md).
+    "firmware.pop3.report": 1,
     # The mail store on flash.
     "firmware.store": 2,
     # Fault injection's sans-IO core (spec, plan, fault log): beside the store, under the

@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "run",
     "trace",
     "fleet",
+    "report",
 )
 
 

@@ -31,6 +31,7 @@ from firmware.config.profile import MODELS, SCHEMA
 from firmware.console.linedisc import MAX_LINE, Event, Kind, LineEditor
 from firmware.errors import DeviceError
 from firmware.ops import boxes, ifax, profile, render, sessions, status, storage, system
+from firmware.ops import clients as ops_clients
 from firmware.ops import faults as ops_faults
 from firmware.ops import tls as ops_tls
 from firmware.ops import trace as ops_trace
@@ -249,6 +250,15 @@ HELP: dict[str, Help] = {
         ),
         Help("session list", "the open POP3 sessions"),
         Help("session kill ID", "end one POP3 session now (deletes nothing)"),
+        Help(
+            "clients [ADDRESS]",
+            "each POP3 client's report card",
+            "What each client address did and how it grades against RFC 1939, 2449\n"
+            "and 2595: CAPA, UIDL when leaving mail, QUIT or a drop, pipelining,\n"
+            "back-off after [IN-USE]/[SYS/TEMP], LOGIN-DELAY, TLS, faults met. With\n"
+            "ADDRESS: every item's reason, the boxes, the latest sessions. Saved\n"
+            "beside the image; `dpfw report IMG --format md|junit` exports it.",
+        ),
         Help(
             "trace on",
             "record the POP3 protocol trace",
@@ -888,6 +898,12 @@ class ConsoleShell:
         self._arity("session kill", args, 1)
         ident = sessions.parse_session_id(args[0])
         self._say(render.session_killed(sessions.session_kill(self.ctx, ident)))
+
+    def _cmd_clients(self, args: list[str]) -> None:
+        self._arity("clients", args, 0, 1)
+        address = args[0] if args else None
+        result = ops_clients.client_list(self.ctx, address)
+        self._say(render.clients(result, detail=address is not None))
 
     def _cmd_trace_on(self, args: list[str]) -> None:
         self._arity("trace on", args, 0)

@@ -27,11 +27,13 @@ from firmware.config.budget import RamBudget
 from firmware.config.profile import SCHEMA, Profile, Value, masked, running_after, validate
 from firmware.device.boards import limits_of, open_board, save_profile, saved_profile
 from firmware.device.demo import boot_notice
+from firmware.device.report_file import ReportWriter, report_path
 from firmware.errors import DeviceError, MemoryFullError, StorageFullError
 from firmware.faults.plan import DELIVER, SCAN, Fault, FaultPlan, Where
 from firmware.faults.spec import FaultSpec
 from firmware.ifax.poller import IfaxPoller
 from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
+from firmware.pop3.report import ClientBook
 from firmware.pop3.server import Pop3Service
 from firmware.pop3.trace import Tracer
 from firmware.scanner.feeder import ScanFeeder
@@ -195,6 +197,10 @@ class Device:
         self.power_cuts = 0
         self._cut = False
         self._outer: trio.Nursery | None = None
+        self.clients = ClientBook()
+        """The client report card, kept across reboots; saved beside the image
+        (firmware/device/report_file.py, docs/report-card.md)."""
+        self.faults.subscribe(self.clients.on_fault)  # a client's card shows the faults it met
         self.admin_lockout = AdminLockout()  # shared by the console and the HTTP API
         self.store_worker = StoreWorker()
         """The one way the running device reaches its Board for anything that writes or takes
@@ -415,6 +421,7 @@ class Device:
                 worker=self.store_worker,
                 tracer=self.trace,
                 faults=self.faults,
+                clients=self.clients,
             )
             self.pop3.power_cut = self.power_cut
             host, port = self.options.pop3 or (
@@ -439,6 +446,7 @@ class Device:
                     lambda: self.board, lambda: self.profile, lambda: self.budget, self.store_worker
                 )
                 nursery.start_soon(self.ifax.run)
+                nursery.start_soon(ReportWriter(self.clients, report_path(self.options.image)).run)
                 if self.options.scan_feed_per_min > 0:
                     self.feeder = ScanFeeder(self, self.options.scan_feed_per_min)
                     nursery.start_soon(self.feeder.run)

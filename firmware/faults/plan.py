@@ -59,6 +59,8 @@ class FaultEvent:
     peer: str | None = None
     box: str | None = None
     command: str | None = None
+    code: str | None = None
+    """reply-error's response code ("SYS/TEMP", "IN-USE", ...); None for other actions."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +71,7 @@ class FaultEvent:
             "peer": self.peer,
             "box": self.box,
             "command": self.command,
+            "code": self.code,
         }
 
 
@@ -263,8 +266,16 @@ class FaultPlan:
             fault.remaining -= 1
         action = fault.action
         self.fired_by_action[action] = self.fired_by_action.get(action, 0) + 1
+        code = fault.params.get("code") if action == "reply-error" else None
         event = FaultEvent(
-            fault.id, action, self._wall(), where.session, where.peer, where.box, where.command
+            fault.id,
+            action,
+            self._wall(),
+            where.session,
+            where.peer,
+            where.box,
+            where.command,
+            code if isinstance(code, str) else None,
         )
         self.events.append(event)
         if len(self.events) > self.MAX_EVENTS:

@@ -45,7 +45,7 @@ from firmware.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from firmware.http.metrics import ApiMetrics
 from firmware.http.openapi import openapi_document
 from firmware.http.web import Web
-from firmware.ops import boxes, ifax, messages, scans, sessions, status, system
+from firmware.ops import boxes, clients, ifax, messages, scans, sessions, status, system
 from firmware.ops import faults as ops_faults
 from firmware.ops import profile as ops_profile
 from firmware.ops import trace as ops_trace
@@ -172,6 +172,8 @@ class Api:
             r(f"{API}/sessions", ["GET"], self.list_sessions),
             r(f"{API}/sessions/{{session}}", ["DELETE"], self.kill_session),
             r(f"{API}/trace", ["GET"], self.trace),
+            r(f"{API}/clients", ["GET"], self.list_clients),
+            r(f"{API}/clients/{{address}}", ["GET"], self.show_client),
             r(f"{API}/scans", ["POST"], self.start_scan),
             r(f"{API}/scans/{{job}}", ["GET"], self.get_scan),
             r(f"{API}/ifax", ["GET"], self.ifax_status),
@@ -431,6 +433,23 @@ class Api:
     async def list_sessions(self, request: Request) -> Response:
         self._no_query(request)
         return JSONResponse(as_json(await self.read(sessions.session_list, self.ctx)))
+
+    # ----- the client report card (docs/report-card.md) -----
+
+    async def list_clients(self, request: Request) -> Response:
+        """{"live": true, "written": null, "clients": [card, ...]}: one card per address."""
+        self._no_query(request)
+        return JSONResponse(as_json(clients.client_list(self.ctx)))
+
+    async def show_client(self, request: Request) -> Response:
+        """One address's card; 404 when that address never connected."""
+        self._no_query(request)
+        address = request.path_params["address"]
+        try:
+            found = clients.client_list(self.ctx, address)
+        except DeviceError as exc:
+            raise ApiError(404, "not_found", str(exc)) from None
+        return JSONResponse(as_json(found.clients[0]))
 
     # ----- Internet Fax: the poller and the output tray (docs/ifax.md) -----
 

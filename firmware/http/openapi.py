@@ -176,6 +176,15 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/sessions/{session}": {
                 "delete": _op("end a POP3 session", errors=(404,), params=("session",))
             },
+            "/api/v1/clients": {
+                "get": _op(
+                    "every POP3 client's report card: {live, written, clients: [{address, "
+                    "counters, boxes, items: [{name, title, verdict, reason, rfc}], history}]}"
+                )
+            },
+            "/api/v1/clients/{address}": {
+                "get": _op("one client address's report card", errors=(404,), params=("address",))
+            },
             "/api/v1/trace": {
                 "get": _op(
                     "the POP3 protocol trace as Server-Sent Events (credentials redacted)",

@@ -35,7 +35,7 @@ from firmware.errors import DeviceError
 from firmware.http import auth
 from firmware.http.body import read_limited
 from firmware.http.errors import ApiError
-from firmware.ops import boxes, messages, scans, sessions, status
+from firmware.ops import boxes, clients, messages, scans, sessions, status
 from firmware.ops import profile as ops_profile
 from firmware.store.board import check_box_name
 
@@ -391,9 +391,40 @@ class Web:
         )
         body = (
             f'<section><h2>Status</h2><div id="status">{await self._status_html()}</div></section>'
-            f"{boxes_html}{sessions_html}{scan_html}"
+            f"{boxes_html}{sessions_html}{self._clients_html()}{scan_html}"
         )
         return HTMLResponse(self._layout(web, "Status", body, script=_REFRESH_JS))
+
+    def _clients_html(self) -> str:
+        """The report card: one row per client address, its items behind a <details>."""
+        cards = clients.client_list(self.api.ctx).clients
+        if not cards:
+            return "<section><h2>Clients</h2><p>No POP3 client has connected yet.</p></section>"
+        parts = []
+        for card in reversed(cards):  # the most recently seen first
+            flagged = ", ".join(
+                f"{i.name} {i.verdict}" for i in card.items if i.verdict in ("fail", "warn")
+            )
+            items = "".join(
+                f'<tr><td>{esc(i.title)}</td><td class="v-{esc(i.verdict)}">{esc(i.verdict)}'
+                f"</td><td>{esc(i.reason)}</td><td>{esc(i.rfc)}</td></tr>"
+                for i in card.items
+            )
+            history = "".join(f"<li>{esc(line)}</li>" for line in card.history[-5:])
+            parts.append(
+                f"<details><summary>{esc(card.address)}: {esc(card.worst)}, "
+                f"{card.counters.get('sessions', 0)} sessions"
+                f"{': ' + esc(flagged) if flagged else ''}</summary>"
+                "<table><tr><th>Item</th><th>Verdict</th><th>Reason</th><th>Reference</th></tr>"
+                f"{items}</table><ul>{history}</ul></details>"
+            )
+        return (
+            f"<section><h2>Clients ({len(cards)})</h2>"
+            "<p>Each client address graded against RFC 1939, 2449 and 2595 "
+            "(docs/report-card.md; <code>dpfw report IMG</code> exports it).</p>"
+            + "".join(parts)
+            + "</section>"
+        )
 
     # ----- boxes and messages -----
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from firmware.config.profile import render as format_value
 from firmware.ops.boxes import BoxChange, BoxDetail, BoxList, Unlock
+from firmware.ops.clients import ClientList
 from firmware.ops.faults import FaultInfo, FaultList, FaultsCleared
 from firmware.ops.ifax import IfaxStatus, PollResult, TrayCleared, TrayDoc, TrayList
 from firmware.ops.messages import MessageList
@@ -365,6 +366,59 @@ def sessions(s: SessionList) -> str:
             f" {info.state:14} {since}"
         )
     return "\n".join(lines)
+
+
+_VERDICT = {"pass": "pass", "warn": "WARN", "fail": "FAIL", "not-seen": "-"}
+
+
+def clients(c: ClientList, *, detail: bool = False) -> str:
+    """The report card: one line per client, or (`detail`) every item, counter and session."""
+    source = "" if c.live or c.written is None else " (saved " + _when(c.written) + ")"
+    if not c.clients:
+        return "no POP3 client has connected yet" + source
+    if not detail:
+        lines = [f"{plural(len(c.clients), 'client')}{source}:"]
+        lines.append(f"  {'address':24} {'sessions':>8}  {'grade':5}  {'last seen':19}  items")
+        for card in c.clients:
+            bad = [i.name for i in card.items if i.verdict in ("fail", "warn")]
+            flagged = ", ".join(
+                f"{i.name} {_VERDICT[i.verdict]}" for i in card.items if i.name in bad
+            )
+            lines.append(
+                f"  {printable(card.address):24} {card.counters.get('sessions', 0):>8}  "
+                f"{_VERDICT[card.worst]:5}  {_when(card.last_seen):19}  "
+                f"{printable(flagged) or 'all graded items pass'}"
+            )
+        lines.append("  (clients ADDRESS: every item with its reason)")
+        return "\n".join(lines)
+    out: list[str] = []
+    for card in c.clients:
+        k = card.counters
+        out.append(
+            f"client {printable(card.address)}{source}: {_VERDICT[card.worst]}; "
+            f"{plural(k.get('sessions', 0), 'session')}, "
+            f"{plural(k.get('commands', 0), 'command')}, {k.get('retrieved', 0)} retrieved, "
+            f"{k.get('deleted', 0)} deleted; first {_when(card.first_seen)}, "
+            f"last {_when(card.last_seen)}"
+        )
+        for item in card.items:
+            out.append(
+                f"  {_VERDICT[item.verdict]:4}  {printable(item.title)}: "
+                f"{printable(item.reason)} [{item.rfc}]"
+            )
+        for box in card.boxes:
+            out.append(
+                f"  box {printable(box.box)}: {plural(box.sessions, 'session')}, "
+                f"{box.retrieved} retrieved, {box.deleted} deleted, {box.quit} QUIT, "
+                f"{box.dropped} dropped"
+            )
+        for line in card.history:
+            out.append(f"  {printable(line)}")
+    return "\n".join(out)
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def session_killed(ident: int) -> str:

@@ -56,6 +56,7 @@ from firmware.pop3.protocol import (
     Pop3Protocol,
     Pop3Stats,
 )
+from firmware.pop3.report import ClientBook
 from firmware.pop3.trace import Tracer
 from firmware.pop3.wire_errors import RemoteProtocolError
 from firmware.security.abuse import LoginGuard
@@ -208,17 +209,21 @@ class Pop3Service:
         store: Mailstore | None = None,
         tracer: Tracer | None = None,
         faults: FaultPlan | None = None,
+        clients: ClientBook | None = None,
     ) -> None:
         """`worker`: the device's store worker, through which every store operation runs (a
         private one if None: then this service is the Board's only user). `store`: serve
         this maildrop instead of `board` (e.g. firmware.pop3.memory in tests): RETR then
         always pulls the body, as there is no image file to copy from. `tracer`: the device's
         protocol trace (firmware/pop3/trace.py); a private one if None. `faults`: the
-        device's fault plan (firmware/faults/plan.py); a private, empty one if None."""
+        device's fault plan (firmware/faults/plan.py); a private, empty one if None.
+        `clients`: the device's client report card (firmware/pop3/report.py), told of every
+        session, command and answer; a private one if None."""
         self.tracer = tracer if tracer is not None else Tracer()
         self.faults = faults if faults is not None else FaultPlan(log_events=False)
         self.power_cut: Callable[[Fault], None] | None = None
         """The device's power switch, for `power-cut at=after-quit-ok` (None: no device)."""
+        self.clients = clients if clients is not None else ClientBook()
         self._board_store = BoardMailstore(board, worker) if board is not None else None
         if store is None:
             if self._board_store is None:
@@ -403,6 +408,7 @@ class Pop3Service:
             refusals = self.stats.refusals
             refusals[decision.limit] = refusals.get(decision.limit, 0) + 1
             log_event("limit", host, limit=decision.limit)
+            self.clients.refused(host, decision.code)
             refusal = syntax.format_status(b"-ERR", decision.text, decision.code)
             log.info("POP3 refused %s: %s", peer, refusal.decode().strip())
             if self._refusing >= MAX_REFUSING:
@@ -452,7 +458,15 @@ class Pop3Service:
             guard=self._guard,
         )
         session.protocol = protocol
+        self.clients.opened(
+            session.id,
+            session.host,
+            tls=session.implicit_tls,
+            stls=self._tls is not None and not session.implicit_tls,
+            login_delay=self._profile().int("pop3.login_delay_s"),
+        )
         closed_by_protocol = False
+        ended = "client"  # who ended the session, for the report card
         try:
             with session.scope:
                 closed_by_protocol = await self._converse(session, protocol)
@@ -463,10 +477,12 @@ class Pop3Service:
                     if protocol.box is None:
                         log_event("preauth-timeout", session.host, session=session.id)
                 why = "idle logout" if idle else "evicted" if session.evicted else "stopped"
+                ended = "idle" if idle else "device"
                 log.info("POP3 session %d (%s) ended: %s", session.id, session.peer, why)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer went away: nothing is committed
         except Exception:
+            ended = "device"
             log.exception(
                 "POP3 session %d (%s, box %s, %s) failed",
                 session.id,
@@ -475,6 +491,9 @@ class Pop3Service:
                 protocol.state.value,
             )
         finally:
+            if closed_by_protocol:  # after QUIT (the book saw it), or a limit closed it
+                ended = "device"
+            self.clients.closed(session.id, ended)
             protocol.end()
             reservation.release()
             if session.tls_reservation is not None:
@@ -528,9 +547,11 @@ class Pop3Service:
                     session=session.id,
                 )
                 self.stats.tls_failures += 1
+                self.clients.tls_failed(session.id)
                 return False
             session.stream = ssl_stream
             protocol.tls_active = True
+            self.clients.tls(session.id)
             if conn is not None:
                 conn.tls_started()
             self.stats.tls_sessions += 1
@@ -538,6 +559,7 @@ class Pop3Service:
             return True
         log_event("tls-fail", session.host, via=how, reason=reason, session=session.id)
         self.stats.tls_failures += 1
+        self.clients.tls_failed(session.id)
         return False
 
     def _plaintext_after_stls(self, session: _Session) -> None:
@@ -572,6 +594,8 @@ class Pop3Service:
         )
         stream = session.stream
         tracer = self.tracer
+        exchange = self.clients.exchange
+        fresh = False  # a command arrived in a read made after the last reply was written
         greeting = protocol.greeting()
         if tracer.active:
             tracer.server(session.id, session.peer, greeting)
@@ -595,6 +619,7 @@ class Pop3Service:
                     out = b""
                 data = await stream.receive_some(RECEIVE_SIZE)
                 conn.receive_data(data)  # b"" at EOF: ConnectionClosed next
+                fresh = True
                 continue
             if isinstance(event, ConnectionClosed):
                 if out:
@@ -613,6 +638,8 @@ class Pop3Service:
                 answer = await protocol.answer(event)
             if tracer.active:
                 tracer.server(session.id, session.peer, answer.first)
+            exchange(session.id, event, answer.first, not fresh, protocol.box)
+            fresh = False
             if answer.delay > 0:
                 if out:
                     await self._write(stream, out)
