@@ -22,7 +22,18 @@ from firmware.errors import DeviceError
 from firmware.text import os_reason
 
 # Each module has `register(subparsers)`; its sub-commands set `func(args) -> int`.
-COMMAND_MODULES = ("image", "box", "deliver", "profile", "scan", "tls", "ifax", "run", "trace")
+COMMAND_MODULES = (
+    "image",
+    "box",
+    "deliver",
+    "profile",
+    "scan",
+    "status",
+    "tls",
+    "ifax",
+    "run",
+    "trace",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -151,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
         scan_feed_per_min=args.scan_feed,
         cert_out=args.cert_out,
     )
-    services: list[Service] = []
+    services: list[Service] = [_control_service()]
     if args.console != "none":
         services.append(partial(run_console, spec=args.console))
     if args.http is not None:
@@ -174,6 +174,12 @@ def _run(args: argparse.Namespace) -> int:
         if expected is not None and rest is None:
             raise _first_leaf(expected) from None
         raise
+
+
+def _control_service() -> Service:
+    from firmware.http.server import run_control
+
+    return run_control
 
 
 def _http_service(args: argparse.Namespace) -> Service:

@@ -26,7 +26,7 @@ from firmware.config.budget import RamBudget
 from firmware.config.profile import SCHEMA, Profile, Value, masked, running_after, validate
 from firmware.device.boards import limits_of, open_board, save_profile, saved_profile
 from firmware.device.demo import boot_notice
-from firmware.errors import DeviceError
+from firmware.errors import DeviceError, NotRunningError
 from firmware.ifax.poller import IfaxPoller
 from firmware.pop3.auth import boxes_without_legacy_secret, legacy_warning
 from firmware.pop3.server import Pop3Service
@@ -169,7 +169,7 @@ class Device:
     @property
     def board(self) -> Board:
         if self._board is None:
-            raise DeviceError("the device is not running (booting or shutting down)")
+            raise NotRunningError("the device is not running (booting or shutting down)")
         return self._board
 
     @property
@@ -180,7 +180,7 @@ class Device:
         with the live keys changed since; a change to a reboot key waits in NVRAM.
         """
         if self._profile is None:
-            raise DeviceError("the device is not running (booting or shutting down)")
+            raise NotRunningError("the device is not running (booting or shutting down)")
         return self._profile
 
     @property
