@@ -31,7 +31,6 @@ from urllib.parse import quote
 from firmware.errors import (
     ConflictError,
     DeviceError,
-    ImageInUseError,
     NotFoundError,
     NotRunningError,
 )
@@ -62,18 +61,14 @@ def image_locked(image: Path) -> bool:
 
 
 def device_for(image: Path) -> Device | None:
-    """The running device that holds `image`, or None when nothing holds it.
-
-    ImageInUseError when the image is locked but no control socket is beside it (another
-    `dpfw` command holds it, or a device that could not make its socket)."""
+    """The running device that holds `image`, or None: nothing holds it, or something with
+    no control socket beside the image does (another `dpfw` command, a device that could
+    not make its socket); opening the image then fails with "in use by PID N"."""
     if not image_locked(image):
         return None
     path = control_path(image)
     if not path.exists():
-        raise ImageInUseError(
-            f"{image} is in use by another process, and there is no control socket {path} "
-            "to reach a running device through"
-        )
+        return None
     return Device(image, path)
 
 

@@ -90,6 +90,7 @@ class Api:
         self._job_ids = itertools.count(1)
         self.nursery: trio.Nursery | None = None  # where scan jobs run; set by the server
         self._auth_lock = trio.Lock()  # admin password checks, one at a time
+        self.auth_cache = auth.VerifiedCache()  # admin credentials verified lately
         self.web = Web(self)  # the device's web page at / (firmware.http.web)
         self.app = Starlette(
             routes=self._routes() + self.web.routes(),
@@ -121,6 +122,12 @@ class Api:
             return ok
         return await trio.to_thread.run_sync(system.check_admin_password, self.ctx, password)
 
+    def _auth_stamp(self) -> object:
+        """The admin credentials' generation: the boot and the NVRAM generation (every
+        NVRAM write, a password change among them, makes a new one). DeviceError (503)
+        while the device reboots."""
+        return (getattr(self.device, "boots", 0), self.ctx.board.nvram_slots)
+
     def _route(
         self, path: str, methods: list[str], handler: Handler, *, public: bool = False
     ) -> Route:
@@ -143,6 +150,8 @@ class Api:
                     self._check_password,
                     self.metrics.login,
                     self._auth_lock,
+                    self.auth_cache,
+                    self._auth_stamp,
                 )
             return await handler(request)
         except ApiError as exc:
