@@ -40,6 +40,7 @@ from firmware.text import os_reason
 API = "/api/v1"
 TIMEOUT_S = 120.0  # an fsck of a large image, a delivery of a large message
 POLL_S = 0.1  # how often a scan job is asked about
+BOOT_WAIT_S = 1.0  # how long a locked image's control socket may take to appear
 T = TypeVar("T")
 
 
@@ -63,12 +64,16 @@ def image_locked(image: Path) -> bool:
 def device_for(image: Path) -> Device | None:
     """The running device that holds `image`, or None: nothing holds it, or something with
     no control socket beside the image does (another `dpfw` command, a device that could
-    not make its socket); opening the image then fails with "in use by PID N"."""
+    not make its socket); opening the image then fails with "in use by PID N". A device
+    that is booting makes its socket once it serves: up to `BOOT_WAIT_S` is waited for it."""
     if not image_locked(image):
         return None
     path = control_path(image)
-    if not path.exists():
-        return None
+    deadline = time.monotonic() + BOOT_WAIT_S
+    while not path.exists():
+        if time.monotonic() > deadline or not image_locked(image):
+            return None
+        time.sleep(POLL_S / 2)
     return Device(image, path)
 
 
