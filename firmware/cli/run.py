@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import stat
@@ -13,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from firmware.errors import DeviceError
 
 if TYPE_CHECKING:
-    from firmware.device.device import Service
+    from firmware.device.device import Device, Service
+
+log = logging.getLogger("dpfw.run")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -177,9 +180,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _control_service() -> Service:
-    from firmware.http.server import run_control
+    """The control socket IMG.ctl (firmware/http/server.py, run_control). Its HTTP stack is
+    loaded once the device serves, and a host whose address-space limit cannot hold it
+    (about 10 MiB) keeps a device that serves POP3 without the socket (a WARNING line)."""
 
-    return run_control
+    async def control(device: Device) -> None:
+        try:
+            from firmware.http.server import run_control
+        except (MemoryError, ImportError, SystemError) as exc:
+            log.warning("no control socket: loading the HTTP stack failed (%s)", exc)
+            return
+        await run_control(device)
+
+    return control
 
 
 def _http_service(args: argparse.Namespace) -> Service:

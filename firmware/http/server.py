@@ -181,15 +181,15 @@ async def run_control(device: Device, api: Api | None = None) -> None:
 
     The socket is made once the device has booted (it holds the image's lock then) and
     lives across reboots; at shutdown the file is removed if it is still ours. A socket
-    that cannot be made is logged and the device runs on without it: `dpfw` commands then
-    find the image in use, as before.
+    that cannot be made (a read-only directory) is a WARNING line and the device runs on
+    without it: `dpfw` commands then find the image in use, as before.
     """
     await device.wait_booted()
     path = control_path(device.options.image)
     try:
         sock = bind_control(path)
     except DeviceError as exc:
-        log.error("%s; `dpfw` commands cannot reach this device", exc)
+        log.warning("%s; `dpfw` commands cannot reach this device", exc)
         return
     ours = os.stat(path).st_ino
     config = _Config(None)
