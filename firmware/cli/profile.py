@@ -15,6 +15,7 @@ without saving.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from firmware.config.profile import (
     MODELS,
     SCHEMA,
     Profile,
+    Value,
     canonical_model,
     check_toml,
     factory,
@@ -131,19 +133,26 @@ def _set(args: argparse.Namespace) -> int:
     pairs = profile.parse_pairs(args.pairs, SET_USAGE)
     with remote.reach(args.image) as device:
         if device is not None:
-            body = {}
-            for key, text in pairs:  # checked here as offline; the device checks them whole
-                profile.field_of(key, "profile set")
-                value = SCHEMA[key].parse_text(text, "profile set")
-                body[key] = list(value) if isinstance(value, tuple) else value
+            # Checked here as offline, in the same words, against the device's saved profile
+            # (secrets masked); the device checks them again, whole, before it saves.
+            view = from_json(ProfileView, device.request("GET", "/profile"))
+            new = Profile({key.key: key.saved for key in view.keys}).with_values(
+                pairs, "profile set"
+            )
+            body = {key: _json_value(new[key]) for key, _ in pairs}
             update = from_json(ProfileUpdate, device.request("PATCH", "/profile", json=body))
-            print(render.update(update, console=False))
+            print(render.update(dataclasses.replace(update, what="profile set"), console=False))
             return 0
     with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         update = profile.commit(ctx, profile.plan_set(ctx, pairs))
     print(render.update(update, console=False))
     return 0
+
+
+def _json_value(value: Value) -> object:
+    """A profile value as the API's JSON takes it (a list for a tuple)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _change(args: argparse.Namespace, plan_for: Any, model: str | None, keep_site: bool) -> int:
@@ -183,6 +192,8 @@ def _change_remote(
         return 0
     body = {"model": model or saved.model, "factory": not keep_site}
     update = from_json(ProfileUpdate, device.request("POST", "/profile/apply", json=body))
+    if model is None:
+        update = dataclasses.replace(update, what=f"profile reset to {saved.model} factory values")
     print(render.update(update, console=False))
     return 0
 

@@ -124,6 +124,11 @@ def test_profile_commands_reach_the_running_profile(lab: Lab) -> None:
     assert "max_sessions = 20\n" in dpfw("profile", "show", image).stdout
     bad = dpfw("profile", "set", image, "pop3.max_sessions", "many", check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("dpfw: profile set: pop3.max_sessions")
+    two = dpfw("profile", "set", image, "scan.formats", "pdf,tiff", "pop3.max_sessions", "10")
+    assert two.stdout.startswith("profile set: 2 values changed and saved\n"), two.stdout
+    assert "scan.formats: tiff, pdf, jpeg -> pdf, tiff (applies after reboot" in two.stdout
+    model = dpfw("profile", "set", image, "identity.model", "DP-4520", check=False)
+    assert model.stderr.startswith("dpfw: profile set: identity.model cannot be set alone")
 
     dry = dpfw("profile", "apply", image, "DP-4520", "--dry-run").stdout
     assert "identity.model: DP-3530 -> DP-4520 (after reboot)" in dry
