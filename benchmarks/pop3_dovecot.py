@@ -48,7 +48,7 @@ protocols = pop3
 listen = 127.0.0.1
 {ssl}
 disable_plaintext_auth = no
-auth_mechanisms = plain
+auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 auth_cache_size = 10M
 login_trusted_networks = 127.0.0.0/8
@@ -76,7 +76,8 @@ service pop3-login {{
     port = {port}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = 127.0.0.1
+    port = {pop3s_port}
   }}
   # high-performance mode: long-lived login processes, each serving many clients
   service_count = 0
@@ -221,13 +222,17 @@ def start_dovecot(
     scheme: str | None = None,
     crlf: bool = True,
     tls: tuple[Path, Path] | None = None,
+    mechanisms: str = "plain",
+    pop3s_port: int = 0,
 ) -> tuple[ServerProcess, str]:
     """Write config and users under `workdir/name`, start `dovecot -F`, wait for its greeting.
 
     `home` holds the maildirs (write_maildirs); `flavour` is one of FLAVOURS; `scheme`
     overrides the flavour's password scheme; `tls` = (certificate PEM, key PEM) turns
-    `ssl = yes` on (STLS offered), else `ssl = no`. Returns the server and its `doveconf -n`
-    output, which is checked to show the flavour's settings (RuntimeError if not).
+    `ssl = yes` on (STLS offered), else `ssl = no`; `mechanisms` are the SASL mechanisms
+    offered; `pop3s_port` (0: none) listens for implicit TLS. Returns the server and its
+    `doveconf -n` output, which is checked to show the flavour's settings (RuntimeError if
+    not). The Internet Fax tests' Dovecot (tests/ifax/dovecot.py) is this one too.
     """
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
     if not Path(binary).exists():
@@ -272,6 +277,8 @@ def start_dovecot(
             cpus=cpus,
             crlf="yes" if crlf else "no",
             ssl=ssl,
+            mechanisms=mechanisms,
+            pop3s_port=pop3s_port,
             extra=_EXTRA[flavour],
             pop3_service=_POP3_SERVICE[flavour].format(
                 processes=processes,

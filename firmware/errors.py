@@ -40,3 +40,29 @@ class MemoryFullError(DeviceError):
 
 class BoxError(DeviceError):
     """A mailbox that does not exist, already exists, has a bad name or is in use."""
+
+
+class NotFoundError(DeviceError):
+    """Something named that does not exist: a box, a message, a POP3 session, a scan job, a
+    tray document (HTTP 404). Front-ends map refusals by class, never by their words."""
+
+
+class BoxNotFoundError(BoxError, NotFoundError):
+    """No box of that name (a `BoxError` too, for callers that catch every box refusal)."""
+
+
+class BadNameError(BoxError):
+    """A box name the store does not allow (length, characters)."""
+
+
+class ConflictError(DeviceError):
+    """Not possible now, in the device's present state: a box open in a POP3 session, a
+    service that is not running (HTTP 409)."""
+
+
+class NotRunningError(DeviceError):
+    """The device is booting, rebooting or shutting down (HTTP 503)."""
+
+
+class MessageNotFoundError(BoxError, NotFoundError):
+    """No message of that uid in a box (a `BoxError` too, as the store raises it)."""

@@ -28,12 +28,14 @@ COMMAND_MODULES = (
     "deliver",
     "profile",
     "scan",
+    "status",
     "tls",
     "ifax",
     "run",
     "trace",
     "fleet",
     "report",
+    "fault",
 )
 
 

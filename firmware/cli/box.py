@@ -1,7 +1,9 @@
-"""`dpfw box add|list|show|messages|del|passwd`: mailboxes on a board image (device off).
+"""`dpfw box add|list|show|messages|del|passwd`: mailboxes on a board image.
 
 Parse, call firmware.ops over the offline board, render: the same operations and texts as the
-console's `box` commands; `--json` prints the operation's dataclass.
+console's `box` commands; `--json` prints the operation's dataclass. On an image a running
+device holds, the same requests go to the device's API (firmware/cli/remote.py) and its
+answers are rendered the same way.
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from firmware.cli.common import add_secret_options, print_json, read_secret
+from firmware.cli import remote
+from firmware.cli.common import add_image_json, add_secret_options, print_json, read_secret
+from firmware.cli.remote import from_json, segment
 from firmware.device.boards import open_board
+from firmware.errors import DeviceError, NotFoundError
 from firmware.ops import boxes, messages, render
+from firmware.ops.boxes import BoxChange
 from firmware.ops.context import OpsContext
 
 
@@ -30,7 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("messages", "a mailbox's messages: uid, size, date, subject, from", cmd_messages, True),
     ):
         p = cmds.add_parser(name, help=helptext)
-        p.add_argument("image", type=Path, metavar="IMG")
+        add_image_json(p, json=False)
         if named:
             p.add_argument("name", metavar="NAME")
         p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -73,6 +79,17 @@ def _password_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    with remote.reach(args.image) as device:
+        if device is not None:
+            if _exists(device, args.name):  # refuse before asking for a password
+                raise DeviceError(f"box add: a box named {args.name!r} already exists")
+            body = {"name": args.name, "password": read_secret(args, "password")}
+            if args.legacy is not None:
+                body["legacy"] = args.legacy
+            print(
+                render.box_change(from_json(BoxChange, device.request("POST", "/boxes", json=body)))
+            )
+            return 0
     with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         boxes.check_new_box(ctx, args.name)  # refuse before asking for a password
@@ -81,28 +98,59 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exists(device: remote.Device, name: str) -> bool:
+    try:
+        device.request("GET", f"/boxes/{segment(name)}")
+    except NotFoundError:
+        return False
+    return True
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    with open_board(args.image) as board:
-        listing = boxes.box_list(OpsContext.offline(board))
+    with remote.reach(args.image) as device:
+        if device is not None:
+            listing = from_json(boxes.BoxList, device.request("GET", "/boxes"))
+        else:
+            with open_board(args.image) as board:
+                listing = boxes.box_list(OpsContext.offline(board))
     print_json(listing) if args.json else print(render.box_list(listing))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with open_board(args.image) as board:
-        detail = boxes.box_show(OpsContext.offline(board), args.name)
+    with remote.reach(args.image) as device:
+        if device is not None:
+            answer = device.request("GET", f"/boxes/{segment(args.name)}")
+            detail = from_json(boxes.BoxDetail, answer)
+        else:
+            with open_board(args.image) as board:
+                detail = boxes.box_show(OpsContext.offline(board), args.name)
     print_json(detail) if args.json else print(render.box_detail(detail))
     return 0
 
 
 def cmd_messages(args: argparse.Namespace) -> int:
-    with open_board(args.image) as board:
-        listing = messages.list_messages(OpsContext.offline(board), args.name)
+    with remote.reach(args.image) as device:
+        if device is not None:
+            answer = device.request("GET", f"/boxes/{segment(args.name)}/messages")
+            for row in answer.get("messages", []):  # the API's names for two fields
+                row.pop("number", None)
+                row["sender"] = row.pop("from", None)
+            listing = from_json(messages.MessageList, answer)
+        else:
+            with open_board(args.image) as board:
+                listing = messages.list_messages(OpsContext.offline(board), args.name)
     print_json(listing) if args.json else print(render.messages(listing))
     return 0
 
 
 def cmd_del(args: argparse.Namespace) -> int:
+    with remote.reach(args.image) as device:
+        if device is not None:
+            params = {"purge": "true"} if args.purge else {}
+            answer = device.request("DELETE", f"/boxes/{segment(args.name)}", params=params)
+            print(render.box_change(from_json(BoxChange, answer)))
+            return 0
     with open_board(args.image) as board:
         print(
             render.box_change(boxes.box_del(OpsContext.offline(board), args.name, purge=args.purge))
@@ -111,6 +159,16 @@ def cmd_del(args: argparse.Namespace) -> int:
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
+    with remote.reach(args.image) as device:
+        if device is not None:
+            path = f"/boxes/{segment(args.name)}"
+            device.request("GET", path)  # refuse before asking for a password
+            body: dict[str, object] = {"password": read_secret(args, "password")}
+            if args.legacy is not None:
+                body["legacy"] = args.legacy
+            answer = device.request("PATCH", path, json=body)
+            print(render.box_change(from_json(BoxChange, answer["password"])))
+            return 0
     with open_board(args.image) as board:
         ctx = OpsContext.offline(board)
         boxes.find_box(ctx, args.name, "box passwd")  # refuse before asking for a password

@@ -1,4 +1,4 @@
-"""Helpers shared by the sub-commands: secrets from stdin or a prompt, sizes."""
+"""Helpers shared by the sub-commands: argparse shapes, secrets from stdin or a prompt, sizes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import getpass
 import re
 import sys
+from pathlib import Path
 
 from firmware.errors import DeviceError
 
@@ -30,6 +31,14 @@ def parse_size(text: str) -> int:
     if not match or match.group(2).upper() not in _UNITS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 64MiB or 512K")
     return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def add_image_json(parser: argparse.ArgumentParser, *, json: bool = True) -> None:
+    """The `IMG [--json]` arguments most sub-commands take: the board image and, when `json`,
+    `--json` (print the operation's dataclass as JSON instead of text)."""
+    parser.add_argument("image", type=Path, metavar="IMG", help="board image file")
+    if json:
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def add_secret_options(parser: argparse.ArgumentParser, what: str) -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import trio
 
-from firmware.cli.common import print_json
+from firmware.cli.common import add_image_json, print_json
 from firmware.config.budget import RamBudget
 from firmware.device.boards import open_board, saved_profile
 from firmware.ifax.poller import IfaxPoller
@@ -29,28 +28,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmds = parser.add_subparsers(dest="ifax_command", required=True, metavar="ACTION")
 
     p = cmds.add_parser("status", help="settings, tray size")
-    p.add_argument("image", type=Path, metavar="IMG")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_image_json(p)
     p.set_defaults(func=cmd_status)
 
     p = cmds.add_parser("poll", help="poll the mail server once with the image's profile")
-    p.add_argument("image", type=Path, metavar="IMG")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_image_json(p)
     p.set_defaults(func=cmd_poll)
 
     tray = cmds.add_parser("tray", help="the output tray: list, show N, clear")
     tcmds = tray.add_subparsers(dest="tray_command", required=True, metavar="ACTION")
     p = tcmds.add_parser("list", help="every document: status, pages, sender, subject")
-    p.add_argument("image", type=Path, metavar="IMG")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_image_json(p)
     p.set_defaults(func=cmd_tray_list)
     p = tcmds.add_parser("show", help="one document with its pages")
-    p.add_argument("image", type=Path, metavar="IMG")
+    add_image_json(p, json=False)
     p.add_argument("number", type=int, metavar="N")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_tray_show)
     p = tcmds.add_parser("clear", help="remove every document (UIDLs are remembered)")
-    p.add_argument("image", type=Path, metavar="IMG")
+    add_image_json(p, json=False)
     p.set_defaults(func=cmd_tray_clear)
 
 

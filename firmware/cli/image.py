@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
+from firmware.cli import remote
 from firmware.cli.common import add_secret_options, parse_size, read_secret
 from firmware.config.profile import MODELS, Profile, factory, parse_toml, shown
 from firmware.device.boards import create_board, open_board, saved_profile
 from firmware.errors import DeviceError, ProfileError
-from firmware.ops import boxes, render, storage
+from firmware.ops import render, storage
 from firmware.ops.context import OpsContext
 from firmware.security.credentials import check_password_policy
-from firmware.store.board import Board
 from firmware.text import file_problem, plural
 
 
@@ -116,51 +114,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(board: Board) -> dict[str, Any]:
-    """Everything `inspect` shows, as plain data."""
-    g = board.geometry
-    usage = board.usage()
-    ctx = OpsContext.offline(board)
-    report = storage.fsck(ctx)
-    slots = board.nvram_slots
-    return {
-        "image": str(board.path),
-        "superblock": {
-            "format_version": g.format_version,
-            "image_size": g.image_size,
-            "block_size": g.block_size,
-            "block_count": g.block_count,
-            "nvram_offset": g.nvram_offset,
-            "nvram_slot_size": g.nvram_slot_size,
-            "data_offset": g.data_offset,
-            "created": g.created,
-            "image_id": g.image_id.hex(),
-        },
-        "profile": {
-            "model": saved_profile(board).model,
-            "firmware_version": saved_profile(board).str("identity.firmware_version"),
-        },
-        "nvram": {
-            "slot_sequences": list(slots),
-            "active_sequence": max(s for s in slots if s is not None),
-        },
-        "boxes": [dataclasses.asdict(box) for box in boxes.box_list(ctx).boxes],
-        "space": {
-            "total": usage.total,
-            "used": usage.used,
-            "free": usage.free,
-            "reclaimable": usage.reclaimable,
-            "live": usage.live,
-        },
-        "settings": sorted(board.settings()),
-        "records_checked": report.records_checked,
-        "problems": [dataclasses.asdict(problem) for problem in report.problems],
-    }
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
-    with open_board(args.image, repair=False) as board:
-        info = describe(board)
+    device = remote.device_for(args.image)
+    if device is not None:
+        info = device.request("GET", "/image")
+    else:
+        with open_board(args.image, repair=False) as board:
+            info = storage.inspect(OpsContext.offline(board))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

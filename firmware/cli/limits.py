@@ -12,7 +12,8 @@ import resource
 MIB = 1024 * 1024
 
 # Measured (docs/reliability.md, "Address-space floor"): `dpfw run` with a pty console boots
-# and serves at 72 MiB and fails at 64; `image demo` (Pillow, cryptography) works at 80 and
+# and serves at 72 MiB and fails at 64 (88 MiB with the control socket's HTTP stack, which a
+# smaller limit skips with a warning); `image demo` (Pillow, cryptography) works at 80 and
 # fails at 64; `image inspect` works at 32. 96 leaves a margin. Scan jobs need the profile's
 # memory.image_ram_mib on top (a job over the host's limit fails as that job only).
 FLOOR_MIB = 96

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import stat
@@ -15,6 +16,8 @@ from firmware.errors import DeviceError
 if TYPE_CHECKING:
     from firmware.device.device import Device, Service
     from firmware.faults.spec import Scenario
+
+log = logging.getLogger("dpfw.run")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -158,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
         scan_feed_per_min=args.scan_feed,
         cert_out=args.cert_out,
     )
-    services: list[Service] = []
+    services: list[Service] = [_control_service()]
     if args.console != "none":
         services.append(partial(run_console, spec=args.console))
     if args.http is not None:
@@ -207,6 +210,22 @@ async def _set_faults(device: Device, *, scenario: Scenario) -> None:
 
     await device.wait_booted()
     load_scenario(OpsContext.running(device), scenario)
+
+
+def _control_service() -> Service:
+    """The control socket IMG.ctl (firmware/http/server.py, run_control). Its HTTP stack is
+    loaded once the device serves, and a host whose address-space limit cannot hold it
+    (about 10 MiB) keeps a device that serves POP3 without the socket (a WARNING line)."""
+
+    async def control(device: Device) -> None:
+        try:
+            from firmware.http.server import run_control
+        except (MemoryError, ImportError, SystemError) as exc:
+            log.warning("no control socket: loading the HTTP stack failed (%s)", exc)
+            return
+        await run_control(device)
+
+    return control
 
 
 def _http_service(args: argparse.Namespace) -> Service:

@@ -13,10 +13,13 @@ import argparse
 import base64
 import hashlib
 import json
+import logging
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+import trio
 
 from firmware.cli.run import parse_address
 from firmware.errors import DeviceError
@@ -25,6 +28,8 @@ from firmware.text import file_problem, host_port
 
 if TYPE_CHECKING:
     from firmware.device.device import Device
+
+log = logging.getLogger("dpfw.trace")
 
 REPLY_TIMEOUT_S = 30.0
 
@@ -54,11 +59,41 @@ def register(sub: Any) -> None:
 
 
 async def write_trace(device: Device, *, out: IO[str]) -> None:
-    """A device service: every trace record as one JSON line on `out`, flushed per line."""
+    """A device service: every trace record as one JSON line on `out`, flushed per batch.
+
+    The writes run on a worker thread, never on the event loop: a slow disk, a full one or a
+    pipe nobody reads stalls only this writer. Records that arrive meanwhile wait in the
+    subscription (firmware/pop3/trace.py, SUBSCRIBER_BUFFER) and are written together next;
+    beyond that buffer they are dropped and counted (`Tracer.dropped`), so POP3 never waits.
+    A write that fails (ENOSPC, EPIPE) is logged once, its records are lost, and the writer
+    tries again with the next batch. At shutdown a write still blocked is abandoned.
+    """
+    failing = False
     with device.trace.subscribe() as records:
         async for record in records:
-            out.write(json.dumps(record.to_json()) + "\n")
-            out.flush()
+            batch = [record]
+            while True:
+                try:
+                    batch.append(records.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            text = "".join(json.dumps(r.to_json()) + "\n" for r in batch)
+            error = await trio.to_thread.run_sync(_write, out, text, abandon_on_cancel=True)
+            if error is not None and not failing:
+                log.error("--trace: %s; trace records are lost until a write succeeds", error)
+            elif error is None and failing:
+                log.info("--trace: writing again")
+            failing = error is not None
+
+
+def _write(out: IO[str], text: str) -> str | None:
+    """Write and flush `text` (on a worker thread); None, or why it failed."""
+    try:
+        out.write(text)
+        out.flush()
+    except (OSError, ValueError) as exc:  # ValueError: the file was closed
+        return file_problem(getattr(out, "name", "the trace file"), exc, "write")
+    return None
 
 
 # -- dpfw trace replay ---------------------------------------------------------------------

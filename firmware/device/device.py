@@ -28,7 +28,7 @@ from firmware.config.profile import SCHEMA, Profile, Value, masked, running_afte
 from firmware.device.boards import limits_of, open_board, save_profile, saved_profile
 from firmware.device.demo import boot_notice
 from firmware.device.report_file import ReportWriter, report_path
-from firmware.errors import DeviceError, MemoryFullError, StorageFullError
+from firmware.errors import DeviceError, MemoryFullError, NotRunningError, StorageFullError
 from firmware.faults.plan import DELIVER, SCAN, Fault, FaultPlan, Where
 from firmware.faults.spec import FaultSpec
 from firmware.ifax.poller import IfaxPoller
@@ -216,7 +216,7 @@ class Device:
     @property
     def board(self) -> Board:
         if self._board is None:
-            raise DeviceError("the device is not running (booting or shutting down)")
+            raise NotRunningError("the device is not running (booting or shutting down)")
         return self._board
 
     @property
@@ -227,7 +227,7 @@ class Device:
         with the live keys changed since; a change to a reboot key waits in NVRAM.
         """
         if self._profile is None:
-            raise DeviceError("the device is not running (booting or shutting down)")
+            raise NotRunningError("the device is not running (booting or shutting down)")
         return self._profile
 
     @property

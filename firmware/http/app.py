@@ -45,7 +45,17 @@ from firmware.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from firmware.http.metrics import ApiMetrics
 from firmware.http.openapi import openapi_document
 from firmware.http.web import Web
-from firmware.ops import boxes, clients, ifax, messages, scans, sessions, status, system
+from firmware.ops import (
+    boxes,
+    clients,
+    ifax,
+    messages,
+    scans,
+    sessions,
+    status,
+    storage,
+    system,
+)
 from firmware.ops import faults as ops_faults
 from firmware.ops import profile as ops_profile
 from firmware.ops import trace as ops_trace
@@ -78,8 +88,13 @@ def as_json(result: Any) -> Any:
 class Api:
     """The API of one running device: its routes, counters and scan jobs."""
 
-    def __init__(self, device: Device, lockout: AdminLockout | None = None) -> None:
+    def __init__(
+        self, device: Device, lockout: AdminLockout | None = None, *, trusted: bool = False
+    ) -> None:
         self.device = device
+        self.trusted = trusted
+        """No login: the control socket (firmware/http/server.py), where the socket file's
+        owner and mode (0600) are the access check, as for docker.sock."""
         self.ctx = OpsContext.running(device)
         self.lockout = lockout if lockout is not None else device.admin_lockout
         self.metrics = ApiMetrics(device)
@@ -87,6 +102,7 @@ class Api:
         self._job_ids = itertools.count(1)
         self.nursery: trio.Nursery | None = None  # where scan jobs run; set by the server
         self._auth_lock = trio.Lock()  # admin password checks, one at a time
+        self.auth_cache = auth.VerifiedCache()  # admin credentials verified lately
         self.web = Web(self)  # the device's web page at / (firmware.http.web)
         self.app = Starlette(
             routes=self._routes() + self.web.routes(),
@@ -118,6 +134,12 @@ class Api:
             return ok
         return await trio.to_thread.run_sync(system.check_admin_password, self.ctx, password)
 
+    def _auth_stamp(self) -> object:
+        """The admin credentials' generation: the boot and the NVRAM generation (every
+        NVRAM write, a password change among them, makes a new one). DeviceError (503)
+        while the device reboots."""
+        return (getattr(self.device, "boots", 0), self.ctx.board.nvram_slots)
+
     def _route(
         self, path: str, methods: list[str], handler: Handler, *, public: bool = False
     ) -> Route:
@@ -130,7 +152,7 @@ class Api:
 
     async def _answer(self, request: Request, handler: Handler, public: bool) -> Response:
         try:
-            if not public:
+            if not public and not self.trusted:
                 client = request.client
                 await auth.authenticate(
                     request.headers.get("authorization"),
@@ -140,6 +162,8 @@ class Api:
                     self._check_password,
                     self.metrics.login,
                     self._auth_lock,
+                    self.auth_cache,
+                    self._auth_stamp,
                 )
             return await handler(request)
         except ApiError as exc:
@@ -156,6 +180,7 @@ class Api:
             r(f"{API}/openapi.json", ["GET"], self.openapi, public=True),
             r("/metrics", ["GET"], self.prometheus),
             r(f"{API}/status", ["GET"], self.get_status),
+            r(f"{API}/image", ["GET"], self.get_image),
             r(f"{API}/boxes", ["GET"], self.list_boxes),
             r(f"{API}/boxes", ["POST"], self.add_box),
             r(f"{API}/boxes/{{box}}", ["GET"], self.show_box),
@@ -229,6 +254,13 @@ class Api:
     async def get_status(self, request: Request) -> Response:
         self._no_query(request)
         return JSONResponse(as_json(await self.read(status.status, self.ctx)))
+
+    async def get_image(self, request: Request) -> Response:
+        """What `dpfw image inspect` shows (firmware.ops.storage.inspect), read-only; it
+        re-reads every record, so it runs on the store worker."""
+        self._no_query(request)
+        listing = await self.read(boxes.box_list, self.ctx)
+        return JSONResponse(await self.store(storage.inspect, self.ctx, listing))
 
     # ----- boxes -----
 

@@ -14,16 +14,18 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from firmware.errors import (
+    BadNameError,
     BoxError,
+    ConflictError,
     CorruptRecordError,
     DeviceError,
     MemoryFullError,
+    NotFoundError,
+    NotRunningError,
     ProfileError,
     QuotaError,
     StorageFullError,
 )
-
-NOT_RUNNING = "the device is not running (booting or shutting down)"
 
 
 class ApiError(Exception):
@@ -65,15 +67,14 @@ def from_api_error(exc: ApiError) -> JSONResponse:
 
 
 def device_status(exc: DeviceError, *, delivering: bool = False) -> tuple[int, str]:
-    """(HTTP status, kind) for a refusal of the device, by its class and, for the generic
-    classes, by the words of its line (the store names its refusals consistently).
+    """(HTTP status, kind) for a refusal of the device, by its class (firmware/errors.py).
 
     507 Insufficient Storage (RFC 4918 §11.5) for MEMORY FULL and a full flash; 413 for a
-    message over a box's quota or message count; 404 for an unknown box, message or session;
-    409 for a state that forbids the change now; 503 while the device reboots; 422 for a
-    value the device refuses.
+    message over a box's quota or message count; 404 for an unknown box, message, session or
+    tray document (`NotFoundError`); 409 for a state that forbids the change now (a box in
+    use or that exists, a corrupt record); 503 while the device reboots; 422 for a value the
+    device refuses.
     """
-    text = str(exc)
     if isinstance(exc, MemoryFullError):
         return 507, "memory_full"
     if isinstance(exc, StorageFullError):
@@ -82,17 +83,15 @@ def device_status(exc: DeviceError, *, delivering: bool = False) -> tuple[int, s
         return (413, "quota") if delivering else (409, "limit")
     if isinstance(exc, CorruptRecordError):
         return 409, "corrupt"
-    if NOT_RUNNING in text:
+    if isinstance(exc, NotRunningError):
         return 503, "not_running"
+    if isinstance(exc, NotFoundError):
+        return 404, "not_found"
     if isinstance(exc, ProfileError):
         return 422, "invalid_value"
-    if "no box named" in text or "holds no message with uid" in text or "no open session" in text:
-        return 404, "not_found"
-    if text.startswith("ifax tray show: no document "):
-        return 404, "not_found"
-    if isinstance(exc, BoxError) and "is not allowed" in text:
+    if isinstance(exc, BadNameError):
         return 400, "bad_name"
-    if isinstance(exc, BoxError) or "in a POP3 session" in text or "not running" in text:
+    if isinstance(exc, (BoxError, ConflictError)):
         return 409, "conflict"
     return 422, "refused"
 

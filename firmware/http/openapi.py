@@ -89,6 +89,9 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"basic": []}],
         "paths": {
             "/api/v1/status": {"get": _op("model, firmware, uptime, RAM, flash, POP3, locks")},
+            "/api/v1/image": {
+                "get": _op("superblock, NVRAM, boxes, space, settings, bad records (as inspect)")
+            },
             "/api/v1/boxes": {
                 "get": _op("list the boxes"),
                 "post": _op(

@@ -5,16 +5,26 @@ device has booted and lives across reboots (requests during a reboot get 503). W
 `--https` it serves TLS 1.2+ with the device certificate of the boot it started in; plain
 HTTP on an address that is not loopback is refused unless `--http-insecure` is given, since
 Basic credentials would cross the network in clear.
+
+Every `dpfw run` also serves the same API, without login, on a Unix-domain control socket
+next to its image (`IMG.ctl`, mode 0600; `run_control`): the file's owner and mode are the
+access check, as for docker.sock. `dpfw` commands given an image a running device holds talk
+to it there (firmware/cli/remote.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import os
+import socket
 import ssl
+import stat
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
@@ -22,8 +32,10 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from firmware.errors import DeviceError
+from firmware.http import control_path
 from firmware.http.app import API, Api
 from firmware.security.tls import TlsError, context_from_settings
+from firmware.text import os_reason
 
 if TYPE_CHECKING:
     from firmware.device.device import Device
@@ -121,6 +133,84 @@ async def run_http(device: Device, options: HttpOptions, api: Api | None = None)
             line = f"HTTP API on {url}{API} (user admin, the console password)"
             device.log_lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO dpfw.http: {line}")
             print(f"dpfw: {line}", file=sys.stderr, flush=True)
+
+
+CONTROL_MODE = 0o600
+
+
+def bind_control(path: Path) -> socket.socket:
+    """A Unix stream socket bound at `path` with mode 0600, not yet listening.
+
+    Only the process holding the image's lock calls this, so a socket file already at `path`
+    is stale (left by a device killed with SIGKILL or a power cut): it is replaced. Any
+    other kind of file there is left alone (DeviceError). The mode is set before `listen`,
+    so nobody can connect while the file is still open to others (connect() to a socket that
+    does not listen fails). DeviceError naming the path and why on any OS error.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise DeviceError(f"control socket {path}: {os_reason(exc)}") from None
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise DeviceError(
+                f"control socket {path}: a file that is not a socket has that name; "
+                "remove or rename it"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        log.info("control socket %s: replaced a stale one", path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, CONTROL_MODE)
+    except OSError as exc:
+        sock.close()
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                path.unlink()
+        raise DeviceError(f"cannot create the control socket {path}: {os_reason(exc)}") from None
+    return sock
+
+
+async def run_control(device: Device, api: Api | None = None) -> None:
+    """Serve the API without login on the image's control socket until the device stops
+    (a Device service, started by firmware.cli.run for every `dpfw run`).
+
+    The socket is made once the device has booted (it holds the image's lock then) and
+    lives across reboots; at shutdown the file is removed if it is still ours. A socket
+    that cannot be made (a read-only directory) is a WARNING line and the device runs on
+    without it: `dpfw` commands then find the image in use, as before.
+    """
+    await device.wait_booted()
+    path = control_path(device.options.image)
+    try:
+        sock = bind_control(path)
+    except DeviceError as exc:
+        log.warning("%s; `dpfw` commands cannot reach this device", exc)
+        return
+    ours = os.stat(path).st_ino
+    config = _Config(None)
+    config.bind = [f"fd://{sock.detach()}"]  # hypercorn listens on it and closes it
+    config.accesslog = None
+    config.errorlog = _SERVER_LOG
+    config.keep_alive_timeout = 30
+    config.graceful_timeout = 2
+    config.include_server_header = False
+    api = api or Api(device, trusted=True)
+    try:
+        async with trio.open_nursery() as nursery:
+            api.nursery = nursery
+            await nursery.start(_serve, api, config)
+            line = f"control socket {path} (dpfw commands on this image go through it)"
+            device.log_lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO dpfw.http: {line}")
+            print(f"dpfw: {line}", file=sys.stderr, flush=True)
+    finally:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == ours:
+                path.unlink()
 
 
 def _only_os_error(exc: BaseException) -> OSError | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from firmware.errors import BoxError, DeviceError
+from firmware.errors import BoxError, BoxNotFoundError, ConflictError, DeviceError
 from firmware.ops.context import OpsContext
 from firmware.pop3.auth import keeps_legacy_secret
 from firmware.security.credentials import check_password_policy
@@ -85,12 +85,12 @@ def box_list(ctx: OpsContext) -> BoxList:
 
 
 def find_box(ctx: OpsContext, name: str, what: str = "") -> BoxInfo:
-    """The box's BoxInfo; BoxError `[what: ]no box named 'NAME' (see `box list`)`."""
+    """The box's BoxInfo; BoxNotFoundError `[what: ]no box named 'NAME' (see `box list`)`."""
     for info in ctx.board.boxes():
         if info.name == name:
             return info
     prefix = f"{what}: " if what else ""
-    raise BoxError(f"{prefix}no box named {name!r} (see `box list`)")
+    raise BoxNotFoundError(f"{prefix}no box named {name!r} (see `box list`)")
 
 
 def box_exists(ctx: OpsContext, name: str) -> bool:
@@ -171,9 +171,9 @@ def box_unlock(ctx: OpsContext, name: str) -> Unlock:
     """Lift a box's lock-out after failed logins (locks also end by themselves)."""
     pop3 = ctx.pop3
     if pop3 is None:
-        raise DeviceError("box unlock: the POP3 service is not running")
+        raise ConflictError("box unlock: the POP3 service is not running")
     if pop3.unlock(name):
         return Unlock(name, True)
     if not box_exists(ctx, name):
-        raise DeviceError(f"box unlock: no box named {name!r} is locked (see `status`)")
+        raise BoxNotFoundError(f"box unlock: no box named {name!r} is locked (see `status`)")
     return Unlock(name, False)

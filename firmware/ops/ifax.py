@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import trio
 from PIL import Image
 
-from firmware.errors import DeviceError
+from firmware.errors import DeviceError, NotFoundError
 from firmware.ifax.poller import PollReport, clear_tray
 from firmware.ops.context import OpsContext
 
@@ -188,7 +188,7 @@ def tray_show(ctx: OpsContext, number: int) -> TrayDoc:
     entries = ctx.board.tray()
     if not 1 <= number <= len(entries):
         held = f"1 to {len(entries)}" if entries else "none: the tray is empty"
-        raise DeviceError(f"ifax tray show: no document {number} (documents: {held})")
+        raise NotFoundError(f"ifax tray show: no document {number} (documents: {held})")
     e = entries[number - 1]
     return _doc(ctx, e.number, e.seq, e.corrupt, pages=True)
 

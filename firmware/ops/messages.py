@@ -16,8 +16,16 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import BinaryIO, cast
 
-from firmware.errors import CorruptRecordError, DeviceError
+from firmware.errors import (
+    BoxError,
+    ConflictError,
+    CorruptRecordError,
+    DeviceError,
+    MessageNotFoundError,
+)
+from firmware.ops.boxes import find_box
 from firmware.ops.context import OpsContext
+from firmware.store.board import MessageInfo
 from firmware.store.wire import unstuff
 
 HEADER_BYTES = 256 * 1024  # a listing parses at most this much of each message
@@ -63,7 +71,8 @@ def _headers(raw: bytes) -> tuple[float | None, str | None, str | None, list[str
 
 
 def list_messages(ctx: OpsContext, box: str) -> MessageList:
-    """Every message of `box`, oldest first. BoxError for an unknown box."""
+    """Every message of `box`, oldest first. BoxNotFoundError for an unknown box."""
+    find_box(ctx, box)
     board = ctx.board
     out = []
     for info in board.messages(box):
@@ -95,10 +104,21 @@ def _read(ctx: OpsContext, box: str, uid: str, limit: int | None = None) -> byte
     return unstuff(b"".join(chunks))
 
 
+def find_message(ctx: OpsContext, box: str, uid: str) -> MessageInfo:
+    """The stored message `uid` of `box`; BoxNotFoundError for no such box,
+    MessageNotFoundError (`box 'B' holds no message with uid 'U'`) for no such message."""
+    find_box(ctx, box)
+    try:
+        return ctx.board.message(box, uid)
+    except BoxError as exc:  # the box exists: the uid is what is missing
+        raise MessageNotFoundError(str(exc)) from None
+
+
 def raw_message(ctx: OpsContext, box: str, uid: str) -> bytes:
     """One message's bytes as delivered over POP3 RETR (CRLF line ends, no stuffing).
-    BoxError for an unknown box or uid; CorruptRecordError for a bad CRC."""
-    ctx.board.message(box, uid)  # an unknown uid fails before anything is read
+    BoxNotFoundError, MessageNotFoundError for an unknown box or uid; CorruptRecordError for a bad
+    CRC."""
+    find_message(ctx, box, uid)  # an unknown uid fails before anything is read
     return _read(ctx, box, uid)
 
 
@@ -108,6 +128,7 @@ def deliver(ctx: OpsContext, box: str, source: bytes | BinaryIO) -> Message:
     front-end after it): `check_message_head` first, so what a POP3 client would refuse is
     never stored. DeviceError (not an RFC 5322 message), BoxError, QuotaError,
     StorageFullError: one line, nothing stored."""
+    find_box(ctx, box)
     head, source = _peek(source, HEAD_CHECK_BYTES)
     check_message_head(head)
     info = ctx.board.deliver(box, source)
@@ -189,11 +210,14 @@ def _peek(source: bytes | BinaryIO, size: int) -> tuple[bytes, bytes | BinaryIO]
 
 
 def delete_message(ctx: OpsContext, box: str, uid: str) -> Message:
-    """Delete one message (one durable record). BoxError for an unknown box or uid; refused
-    while a POP3 session holds the box (its own deletions would then race this one)."""
-    info = ctx.board.message(box, uid)
+    """Delete one message (one durable record). BoxNotFoundError, MessageNotFoundError for an
+    unknown box or uid; ConflictError while a POP3 session holds the box (its own deletions
+    would then race this one)."""
+    info = find_message(ctx, box, uid)
     pop3 = ctx.pop3
     if pop3 is not None and any(s.box == box for s in pop3.sessions()):
-        raise DeviceError(f"message delete: box {box!r} is open in a POP3 session; nothing changed")
+        raise ConflictError(
+            f"message delete: box {box!r} is open in a POP3 session; nothing changed"
+        )
     ctx.board.delete(box, [uid])
     return Message(info.uid, info.size, info.arrived, info.corrupt)

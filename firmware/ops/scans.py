@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from firmware.errors import DeviceError
+from firmware.errors import BoxNotFoundError, DeviceError
 from firmware.ops.boxes import box_exists
 from firmware.ops.context import OpsContext
 
@@ -55,7 +55,7 @@ def prepare_scan(ctx: OpsContext, box: str, options: Mapping[str, str]) -> ScanR
         "pdf",
     )
     if not box_exists(ctx, box):
-        raise DeviceError(f"scan: no box named {box!r} (see `box list`)")
+        raise BoxNotFoundError(f"scan: no box named {box!r} (see `box list`)")
     request = ScanRequest(box=box, pages=pages, dpi=chosen["dpi"], mode=chosen["mode"], format=fmt)
     check_request(request, profile)
     return request

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from firmware.errors import DeviceError
+from firmware.errors import ConflictError, DeviceError, NotFoundError
 from firmware.ops.context import OpsContext
 
 
@@ -47,7 +47,7 @@ def session_kill(ctx: OpsContext, ident: int) -> int:
     """End session `ident` now; nothing it deleted is committed. DeviceError if none."""
     pop3 = ctx.pop3
     if pop3 is None:
-        raise DeviceError("session kill: the POP3 service is not running")
+        raise ConflictError("session kill: the POP3 service is not running")
     if not pop3.kill(ident):
-        raise DeviceError(f"session kill: no open session {ident} (see `session list`)")
+        raise NotFoundError(f"session kill: no open session {ident} (see `session list`)")
     return ident

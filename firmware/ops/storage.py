@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
+from firmware.device.boards import saved_profile
+from firmware.ops.boxes import BoxList, box_list
 from firmware.ops.context import OpsContext
 
 
@@ -56,3 +60,54 @@ def compact(ctx: OpsContext) -> Compact:
         report.seconds,
         board.usage().free,
     )
+
+
+def inspect(ctx: OpsContext, listing: BoxList | None = None) -> dict[str, Any]:
+    """What `dpfw image inspect` shows, as plain JSON data: `image` (its path), `superblock`
+    (format_version, image_size, block_size and block_count in bytes/blocks, nvram_offset,
+    nvram_slot_size, data_offset, created in epoch seconds, image_id in hex), `profile`
+    (model, firmware_version of the saved profile), `nvram` (slot_sequences,
+    active_sequence), `boxes` (as `box list`), `space` (total, used, free, reclaimable,
+    live: bytes), `settings` (the names of the stored settings), `records_checked` and
+    `problems` (as `fsck`). Reads the whole log (fsck): on a running device run it on the
+    store worker (`ctx.run_store`) with `listing`, the `box_list` read on the event loop
+    (a running device's lock-outs are read there). Changes nothing."""
+    board = ctx.board
+    g = board.geometry
+    usage = board.usage()
+    report = fsck(ctx)
+    slots = board.nvram_slots
+    profile = saved_profile(board)
+    return {
+        "image": str(board.path),
+        "superblock": {
+            "format_version": g.format_version,
+            "image_size": g.image_size,
+            "block_size": g.block_size,
+            "block_count": g.block_count,
+            "nvram_offset": g.nvram_offset,
+            "nvram_slot_size": g.nvram_slot_size,
+            "data_offset": g.data_offset,
+            "created": g.created,
+            "image_id": g.image_id.hex(),
+        },
+        "profile": {
+            "model": profile.model,
+            "firmware_version": profile.str("identity.firmware_version"),
+        },
+        "nvram": {
+            "slot_sequences": list(slots),
+            "active_sequence": max(s for s in slots if s is not None),
+        },
+        "boxes": [dataclasses.asdict(box) for box in (listing or box_list(ctx)).boxes],
+        "space": {
+            "total": usage.total,
+            "used": usage.used,
+            "free": usage.free,
+            "reclaimable": usage.reclaimable,
+            "live": usage.live,
+        },
+        "settings": sorted(board.settings()),
+        "records_checked": report.records_checked,
+        "problems": [dataclasses.asdict(problem) for problem in report.problems],
+    }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from firmware.errors import BoxError
+from firmware.errors import BadNameError
 from firmware.flash.layout import RECORD_HEADER_SIZE, align
 
 MiB = 1 << 20
@@ -17,9 +17,10 @@ MIN_RECORD = align(RECORD_HEADER_SIZE)  # the smallest record the log can hold
 
 
 def check_box_name(name: str) -> None:
-    """Box names: 1-40 printable ASCII characters, no spaces; case-sensitive. BoxError if not."""
+    """Box names: 1-40 printable ASCII characters, no spaces; case-sensitive. BadNameError
+    (a BoxError) if not."""
     if not 1 <= len(name) <= BOX_NAME_MAX or any(not 0x21 <= ord(c) <= 0x7E for c in name):
-        raise BoxError(
+        raise BadNameError(
             f"box name {name!r} is not allowed; expected 1-{BOX_NAME_MAX} printable ASCII "
             "characters without spaces"
         )

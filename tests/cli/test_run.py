@@ -26,9 +26,11 @@ def test_run_serves_pop3_and_stops_cleanly(
     assert _greeting(port).startswith(b"+OK")
     out = device.output()
     assert "DP-3530" in out and "plaintext" in out  # the demo image allows plaintext, and says so
-    in_use = dpfw("image", "inspect", str(demo_image), check=False)
+    in_use = dpfw("image", "fsck", str(demo_image), check=False)  # needs the image itself
     assert in_use.returncode != 0
     assert f"in use by PID {device.popen.pid}" in in_use.stderr
+    # a read-only inspect goes through the device's control socket (tests/http/test_control.py)
+    assert "boxes: 2" in dpfw("image", "inspect", str(demo_image)).stdout
     assert device.stop() == 0
     assert "board image closed cleanly" in device.output()
     # after a clean stop the image opens again

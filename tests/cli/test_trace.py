@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import poplib
 import time
 from pathlib import Path
@@ -114,3 +115,32 @@ def test_run_trace_to_a_directory_is_refused_before_boot(demo_image: Path, tmp_p
     result = dpfw("run", str(demo_image), "--trace", str(tmp_path), check=False)
     assert result.returncode != 0
     assert result.stderr.startswith("dpfw: --trace ") and "Traceback" not in result.stderr
+
+
+def test_a_trace_file_nobody_reads_never_stalls_pop3(
+    demo_image: Path, start_device: type[DeviceProcess], tmp_path: Path
+) -> None:
+    """The trace is written off the event loop: a FIFO whose reader never reads (a disk
+    that stops answering) fills after ~64 KiB, and POP3 must go on serving regardless. The
+    old writer wrote on the loop and hung every session there (NOOP timed out)."""
+    fifo = tmp_path / "trace.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there, but never reads
+    try:
+        device = start_device(demo_image, "--trace", str(fifo))
+        port = device.wait_booted()
+        pop = poplib.POP3("127.0.0.1", port, timeout=10)
+        pop.user("alice")
+        pop.pass_(BOXES["alice"])
+        for _ in range(1500):  # 3000 records of ~100 bytes: far over a pipe's 64 KiB
+            assert pop.noop().startswith(b"+OK")
+        assert pop.stat()[0] > 0
+        pop.quit()
+    finally:
+        os.close(reader)  # the writer now gets EPIPE: logged once, the device runs on
+    pop = poplib.POP3("127.0.0.1", port, timeout=10)
+    pop.user("alice")
+    pop.pass_(BOXES["alice"])
+    pop.quit()
+    assert device.stop() == 0, device.output()
+    assert "--trace:" in device.output() and "Traceback" not in device.output()

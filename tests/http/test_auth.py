@@ -10,6 +10,7 @@ import httpx
 import pytest
 import serial
 
+from firmware.http.auth import VerifiedCache
 from firmware.security.abuse import AdminLockout
 from tests.http.conftest import ADMIN, Lab, start_lab, wait_http
 from tests.support import DeviceProcess, dpfw
@@ -161,3 +162,59 @@ def test_an_http_port_in_use_is_one_line_naming_the_api(demo_image: Path) -> Non
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last == f"dpfw: cannot listen for HTTP on 127.0.0.1:{port}: Address already in use"
+
+
+def test_the_verified_cache_keys_on_a_keyed_hash_and_drops_old_generations() -> None:
+    cache = VerifiedCache(ttl=60.0, size=2)
+    creds = ("admin", "admin-lab")
+    assert not cache.hit(creds, "gen1", 0.0)
+    cache.add(creds, "gen1", 0.0)
+    assert cache.hit(creds, "gen1", 59.0)
+    assert not cache.hit(("admin", "admin-lab2"), "gen1", 1.0)
+    assert not cache.hit(creds, "gen1", 60.0)  # too old: checked again
+    cache.add(creds, "gen1", 100.0)
+    assert not cache.hit(creds, "gen2", 101.0)  # the admin credentials changed
+    assert len(cache) == 0
+    cache.add(("admin", "a"), "gen3", 0.0)
+    cache.add(("admin", "b"), "gen3", 0.0)
+    cache.add(("admin", "c"), "gen3", 0.0)
+    assert len(cache) == 2 and not cache.hit(("admin", "a"), "gen3", 1.0)
+    held = repr(vars(cache)).encode()
+    assert b"admin-lab" not in held and b"'b'" not in held  # no password is kept
+
+
+def test_cached_credentials_still_meet_the_lock_out(lab: Lab) -> None:
+    assert lab.api.get(f"{API}/status").status_code == 200  # verified, now cached
+    assert lab.api.get(f"{API}/status").status_code == 200
+    with lab.client(("admin", "guess")) as bad:
+        for _ in range(3):
+            assert bad.get(f"{API}/status").status_code == 401
+    locked = lab.api.get(f"{API}/status")
+    assert locked.status_code == 429, locked.text
+
+
+def test_a_console_password_change_ends_cached_api_logins(
+    demo_image: Path, start_device: type[DeviceProcess]
+) -> None:
+    from tests.console.test_device_console import Terminal
+
+    device = start_device(demo_image, "--console", "pty", "--http", "127.0.0.1:0")
+    device.wait_booted()
+    base = wait_http(device)
+    assert device.console_path is not None
+    with httpx.Client(base_url=base, auth=ADMIN, timeout=10) as api:
+        assert api.get(f"{API}/status").status_code == 200
+        assert api.get(f"{API}/status").status_code == 200  # from the cache
+        term = Terminal(device.console_path)
+        try:
+            term.login()
+            term.run("passwd", until="Current password: ")
+            term.run(ADMIN[1], until="New password: ")
+            term.run("admin-new-1", until="Again: ")
+            assert "password changed" in term.run("admin-new-1")
+        finally:
+            term.close()
+        old = api.get(f"{API}/status")
+        assert old.status_code == 401, old.text
+    new = httpx.get(f"{base}{API}/status", auth=("admin", "admin-new-1"), timeout=10)
+    assert new.status_code == 200
