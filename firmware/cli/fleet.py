@@ -242,7 +242,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
 
         try:
-            return trio.run(partial(run_fleet, directory, plans, _services, on_ready))
+            services = partial(_services, manifest=manifest)
+            return trio.run(partial(run_fleet, directory, plans, services, on_ready))
         except BaseExceptionGroup as group:
             from firmware.cli.run import _EXPECTED, _first_leaf
 
@@ -277,13 +278,20 @@ def _name_devices_in_logs() -> None:
         )
 
 
-def _services(member: Member) -> list[Service]:
-    """Each device's console (a pty, its path kept for `fleet status`) and HTTP API."""
+def _services(member: Member, *, manifest: Manifest) -> list[Service]:
+    """Each device's console (a pty, its path kept for `fleet status`), HTTP API, control
+    socket (so `dpfw` commands given a device's image reach it, as for `dpfw run`) and the
+    fault scenario the manifest names (read and checked now: one line if it cannot be used;
+    each device gets its own fault plan, seeded by the file)."""
+    from firmware.cli.run import control_service, faults_service
     from firmware.console.port import run_console
+    from firmware.fleet.manifest import resolve
     from firmware.http.server import HttpOptions, check_options, run_http
 
-    services: list[Service] = []
     plan = member.plan
+    services: list[Service] = [control_service()]
+    if plan.faults is not None:
+        services.append(faults_service(resolve(manifest, plan.faults)))
     if plan.console == "pty":
 
         def opened(path: str, member: Member = member) -> None:

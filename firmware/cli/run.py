@@ -161,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
         scan_feed_per_min=args.scan_feed,
         cert_out=args.cert_out,
     )
-    services: list[Service] = [_control_service()]
+    services: list[Service] = [control_service()]
     if args.console != "none":
         services.append(partial(run_console, spec=args.console))
     if args.http is not None:
@@ -169,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.https or args.http_insecure:
         raise DeviceError("--https and --http-insecure need --http HOST:PORT")
     if args.faults is not None:
-        services.append(_faults_service(args.faults))  # refused before the device boots
+        services.append(faults_service(args.faults))  # refused before the device boots
     if args.trace is not None:
         from firmware.cli.trace import open_trace_file, write_trace
 
@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         raise
 
 
-def _faults_service(path: Path) -> Service:
+def faults_service(path: Path) -> Service:
     """The scenario file read and checked now (one `dpfw:` line if it cannot be used); its
     faults are set once the device has booted."""
     from firmware.faults.spec import parse_scenario
@@ -212,7 +212,7 @@ async def _set_faults(device: Device, *, scenario: Scenario) -> None:
     load_scenario(OpsContext.running(device), scenario)
 
 
-def _control_service() -> Service:
+def control_service() -> Service:
     """The control socket IMG.ctl (firmware/http/server.py, run_control). Its HTTP stack is
     loaded once the device serves, and a host whose address-space limit cannot hold it
     (about 10 MiB) keeps a device that serves POP3 without the socket (a WARNING line)."""

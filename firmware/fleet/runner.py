@@ -46,9 +46,7 @@ ServicesFor = Callable[[Member], Sequence[Service]]
 
 def options_for(fleet_dir: Path, plan: DevicePlan) -> RunOptions:
     """How the fleet runs device `plan` (its image, listeners, run-only settings, feeder).
-
-    `plan.faults` (a fault scenario file the manifest names, checked to exist) is not wired
-    yet: the fault plans (branch `faults`) will take it here, as a RunOptions field."""
+    `plan.faults` becomes one of the device's services (firmware/cli/fleet.py, `_services`)."""
     return RunOptions(
         image=fleet_dir / Path(*plan.image.parts),
         overrides=dict(plan.settings),

@@ -80,6 +80,7 @@ legacy = true
 index = 2
 scan_feed_per_min = {fields.get("feed", "0")}
 """
+        + fields.get("extra", "")
     )
     return base, base + COUNT
 
@@ -145,7 +146,14 @@ def api(http: str, path: str, body: dict[str, Any] | None = None) -> Any:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     directory = tmp_path_factory.mktemp("fleet") / "lab"
-    write_manifest(directory, feed="120")  # the lab feeder on device 2 only
+    # The lab feeder on device 2 only; a fault scenario on device 1 only.
+    (directory / "noop-fails.toml").parent.mkdir(parents=True, exist_ok=True)
+    (directory / "noop-fails.toml").write_text(
+        'seed = 7\n[[fault]]\naction = "reply-error"\ncommand = "NOOP"\ncode = "SYS/TEMP"\n'
+    )
+    write_manifest(
+        directory, feed="120", extra='\n[[device]]\nindex = 1\nfaults = "noop-fails.toml"\n'
+    )
     running = Fleet(directory, "--admin-password", ADMIN)
     running.wait_ready()
     yield running
@@ -199,6 +207,32 @@ def test_each_api_reports_its_own_serial_and_controls_only_its_device(fleet: Fle
     assert "extra" not in [b["name"] for b in api(devices[0]["http"], "/boxes")["boxes"]]
 
 
+def test_a_devices_fault_scenario_applies_to_that_device_only(fleet: Fleet) -> None:
+    devices = status(fleet.directory)["devices"]
+    for index, device in enumerate(devices):
+        host, port = device["pop3"].rsplit(":", 1)
+        client = poplib.POP3(host, int(port), timeout=10)
+        client.user(f"scan{index}")
+        client.pass_(f"Scan-pw-{index}-xyz")
+        if index == 1:
+            with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+                client.noop()
+        else:
+            client.noop()
+        client.quit()
+    faults = api(devices[1]["http"], "/faults")
+    assert faults["seed"] == 7 and [f["action"] for f in faults["faults"]] == ["reply-error"]
+    assert api(devices[0]["http"], "/faults")["faults"] == []
+
+
+def test_dpfw_commands_reach_a_fleet_device_through_its_control_socket(fleet: Fleet) -> None:
+    image = fleet.directory / "devices" / "lab-001" / "board.img"
+    listed = json.loads(dpfw("fault", "list", str(image), "--json").stdout)
+    assert [f["action"] for f in listed["faults"]] == ["reply-error"]
+    got = json.loads(dpfw("status", str(image), "--json").stdout)
+    assert got["serial"] == status(fleet.directory)["devices"][1]["serial"]
+
+
 def test_the_scan_feed_runs_on_the_device_the_manifest_names_only(fleet: Fleet) -> None:
     devices = status(fleet.directory)["devices"]
     deadline = time.monotonic() + 30
@@ -239,7 +273,9 @@ def test_each_console_answers_on_its_pty_with_its_own_serial_and_log(fleet: Flee
 
 def test_an_image_of_the_running_fleet_is_locked_and_the_others_are_its_own(fleet: Fleet) -> None:
     image = fleet.directory / "devices" / "lab-001" / "board.img"
-    refused = dpfw("image", "inspect", str(image), check=False)
+    # Read-only commands go through the device's control socket; one that would open the
+    # image itself (fsck) finds it held.
+    refused = dpfw("image", "fsck", str(image), check=False)
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1 and "in use" in refused.stderr
     # Nothing else under the directory is the fleet's: a stray image there opens fine.
