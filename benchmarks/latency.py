@@ -279,8 +279,12 @@ async def run_cases(image: Path, plan: Plan) -> list[CaseFigures]:
     samples: list[tuple[float, float]] = json.loads(out)
     figures = []
     for name, start, end, detail in windows:
-        inside = sorted(lat for at, lat in samples if at <= end and at + lat >= start)
+        window = [(lat, at) for at, lat in samples if at <= end and at + lat >= start]
+        inside = sorted(lat for lat, _ in window)
         ms = [x * 1000 for x in inside] or [float("nan")]
+        if window:  # when the worst NOOP was sent, from the start of the case
+            worst_at = max(window)[1]
+            detail = f"{detail}; worst sent at +{(worst_at - start) * 1000:.0f} ms".lstrip("; ")
         p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
         figures.append(
             CaseFigures(name, end - start, len(inside), statistics.median(ms), p99, max(ms), detail)
