@@ -125,19 +125,20 @@ def _reply(sock: socket.socket, buf: bytearray) -> bytes:
     return line
 
 
-def run_clients(port: int, sessions: int, interval_ms: float) -> None:
+def run_clients(port: int, accounts: Sequence[tuple[str, str]], interval_ms: float) -> None:
     """The client process: log in, say "ready", NOOP until stdin closes, print the samples.
 
-    Samples are (time.monotonic() at send, latency in s): CLOCK_MONOTONIC is system-wide, so
-    the parent can place them in its cases' windows.
+    One session per (box, password) of `accounts`. Samples are (time.monotonic() at send,
+    latency in s): CLOCK_MONOTONIC is system-wide, so the parent can place them in its
+    cases' windows. Also the NOOP probe of `tools/bench pop3`'s fetch-and-delete test.
     """
     socks = []
-    for i in range(sessions):
+    for box, password in accounts:
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buf = bytearray()
         assert _reply(sock, buf).startswith(b"+OK")
-        sock.sendall(f"USER {IDLE_BOX.format(i)}\r\nPASS {PASSWORD}\r\n".encode())
+        sock.sendall(f"USER {box}\r\nPASS {password}\r\n".encode())
         assert _reply(sock, buf).startswith(b"+OK")
         assert _reply(sock, buf).startswith(b"+OK"), "login failed"
         sock.setblocking(False)
@@ -310,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", nargs=3, metavar=("PORT", "N", "MS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.clients:
-        run_clients(int(args.clients[0]), int(args.clients[1]), float(args.clients[2]))
+        idle = [(IDLE_BOX.format(i), PASSWORD) for i in range(int(args.clients[1]))]
+        run_clients(int(args.clients[0]), idle, float(args.clients[2]))
         return 0
     plan = Plan(
         sessions=args.sessions,
