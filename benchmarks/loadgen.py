@@ -464,11 +464,16 @@ async def run_sessions(
 
 
 async def _retr_worker(
-    host: str, port: int, account: Account, deadline: float, tally: Tally
+    host: str,
+    port: int,
+    account: Account,
+    deadline: float,
+    tally: Tally,
+    stls: ssl.SSLContext | None = None,
 ) -> None:
     try:
         async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + REPLY_TIMEOUT_S):
-            client = await Pop3Client.connect(host, port)
+            client = await Pop3Client.connect(host, port, stls)
             try:
                 await client.login(account)
                 count, total = await client.stat()
@@ -487,9 +492,15 @@ async def _retr_worker(
 
 
 async def run_retr(
-    host: str, port: int, accounts: Sequence[Account], connections: int, duration_s: float
+    host: str,
+    port: int,
+    accounts: Sequence[Account],
+    connections: int,
+    duration_s: float,
+    stls: ssl.SSLContext | None = None,
 ) -> RunResult:
-    """RETR 1 over and over on `connections` logged-in connections (one box each)."""
+    """RETR 1 over and over on `connections` logged-in connections (one box each); with
+    `stls`, each connection starts TLS with STLS first."""
     if connections > len(accounts):
         raise ValueError(f"{connections} connections need as many large boxes")
     tallies = [Tally() for _ in range(connections)]
@@ -497,7 +508,7 @@ async def run_retr(
     deadline = t0 + duration_s
     async with asyncio.TaskGroup() as tg:
         for account, tally in zip(accounts, tallies, strict=False):
-            tg.create_task(_retr_worker(host, port, account, deadline, tally))
+            tg.create_task(_retr_worker(host, port, account, deadline, tally, stls))
     wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     total = Tally()
     for t in tallies:

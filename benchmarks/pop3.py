@@ -137,6 +137,13 @@ def render_table(results: dict[str, Figures], plan: Plan, header: str) -> str:
             ">= 2x fast" if c == 1 else "",
             _judge_ge(2.0),
         )
+    if plan.stls_levels:
+        row(
+            "RETR MB/s over STLS, 10 MiB, 1 conn",
+            _at(lambda f: f.stls_retr_mb_per_s, 1),
+            ">= 1x fast",
+            _judge_ge(1.0),
+        )
     row(
         f"RSS KiB per idle session ({plan.idle})",
         lambda f: f.idle_rss_per_session / 1024,

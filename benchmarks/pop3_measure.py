@@ -59,6 +59,7 @@ class Figures:
     sessions_per_s: dict[int, float] = field(default_factory=dict)
     server_cpu_ms_per_session: dict[int, float] = field(default_factory=dict)
     retr_mb_per_s: dict[int, float] = field(default_factory=dict)
+    stls_retr_mb_per_s: dict[int, float] = field(default_factory=dict)  # RETR behind STLS
     stls_per_s: dict[int, float] = field(default_factory=dict)  # full sessions behind STLS
     stls_first_reply_ms: dict[int, float] = field(default_factory=dict)  # median, USER's reply
     doveconf: str = ""  # `doveconf -n` of a Dovecot (its TLS twin's appended), for the record
@@ -387,5 +388,26 @@ async def measure_all(
                 f"({acc.tally.done} messages; {acc.tally.errors} errors, "
                 f"{acc.tally.mismatches} mismatches; loadgen CPU {fig.loadgen_cpu_pct[key]:.0f}%, "
                 f"other processes {fig.other_cpu_pct[key]:.0f}%)"
+            )
+    if stls is not None and stls_targets:
+        conns = 1
+        seconds = plan.retr_s / plan.rounds
+
+        def stls_retr(
+            t: Target, n: int = conns, s: float = seconds
+        ) -> Callable[[], Awaitable[loadgen.RunResult]]:
+            return lambda: loadgen.run_retr(HOST, t.port, corpus.large_accounts, n, s, stls)
+
+        sums = await _rounds(stls_targets, plan.rounds, stls_retr)
+        for name, acc in sums.items():
+            fig = figs[name]
+            fig.count(acc.tally)
+            key = f"STLS RETR x{conns}"
+            fig.stls_retr_mb_per_s[conns] = acc.tally.octets / acc.wall_s / 1e6
+            fig.other_cpu_pct[key] = _pct(acc.other_cpu_s, acc.wall_s)
+            log(
+                f"{name}: RETR over STLS on {conns} conn: {fig.stls_retr_mb_per_s[conns]:8.1f} "
+                f"MB/s ({acc.tally.done} messages; {acc.tally.errors} errors, "
+                f"{acc.tally.mismatches} mismatches; other processes {fig.other_cpu_pct[key]:.0f}%)"
             )
     return figs
