@@ -190,6 +190,7 @@ class BoardMailstore:
     def __init__(self, board: Board, worker: StoreWorker | None = None) -> None:
         self._board = board
         self.worker = worker if worker is not None else StoreWorker()
+        self.worker.attach(board.image)  # logins and RETRs go on while a commit syncs
         self.auth_cache = AuthCache()
         self._deletions = GroupCommit(board, self.worker)
 

@@ -148,3 +148,37 @@ async def test_a_failed_commit_fails_its_whole_batch_and_removes_nothing(board: 
     assert len(board.messages("box0")) == 3
     await store.delete("box0", uids["box0"][:1])  # the next commit works
     assert len(board.messages("box0")) == 2
+
+
+class _SlowSync(FileOps):
+    """An fdatasync that waits until the test lets it finish (a slow flash)."""
+
+    def __init__(self) -> None:
+        self.entered, self.finish = threading.Event(), threading.Event()
+
+    def fdatasync(self, fd: int | HasFileno) -> None:
+        self.entered.set()
+        _wait(self.finish)
+        os.fdatasync(fd)
+
+
+async def test_reads_go_on_while_a_commit_waits_for_its_sync(board: Board) -> None:
+    """The worker gives the board lock back for an fdatasync: a login's listing and a RETR's
+    open (loop-side reads under the lock) do not wait for another session's commit."""
+    uids = _fill(board)
+    slow = _SlowSync()
+    board.image.ops = slow
+    worker = StoreWorker()
+    store = BoardMailstore(board, worker)  # attaches: syncs run outside the board lock
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.delete, "box0", uids["box0"])
+        await trio.to_thread.run_sync(_wait, slow.entered)
+        assert not worker.lock.held  # given back for the sync
+        with trio.fail_after(5):
+            listing = await store.messages("box1")
+            opened = await store.read_wire("box1", uids["box1"][0], 65536)
+        assert len(listing) == 3 and opened.first.startswith(b"Subject: 0")
+        assert len(board.messages("box0")) == 3  # not committed until the sync returns
+        slow.finish.set()
+    assert board.messages("box0") == []
+    assert not worker.lock.held
