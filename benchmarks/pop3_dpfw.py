@@ -35,7 +35,7 @@ def run_settings(max_sessions: int) -> list[str]:
 
 def image_size(corpus: Corpus) -> int:
     """Room for the corpus twice over (the log needs slack to compact), at least 256 MiB."""
-    payload = sum(len(a.message) for a in corpus.accounts)
+    payload = sum(len(a.message) * corpus.copies(a) for a in corpus.accounts)
     return max(256 * MIB, (2 * payload + 64 * MIB) // MIB * MIB)
 
 
