@@ -13,7 +13,9 @@ from the mapped image) hold the board only for a short synchronous step, under t
 when the worker holds it, the reader sleeps briefly and tries again, so other sessions run.
 Long operations hand the board over between steps: the Board calls `BoardLock.pause()`
 between compaction segments (`Board.between_steps`), which lets readers that are waiting have
-their turn, so a RETR goes on during a long compaction instead of stalling behind it.
+their turn, so a RETR goes on during a long compaction instead of stalling behind it. And the
+worker gives the lock back while it waits for a flash sync (`StoreWorker.attach`), which
+changes nothing a reader can see.
 
 Password checks (PBKDF2, 4096 rounds, milliseconds each) need no board lock: credentials are
 an immutable snapshot of NVRAM. They run on their own thread and limiter (`verify`), so a
