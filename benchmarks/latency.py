@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import os
 import selectors
 import socket
@@ -61,12 +62,18 @@ class CaseFigures:
     p99_ms: float
     max_ms: float
     detail: str = ""
+    worst_at_ms: float = float("nan")  # when the worst NOOP was sent, from the case's start
 
     def line(self) -> str:
         return (
             f"{self.name:8} {self.seconds * 1000:9.1f} ms  {self.noops:6d} NOOPs  "
             f"median {self.median_ms:6.2f}  p99 {self.p99_ms:7.2f}  max {self.max_ms:7.2f} ms"
             + (f"  ({self.detail})" if self.detail else "")
+            + (
+                f"  worst sent at {self.worst_at_ms:+.0f} ms"
+                if math.isfinite(self.worst_at_ms)
+                else ""
+            )
         )
 
 
@@ -283,12 +290,19 @@ async def run_cases(image: Path, plan: Plan) -> list[CaseFigures]:
         window = [(lat, at) for at, lat in samples if at <= end and at + lat >= start]
         inside = sorted(lat for lat, _ in window)
         ms = [x * 1000 for x in inside] or [float("nan")]
-        if window:  # when the worst NOOP was sent, from the start of the case
-            worst_at = max(window)[1]
-            detail = f"{detail}; worst sent at +{(worst_at - start) * 1000:.0f} ms".lstrip("; ")
+        worst_at = (max(window)[1] - start) * 1000 if window else float("nan")
         p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
         figures.append(
-            CaseFigures(name, end - start, len(inside), statistics.median(ms), p99, max(ms), detail)
+            CaseFigures(
+                name,
+                end - start,
+                len(inside),
+                statistics.median(ms),
+                p99,
+                max(ms),
+                detail,
+                worst_at,
+            )
         )
     return figures
 
