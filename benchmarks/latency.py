@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import os
 import selectors
 import socket
@@ -61,12 +62,18 @@ class CaseFigures:
     p99_ms: float
     max_ms: float
     detail: str = ""
+    worst_at_ms: float = float("nan")  # when the worst NOOP was sent, from the case's start
 
     def line(self) -> str:
         return (
             f"{self.name:8} {self.seconds * 1000:9.1f} ms  {self.noops:6d} NOOPs  "
             f"median {self.median_ms:6.2f}  p99 {self.p99_ms:7.2f}  max {self.max_ms:7.2f} ms"
             + (f"  ({self.detail})" if self.detail else "")
+            + (
+                f"  worst sent at {self.worst_at_ms:+.0f} ms"
+                if math.isfinite(self.worst_at_ms)
+                else ""
+            )
         )
 
 
@@ -125,19 +132,20 @@ def _reply(sock: socket.socket, buf: bytearray) -> bytes:
     return line
 
 
-def run_clients(port: int, sessions: int, interval_ms: float) -> None:
+def run_clients(port: int, accounts: Sequence[tuple[str, str]], interval_ms: float) -> None:
     """The client process: log in, say "ready", NOOP until stdin closes, print the samples.
 
-    Samples are (time.monotonic() at send, latency in s): CLOCK_MONOTONIC is system-wide, so
-    the parent can place them in its cases' windows.
+    One session per (box, password) of `accounts`. Samples are (time.monotonic() at send,
+    latency in s): CLOCK_MONOTONIC is system-wide, so the parent can place them in its
+    cases' windows. Also the NOOP probe of `tools/bench pop3`'s fetch-and-delete test.
     """
     socks = []
-    for i in range(sessions):
+    for box, password in accounts:
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buf = bytearray()
         assert _reply(sock, buf).startswith(b"+OK")
-        sock.sendall(f"USER {IDLE_BOX.format(i)}\r\nPASS {PASSWORD}\r\n".encode())
+        sock.sendall(f"USER {box}\r\nPASS {password}\r\n".encode())
         assert _reply(sock, buf).startswith(b"+OK")
         assert _reply(sock, buf).startswith(b"+OK"), "login failed"
         sock.setblocking(False)
@@ -279,11 +287,22 @@ async def run_cases(image: Path, plan: Plan) -> list[CaseFigures]:
     samples: list[tuple[float, float]] = json.loads(out)
     figures = []
     for name, start, end, detail in windows:
-        inside = sorted(lat for at, lat in samples if at <= end and at + lat >= start)
+        window = [(lat, at) for at, lat in samples if at <= end and at + lat >= start]
+        inside = sorted(lat for lat, _ in window)
         ms = [x * 1000 for x in inside] or [float("nan")]
+        worst_at = (max(window)[1] - start) * 1000 if window else float("nan")
         p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
         figures.append(
-            CaseFigures(name, end - start, len(inside), statistics.median(ms), p99, max(ms), detail)
+            CaseFigures(
+                name,
+                end - start,
+                len(inside),
+                statistics.median(ms),
+                p99,
+                max(ms),
+                detail,
+                worst_at,
+            )
         )
     return figures
 
@@ -306,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", nargs=3, metavar=("PORT", "N", "MS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.clients:
-        run_clients(int(args.clients[0]), int(args.clients[1]), float(args.clients[2]))
+        idle = [(IDLE_BOX.format(i), PASSWORD) for i in range(int(args.clients[1]))]
+        run_clients(int(args.clients[0]), idle, float(args.clients[2]))
         return 0
     plan = Plan(
         sessions=args.sessions,

@@ -45,6 +45,8 @@ class Tally:
     mismatches: int = 0
     samples: list[str] = field(default_factory=list)
     first_reply_s: list[float] = field(default_factory=list)  # STLS: 1st reply after handshake
+    empty: int = 0  # fetch-and-delete: sessions that found the box empty (no RETR, no DELE)
+    deleted: int = 0  # fetch-and-delete: deletions the server acknowledged (+OK to QUIT)
 
     def fail(self, exc: BaseException) -> None:
         if isinstance(exc, Mismatch):
@@ -61,6 +63,8 @@ class Tally:
         self.mismatches += other.mismatches
         self.samples.extend(other.samples[: max(0, 5 - len(self.samples))])
         self.first_reply_s.extend(other.first_reply_s)
+        self.empty += other.empty
+        self.deleted += other.deleted
 
 
 class _Pop3Protocol(asyncio.Protocol):
@@ -234,6 +238,9 @@ class Pop3Client:
         await self.command(b"QUIT\r\n")
         await asyncio.wait_for(asyncio.shield(self._p.closed), REPLY_TIMEOUT_S)
 
+    async def dele(self, n: int) -> None:
+        await self.command(b"DELE %d\r\n" % n)
+
     def abort(self) -> None:
         if self._p.transport is not None:
             self._p.transport.abort()
@@ -294,6 +301,87 @@ async def full_session(
         client.abort()
         raise
     return octets
+
+
+async def fetch_delete_session(host: str, port: int, account: Account, tally: Tally) -> int:
+    """The scan-retrieval poll: USER, PASS, STAT, UIDL, RETR 1, DELE 1, QUIT; octets retrieved.
+
+    The box may hold any number of copies of `account.message` (a feed adds more while this
+    runs); an empty box gets QUIT after STAT and counts in `tally.empty`. The deletion counts
+    in `tally.deleted` only once QUIT's +OK says it is committed.
+    """
+    client = await Pop3Client.connect(host, port)
+    try:
+        await client.login(account)
+        count, total = await client.stat()
+        if count == 0:
+            await client.quit()
+            tally.empty += 1
+            return 0
+        uids = await client.uidl()
+        if len(uids) != count:
+            raise Mismatch(f"UIDL listed {len(uids)} messages, STAT said {count}")
+        size = len(account.message)
+        if total != count * size:
+            raise Mismatch(f"STAT {count} {total}: every message has {size} octets")
+        octets = await client.retr(1, account.message, size)
+        await client.dele(1)
+        await client.quit()
+        tally.deleted += 1
+    except BaseException:
+        client.abort()
+        raise
+    return octets
+
+
+async def _fetch_worker(
+    host: str, port: int, boxes: Sequence[Account], deadline: float, tally: Tally
+) -> None:
+    i = 0
+    while time.monotonic() < deadline:
+        account = boxes[i % len(boxes)]
+        i += 1
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                tally.octets += await fetch_delete_session(host, port, account, tally)
+            tally.done += 1
+        except (ProtocolFailure, OSError, TimeoutError) as exc:
+            tally.fail(exc)
+            await asyncio.sleep(0.01)
+
+
+async def run_fetch_delete(
+    host: str, port: int, accounts: Sequence[Account], clients: int, duration_s: float
+) -> RunResult:
+    """Fetch-and-delete sessions from `clients` concurrent clients, each on boxes of its own."""
+    parts = _partition(accounts, clients)
+    tallies = [Tally() for _ in parts]
+    cpu0, t0 = time.process_time(), time.monotonic()
+    deadline = t0 + duration_s
+    async with asyncio.TaskGroup() as tg:
+        for boxes, tally in zip(parts, tallies, strict=True):
+            tg.create_task(_fetch_worker(host, port, boxes, deadline, tally))
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    total = Tally()
+    for t in tallies:
+        total.add(t)
+    return RunResult(total, wall, cpu)
+
+
+async def count_messages(host: str, port: int, accounts: Sequence[Account]) -> int:
+    """The messages in all of `accounts`' boxes now (STAT of each, one session at a time)."""
+    total = 0
+    for account in accounts:
+        async with asyncio.timeout(REPLY_TIMEOUT_S):
+            client = await Pop3Client.connect(host, port)
+            try:
+                await client.login(account)
+                total += (await client.stat())[0]
+                await client.quit()
+            except BaseException:
+                client.abort()
+                raise
+    return total
 
 
 async def _session_worker(
@@ -376,11 +464,16 @@ async def run_sessions(
 
 
 async def _retr_worker(
-    host: str, port: int, account: Account, deadline: float, tally: Tally
+    host: str,
+    port: int,
+    account: Account,
+    deadline: float,
+    tally: Tally,
+    stls: ssl.SSLContext | None = None,
 ) -> None:
     try:
         async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + REPLY_TIMEOUT_S):
-            client = await Pop3Client.connect(host, port)
+            client = await Pop3Client.connect(host, port, stls)
             try:
                 await client.login(account)
                 count, total = await client.stat()
@@ -399,9 +492,15 @@ async def _retr_worker(
 
 
 async def run_retr(
-    host: str, port: int, accounts: Sequence[Account], connections: int, duration_s: float
+    host: str,
+    port: int,
+    accounts: Sequence[Account],
+    connections: int,
+    duration_s: float,
+    stls: ssl.SSLContext | None = None,
 ) -> RunResult:
-    """RETR 1 over and over on `connections` logged-in connections (one box each)."""
+    """RETR 1 over and over on `connections` logged-in connections (one box each); with
+    `stls`, each connection starts TLS with STLS first."""
     if connections > len(accounts):
         raise ValueError(f"{connections} connections need as many large boxes")
     tallies = [Tally() for _ in range(connections)]
@@ -409,7 +508,7 @@ async def run_retr(
     deadline = t0 + duration_s
     async with asyncio.TaskGroup() as tg:
         for account, tally in zip(accounts, tallies, strict=False):
-            tg.create_task(_retr_worker(host, port, account, deadline, tally))
+            tg.create_task(_retr_worker(host, port, account, deadline, tally, stls))
     wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     total = Tally()
     for t in tallies:

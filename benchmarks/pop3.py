@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import pwd
 import resource
 import shutil
 import ssl
@@ -30,8 +31,9 @@ from pathlib import Path
 
 from benchmarks.pop3_ceiling import start_ceiling
 from benchmarks.pop3_corpus import LARGE_SIZE, SMALL_SIZE, build_corpus
-from benchmarks.pop3_dovecot import SCHEMES, start_dovecot, write_maildirs
-from benchmarks.pop3_dpfw import start_dpfw
+from benchmarks.pop3_dovecot import MAIL_USER, SCHEMES, start_dovecot, write_maildirs
+from benchmarks.pop3_dpfw import ADMIN_PASSWORD, start_dpfw
+from benchmarks.pop3_fetch import Feed, HttpFeed, MaildirFeed
 from benchmarks.pop3_measure import Figures, Plan, Target, log, measure_all
 from benchmarks.pop3_procs import ServerProcess, free_port
 
@@ -43,6 +45,9 @@ RATIOS = (
     ("dpfw/ceiling", "ceiling"),
 )
 STLS_LEVELS = (1, 32)
+FETCH_LEVELS = (32,)
+FETCH_SERVERS = ("dpfw", "dovecot-fast")  # servers that delete (the ceiling cannot; classic
+# would share dovecot-fast's maildirs)
 
 
 def _ratio(a: float, b: float) -> str:
@@ -103,12 +108,41 @@ def render_table(results: dict[str, Figures], plan: Plan, header: str) -> str:
             _at(lambda f: f.stls_first_reply_ms, c),
             digits=2,
         )
+    for c in plan.fetch_levels:
+        row(
+            f"fetch+delete sessions/s, {c} cl.",
+            _at(lambda f: f.fetch_per_s, c),
+            ">= 2x fast" if c == 32 else "",
+            _judge_ge(2.0),
+        )
+        row(f"fetch+delete CPU ms/session, {c} cl.", _at(lambda f: f.fetch_cpu_ms_per_session, c))
+    if plan.fetch_levels:
+        row(
+            "idle NOOP p99 ms during fetch+delete",
+            lambda f: f.noop_p99_ms,
+            "dpfw <= 5",
+            lambda v: ("met" if v["dpfw"] <= 5.0 else "MISSED") if math.isfinite(v["dpfw"]) else "",
+            digits=2,
+        )
+        row("idle NOOP max ms during fetch+delete", lambda f: f.noop_max_ms, digits=2)
+        row(
+            "fetch+delete: found the box empty",
+            lambda f: f.fetch_empty if f.fetch_per_s else math.nan,
+            digits=0,
+        )
     for c in plan.retr_conns:
         row(
             f"RETR MB/s, 10 MiB msg, {c} conn",
             _at(lambda f: f.retr_mb_per_s, c),
             ">= 2x fast" if c == 1 else "",
             _judge_ge(2.0),
+        )
+    if plan.stls_levels:
+        row(
+            "RETR MB/s over STLS, 10 MiB, 1 conn",
+            _at(lambda f: f.stls_retr_mb_per_s, 1),
+            ">= 1x fast",
+            _judge_ge(1.0),
         )
     row(
         f"RSS KiB per idle session ({plan.idle})",
@@ -181,6 +215,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(map(str, STLS_LEVELS)),
         help="concurrent clients of the STLS session test ('' skips it)",
     )
+    p.add_argument(
+        "--fetch-levels",
+        default=",".join(map(str, FETCH_LEVELS)),
+        help="concurrent clients of the fetch-and-delete test (dpfw and dovecot-fast; '' skips it)",
+    )
+    p.add_argument(
+        "--fetch-depth",
+        type=int,
+        help="messages in each fetch box at the start (default 60; --quick 25)",
+    )
+    p.add_argument(
+        "--feed-rate",
+        type=float,
+        default=20.0,
+        help="messages/s the scan feed delivers into the fetch boxes meanwhile (default 20)",
+    )
+    p.add_argument(
+        "--noop-sessions",
+        type=int,
+        default=10,
+        help="idle sessions timing NOOP during the fetch-and-delete test (default 10)",
+    )
+    p.add_argument(
+        "--noop-interval-ms",
+        type=float,
+        default=10.0,
+        help="each idle session sends a NOOP this often (default 10 ms)",
+    )
     p.add_argument("--session-seconds", type=float, help="duration of each session test")
     p.add_argument("--retr-seconds", type=float, help="duration of each RETR test")
     p.add_argument(
@@ -231,7 +293,21 @@ def make_plan(args: argparse.Namespace) -> Plan:
     boxes = max(idle, 2 * max(levels), 64)
     stls_levels = tuple(int(x) for x in args.stls_levels.split(",") if x.strip())
     boxes = max(boxes, 2 * max(stls_levels, default=1))
-    return Plan(levels, session_s, (1, 4), retr_s, idle, boxes, rounds, stls_levels)
+    fetch_levels = tuple(int(x) for x in args.fetch_levels.split(",") if x.strip())
+    return Plan(
+        levels,
+        session_s,
+        (1, 4),
+        retr_s,
+        idle,
+        boxes,
+        rounds,
+        stls_levels,
+        fetch_levels,
+        args.feed_rate,
+        args.noop_sessions,
+        args.noop_interval_ms,
+    )
 
 
 def _raise_fd_limit(needed: int) -> None:
@@ -287,12 +363,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dpfw-bench-pop3-"))
     workdir.mkdir(parents=True, exist_ok=True)
     log(f"corpus: {plan.boxes} boxes x {SMALL_SIZE} octets + 4 boxes x {LARGE_SIZE} octets")
-    corpus = build_corpus(plan.boxes, max(plan.retr_conns))
+    fetch_boxes = max(64, 2 * max(plan.fetch_levels)) if plan.fetch_levels else 0
+    depth = args.fetch_depth or (25 if args.quick else 60)
+    if fetch_boxes:
+        log(f"fetch+delete: {fetch_boxes} boxes x {depth} messages of {SMALL_SIZE} octets")
+    corpus = build_corpus(plan.boxes, max(plan.retr_conns), fetch_boxes, depth)
     max_sessions = plan.idle + 2 * max(plan.levels) + 64
     cert_pem, key_pem, cert, key = _certificate(workdir)
     targets: list[Target] = []
     stls_targets: list[Target] = []
     servers: list[ServerProcess] = []
+    fetch_targets: list[tuple[Target, Feed]] = []
     doveconf: dict[str, str] = {}
     results: dict[str, Figures] = {}
     try:
@@ -303,8 +384,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in chosen:
             port = free_port()
             t0 = time.monotonic()
+            feed: Feed | None = None
             if name == "dpfw":
-                server = start_dpfw(workdir, corpus, port, max_sessions, (cert_pem, key_pem))
+                http = free_port() if plan.fetch_levels else None
+                server = start_dpfw(workdir, corpus, port, max_sessions, (cert_pem, key_pem), http)
+                if http is not None:
+                    feed = HttpFeed(f"http://127.0.0.1:{http}", ADMIN_PASSWORD, corpus.small)
             elif name == "ceiling":
                 server = start_ceiling(workdir, corpus, port, (cert, key))
             else:
@@ -320,9 +405,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     crlf=not args.dovecot_lf,
                 )
                 doveconf[name] = conf
+                if name == "dovecot-fast" and plan.fetch_levels:
+                    mail = pwd.getpwnam(MAIL_USER)
+                    feed = MaildirFeed(
+                        home, corpus.small, mail.pw_uid, mail.pw_gid, not args.dovecot_lf
+                    )
             servers.append(server)
             target = Target(name, server, port)
             targets.append(target)
+            if feed is not None and name in FETCH_SERVERS:
+                fetch_targets.append((target, feed))
             log(f"{name}: serving on 127.0.0.1:{port} (set up in {time.monotonic() - t0:.1f} s)")
             if not plan.stls_levels or name == "dovecot-classic":
                 continue
@@ -346,7 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stls_targets.append(target)
         for name in dovecots:
             log(f"{name}: doveconf -n checked (kept as {name}/doveconf-n.txt with --workdir)")
-        results = asyncio.run(measure_all(targets, corpus, plan, stls_targets, _client_context()))
+        results = asyncio.run(
+            measure_all(targets, corpus, plan, stls_targets, _client_context(), fetch_targets)
+        )
         for name, conf in doveconf.items():
             results[name].doveconf = conf
     finally:

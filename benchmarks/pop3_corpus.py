@@ -14,6 +14,7 @@ from dataclasses import dataclass
 SMALL_SIZE = 50 * 1024  # the message of a full session (USER..RETR..QUIT)
 LARGE_SIZE = 10 * 1024 * 1024  # the message of the RETR throughput test
 _LINE = 76  # base64 line length, as a scanned attachment would have it
+FETCH_PREFIX = "fd"
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,17 @@ class Corpus:
     large: bytes
     session_accounts: tuple[Account, ...]  # each holds `small`; used by session and idle tests
     large_accounts: tuple[Account, ...]  # each holds `large`; used by the RETR throughput test
+    # Each holds `fetch_depth` copies of `small`; the fetch-and-delete test empties them.
+    fetch_accounts: tuple[Account, ...] = ()
+    fetch_depth: int = 0
 
     @property
     def accounts(self) -> tuple[Account, ...]:
-        return self.session_accounts + self.large_accounts
+        return self.session_accounts + self.large_accounts + self.fetch_accounts
+
+    def copies(self, account: Account) -> int:
+        """How many copies of its message a box holds at the start of a run."""
+        return self.fetch_depth if account.name.startswith(FETCH_PREFIX) else 1
 
 
 def build_message(size: int, tag: str) -> bytes:
@@ -79,12 +87,16 @@ def build_message(size: int, tag: str) -> bytes:
     return message
 
 
-def build_corpus(sessions: int, large: int) -> Corpus:
-    """Build `sessions` boxes with the 50 KB message and `large` boxes with the 10 MB one."""
+def build_corpus(sessions: int, large: int, fetch: int = 0, depth: int = 0) -> Corpus:
+    """Build `sessions` boxes with the 50 KB message, `large` boxes with the 10 MB one and
+    `fetch` boxes with `depth` copies of the 50 KB message (fetch-and-delete)."""
     small = build_message(SMALL_SIZE, "small")
     big = build_message(LARGE_SIZE, "large")
     session_accounts = tuple(
         Account(f"u{i:04d}", f"pw-{i:04d}-bench", small) for i in range(1, sessions + 1)
     )
     large_accounts = tuple(Account(f"big{i}", f"pw-big{i}-bench", big) for i in range(1, large + 1))
-    return Corpus(small, big, session_accounts, large_accounts)
+    fetch_accounts = tuple(
+        Account(f"{FETCH_PREFIX}{i:04d}", f"pw-fd{i:04d}-bench", small) for i in range(1, fetch + 1)
+    )
+    return Corpus(small, big, session_accounts, large_accounts, fetch_accounts, depth)

@@ -179,8 +179,12 @@ def write_maildirs(home: Path, corpus: Corpus, crlf: bool) -> None:
         data = account.message
         if not crlf:
             data = lf_cache.setdefault(id(data), data.replace(b"\r\n", b"\n"))
-        name = f"{stamp}.M{n}P{os.getpid()}.dpfw-bench,S={len(data)},W={len(account.message)}:2,"
-        (maildir / "cur" / name).write_bytes(data)
+        for copy in range(corpus.copies(account)):
+            name = (
+                f"{stamp}.M{n}C{copy}P{os.getpid()}.dpfw-bench,S={len(data)},"
+                f"W={len(account.message)}:2,"
+            )
+            (maildir / "cur" / name).write_bytes(data)
     for d in (home.parent, home):
         d.chmod(0o755)
     for root, dirs, files in os.walk(home):

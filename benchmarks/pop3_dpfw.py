@@ -35,7 +35,7 @@ def run_settings(max_sessions: int) -> list[str]:
 
 def image_size(corpus: Corpus) -> int:
     """Room for the corpus twice over (the log needs slack to compact), at least 256 MiB."""
-    payload = sum(len(a.message) for a in corpus.accounts)
+    payload = sum(len(a.message) * corpus.copies(a) for a in corpus.accounts)
     return max(256 * MIB, (2 * payload + 64 * MIB) // MIB * MIB)
 
 
@@ -55,7 +55,8 @@ def build_image(path: Path, corpus: Corpus, tls: tuple[str, str] | None = None) 
             board.set_settings(settings_for(*tls))
         for account in corpus.accounts:
             board.add_box(account.name, account.password)
-            board.deliver(account.name, account.message)
+            for _ in range(corpus.copies(account)):
+                board.deliver(account.name, account.message)
     finally:
         board.close()
 
@@ -66,8 +67,12 @@ def start_dpfw(
     port: int,
     max_sessions: int,
     tls: tuple[str, str] | None = None,
+    http_port: int | None = None,
 ) -> ServerProcess:
-    """Build the image under `workdir`, boot `dpfw run` on it, wait for its greeting."""
+    """Build the image under `workdir`, boot `dpfw run` on it, wait for its greeting.
+
+    `http_port`: also serve the HTTP API there (the fetch-and-delete test's scan feed
+    delivers through it)."""
     base = workdir / "dpfw"
     base.mkdir(parents=True, exist_ok=True)
     image = base / "board.img"
@@ -75,6 +80,8 @@ def start_dpfw(
     log = base / "dpfw.log"
     command = [sys.executable, "-m", "firmware", "run", str(image)]
     command += ["--pop3", f"127.0.0.1:{port}", "--console", "none"]
+    if http_port is not None:
+        command += ["--http", f"127.0.0.1:{http_port}"]
     for setting in run_settings(max_sessions):
         command += ["--set", setting]
     out = log.open("wb")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from benchmarks import loadgen
 from benchmarks.pop3_corpus import Corpus
+from benchmarks.pop3_fetch import Feed, NoopProbe, percentile, run_feed
 from benchmarks.pop3_procs import ServerProcess, listen_drops, machine_busy_s
 
 HOST = "127.0.0.1"
@@ -36,6 +37,10 @@ class Plan:
     boxes: int
     rounds: int = 2
     stls_levels: tuple[int, ...] = ()  # concurrent clients of the STLS session test
+    fetch_levels: tuple[int, ...] = ()  # concurrent clients of the fetch-and-delete test
+    feed_rate: float = 20.0  # messages/s delivered into the fetch boxes during that test
+    noop_sessions: int = 10  # idle sessions probing NOOP latency during that test
+    noop_interval_ms: float = 10.0  # each sends a NOOP this often
 
 
 @dataclass
@@ -54,12 +59,21 @@ class Figures:
     sessions_per_s: dict[int, float] = field(default_factory=dict)
     server_cpu_ms_per_session: dict[int, float] = field(default_factory=dict)
     retr_mb_per_s: dict[int, float] = field(default_factory=dict)
+    stls_retr_mb_per_s: dict[int, float] = field(default_factory=dict)  # RETR behind STLS
     stls_per_s: dict[int, float] = field(default_factory=dict)  # full sessions behind STLS
     stls_first_reply_ms: dict[int, float] = field(default_factory=dict)  # median, USER's reply
     doveconf: str = ""  # `doveconf -n` of a Dovecot (its TLS twin's appended), for the record
     loadgen_cpu_pct: dict[str, float] = field(default_factory=dict)
     other_cpu_pct: dict[str, float] = field(default_factory=dict)  # 100 = one whole CPU
     listen_drops: dict[str, int] = field(default_factory=dict)  # SYNs dropped: backlog full
+    fetch_per_s: dict[int, float] = field(default_factory=dict)  # fetch-and-delete sessions
+    fetch_cpu_ms_per_session: dict[int, float] = field(default_factory=dict)
+    fetch_empty: int = 0  # fetch sessions that found an empty box
+    fetch_fed: int = 0  # messages the feed delivered
+    fetch_deleted: int = 0  # deletions acknowledged by +OK to QUIT
+    fetch_noops: int = 0  # NOOPs of the idle probe sessions during this server's fetch rounds
+    noop_p99_ms: float = math.nan
+    noop_max_ms: float = math.nan
     idle_sessions: int = 0
     idle_rss_per_session: float = math.nan  # bytes
     idle_pss_per_session: float = math.nan  # bytes
@@ -163,17 +177,118 @@ def _pct(cpu_s: float, wall_s: float) -> float:
     return 100 * cpu_s / wall_s if wall_s > 0 else math.nan
 
 
+async def fetch_delete(
+    fetch_targets: Sequence[tuple[Target, Feed]],
+    corpus: Corpus,
+    plan: Plan,
+    figs: dict[str, Figures],
+) -> None:
+    """The fetch-and-delete test (benchmarks/pop3_fetch.py) at `plan.fetch_levels`, with the
+    feed running and the NOOP probe timing idle sessions; then every box is counted: the
+    messages left must be those built + fed - deleted (a deletion acknowledged by +OK to QUIT
+    that did not stick, or one applied without it, shows as a mismatch)."""
+    boxes = corpus.fetch_accounts
+    idle = corpus.session_accounts[-plan.noop_sessions :] if plan.noop_sessions else ()
+    feeds = {t.name: feed for t, feed in fetch_targets}
+    windows: dict[str, list[tuple[float, float]]] = {t.name: [] for t, _ in fetch_targets}
+    probes: dict[str, NoopProbe] = {}
+    for t, _ in fetch_targets:
+        # First touch of every box (Dovecot builds its index files) before any timing.
+        found = await loadgen.count_messages(HOST, t.port, boxes)
+        if found != len(boxes) * corpus.fetch_depth:
+            raise RuntimeError(f"{t.name}: {found} messages in the fetch boxes before the test")
+        if idle:
+            probes[t.name] = NoopProbe(t.port, idle, plan.noop_interval_ms)
+            await probes[t.name].start()
+    try:
+        for clients in plan.fetch_levels:
+            seconds = plan.session_s / plan.rounds
+
+            def fetch(
+                t: Target, c: int = clients, s: float = seconds
+            ) -> Callable[[], Awaitable[loadgen.RunResult]]:
+                async def run() -> loadgen.RunResult:
+                    stop = asyncio.Event()
+                    feeding = asyncio.create_task(
+                        run_feed(feeds[t.name], boxes, plan.feed_rate, stop)
+                    )
+                    start = time.monotonic()
+                    try:
+                        return await loadgen.run_fetch_delete(HOST, t.port, boxes, c, s)
+                    finally:
+                        windows[t.name].append((start, time.monotonic()))
+                        stop.set()
+                        fed, failed = await feeding
+                        figs[t.name].fetch_fed += fed
+                        figs[t.name].errors += failed
+
+                return run
+
+            sums = await _rounds([t for t, _ in fetch_targets], plan.rounds, fetch)
+            for name, acc in sums.items():
+                fig = figs[name]
+                fig.count(acc.tally)
+                key = f"fetch x{clients}"
+                fig.listen_drops[key] = acc.listen_drops
+                fig.fetch_per_s[clients] = acc.tally.done / acc.wall_s
+                fig.fetch_cpu_ms_per_session[clients] = (
+                    acc.server_cpu_s * 1000 / max(1, acc.tally.done)
+                )
+                fig.fetch_empty += acc.tally.empty
+                fig.fetch_deleted += acc.tally.deleted
+                fig.loadgen_cpu_pct[key] = _pct(acc.loadgen_cpu_s, acc.wall_s)
+                fig.other_cpu_pct[key] = _pct(acc.other_cpu_s, acc.wall_s)
+                log(
+                    f"{name}: fetch+delete {clients:>3} clients: {fig.fetch_per_s[clients]:8.1f} "
+                    f"sessions/s, {acc.server_cpu_s * 1000 / max(1, acc.tally.done):.2f} ms CPU "
+                    f"each ({acc.tally.done} in {acc.wall_s:.1f} s, {acc.tally.empty} found "
+                    f"the box empty; {acc.tally.errors} errors, {acc.tally.mismatches} "
+                    f"mismatches; other processes {fig.other_cpu_pct[key]:.0f}%)"
+                )
+    finally:
+        samples = {name: await probe.stop() for name, probe in probes.items()}
+        for feed in feeds.values():
+            await feed.aclose()
+    for t, _ in fetch_targets:
+        fig = figs[t.name]
+        inside = [
+            lat * 1000
+            for at, lat in samples.get(t.name, [])
+            if any(start <= at <= end for start, end in windows[t.name])
+        ]
+        fig.fetch_noops = len(inside)
+        fig.noop_p99_ms = percentile(inside, 0.99)
+        fig.noop_max_ms = max(inside, default=math.nan)
+        left = await loadgen.count_messages(HOST, t.port, boxes)
+        expected = len(boxes) * corpus.fetch_depth + fig.fetch_fed - fig.fetch_deleted
+        if left != expected:
+            fig.mismatches += 1
+            fig.samples.append(
+                f"fetch+delete: {left} messages left, expected {expected} (built "
+                f"{len(boxes) * corpus.fetch_depth} + fed {fig.fetch_fed} - deleted "
+                f"{fig.fetch_deleted})"
+            )
+        log(
+            f"{t.name}: idle NOOP during fetch+delete: {fig.fetch_noops} sent, p99 "
+            f"{fig.noop_p99_ms:.2f} ms, max {fig.noop_max_ms:.2f} ms; {fig.fetch_fed} fed, "
+            f"{fig.fetch_deleted} deleted, {left} left (expected {expected})"
+        )
+
+
 async def measure_all(
     targets: Sequence[Target],
     corpus: Corpus,
     plan: Plan,
     stls_targets: Sequence[Target] = (),
     stls: ssl.SSLContext | None = None,
+    fetch_targets: Sequence[tuple[Target, Feed]] = (),
 ) -> dict[str, Figures]:
     """Warm-up and idle memory per server, then every timed test interleaved in rounds.
 
     `stls_targets` (named like the target whose figures they add to; may be the same server
-    or a TLS-enabled twin) run the STLS session test at `plan.stls_levels` with `stls`.
+    or a TLS-enabled twin) run the STLS session test at `plan.stls_levels` with `stls`;
+    `fetch_targets` (servers that can delete, each with its scan feed) the fetch-and-delete
+    test at `plan.fetch_levels`.
     """
     figs = {t.name: Figures() for t in targets}
     uid_seen = {t.name: dict[str, list[bytes]]() for t in targets}
@@ -248,6 +363,9 @@ async def measure_all(
                     f"mismatches; other processes {fig.other_cpu_pct[key]:.0f}%)"
                 )
 
+    if fetch_targets and plan.fetch_levels:
+        await fetch_delete(fetch_targets, corpus, plan, figs)
+
     for conns in plan.retr_conns:
         seconds = plan.retr_s / plan.rounds
 
@@ -270,5 +388,26 @@ async def measure_all(
                 f"({acc.tally.done} messages; {acc.tally.errors} errors, "
                 f"{acc.tally.mismatches} mismatches; loadgen CPU {fig.loadgen_cpu_pct[key]:.0f}%, "
                 f"other processes {fig.other_cpu_pct[key]:.0f}%)"
+            )
+    if stls is not None and stls_targets:
+        conns = 1
+        seconds = plan.retr_s / plan.rounds
+
+        def stls_retr(
+            t: Target, n: int = conns, s: float = seconds
+        ) -> Callable[[], Awaitable[loadgen.RunResult]]:
+            return lambda: loadgen.run_retr(HOST, t.port, corpus.large_accounts, n, s, stls)
+
+        sums = await _rounds(stls_targets, plan.rounds, stls_retr)
+        for name, acc in sums.items():
+            fig = figs[name]
+            fig.count(acc.tally)
+            key = f"STLS RETR x{conns}"
+            fig.stls_retr_mb_per_s[conns] = acc.tally.octets / acc.wall_s / 1e6
+            fig.other_cpu_pct[key] = _pct(acc.other_cpu_s, acc.wall_s)
+            log(
+                f"{name}: RETR over STLS on {conns} conn: {fig.stls_retr_mb_per_s[conns]:8.1f} "
+                f"MB/s ({acc.tally.done} messages; {acc.tally.errors} errors, "
+                f"{acc.tally.mismatches} mismatches; other processes {fig.other_cpu_pct[key]:.0f}%)"
             )
     return figs

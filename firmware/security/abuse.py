@@ -14,6 +14,7 @@ usually owns a whole /64.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections import OrderedDict, deque
@@ -33,8 +34,13 @@ LOCKOUT_S = 900.0  # ... lock it for 15 minutes
 LOCKOUT_MAX_ENTRIES = 1024
 
 
+@functools.lru_cache(maxsize=4096)
 def client_key(address: str) -> str:
-    """The key one client is counted under: the IPv4 address, or the IPv6 /64 prefix."""
+    """The key one client is counted under: the IPv4 address, or the IPv6 /64 prefix.
+
+    Cached: every POP3 connection asks three times (admission count, acquire, release), and
+    parsing an address with `ipaddress` costs ~3 us; the answer never changes.
+    """
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:

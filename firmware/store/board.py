@@ -22,7 +22,7 @@ durable before the method returns. The board is used from one thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import BinaryIO
@@ -457,6 +457,37 @@ class Board:
             return
         self._delete_seqs(seqs, rec.box_id)
         self._auto_compact()
+
+    def delete_many(
+        self, requests: Sequence[tuple[str, Collection[str]]]
+    ) -> list[DeviceError | None]:
+        """Several sessions' deletions in one atomic, durable record: a group commit.
+
+        `requests` are (box, uids) pairs, e.g. the QUITs of concurrent POP3 sessions; the
+        result has one entry per request: None if its messages are removed, or the error that
+        refused it alone (an unknown box or uid: BoxError), in which case it removed nothing.
+        The accepted ones share one delete record and one fsync (replay drops a record's
+        sequence numbers whatever their box), so each is as atomic and as durable as by
+        `delete`. If that record cannot be written, this raises and removes nothing at all.
+        """
+        results: list[DeviceError | None] = []
+        seqs: set[int] = set()
+        box_id: int | None = None
+        for box, uids in requests:
+            try:
+                rec, _ = self._box(box)
+                mine = {self._seq_of(box, uid) for uid in uids}
+            except DeviceError as exc:
+                results.append(exc)
+                continue
+            results.append(None)
+            if mine:
+                seqs |= mine
+                box_id = rec.box_id if box_id is None else box_id
+        if seqs and box_id is not None:
+            self._delete_seqs(sorted(seqs), box_id)
+            self._auto_compact()
+        return results
 
     def _delete_seqs(self, seqs: list[int], box_id: int) -> None:
         payload = encode_delete(seqs)
