@@ -34,13 +34,14 @@ from firmware.security.credentials import Credentials, make_credentials, verify_
 from firmware.store import tray as _tray
 from firmware.store.delivery import write_measured, write_stream
 from firmware.store.fsck import fsck as check_log
-from firmware.store.index import BoxState, Extent, Index, Msg, replay
+from firmware.store.index import BoxState, Extent, Index, replay
 from firmware.store.info import (
     BOX_NAME_MAX,
     MIN_RECORD,
     BoxInfo,
     CompactReport,
     FsckReport,
+    Listing,
     MessageInfo,
     MiB,
     Problem,
@@ -61,6 +62,7 @@ __all__ = [
     "BoxInfo",
     "CompactReport",
     "FsckReport",
+    "Listing",
     "MessageInfo",
     "MiB",
     "Problem",
@@ -192,6 +194,8 @@ class Board:
         return a, b
 
     def _replay(self, *, repair: bool) -> None:
+        # repair=True is a boot: headers and the payloads boot needs are checked; repair=False
+        # (inspect, fsck) checks every payload as well (docs/storage.md, "Boot").
         self._index = replay(
             self._log,
             {rec.box_id for rec in self._state.boxes.values()} | {_tray.TRAY_BOX_ID},
@@ -308,7 +312,7 @@ class Board:
                     bytes=state.bytes,
                     has_legacy_secret=rec.credentials.legacy_secret is not None,
                     box_id=rec.box_id,
-                    corrupt=sum(1 for s in state.seqs if not self._index.msgs[s].ok),
+                    corrupt=self._index.corrupt_in(state),
                 )
             )
         return out
@@ -373,17 +377,34 @@ class Board:
                 return seq
         raise BoxError(f"box {box!r} holds no message with uid {uid!r}")
 
-    def _info(self, msg: Msg) -> MessageInfo:
-        h = msg.header
-        return MessageInfo(self._uid(h.seq), h.pop3_size, h.arrived, h.seq, not msg.ok)
-
     def messages(self, box: str) -> list[MessageInfo]:
         """The box's messages in arrival order."""
         _, state = self._box(box)
-        return [self._info(self._index.msgs[seq]) for seq in state.seqs]
+        info = self._index.info
+        return [info(seq) for seq in state.seqs]
+
+    def listing(self, box: str) -> Listing:
+        """The box's messages in arrival order, as a compact snapshot (a POP3 maildrop).
+
+        A `Sequence` of (uid, size, seq) items made on demand from two arrays copied at the
+        call (16 bytes a message, microseconds for 100,000 messages); `uids` and `sizes` give
+        the columns without making an item per message. BoxError if there is no such box.
+        """
+        _, state = self._box(box)
+        seqs, sizes = state.seqs.snapshot()
+        return Listing(self._index.uid_tag, seqs, sizes)
+
+    def iter_messages(self, box: str) -> Iterator[MessageInfo]:
+        """The box's messages in arrival order, one `MessageInfo` at a time (bounded memory:
+        a snapshot of the seqs, 8 bytes a message); messages removed meanwhile are skipped."""
+        _, state = self._box(box)
+        seqs, _ = state.seqs.snapshot()
+        for seq in seqs:
+            if seq in self._index.msgs:
+                yield self._index.info(seq)
 
     def message(self, box: str, uid: str) -> MessageInfo:
-        return self._info(self._index.msgs[self._seq_of(box, uid)])
+        return self._index.info(self._seq_of(box, uid))
 
     def deliver(self, box: str, message: bytes | bytearray | memoryview | BinaryIO) -> MessageInfo:
         """Store one message (durable on return); see docs/storage.md for the wire form.
@@ -412,7 +433,7 @@ class Board:
         self._index.extents.append(Extent(written.position, written.total, written.seq))
         self._index.add(written, True)
         self._auto_compact()
-        return self._info(self._index.msgs[written.seq])
+        return self._index.info(written.seq)
 
     def read_wire(self, box: str, uid: str, chunk_size: int = 65536) -> Iterator[bytes]:
         """The stored wire bytes (dot-stuffed, CRLF, without ".\\r\\n"), in chunks.
@@ -461,8 +482,7 @@ class Board:
         written = self._log.append(header, [payload])
         self._index.next_seq += 1
         self._index.extents.append(Extent(written.position, written.total, -1))
-        for seq in seqs:
-            self._index.drop(seq)
+        self._index.drop_many(seqs)
 
     # -- the output tray (Internet Fax, firmware.store.tray) --------------------------------------
 
