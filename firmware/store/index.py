@@ -62,17 +62,16 @@ class Extent:
 
 
 class Extents:
-    """The log's extents head to tail, in three arrays; `popleft` moves a start mark."""
+    """The log's extents head to tail. Records lie back to back, so only where each begins is
+    kept (and its seq): a length is the distance to the next one, or to `end` for the last.
+    `popleft` moves a start mark; the arrays are trimmed once half of them is behind it."""
 
     def __init__(
-        self,
-        pos: array[int] | None = None,
-        length: array[int] | None = None,
-        seq: array[int] | None = None,
+        self, pos: array[int] | None = None, seq: array[int] | None = None, end: int = 0
     ) -> None:
         self._pos = array("q") if pos is None else pos
-        self._len = array("q") if length is None else length
         self._seq = array("q") if seq is None else seq
+        self._end = end  # where the last extent ends (the log's tail)
         self._first = 0
 
     def __len__(self) -> int:
@@ -81,10 +80,16 @@ class Extents:
     def __bool__(self) -> bool:
         return len(self._pos) > self._first
 
+    def _length(self, j: int) -> int:
+        pos = self._pos
+        return (pos[j + 1] if j + 1 < len(pos) else self._end) - pos[j]
+
     def __iter__(self) -> Iterator[Extent]:
-        pos, length, seq = self._pos, self._len, self._seq
-        for i in range(self._first, len(pos)):
-            yield Extent(pos[i], length[i], seq[i])
+        pos, seq = self._pos, self._seq
+        n = len(pos)
+        for j in range(self._first, n):
+            nxt = pos[j + 1] if j + 1 < n else self._end
+            yield Extent(pos[j], nxt - pos[j], seq[j])
 
     def __getitem__(self, i: int) -> Extent:
         if i < 0:
@@ -92,19 +97,22 @@ class Extents:
         if not 0 <= i < len(self):
             raise IndexError("extent index out of range")
         j = self._first + i
-        return Extent(self._pos[j], self._len[j], self._seq[j])
+        return Extent(self._pos[j], self._length(j), self._seq[j])
 
     def append(self, ext: Extent) -> None:
+        """A record at the end of the log (it starts where the last extent ends)."""
+        if self and ext.position != self._end:
+            raise ValueError(f"extent at {ext.position} does not follow the log's end {self._end}")
         self._pos.append(ext.position)
-        self._len.append(ext.length)
         self._seq.append(ext.seq)
+        self._end = ext.position + ext.length
 
     def popleft(self) -> Extent:
         ext = self[0]
         self._first += 1
         if self._first >= 4096 and self._first * 2 >= len(self._pos):
-            for column in (self._pos, self._len, self._seq):
-                del column[: self._first]
+            del self._pos[: self._first]
+            del self._seq[: self._first]
             self._first = 0
         return ext
 
@@ -571,7 +579,7 @@ def replay(
     walk, torn = the_log.replay(every_payload=not repair)
     index = Index(uid_tag, seq_floor)
     index.box_names = box_names
-    index.extents = Extents(walk.ext_pos, walk.ext_len, walk.ext_seq)
+    index.extents = Extents(walk.ext_pos, walk.ext_seq, the_log.tail)
     stale = index._load(walk, box_ids, the_log)
     lost_seqs = 0  # how many records unreadable spans could have held: never reuse their seqs
     found: list[Problem] = list(stale)

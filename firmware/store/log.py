@@ -173,8 +173,9 @@ PAYLOAD_UNCHECKED, PAYLOAD_OK, PAYLOAD_BAD = 0, 1, 2
 class Walk:
     """What replay found, head to tail, in columns (no object per record: 1M records boot).
 
-    `ext_*`: every stretch of the log in order: a record, or an unreadable span (seq -1; delete
-    records also have seq -1). `msg_*`: the message and tray records in log order, with
+    `ext_*`: where every stretch of the log begins, in order (each ends where the next begins,
+    the last at the tail): a record, or an unreadable span (seq -1; delete records also have
+    seq -1). `msg_*`: the message and tray records in log order, with
     `msg_check` one of PAYLOAD_UNCHECKED/OK/BAD. `deleted`: every seq a valid delete record
     names. `unreadable`, `bad_deletes`: (position, length) of unreadable headers and of delete
     records failing their CRC. `in_order`: the message seqs only grow along the log (no
@@ -183,7 +184,6 @@ class Walk:
 
     def __init__(self) -> None:
         self.ext_pos = array("q")
-        self.ext_len = array("q")
         self.ext_seq = array("q")
         self.msg_pos = array("q")
         self.msg_seq = array("q")
@@ -220,8 +220,8 @@ class Walk:
         walk.ext_pos = q[1::8]
         walk.ext_seq = q[2::8]  # all ones reads as -1
         pos = walk.ext_pos
-        walk.ext_len = array("q", map(operator.sub, islice(pos, 1, None), pos))
-        walk.ext_len.append(tail - pos[-1])
+        lengths = array("q", map(operator.sub, islice(pos, 1, None), pos))
+        lengths.append(tail - pos[-1])
         halves = array("I", q[4::8].tobytes())  # little-endian qwords: box, then crc
         columns: dict[str, Any] = {
             "msg_pos": array("q", pos),
@@ -246,7 +246,7 @@ class Walk:
                     else array(column.typecode, kept)
                 )
             setattr(walk, name, column)
-        walk.msg_bytes = sum(walk.ext_len) if everything else sum(compress(walk.ext_len, selector))
+        walk.msg_bytes = sum(lengths) if everything else sum(compress(lengths, selector))
         seqs = walk.msg_seq
         walk.in_order = all(map(operator.lt, seqs, islice(seqs, 1, None)))
         walk.max_seq = max(walk.ext_seq)
@@ -255,9 +255,9 @@ class Walk:
 
     def drop_last_message(self) -> None:
         """Forget the last record, a message (a torn tail found after the walk)."""
-        self.msg_bytes -= self.ext_len[-1]
+        self.msg_bytes -= Header(0, 0, 0, self.msg_plen[-1], 0).total
         for column in (
-            self.ext_pos, self.ext_len, self.ext_seq, self.msg_pos, self.msg_seq, self.msg_plen,
+            self.ext_pos, self.ext_seq, self.msg_pos, self.msg_seq, self.msg_plen,
             self.msg_crc, self.msg_box, self.msg_arrived, self.msg_pop3, self.msg_hlen,
         ):  # fmt: skip
             del column[-1]
