@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import poplib
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +46,11 @@ def message(n: int, size: int) -> bytes:
 
 def profile_for_bench() -> Profile:
     p = factory("DP-6030")
-    for key, value in (("mailbox.max_messages", "1000000"), ("mailbox.quota_mib", "65536")):
+    for key, value in (
+        ("mailbox.max_messages", "1000000"),
+        ("mailbox.quota_mib", "65536"),
+        ("pop3.plaintext_auth", "always"),
+    ):
         p = p.with_value(key, value)
     return p
 
@@ -175,6 +181,52 @@ def boot(path: Path) -> tuple[float, int, int]:
     return figures[0], int(figures[1]), int(figures[2])
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def login_figures(image: Path) -> tuple[float, float, int, int]:
+    """`dpfw run` on the image; a poplib client logs in to box a: seconds from PASS to its +OK
+    (password check and listing), seconds for a full UIDL, server RSS growth (KiB) for that
+    one logged-in session, lines UIDL sent."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "firmware", "run", str(image), "--pop3", f"127.0.0.1:{port}",
+         "--console", "none"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = poplib.POP3("127.0.0.1", port, timeout=60)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("bench: the device did not start") from None
+                time.sleep(0.05)
+        with open(f"/proc/{server.pid}/statm", encoding="ascii") as f:
+            before = int(f.read().split()[1])
+        client.user("a")
+        started = time.perf_counter()
+        client.pass_("pw")
+        login = time.perf_counter() - started
+        with open(f"/proc/{server.pid}/statm", encoding="ascii") as f:
+            after = int(f.read().split()[1])
+        started = time.perf_counter()
+        _, lines, _ = client.uidl()
+        uidl = time.perf_counter() - started
+        client.quit()
+        page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
+        return login, uidl, (after - before) * page_kib, len(lines)
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def scale(directory: Path, counts: list[int], low: int, high: int, runs: int) -> None:
     """The store-scale table (docs/benchmarks.md)."""
     empty = directory / "empty.img"
@@ -197,6 +249,11 @@ def scale(directory: Path, counts: list[int], low: int, high: int, runs: int) ->
             f"{count:>9,}  {log_bytes / MiB:8.0f}  {built:7.1f}  "
             f"{min(secs):6.3f} / {max(secs):6.3f}"
             f"   {best[1] / 1024:12.1f}  {per_message:9.0f}  {best[4]:6.3f}  {best[5]:8.0f}"
+        )
+        login, uidl, grew, lines = login_figures(image)
+        print(
+            f"           first login to box a ({lines:,} messages): PASS to +OK "
+            f"{login * 1000:.1f} ms, UIDL {uidl:.2f} s, server RSS +{grew} KiB"
         )
         image.unlink()
 

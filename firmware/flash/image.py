@@ -378,10 +378,11 @@ class Image:
             raise ImageError(f"{self.path}: short read at data offset {logical}")
         return data
 
-    def mapped(self) -> mmap.mmap | None:
-        """A read-only map of the whole image file, for boot's walk over the record headers
-        (no copy of the payloads in between); None when reads must go through `ops` (a test
-        injecting faults) or the file cannot be mapped. The caller closes it.
+    def mapped(self, offset: int, length: int) -> mmap.mmap | None:
+        """A read-only map of file bytes [offset, offset+length) (`offset` a multiple of
+        mmap.ALLOCATIONGRANULARITY), for boot's walk over the record headers (no copy of the
+        payloads in between); None when reads must go through `ops` (a test injecting faults)
+        or the file cannot be mapped. The caller closes it.
 
         Unlike `read`, an I/O error of the medium under a mapped page is not an ImageError:
         the kernel sends SIGBUS (docs/storage.md, "Known limits").
@@ -389,8 +390,8 @@ class Image:
         if type(self.ops) is not FileOps:
             return None
         try:
-            return mmap.mmap(self._fd, 0, prot=mmap.PROT_READ)
-        except (OSError, ValueError):
+            return mmap.mmap(self._fd, length, prot=mmap.PROT_READ, offset=offset)
+        except (OSError, ValueError, OverflowError):
             return None
 
     def write(self, logical: int, data: bytes | bytearray | memoryview) -> None:

@@ -313,7 +313,9 @@ def _unpack_header(head: bytes) -> Header:
     return Header(pos, kind, seq, plen, pcrc, box_id, arrived, pop3, hlen)
 
 
-# Replay reads the log in windows of this size where it cannot map the file.
+# Replay maps the log this much at a time (the pages it touched leave the process's RSS when
+# the window is unmapped), or reads it in WINDOW pieces where it cannot map the file.
+MAP_WINDOW = 32 << 20
 WINDOW = 64 * 1024
 
 
@@ -354,7 +356,8 @@ class Log:
         """
         limit = self.head + self.capacity
         cap = self.capacity
-        mapped = None if every_payload else self.image.mapped()
+        can_map = not every_payload
+        mapped: mmap.mmap | None = None
         data_offset = self.image.geometry.data_offset
         torn: TornTail | None = None
         packed = bytearray()
@@ -374,9 +377,20 @@ class Log:
             while limit - pos >= head_size:
                 at = pos - start + base
                 if at < base or at + head_size > buf_end:
-                    if mapped is not None and pos % cap + head_size <= cap:
-                        buf, start, base, buf_end = mapped, pos - pos % cap, data_offset, 0
-                        buf_end = data_offset + cap
+                    if mapped is not None:
+                        mapped.close()
+                        mapped = None
+                    phys = pos % cap
+                    if can_map and phys + head_size <= cap:
+                        # A window of the file mapped, from the page holding this header.
+                        file_at = data_offset + phys
+                        aligned = file_at - file_at % mmap.ALLOCATIONGRANULARITY
+                        size = max(MAP_WINDOW, file_at - aligned + head_size)
+                        size = min(size, data_offset + cap - aligned)
+                        mapped = self.image.mapped(aligned, size)
+                        can_map = mapped is not None
+                    if mapped is not None:
+                        buf, start, base, buf_end = mapped, pos, file_at - aligned, size
                     else:
                         buf = self.image.read(pos, min(WINDOW, limit - pos))
                         start, base, buf_end = pos, 0, len(buf)

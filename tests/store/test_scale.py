@@ -22,6 +22,7 @@ from firmware.config.profile import factory
 from firmware.device.boards import create_board, open_board
 from firmware.errors import CorruptRecordError
 from firmware.flash.image import FileOps, Image
+from firmware.store import log as log_module
 from firmware.store.board import Board, Listing
 from tests.store.helpers import ADMIN
 
@@ -84,7 +85,10 @@ def test_mapped_and_read_walks_agree(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path = old_image(tmp_path)
     with open_board(path) as b:
         mapped = index_facts(b)
-    monkeypatch.setattr(Image, "mapped", lambda self: None)
+    monkeypatch.setattr(log_module, "MAP_WINDOW", 8192)  # a header near every window's end
+    with open_board(path) as b:
+        assert index_facts(b) == mapped
+    monkeypatch.setattr(Image, "mapped", lambda self, offset, length: None)
     with open_board(path) as b:
         assert index_facts(b) == mapped
     with open_board(path, repair=False) as b:  # every payload checked: same index
@@ -196,3 +200,30 @@ def test_new_image_then_reopen(tmp_path: Path) -> None:
         b.add_box("x", "x-pw-1")
     with open_board(path) as b:
         assert b.messages("x") == [] and list(b.listing("x")) == []
+
+
+def test_walks_agree_across_the_ring_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ring.img"
+    with create_board(path, factory("DP-3530"), ADMIN, size=256 * 1024) as b:
+        b.add_box("x", "x-pw-1")
+        capacity = b.geometry.capacity
+        n = 0
+        while b._log.head < capacity + capacity // 3:  # the log has wrapped around the ring
+            uids = [
+                b.deliver("x", f"Subject: {n + k}\n\n{'y' * 3000}\n".encode()).uid for k in range(8)
+            ]
+            n += 8
+            b.delete("x", uids[:6])
+            b.compact()
+        assert b._log.tail // capacity != b._log.head // capacity or b._log.head >= capacity
+        want = [(m.uid, m.size) for m in b.messages("x")]
+    with open_board(path) as b:
+        mapped = index_facts(b)
+        assert [(m.uid, m.size) for m in b.messages("x")] == want
+    monkeypatch.setattr(log_module, "MAP_WINDOW", 4096)
+    with open_board(path) as b:
+        assert index_facts(b) == mapped
+    monkeypatch.setattr(Image, "mapped", lambda self, offset, length: None)
+    with open_board(path) as b:
+        assert index_facts(b) == mapped
+        assert b.fsck().clean
