@@ -21,6 +21,7 @@ durable before the method returns. The board is used from one thread.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ from firmware.errors import BoxError, DeviceError, QuotaError
 from firmware.flash import nvram as nv
 from firmware.flash.image import Geometry, Image
 from firmware.security.credentials import Credentials, make_credentials, verify_password
+from firmware.store import checkpoint as _checkpoint
 from firmware.store import tray as _tray
 from firmware.store.delivery import write_measured, write_stream
 from firmware.store.fsck import fsck as check_log
@@ -54,6 +56,8 @@ from firmware.store.reader import Reader
 from firmware.store.source import seekable
 from firmware.store.space import Space
 from firmware.text import plural
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BOX_NAME_MAX",
@@ -95,6 +99,8 @@ class Board:
         self._log = Log(image, state.log_head)
         self._index = Index(image.geometry.image_id[:4].hex(), state.seq_floor)
         self._limits: StoreLimits | None = None
+        self._writable = True  # False when opened with repair=False (inspect, fsck)
+        self._closed = False
         self.between_steps: Callable[[], None] = _no_pause
         """Called between the steps of a long operation (each compaction segment), with the
         board consistent: the store worker lets waiting readers in (firmware/store/worker.py)."""
@@ -154,6 +160,7 @@ class Board:
         image, data = Image.open(path)
         try:
             board = cls(image, nv.decode(data, str(path)))
+            board._writable = repair
             board._replay(repair=repair)
         except BaseException:
             image.close()
@@ -161,7 +168,40 @@ class Board:
         return board
 
     def close(self) -> None:
-        self._image.close()
+        """Write an index checkpoint if one is due (firmware/store/checkpoint.py), then release
+        the image. A checkpoint that cannot be written is logged and skipped: the next boot
+        walks the log instead."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._writable:
+                self.checkpoint()
+        finally:
+            self._image.close()
+
+    def checkpoint(self, *, force: bool = False) -> bool:
+        """Save the index to flash so the next boot walks only the log after it.
+
+        Done when the store holds at least MIN_MESSAGES messages (or `force`), knows of no
+        problem, and the log changed since the checkpoint in force. Two durable steps: the
+        record (fsync), then the NVRAM pointer (atomic). True if one was written.
+        """
+        index = self._index
+        due = force or len(index.msgs) >= _checkpoint.MIN_MESSAGES
+        current = self._state.checkpoint
+        if not due or index.problems or index.bad:
+            return False
+        if current is not None and index.extents and index.extents[-1].position == current:
+            return False  # nothing written since the checkpoint in force
+        try:
+            room = self._log.free - self._space.reserve()
+            written = _checkpoint.write(self._log, index, self._log.head, room)
+            self._commit(self._state.evolve(checkpoint=written.position))
+        except DeviceError as exc:
+            log.warning("%s: no index checkpoint written: %s", self.path, exc)
+            return False
+        return True
 
     def __enter__(self) -> Board:
         return self
@@ -194,17 +234,33 @@ class Board:
         return a, b
 
     def _replay(self, *, repair: bool) -> None:
-        # repair=True is a boot: headers and the payloads boot needs are checked; repair=False
-        # (inspect, fsck) checks every payload as well (docs/storage.md, "Boot").
-        self._index = replay(
-            self._log,
-            {rec.box_id for rec in self._state.boxes.values()} | {_tray.TRAY_BOX_ID},
-            self._state.seq_floor,
-            self._index.uid_tag,
-            self._box_name,
-            path=self.path,
-            repair=repair,
-        )
+        # repair=True is a boot: headers and the payloads boot needs are checked, from the
+        # index checkpoint when there is a good one; repair=False (inspect, fsck) walks the
+        # whole log and checks every payload as well (docs/storage.md, "Boot").
+        box_ids = {rec.box_id for rec in self._state.boxes.values()} | {_tray.TRAY_BOX_ID}
+        index = None
+        if repair and self._state.checkpoint is not None:
+            index = _checkpoint.replay_from(
+                self._log,
+                self._state.checkpoint,
+                self._state.log_head,
+                box_ids,
+                self._state.seq_floor,
+                self._index.uid_tag,
+                self._box_name,
+                path=self.path,
+            )
+        if index is None:
+            index = replay(
+                self._log,
+                box_ids,
+                self._state.seq_floor,
+                self._index.uid_tag,
+                self._box_name,
+                path=self.path,
+                repair=repair,
+            )
+        self._index = index
         self._space.index = self._reader.index = self._index
 
     # -- NVRAM: profile text, admin, settings ----------------------------------------------------
@@ -214,7 +270,8 @@ class Board:
         self._state = state
 
     def _move_anchor(self, log_head: int, seq_floor: int) -> None:
-        self._commit(self._state.evolve(log_head=log_head, seq_floor=seq_floor))
+        # The checkpoint was made at the old head: a boot must not use it any more.
+        self._commit(self._state.evolve(log_head=log_head, seq_floor=seq_floor, checkpoint=None))
 
     @property
     def profile_toml(self) -> str:

@@ -581,8 +581,32 @@ def replay(
     index.box_names = box_names
     index.extents = Extents(walk.ext_pos, walk.ext_seq, the_log.tail)
     stale = index._load(walk, box_ids, the_log)
+    finish(index, the_log, walk, torn, stale, seq_floor, path=path, repair=repair)
+    log.debug(
+        "%s: replayed %s in %.3f s",
+        path,
+        plural(walk.records, "record"),
+        time.monotonic() - started,
+    )
+    return index
+
+
+def finish(
+    index: Index,
+    the_log: Log,
+    walk: Walk,
+    torn: TornTail | None,
+    found: list[Problem],
+    seq_floor: int,
+    *,
+    path: Path,
+    repair: bool,
+) -> None:
+    """The end of a boot: problems (`found` so far, the walk's, corrupt messages) logged,
+    the next seq (never one an unreadable span could have held), a torn tail reported and,
+    with `repair`, erased."""
     lost_seqs = 0  # how many records unreadable spans could have held: never reuse their seqs
-    found: list[Problem] = list(stale)
+    found = list(found)
     for position, length in walk.unreadable:
         found.append(Problem(position, length, "corrupt", "unreadable record header"))
         lost_seqs += length // MIN_RECORD + 1
@@ -592,10 +616,10 @@ def replay(
     index.problems = found
     for seq in sorted(index.bad):
         msg = index.msgs[seq]
-        index.problems.append(index.corrupt_problem(msg.header, box_names))
+        index.problems.append(index.corrupt_problem(msg.header, index.box_names))
     if torn is not None:
         lost_seqs += torn.length // MIN_RECORD + 1  # a flipped last header looks torn too
-    max_seq = max(seq_floor - 1, walk.max_seq)
+    max_seq = max(seq_floor - 1, walk.max_seq, index.next_seq - 1)
     index.next_seq = max_seq + 1 + lost_seqs
     for p in index.problems:
         log.warning(
@@ -608,13 +632,6 @@ def replay(
         )
     if torn is not None:
         _report_torn(the_log, index, torn, path, repair)
-    log.debug(
-        "%s: replayed %s in %.3f s",
-        path,
-        plural(walk.records, "record"),
-        time.monotonic() - started,
-    )
-    return index
 
 
 def _report_torn(the_log: Log, index: Index, torn: TornTail, path: Path, repair: bool) -> None:
@@ -643,5 +660,6 @@ __all__ = [
     "Messages",
     "Msg",
     "SeqList",
+    "finish",
     "replay",
 ]

@@ -341,8 +341,10 @@ class Log:
 
     # -- replay --------------------------------------------------------------------------------
 
-    def replay(self, *, every_payload: bool = False) -> tuple[Walk, TornTail | None]:
-        """Walk the log from the head; sets `tail`.
+    def replay(
+        self, *, every_payload: bool = False, start: int | None = None
+    ) -> tuple[Walk, TornTail | None]:
+        """Walk the log from the head (or from `start`, a record after it); sets `tail`.
 
         Every header is checked (magic, CRC, its own position, version, kind, length within the
         log). Payload CRCs are checked for delete records (their seqs are needed), for the last
@@ -365,7 +367,7 @@ class Log:
         unreadable: list[tuple[int, int]] = []
         bad_deletes: list[tuple[int, int]] = []
         slow_max_seq = -1
-        pos = self.head
+        pos = self.head if start is None else start
         buf: bytes | mmap.mmap = b""
         start = base = buf_end = 0
         crc32 = zlib.crc32
