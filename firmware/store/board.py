@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -183,8 +184,10 @@ class Board:
     def checkpoint(self, *, force: bool = False) -> bool:
         """Save the index to flash so the next boot walks only the log after it.
 
-        Done when the store holds at least MIN_MESSAGES messages (or `force`), knows of no
-        problem, and the log changed since the checkpoint in force. Two durable steps: the
+        Done when the store holds at least MIN_MESSAGES messages, knows of no problem, and
+        the log after the checkpoint in force holds at least MIN_TAIL records (and 2 % of
+        the messages), so a `dpfw` command that changes one message does not rewrite it;
+        `force` skips the size rules. Two durable steps: the
         record (fsync), then the NVRAM pointer (atomic). True if one was written.
         """
         index = self._index
@@ -192,8 +195,11 @@ class Board:
         current = self._state.checkpoint
         if not due or index.problems or index.bad:
             return False
-        if current is not None and index.extents and index.extents[-1].position == current:
-            return False  # nothing written since the checkpoint in force
+        if current is not None and not force:
+            ext = index.extents
+            since = len(ext._pos) - bisect_right(ext._pos, current)  # records after it
+            if since < max(_checkpoint.MIN_TAIL, len(index.msgs) // 50):
+                return False  # its tail is still short to walk: keep the one in force
         try:
             room = self._log.free - self._space.reserve()
             written = _checkpoint.write(self._log, index, self._log.head, room)

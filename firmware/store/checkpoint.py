@@ -6,8 +6,9 @@ compaction reclaims it like any dead record. NVRAM keeps its log position (`Nvra
 a trailing field older firmware parses past and drops when it writes NVRAM).
 
 Written at a clean close (`Board.close`) of a store with at least MIN_MESSAGES messages and no
-known problem: (1) append the record (payload, header, fdatasync: `Log.append`), (2) one atomic
-NVRAM update naming it. A power cut before (2) leaves the previous pointer (or none): a full
+known problem, when the log after the checkpoint in force (if any) has grown by MIN_TAIL
+records and 2 % of the messages: (1) append the record (payload, header, fdatasync:
+`Log.append`), (2) one atomic NVRAM update naming it. A power cut before (2) leaves the previous pointer (or none): a full
 walk, or the older checkpoint plus a longer tail. Compaction clears the pointer in the NVRAM
 update that moves the log head.
 
@@ -52,6 +53,7 @@ log = logging.getLogger("firmware.store.board")
 
 CHECKPOINT_BOX_ID = 0x7FFFFFFF  # reserved: NVRAM box ids count up from 1
 MIN_MESSAGES = 10_000  # below this the walk is fast enough (docs/benchmarks.md, "store scale")
+MIN_TAIL = 1_000  # records after the checkpoint in force before a close writes a new one
 MAGIC = b"DPCK"
 VERSION = 1
 _HEAD = struct.Struct("<4sHHqqqqqqq")  # magic, version, 0, log head, next seq, live bytes,

@@ -196,5 +196,14 @@ def test_close_writes_one_when_the_store_is_large(tmp_path: Path) -> None:
         assert b._state.checkpoint is not None
         assert len(b.messages("a")) == ck.MIN_MESSAGES // 2
         position = b._state.checkpoint
-    with open_board(image) as b:  # nothing changed: no second checkpoint
+    with open_board(image) as b:  # a short tail since: no second checkpoint
+        for n in range(5):
+            b.deliver("a", f"Subject: {n}\n\n.\n".encode())
+    with open_board(image) as b:
         assert b._state.checkpoint == position
+        assert len(b.messages("a")) == ck.MIN_MESSAGES // 2 + 5
+        for n in range(ck.MIN_TAIL):
+            b.deliver("b", f"Subject: {n}\n\n.\n".encode())
+    with open_board(image) as b:  # a long one: a new checkpoint
+        assert b._state.checkpoint is not None and b._state.checkpoint > position
+        assert len(b.messages("b")) == ck.MIN_MESSAGES // 2 + ck.MIN_TAIL
