@@ -8,9 +8,9 @@ a trailing field older firmware parses past and drops when it writes NVRAM).
 Written at a clean close (`Board.close`) of a store with at least MIN_MESSAGES messages and no
 known problem, when the log after the checkpoint in force (if any) has grown by MIN_TAIL
 records and 2 % of the messages: (1) append the record (payload, header, fdatasync:
-`Log.append`), (2) one atomic NVRAM update naming it. A power cut before (2) leaves the previous pointer (or none): a full
-walk, or the older checkpoint plus a longer tail. Compaction clears the pointer in the NVRAM
-update that moves the log head.
+`Log.append`), (2) one atomic NVRAM update naming it. A power cut before (2) leaves the
+previous pointer (or none): a full walk, or the older checkpoint plus a longer tail.
+Compaction clears the pointer in the NVRAM update that moves the log head.
 
 A boot uses the checkpoint only if everything checks out: the pointer lies in the log, the
 record's header and payload CRC are good, its version is known, it was made at the log head
