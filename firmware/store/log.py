@@ -204,7 +204,8 @@ class Walk:
 
     @classmethod
     def from_packed(cls, packed: bytearray, tail: int) -> Walk:
-        """Columns from replay's packed entries: 64 bytes each in the `RecordHead` layout (the
+        """Columns from replay's packed entries (the bytearray is emptied): 64 bytes each in
+        the `RecordHead` layout (the
         record's own header bytes; for delete records and unreadable spans, an entry with kind
         2 or 0 and seq all ones; the flags field holds the PAYLOAD_* check). `tail`: where the
         last entry ends. Strided slices of one array: C speed, no loop per record."""
@@ -217,6 +218,7 @@ class Walk:
             q.byteswap()
         kinds = bytes(packed[5::_HEAD_SIZE])
         checks = bytearray(packed[7::_HEAD_SIZE])
+        packed.clear()  # consumed: 64 bytes a record less at the peak
         walk.ext_pos = q[1::8]
         walk.ext_seq = q[2::8]  # all ones reads as -1
         pos = walk.ext_pos
