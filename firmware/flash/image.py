@@ -13,7 +13,6 @@ import ctypes.util
 import errno
 import fcntl
 import logging
-import mmap
 import os
 import time
 from collections.abc import Callable
@@ -377,22 +376,6 @@ class Image:
         if len(data) != length:
             raise ImageError(f"{self.path}: short read at data offset {logical}")
         return data
-
-    def mapped(self, offset: int, length: int) -> mmap.mmap | None:
-        """A read-only map of file bytes [offset, offset+length) (`offset` a multiple of
-        mmap.ALLOCATIONGRANULARITY), for boot's walk over the record headers (no copy of the
-        payloads in between); None when reads must go through `ops` (a test injecting faults)
-        or the file cannot be mapped. The caller closes it.
-
-        Unlike `read`, an I/O error of the medium under a mapped page is not an ImageError:
-        the kernel sends SIGBUS (docs/storage.md, "Known limits").
-        """
-        if type(self.ops) is not FileOps:
-            return None
-        try:
-            return mmap.mmap(self._fd, length, prot=mmap.PROT_READ, offset=offset)
-        except (OSError, ValueError, OverflowError):
-            return None
 
     def write(self, logical: int, data: bytes | bytearray | memoryview) -> None:
         """Write bytes into the data area at a logical offset (not yet durable)."""

@@ -194,7 +194,10 @@ class Msg:
     def _at(self) -> int:
         index = self._index
         if self._slot >= len(index._seq) or index._seq[self._slot] != self.seq:
-            self._slot = index._find(self.seq, live=False)  # the table was rebuilt
+            slot = index._find(self.seq, live=False)  # the table was rebuilt
+            if slot < 0:
+                raise KeyError(self.seq)  # removed, and its tombstone is gone too
+            self._slot = slot
         return self._slot
 
     @property

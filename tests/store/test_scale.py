@@ -64,10 +64,6 @@ def test_an_image_written_by_main_boots_unchanged(tmp_path: Path) -> None:
         assert b.fsck().clean
 
 
-class _PreadOnly(FileOps):
-    """Default I/O, but a different class: the walk must not map the file (as under faults)."""
-
-
 def index_facts(board: Board) -> tuple[object, ...]:
     idx = board._index
     return (
@@ -81,26 +77,28 @@ def index_facts(board: Board) -> tuple[object, ...]:
     )
 
 
-def test_mapped_and_read_walks_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_walk_windows_and_payload_checks_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk's read windows (a header cut by a window's end) and the every-payload mode of
+    inspect/fsck give the same index as a boot."""
     path = old_image(tmp_path)
     with open_board(path) as b:
-        mapped = index_facts(b)
-    monkeypatch.setattr(log_module, "MAP_WINDOW", 8192)  # a header near every window's end
-    with open_board(path) as b:
-        assert index_facts(b) == mapped
-    monkeypatch.setattr(Image, "mapped", lambda self, offset, length: None)
-    with open_board(path) as b:
-        assert index_facts(b) == mapped
-    with open_board(path, repair=False) as b:  # every payload checked: same index
-        assert index_facts(b) == mapped
+        want = index_facts(b)
+    for window in (80, 100, 4096):
+        monkeypatch.setattr(log_module, "WINDOW", window)
+        with open_board(path) as b:
+            assert index_facts(b) == want, window
+    with open_board(path, repair=False) as b:
+        assert index_facts(b) == want
 
 
-def test_walk_reads_through_injected_io(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With reads swapped (as fault-injecting tests do) the walk goes through them."""
+def test_walk_reads_through_the_image_ops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every read of the walk goes through `Image.ops` (so an EIO is one ImageError line)."""
     path = old_image(tmp_path)
     reads: list[int] = []
 
-    class Counting(_PreadOnly):
+    class Counting(FileOps):
         @staticmethod
         def pread(fd: int, n: int, offset: int) -> bytes:
             reads.append(n)
@@ -202,7 +200,7 @@ def test_new_image_then_reopen(tmp_path: Path) -> None:
         assert b.messages("x") == [] and list(b.listing("x")) == []
 
 
-def test_walks_agree_across_the_ring_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_walk_across_the_ring_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "ring.img"
     with create_board(path, factory("DP-3530"), ADMIN, size=256 * 1024) as b:
         b.add_box("x", "x-pw-1")
@@ -218,12 +216,30 @@ def test_walks_agree_across_the_ring_end(tmp_path: Path, monkeypatch: pytest.Mon
         assert b._log.tail // capacity != b._log.head // capacity or b._log.head >= capacity
         want = [(m.uid, m.size) for m in b.messages("x")]
     with open_board(path) as b:
-        mapped = index_facts(b)
+        facts = index_facts(b)
         assert [(m.uid, m.size) for m in b.messages("x")] == want
-    monkeypatch.setattr(log_module, "MAP_WINDOW", 4096)
+    monkeypatch.setattr(log_module, "WINDOW", 100)
     with open_board(path) as b:
-        assert index_facts(b) == mapped
-    monkeypatch.setattr(Image, "mapped", lambda self, offset, length: None)
-    with open_board(path) as b:
-        assert index_facts(b) == mapped
+        assert index_facts(b) == facts
+    with open_board(path, repair=False) as b:
+        assert index_facts(b) == facts
         assert b.fsck().clean
+
+
+def test_tombstones_are_squeezed_out(tmp_path: Path) -> None:
+    path = tmp_path / "many.img"
+    bulk_image(path, 10_000, 100, 200)
+    with open_board(path) as b:
+        keep = [m.uid for m in b.messages("b")][1000:]
+        b.delete("a", [m.uid for m in b.messages("a")])
+        msg = b._index.msgs[int(keep[0].split(".")[1])]
+        b.delete("b", [m.uid for m in b.messages("b")][:1000])
+        assert b._index._removed == 0  # 6,000 of 10,000 removed: the table was rebuilt
+        assert len(b._index._seq) == len(keep)
+        assert msg.header.seq == int(keep[0].split(".")[1])  # a view re-finds its slot
+        assert [m.uid for m in b.messages("b")] == keep
+        assert b"".join(b.read_wire("b", keep[-1])).startswith(b"From: ")
+        new = b.deliver("a", b"Subject: new\n\n.\n")
+    with open_board(path) as b:
+        assert [m.uid for m in b.messages("b")] == keep
+        assert [m.uid for m in b.messages("a")] == [new.uid]
