@@ -83,8 +83,11 @@ def _le(a: array[int] | array[float]) -> bytes:
 
 def encode(index: Index, log_head: int) -> Iterator[bytes]:
     """The checkpoint payload of `index` (taken at `log_head`), in pieces."""
-    live = [index._slot[i] for i in range(len(index._sorted))]
-    live = [slot for slot in live if not index._flags[slot] & REMOVED]
+    n = len(index._seq)
+    live: list[int] | None = None  # None: the table is already live and in seq order
+    if index._removed or len(index._sorted) != n or index._slot != array("i", range(n)):
+        flags = index._flags
+        live = [slot for slot in index._slot if not flags[slot] & REMOVED]
     ext = index.extents
     first = ext._first
     ext_pos, ext_seq = ext._pos[first:], ext._seq[first:]
@@ -96,14 +99,14 @@ def encode(index: Index, log_head: int) -> Iterator[bytes]:
         log_head,
         index.next_seq,
         index.live_bytes,
-        len(live),
+        n if live is None else len(live),
         len(ext_pos),
         ext._end,
         len(boxes),
     )
     for name, code in _COLUMNS:
         column = getattr(index, name)
-        yield _le(array(code, map(column.__getitem__, live)))
+        yield _le(column if live is None else array(code, map(column.__getitem__, live)))
     yield _le(ext_pos)
     yield _le(ext_seq)
     for box_id, state in boxes:

@@ -185,7 +185,9 @@ def test_nvram_pointer_is_invisible_to_the_format_1_layout() -> None:
     assert nv.decode(data, "x").checkpoint == 4096
 
 
-def test_close_writes_one_when_the_store_is_large(tmp_path: Path) -> None:
+def test_close_writes_one_when_the_store_is_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from benchmarks.store import bulk_image
 
     image = tmp_path / "big.img"
@@ -196,6 +198,8 @@ def test_close_writes_one_when_the_store_is_large(tmp_path: Path) -> None:
         assert b._state.checkpoint is not None
         assert len(b.messages("a")) == ck.MIN_MESSAGES // 2
         position = b._state.checkpoint
+        from_checkpoint = index_facts(b)
+    assert full_walk_facts(image, monkeypatch) == from_checkpoint
     with open_board(image) as b:  # a short tail since: no second checkpoint
         for n in range(5):
             b.deliver("a", f"Subject: {n}\n\n.\n".encode())
