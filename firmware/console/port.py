@@ -22,7 +22,6 @@ import tty
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import serial
 import trio
 
 from firmware.console.shell import (
@@ -41,6 +40,8 @@ from firmware.ops.scans import run_scan
 from firmware.text import os_reason
 
 if TYPE_CHECKING:
+    import serial
+
     from firmware.device.device import Device
 
 log = logging.getLogger("dpfw.console")
@@ -160,6 +161,9 @@ class SerialLink:
     """Any pyserial port or URL (/dev/ttyS1, socket://host:port, rfc2217://host:port)."""
 
     def __init__(self, url: str, baud: int) -> None:
+        global serial
+        import serial
+
         self.url = url
         self.baud = baud
         self._port: serial.SerialBase | None = None

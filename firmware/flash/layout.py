@@ -22,6 +22,7 @@ from construct import (
     Int16ub,
     Int32ub,
     Int64ub,
+    Optional,
     PascalString,
     Prefixed,
     PrefixedArray,
@@ -113,6 +114,10 @@ NvramState = Struct(
     "next_box_id" / Int32ub,
     "boxes" / PrefixedArray(Int32ub, BoxEntry),
     "settings" / PrefixedArray(Int32ub, SettingEntry),
+    # Added after format 1 shipped, at the end: older firmware parses past it (construct
+    # ignores trailing bytes) and drops it when it writes NVRAM, which only costs a full walk.
+    # Log position of the index checkpoint (firmware/store/checkpoint.py); absent: none.
+    "checkpoint" / Optional(Int64ub),
 )
 
 # A log record is this header, then `payload_len` payload bytes, then zero padding up to

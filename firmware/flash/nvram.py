@@ -57,6 +57,7 @@ class Nvram:
     next_box_id: int = 1
     boxes: dict[str, BoxRecord] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
+    checkpoint: int | None = None  # log position of the index checkpoint record, if any
 
     def evolve(self, **changes: object) -> Nvram:
         """A copy with some fields replaced."""
@@ -97,6 +98,7 @@ def encode(state: Nvram) -> bytes:
             for name, rec in state.boxes.items()
         ],
         "settings": [{"key": k, "value": v} for k, v in state.settings.items()],
+        "checkpoint": state.checkpoint,
     }
     try:
         return bytes(NvramState.build(obj))
@@ -126,6 +128,7 @@ def decode(data: bytes, where: str) -> Nvram:
                 str(b.name): BoxRecord(int(b.box_id), _creds_from(b.credentials)) for b in boxes
             },
             settings={str(s.key): str(s.value) for s in settings},
+            checkpoint=None if c.get("checkpoint") is None else int(c.checkpoint),
         )
     except (ConstructError, ValueError, TypeError, UnicodeError) as exc:
         raise ImageError(f"{where}: NVRAM contents do not parse: {exc}") from None

@@ -18,10 +18,12 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-
-from PIL import Image, TiffImagePlugin
+from typing import TYPE_CHECKING
 
 from firmware.errors import DeviceError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # TIFF tag 259 values of profile S (RFC 3949 §4.2.1): 2 = MH (modified Huffman, RLE),
 # 3 = T.4 (MH, or MR when bit 0 of T4Options, tag 292, is set), 4 = T.6 (MMR, "G4").
@@ -121,6 +123,8 @@ def read_fax(
 def _decode_tiff(
     meta: dict[str, object], data: bytes, reserve: Callable[[int], object] | None
 ) -> Document:
+    from PIL import Image, TiffImagePlugin  # lazy: Pillow loads on first use, not at boot
+
     try:
         with Image.open(io.BytesIO(data)) as img:
             if not isinstance(img, TiffImagePlugin.TiffImageFile):

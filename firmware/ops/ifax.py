@@ -13,7 +13,6 @@ import io
 from dataclasses import dataclass, field
 
 import trio
-from PIL import Image
 
 from firmware.errors import DeviceError, NotFoundError
 from firmware.ifax.poller import PollReport, clear_tray
@@ -156,6 +155,8 @@ def _doc(ctx: OpsContext, number: int, seq: int, corrupt: bool, *, pages: bool) 
 
     sizes: list[tuple[int, int]] = []
     if pages and meta.get("status") == "printed":
+        from PIL import Image  # lazy: Pillow loads on first use, not at boot
+
         with Image.open(io.BytesIO(data)) as img:
             for index in range(getattr(img, "n_frames", 1)):
                 img.seek(index)

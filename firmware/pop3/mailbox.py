@@ -223,7 +223,7 @@ class BoardMailstore:
 
     async def messages(self, box: str) -> Sequence[MessageRef]:
         async with self.worker.reading():
-            return self._board.messages(box)
+            return self._board.listing(box)  # two array copies, whatever the box holds
 
     async def _open(self, box: str, uid: str, opener: Callable[[], Iterator[bytes]]) -> Opened:
         async with self.worker.reading():

@@ -406,7 +406,7 @@ class Pop3Protocol:
         self._auth_failures = 0
         self._bad_count = 0
         # The session's snapshot of the box, kept compact: idle logged-in sessions are many.
-        self.uids: tuple[str, ...] = ()
+        self.uids: Sequence[str] = ()
         self.sizes: array[int] = _NO_SIZES
         self.deleted: set[int] | None = None
         self.retrieved: set[int] | None = None
@@ -651,8 +651,12 @@ class Pop3Protocol:
         )
         self.box = name
         self.state = State.TRANSACTION
-        self.uids = tuple(m.uid for m in listing)
-        self.sizes = array("q", (m.size for m in listing))
+        sizes, uids = getattr(listing, "sizes", None), getattr(listing, "uids", None)
+        if isinstance(sizes, array) and isinstance(uids, Sequence):
+            self.uids, self.sizes = uids, sizes  # the store's compact listing (Board.listing)
+        else:
+            self.uids = tuple(m.uid for m in listing)
+            self.sizes = array("q", (m.size for m in listing))
         self.live_count = len(self.uids)
         self.live_octets = sum(self.sizes)
         return Answer(

@@ -11,9 +11,11 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from PIL import Image, TiffImagePlugin
+if TYPE_CHECKING:
+    from PIL import Image
+
 
 FORMATS = ("tiff", "pdf", "jpeg")
 # Which colour modes each format carries: TIFF is the fax-world G4 format (bilevel only);
@@ -49,6 +51,8 @@ class TiffG4Writer:
     def __init__(self, dpi: tuple[int, int]) -> None:
         self._dpi = dpi
         self._buffer = io.BytesIO()
+        from PIL import TiffImagePlugin  # lazy: Pillow loads with the first scan, not at boot
+
         self._tiff = TiffImagePlugin.AppendingTiffWriter(self._buffer, new=True)
 
     def add_page(self, page: Image.Image) -> int:

@@ -12,8 +12,11 @@ import random
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageFont
+if TYPE_CHECKING:
+    from PIL import Image, ImageFont
+
 
 A4_MM = (210.0, 297.0)
 MM_PER_INCH = 25.4
@@ -76,6 +79,8 @@ def render_page(spec: PageSpec) -> Image.Image:
     """Draw the test chart for `spec`; returns a Pillow image in the mode's pixel format."""
     if spec.mode not in MODES:
         raise ValueError(f"colour mode {spec.mode!r} is not one of {', '.join(MODES)}")
+    from PIL import Image  # lazy: Pillow loads with the first scan, not at boot
+
     square = max(spec.xdpi, spec.ydpi)
     canvas_size = page_pixels(square, square)
     canvas = Image.new("RGB" if spec.mode == "color" else "L", canvas_size, "white")
@@ -102,6 +107,8 @@ def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     if cache is None:
         cache = _local.fonts = {}
     if px not in cache:
+        from PIL import ImageFont
+
         cache[px] = ImageFont.load_default(size=px)
     return cache[px]
 
@@ -115,6 +122,8 @@ def _scale_box(
 
 def _draw_chart(canvas: Image.Image, spec: PageSpec, dpi: int) -> tuple[int, int, int, int]:
     """Draw the chart; returns the grey wedge's box (halftoned separately in mono)."""
+    from PIL import ImageDraw
+
     draw = ImageDraw.Draw(canvas)
     width, height = canvas.size
 

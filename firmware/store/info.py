@@ -6,7 +6,10 @@ them, so callers import them from there.
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple, overload
 
 from firmware.errors import BadNameError
 from firmware.flash.layout import RECORD_HEADER_SIZE, align
@@ -58,6 +61,56 @@ class MessageInfo:
     arrived: float  # Unix time
     seq: int = 0
     corrupt: bool = False  # reading it raises CorruptRecordError
+
+
+class Listed(NamedTuple):
+    """One message of a `Listing`: what a POP3 maildrop needs."""
+
+    uid: str
+    size: int  # POP3 octets
+    seq: int
+
+
+class Uids(Sequence[str]):
+    """The uids of a listing, made on demand from its seqs (`<tag>.<seq>`)."""
+
+    def __init__(self, tag: str, seqs: array[int]) -> None:
+        self._tag = tag
+        self._seqs = seqs
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [f"{self._tag}.{seq}" for seq in self._seqs[i]]
+        return f"{self._tag}.{self._seqs[i]}"
+
+
+class Listing(Sequence[Listed]):
+    """A box's messages at one moment in arrival order, compact: seqs and POP3 sizes in two
+    arrays (16 bytes a message; `Board.listing`). Items, `uids` and `sizes` index alike."""
+
+    def __init__(self, tag: str, seqs: array[int], sizes: array[int]) -> None:
+        self.seqs = seqs
+        self.sizes = sizes  # POP3 octets
+        self.uids = Uids(tag, seqs)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @overload
+    def __getitem__(self, i: int) -> Listed: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Listed]: ...
+    def __getitem__(self, i: int | slice) -> Listed | list[Listed]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return Listed(self.uids[i], self.sizes[i], self.seqs[i])
 
 
 @dataclass(frozen=True)

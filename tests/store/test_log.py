@@ -7,7 +7,7 @@ import zlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware.flash.layout import RECORD_HEADER_SIZE
+from firmware.flash.layout import RECORD_HEADER_SIZE, RECORD_VERSION, RecordHeader
 from firmware.store.log import (
     KIND_DELETE,
     KIND_MESSAGE,
@@ -60,3 +60,28 @@ def test_crc_of_a_valid_header_is_checked_by_zlib_too() -> None:
 
 def test_delete_payload_round_trip() -> None:
     assert decode_delete(encode_delete([5, 1, 3])) == [1, 3, 5]
+
+
+@given(headers)
+def test_struct_build_is_the_layout_build(header: Header) -> None:
+    """`Header.build` packs with struct (boot and append speed); the bytes are the layout's."""
+    layout = RecordHeader.build(
+        {
+            "head": {
+                "value": {
+                    "version": RECORD_VERSION,
+                    "kind": header.kind,
+                    "flags": 0,
+                    "position": header.position,
+                    "seq": header.seq,
+                    "payload_len": header.payload_len,
+                    "payload_crc": header.payload_crc,
+                    "box_id": header.box_id,
+                    "arrived": header.arrived,
+                    "pop3_size": header.pop3_size,
+                    "header_len": header.header_len,
+                }
+            }
+        }
+    )
+    assert header.build() == bytes(layout)
