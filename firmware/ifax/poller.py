@@ -147,7 +147,17 @@ class IfaxPoller:
         return self._lock.locked()
 
     def wake(self) -> None:
-        """A profile change: reconsider the schedule now."""
+        """A profile change: reconsider the schedule now.
+
+        Callable from the loop and from a thread the loop started with `trio.to_thread`: the
+        API and the web page commit profile changes on the store worker's thread, where a
+        trio.Event cannot be set directly (RuntimeError, a 500 for PATCH /api/v1/profile).
+        """
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:  # not in the loop's thread: hand the set to the loop
+            trio.from_thread.run_sync(self._wake.set)
+            return
         self._wake.set()
 
     async def poll(self) -> PollReport:
