@@ -367,7 +367,7 @@ class Board:
     def _seq_of(self, box: str, uid: str) -> int:
         _, state = self._box(box)
         tag, _, number = uid.partition(".")
-        if tag == self._index.uid_tag and number.isdigit():
+        if tag == self._index.uid_tag and number.isascii() and number.isdigit():
             seq = int(number)
             if seq in state.seqs:
                 return seq

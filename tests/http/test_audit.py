@@ -28,6 +28,7 @@ from firmware.config.profile import factory
 from firmware.device.boards import create_board
 from firmware.device.device import Device, RunOptions
 from firmware.http.app import Api
+from firmware.pop3.trace import body_octets
 from tests.http.conftest import ADMIN, Lab
 from tests.http.test_web import csrf, login
 
@@ -215,3 +216,30 @@ def test_an_ifax_key_commits_over_the_api_and_the_web_page(lab: Lab) -> None:
     assert saved["ifax.user"] == "fax" and saved["ifax.poll_interval_s"] == 600
     assert "RuntimeError" not in lab.device.output()
     assert lab.api.get(f"{API}/ifax").status_code == 200
+
+
+@pytest.mark.parametrize("digits", ["\u00b2", "\u0663", "1\u00b9"])  # superscript two, Arabic 3
+def test_numbers_in_paths_are_ascii_digits_or_refused(audit_lab: Lab, digits: str) -> None:
+    """str.isdigit() is true for '²' and '٣', which int() refuses: GET /api/v1/scans/² was a
+    500 (found by schemathesis). Every path number and uid sequence is checked as ASCII."""
+    _, uid = alice(audit_lab)
+    tag = uid.partition(".")[0]
+    api = audit_lab.api
+    for method, path in [
+        ("GET", f"{API}/scans/{digits}"),
+        ("GET", f"{API}/tray/{digits}"),
+        ("DELETE", f"{API}/sessions/{digits}"),
+        ("GET", f"{API}/trace?session={digits}"),
+        ("GET", f"{API}/boxes/alice/messages/{tag}.{digits}"),
+        ("GET", f"{API}/boxes/alice/messages/{tag}.{digits}/raw"),
+        ("DELETE", f"{API}/boxes/alice/messages/{tag}.{digits}"),
+    ]:
+        got = api.request(method, path)
+        assert got.status_code in (400, 404), (method, path, got.status_code, got.text)
+    client = login(audit_lab)
+    got = client.post(f"/sessions/{digits}/kill", data={"csrf": csrf(client)})
+    assert got.status_code == 400, got.text
+    got = client.get(f"/boxes/alice/messages/{tag}.{digits}")
+    assert got.status_code == 404, got.text
+    assert body_octets(f"<{digits} octets>") is None  # `dpfw trace FILE` on a doctored file
+    assert "internal error" not in audit_lab.device.output()
