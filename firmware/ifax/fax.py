@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from PIL import Image, TiffImagePlugin
+from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
 from firmware.errors import DeviceError
 
@@ -152,8 +152,13 @@ def _decode_tiff(
                 meta["compression"] = name
     except DeviceError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        return error_document(meta, f"TIFF does not decode: {exc}")
+    except UnidentifiedImageError:
+        return error_document(meta, "TIFF does not decode: not an image file Pillow can read")
+    except Image.DecompressionBombError as exc:  # declared size past Pillow's pixel limit
+        return error_document(meta, f"TIFF page too large to print: {exc}")
+    except Exception as exc:  # hostile input: Pillow's TIFF reader raises many kinds
+        detail = str(exc) or type(exc).__name__
+        return error_document(meta, f"TIFF does not decode: {detail}")
     meta.update(status="printed", pages=pages, resolution=",".join(sorted(resolutions)))
     return Document(meta, data)
 
