@@ -21,6 +21,7 @@ durable before the method returns. The board is used from one thread.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
@@ -53,6 +54,8 @@ from firmware.store.reader import Reader
 from firmware.store.source import seekable
 from firmware.store.space import Space
 from firmware.text import plural
+
+log = logging.getLogger("dpfw.store")
 
 __all__ = [
     "BOX_NAME_MAX",
@@ -501,7 +504,18 @@ class Board:
         self._space.make_room(needed, what)
 
     def _auto_compact(self) -> None:
-        self._space.auto_compact()
+        """Compact after a committed operation when free space is low (space.py).
+
+        The operation is durable by now, so a compaction that fails (an I/O error, the disk
+        under the image full) must not be reported as the operation's failure: a QUIT was
+        answered "-ERR no messages removed" although its deletions were committed, and an
+        acknowledged-as-failed delivery was stored. It is logged; the next operation (or the
+        console's `compact`) tries again, and compaction is crash-safe at every step.
+        """
+        try:
+            self._space.auto_compact()
+        except DeviceError as exc:
+            log.warning("automatic compaction stopped: %s", exc)
 
     def compact(self) -> CompactReport:
         """Copy live records forward and erase everything before them, block by block."""
