@@ -20,7 +20,10 @@ that left the server is in the tray. The device must have kept serving, or stopp
 `dpfw:` line; never a traceback. The next run boots the same image again.
 
 `posix/io/rw/fallocate` does not exist: libfiu 1.1 wraps no fallocate; the store's hole punch
-(Image.erase) falls back to writing zeros when fallocate fails (tests/store).
+(Image.erase) falls back to writing zeros when fallocate fails (tests/store). `posix/mm/mmap`
+is left out: it fails CPython's own arena and thread-stack maps as well as the image's direct
+RETR window, and once froze the device in `threading.Thread.start` (CPython waits for a thread
+that never started); the mapped read is failed directly in test_direct_faults.py.
 Runs: DPFW_FIU_RUNS (CI: 4; a release: 40).
 """
 
@@ -66,7 +69,6 @@ POINTS = (
     "posix/io/sync/fdatasync",
     "posix/io/sync/fsync",
     "posix/io/rw/ftruncate",
-    "posix/mm/mmap",
     "posix/io/dir/rename",
 )
 RUNS = int(os.environ.get("DPFW_FIU_RUNS", "4"))
@@ -138,7 +140,7 @@ def pop3_worker(port: int, ledger: Ledger, stop: threading.Event) -> None:
         step = "connect"
         try:
             client = poplib.POP3("127.0.0.1", port, timeout=20)
-        except OSError:
+        except (OSError, poplib.error_proto):  # poplib: '-ERR EOF' when closed at once
             ledger.count("pop3 connect failed")
             time.sleep(0.1)
             continue
@@ -164,8 +166,9 @@ def pop3_worker(port: int, ledger: Ledger, stop: threading.Event) -> None:
             try:
                 client.quit()
             except poplib.error_proto as exc:
-                with ledger.lock:
-                    ledger.kept.add(("alice", uids[first]))
+                with ledger.lock:  # poplib's '-ERR EOF': closed, no answer: either way
+                    eof = exc.args[0] == b"-ERR EOF"
+                    (ledger.unsure if eof else ledger.kept).add(("alice", uids[first]))
                 if os.environ.get("DPFW_FIU_KEEP"):
                     print(f"QUIT-ERR alice {uids[first]} {exc} {time.time():.3f}", flush=True)
                 raise
