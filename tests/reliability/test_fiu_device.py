@@ -303,7 +303,7 @@ def guarded(errors: list[BaseException], fn: Callable[..., None], *args: Any) ->
 
 
 def test_a_running_device_under_libfiu_faults(tmp_path: Path) -> None:
-    image = new_image(tmp_path / "fiu.img", size="8MiB")
+    image = new_image(tmp_path / "fiu.img", size="32MiB")
     for box in ("alice", "bob", "fax"):
         dpfw("box", "add", str(image), box, "--password", f"{box}-pw")
     for n in range(6):
