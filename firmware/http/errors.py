@@ -17,6 +17,7 @@ from firmware.errors import (
     BoxError,
     CorruptRecordError,
     DeviceError,
+    ImageError,
     MemoryFullError,
     ProfileError,
     QuotaError,
@@ -70,8 +71,8 @@ def device_status(exc: DeviceError, *, delivering: bool = False) -> tuple[int, s
 
     507 Insufficient Storage (RFC 4918 §11.5) for MEMORY FULL and a full flash; 413 for a
     message over a box's quota or message count; 404 for an unknown box, message or session;
-    409 for a state that forbids the change now; 503 while the device reboots; 422 for a
-    value the device refuses.
+    409 for a state that forbids the change now; 503 while the device reboots or when its
+    storage fails (an I/O error on the image: try again); 422 for a value the device refuses.
     """
     text = str(exc)
     if isinstance(exc, MemoryFullError):
@@ -84,6 +85,8 @@ def device_status(exc: DeviceError, *, delivering: bool = False) -> tuple[int, s
         return 409, "corrupt"
     if NOT_RUNNING in text:
         return 503, "not_running"
+    if isinstance(exc, ImageError):  # the image's storage failed (EIO ...): not the request's
+        return 503, "storage_error"
     if isinstance(exc, ProfileError):
         return 422, "invalid_value"
     if "no box named" in text or "holds no message with uid" in text or "no open session" in text:

@@ -27,7 +27,9 @@ from starlette.routing import Route
 from firmware.config.profile import factory
 from firmware.device.boards import create_board
 from firmware.device.device import Device, RunOptions
+from firmware.errors import ImageError
 from firmware.http.app import Api
+from firmware.http.errors import NOT_RUNNING, device_status
 from firmware.pop3.trace import body_octets
 from tests.http.conftest import ADMIN, Lab
 from tests.http.test_web import csrf, login
@@ -243,3 +245,12 @@ def test_numbers_in_paths_are_ascii_digits_or_refused(audit_lab: Lab, digits: st
     assert got.status_code == 404, got.text
     assert body_octets(f"<{digits} octets>") is None  # `dpfw trace FILE` on a doctored file
     assert "internal error" not in audit_lab.device.output()
+
+
+def test_an_io_error_on_the_image_is_503_not_a_refused_request() -> None:
+    """Found by tests/reliability/test_fiu_device.py: a delivery that met EIO on the image
+    answered 422 "refused" (a value the device refuses), so a client would not retry."""
+    error = ImageError("/x/dev.img: write failed: Input/output error")
+    assert device_status(error, delivering=True) == (503, "storage_error")
+    assert device_status(error) == (503, "storage_error")
+    assert device_status(ImageError(f"dev.img: {NOT_RUNNING}"))[0] == 503
