@@ -320,6 +320,10 @@ def test_a_running_device_under_libfiu_faults(tmp_path: Path) -> None:
         device.wait_booted()
         base = wait_http(device)
         assert device.console_path is not None
+        # The preload reached the device itself: the process serving is `python -m firmware
+        # run` (fiu-run execs it) and has libfiu's POSIX wrapper mapped.
+        assert b"firmware\x00run" in Path(f"/proc/{device.pid}/cmdline").read_bytes()
+        assert "fiu_posix_preload" in Path(f"/proc/{device.pid}/maps").read_text()
         # Even runs random (every point, a little), odd runs targeted (one point, hard).
         chosen = [(p, 0.02) for p in POINTS] if run % 2 == 0 else [(rng.choice(POINTS), 0.3)]
         for point, probability in chosen:
