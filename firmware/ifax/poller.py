@@ -250,7 +250,8 @@ class IfaxPoller:
                 if "more than" in str(exc):
                     return too_large(uid, limit + 1, limit // 1024)
                 raise
-            return read_fax(raw, uid, accept_from=accept, reserve=held.grow)
+            capacity = budget.total - held.nbytes  # more can never be had: an error report
+            return read_fax(raw, uid, accept_from=accept, reserve=held.grow, capacity=capacity)
 
     async def _store(self, board: Board, doc: Document, key: str, server: str) -> None:
         meta = {**doc.meta, "key": key, "server": server, "received": time.time()}

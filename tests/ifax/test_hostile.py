@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -23,9 +24,12 @@ from PIL import Image
 from firmware.config.budget import RamBudget
 from firmware.errors import MemoryFullError
 from firmware.ifax.fax import Document, read_fax
+from firmware.ifax.poller import IfaxPoller
+from firmware.store.board import Board
+from firmware.store.worker import StoreWorker
 from tests.http.conftest import wait_http
-from tests.ifax.conftest import tiff_g4
-from tests.ifax.dovecot import fax_message
+from tests.ifax.conftest import ifax_profile, tiff_g4
+from tests.ifax.dovecot import Dovecot, fax_message
 from tests.reliability.harness import new_image
 from tests.support import DeviceProcess, dpfw
 
@@ -236,3 +240,23 @@ def test_a_running_device_refuses_hostile_faxes_and_keeps_its_tray(
     assert device.stop() == 0
     out = device.output()
     assert "Traceback" not in out and "internal error" not in out, out
+
+
+def test_a_fax_larger_than_the_whole_ram_budget_is_an_error_report_not_a_retry(
+    board: Board, dovecot: Dovecot
+) -> None:
+    """A fax whose pages can never fit the image RAM was MEMORY FULL at every poll and stayed
+    on the server for ever (a poison message). It is an error report once; one that fits the
+    budget but not what is free now still waits (tests/ifax/test_fax.py)."""
+    raw = fax_message(tiff_g4(3), "image/tiff", "big.tif", "a@example.org")
+    dovecot.deliver(raw)
+    budget = len(raw) + 1728 * 1144 // 8 * 2  # the message and two of its three pages
+    poller = IfaxPoller(
+        lambda: board, lambda: ifax_profile(dovecot), lambda: RamBudget(budget), StoreWorker()
+    )
+    report = trio.run(poller.poll)
+    assert (report.received, report.errors, report.failed) == (0, 1, None), report
+    meta = board.tray_read(board.tray()[0].seq)[0]
+    assert "more than the device has" in str(meta["error"]), meta
+    assert dovecot.stored() == []  # deleted from the server: it will not come back
+    assert read_fax(raw, "u", capacity=budget).printed is False
