@@ -354,7 +354,12 @@ class Api:
         usage = await self.read(lambda: self.ctx.board.usage())
         limit = min(profile.int("mailbox.quota_mib") << 20, usage.total)
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
             raise ApiError(
                 413,
                 "too_large",
@@ -503,7 +508,7 @@ class Api:
     async def tray_show(self, request: Request) -> Response:
         self._no_query(request)
         text: str = request.path_params["number"]
-        if not text.isdigit() or len(text) > 9:
+        if not (text.isascii() and text.isdigit()) or len(text) > 9:
             raise ApiError(400, "bad_number", f"{text!r} is not a tray number (GET {API}/tray)")
         return JSONResponse((await self.read(ifax.tray_show, self.ctx, int(text))).json())
 
@@ -520,7 +525,7 @@ class Api:
         session: int | None = None
         if "session" in request.query_params:
             text = request.query_params["session"]
-            if not text.isdigit():
+            if not (text.isascii() and text.isdigit()):
                 raise ApiError(400, "bad_parameter", f"session {text!r} is not a session id")
             session = int(text)
         tracer = ops_trace.tracer(self.ctx)
@@ -547,7 +552,7 @@ class Api:
     async def kill_session(self, request: Request) -> Response:
         self._no_query(request)
         text: str = request.path_params["session"]
-        if not text.isdigit() or len(text) > 18:
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
             raise ApiError(400, "bad_id", f"{text!r} is not a session id (see GET {API}/sessions)")
         ident = sessions.session_kill(self.ctx, int(text))
         return JSONResponse({"killed": ident})
@@ -643,7 +648,11 @@ class Api:
     async def get_scan(self, request: Request) -> Response:
         self._no_query(request)
         text: str = request.path_params["job"]
-        record = self.jobs.get(int(text)) if text.isdigit() and len(text) < 18 else None
+        record = (
+            self.jobs.get(int(text))
+            if text.isascii() and text.isdigit() and len(text) < 18
+            else None
+        )
         if record is None:
             raise ApiError(404, "not_found", f"no scan job {text!r} (jobs are kept until reboot)")
         return JSONResponse(record)

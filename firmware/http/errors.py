@@ -19,6 +19,7 @@ from firmware.errors import (
     ConflictError,
     CorruptRecordError,
     DeviceError,
+    ImageError,
     MemoryFullError,
     NotFoundError,
     NotRunningError,
@@ -72,8 +73,8 @@ def device_status(exc: DeviceError, *, delivering: bool = False) -> tuple[int, s
     507 Insufficient Storage (RFC 4918 §11.5) for MEMORY FULL and a full flash; 413 for a
     message over a box's quota or message count; 404 for an unknown box, message, session or
     tray document (`NotFoundError`); 409 for a state that forbids the change now (a box in
-    use or that exists, a corrupt record); 503 while the device reboots; 422 for a value the
-    device refuses.
+    use or that exists, a corrupt record); 503 while the device reboots or when its storage
+    fails (an I/O error on the image: try again); 422 for a value the device refuses.
     """
     if isinstance(exc, MemoryFullError):
         return 507, "memory_full"
@@ -87,6 +88,8 @@ def device_status(exc: DeviceError, *, delivering: bool = False) -> tuple[int, s
         return 503, "not_running"
     if isinstance(exc, NotFoundError):
         return 404, "not_found"
+    if isinstance(exc, ImageError):  # the image's storage failed (EIO ...): not the request's
+        return 503, "storage_error"
     if isinstance(exc, ProfileError):
         return 422, "invalid_value"
     if isinstance(exc, BadNameError):

@@ -164,7 +164,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/ifax": {"get": _op("the Internet Fax poller: settings, counters, last poll")},
             "/api/v1/ifax/poll": {
-                "post": _op("poll the Internet Fax server now; the result", errors=(409,))
+                "post": _op("poll the Internet Fax server now; the result", errors=(409, 422))
             },
             "/api/v1/tray": {
                 "get": _op("the output tray: a list of documents (number, status, from, pages)"),
@@ -203,7 +203,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op(
                     "start a scan job into a box",
                     202,
-                    errors=(415, 422),
+                    errors=(404, 415, 422),
                     body=_json(
                         {
                             "type": "object",

@@ -608,7 +608,7 @@ class Web:
 
     async def kill(self, request: Request, web: WebSession) -> Response:
         text: str = request.path_params["session"]
-        if not text.isdigit() or len(text) > 18:
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
             raise ApiError(400, "bad_id", f"{text!r} is not a session id")
         try:
             ident = sessions.session_kill(self.api.ctx, int(text))

@@ -86,11 +86,15 @@ def read_fax(
     *,
     accept_from: str = "",
     reserve: Callable[[int], object] | None = None,
+    capacity: int | None = None,
 ) -> Document:
     """The tray document for one received message (never raises for bad input).
 
     `reserve(nbytes)` takes decoded page bytes from the RAM budget (raising DeviceError
     "MEMORY FULL ...", which propagates: the fax stays on the server, nothing is stored).
+    `capacity` is the most `reserve` could ever give (the budget's total less what is already
+    held): a fax whose pages need more can never print, so it is an error report at once
+    instead of MEMORY FULL at every poll.
     """
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(msg, EmailMessage)
@@ -117,14 +121,19 @@ def read_fax(
     data = part.get_payload(decode=True)
     if not isinstance(data, bytes):
         return error_document(meta, "attachment does not decode")
-    return _decode_tiff(meta, data, reserve)
+    return _decode_tiff(meta, data, reserve, capacity)
 
 
 def _decode_tiff(
-    meta: dict[str, object], data: bytes, reserve: Callable[[int], object] | None
+    meta: dict[str, object],
+    data: bytes,
+    reserve: Callable[[int], object] | None,
+    capacity: int | None = None,
 ) -> Document:
-    from PIL import Image, TiffImagePlugin  # lazy: Pillow loads on first use, not at boot
+    # lazy: Pillow loads on first use, not at boot
+    from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
+    needed = 0
     try:
         with Image.open(io.BytesIO(data)) as img:
             if not isinstance(img, TiffImagePlugin.TiffImageFile):
@@ -147,8 +156,16 @@ def _decode_tiff(
                         f"page {index + 1}: resolution {_dpi(img)} is not 200x100 or 200x200",
                     )
                 resolutions.add(resolution)
+                page_bytes = img.size[0] * img.size[1] // 8
+                needed += page_bytes
+                if capacity is not None and needed > capacity:
+                    return error_document(
+                        meta,
+                        f"the fax needs {needed} bytes of image RAM to print (page {index + 1}),"
+                        f" more than the device has ({capacity})",
+                    )
                 if reserve is not None:
-                    reserve(img.size[0] * img.size[1] // 8)
+                    reserve(page_bytes)
                 img.load()  # decode the page: a damaged G4 stream fails here
                 name = PROFILE_S_COMPRESSION[compression]
                 if compression == 3 and int(img.tag_v2.get(T4_OPTIONS, 0)) & 1:
@@ -156,8 +173,13 @@ def _decode_tiff(
                 meta["compression"] = name
     except DeviceError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        return error_document(meta, f"TIFF does not decode: {exc}")
+    except UnidentifiedImageError:
+        return error_document(meta, "TIFF does not decode: not an image file Pillow can read")
+    except Image.DecompressionBombError as exc:  # declared size past Pillow's pixel limit
+        return error_document(meta, f"TIFF page too large to print: {exc}")
+    except Exception as exc:  # hostile input: Pillow's TIFF reader raises many kinds
+        detail = str(exc) or type(exc).__name__
+        return error_document(meta, f"TIFF does not decode: {detail}")
     meta.update(status="printed", pages=pages, resolution=",".join(sorted(resolutions)))
     return Document(meta, data)
 

@@ -147,7 +147,17 @@ class IfaxPoller:
         return self._lock.locked()
 
     def wake(self) -> None:
-        """A profile change: reconsider the schedule now."""
+        """A profile change: reconsider the schedule now.
+
+        Callable from the loop and from a thread the loop started with `trio.to_thread`: the
+        API and the web page commit profile changes on the store worker's thread, where a
+        trio.Event cannot be set directly (RuntimeError, a 500 for PATCH /api/v1/profile).
+        """
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:  # not in the loop's thread: hand the set to the loop
+            trio.from_thread.run_sync(self._wake.set)
+            return
         self._wake.set()
 
     async def poll(self) -> PollReport:
@@ -240,7 +250,8 @@ class IfaxPoller:
                 if "more than" in str(exc):
                     return too_large(uid, limit + 1, limit // 1024)
                 raise
-            return read_fax(raw, uid, accept_from=accept, reserve=held.grow)
+            capacity = budget.total - held.nbytes  # more can never be had: an error report
+            return read_fax(raw, uid, accept_from=accept, reserve=held.grow, capacity=capacity)
 
     async def _store(self, board: Board, doc: Document, key: str, server: str) -> None:
         meta = {**doc.meta, "key": key, "server": server, "received": time.time()}

@@ -28,6 +28,8 @@ from typing import Final
 
 import trio
 
+from firmware.errors import ImageError
+
 WINDOW: Final = 256 * 1024
 """Bytes of the image file mapped at a time per session (resident only while mapped)."""
 
@@ -60,7 +62,8 @@ async def send_from_image(
     `on_progress` runs after every write that sent something (the idle timer restarts).
     Cancellation and a peer that goes away end it at a write boundary; the caller must then
     end the connection (the reply is incomplete). Raises trio.BrokenResourceError if the
-    socket fails, DeviceError (from `extents`) if the message cannot be read any more.
+    socket fails, DeviceError (from `extents`) if the message cannot be read any more, ImageError
+    if the image cannot be mapped.
     """
     fileno = sock.fileno()
     at = start
@@ -79,12 +82,16 @@ async def send_from_image(
                         window = None
                     window_start = offset - offset % mmap.ALLOCATIONGRANULARITY
                     window_end = offset + min(length, WINDOW)
-                    window = mmap.mmap(
-                        image_fd,
-                        window_end - window_start,
-                        prot=mmap.PROT_READ,
-                        offset=window_start,
-                    )
+                    try:
+                        window = mmap.mmap(
+                            image_fd,
+                            window_end - window_start,
+                            prot=mmap.PROT_READ,
+                            offset=window_start,
+                        )
+                    except (OSError, ValueError) as exc:  # an image I/O error, not our bug
+                        why = getattr(exc, "strerror", None) or exc
+                        raise ImageError(f"the image cannot be mapped for reading: {why}") from None
                 count = min(length, window_end - offset)
                 begin = offset - window_start
                 try:

@@ -481,6 +481,8 @@ class Pop3Service:
                 log.info("POP3 session %d (%s) ended: %s", session.id, session.peer, why)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer went away: nothing is committed
+        except DeviceError as exc:  # the image failed in the middle of a reply: one line
+            log.warning("POP3 session %d (%s) ended: %s", session.id, session.peer, exc)
         except Exception:
             ended = "device"
             log.exception(

@@ -117,7 +117,7 @@ def body_octets(line: str) -> int | None:
     """`body_line`'s inverse: the octet count, or None if `line` is not a body line."""
     if line.startswith("<") and line.endswith(" octets>"):
         digits = line[1 : -len(" octets>")]
-        if digits.isdigit():
+        if digits.isascii() and digits.isdigit():
             return int(digits)
     return None
 

@@ -437,7 +437,7 @@ class Board:
     def _seq_of(self, box: str, uid: str) -> int:
         _, state = self._box(box)
         tag, _, number = uid.partition(".")
-        if tag == self._index.uid_tag and number.isdigit():
+        if tag == self._index.uid_tag and number.isascii() and number.isdigit():
             seq = int(number)
             if seq in state.seqs:
                 return seq
@@ -620,7 +620,18 @@ class Board:
         self._space.make_room(needed, what)
 
     def _auto_compact(self) -> None:
-        self._space.auto_compact()
+        """Compact after a committed operation when free space is low (space.py).
+
+        The operation is durable by now, so a compaction that fails (an I/O error, the disk
+        under the image full) must not be reported as the operation's failure: a QUIT was
+        answered "-ERR no messages removed" although its deletions were committed, and an
+        acknowledged-as-failed delivery was stored. It is logged; the next operation (or the
+        console's `compact`) tries again, and compaction is crash-safe at every step.
+        """
+        try:
+            self._space.auto_compact()
+        except DeviceError as exc:
+            log.warning("automatic compaction stopped: %s", exc)
 
     def compact(self) -> CompactReport:
         """Copy live records forward and erase everything before them, block by block."""

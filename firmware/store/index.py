@@ -100,9 +100,18 @@ class Extents:
         return Extent(self._pos[j], self._length(j), self._seq[j])
 
     def append(self, ext: Extent) -> None:
-        """A record at the end of the log (it starts where the last extent ends)."""
+        """A record at the end of the log. It starts where the last extent ends, or later:
+        the log's tail can be past the last extent when a compaction failed after writing
+        copies (their sync or the anchor's failed): those copies count for nothing, and the
+        gap becomes a dead extent (seq -1) that the next compaction reclaims. A record that
+        starts before the end is a bug: ValueError."""
         if self and ext.position != self._end:
-            raise ValueError(f"extent at {ext.position} does not follow the log's end {self._end}")
+            if ext.position < self._end:
+                raise ValueError(
+                    f"extent at {ext.position} starts before the log's end {self._end}"
+                )
+            self._pos.append(self._end)
+            self._seq.append(-1)
         self._pos.append(ext.position)
         self._seq.append(ext.seq)
         self._end = ext.position + ext.length
