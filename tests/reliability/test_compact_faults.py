@@ -61,7 +61,7 @@ class SyncFailsAfter(FaultyOps):
         self.ok = ok
         self.failed = 0
 
-    def fdatasync(self, fd: int) -> None:
+    def fdatasync(self, fd: int) -> None:  # type: ignore[override]
         if self.ok > 0:
             self.ok -= 1
             return super().fdatasync(fd)
