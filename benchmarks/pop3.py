@@ -96,11 +96,18 @@ def render_table(results: dict[str, Figures], plan: Plan, header: str) -> str:
         row(
             f"server CPU ms/session, {c} cl.",
             _at(lambda f: f.server_cpu_ms_per_session, c),
+            digits=2,
         )
     for c in plan.stls_levels:
         row(
             f"STLS sessions/s, {c} client{'s' if c > 1 else ''}",
             _at(lambda f: f.stls_per_s, c),
+        )
+    for c in plan.stls_levels:
+        row(
+            f"STLS server CPU ms/session, {c} cl.",
+            _at(lambda f: f.stls_cpu_ms_per_session, c),
+            digits=2,
         )
     for c in plan.stls_levels:
         row(

@@ -62,6 +62,7 @@ class Figures:
     stls_retr_mb_per_s: dict[int, float] = field(default_factory=dict)  # RETR behind STLS
     stls_per_s: dict[int, float] = field(default_factory=dict)  # full sessions behind STLS
     stls_first_reply_ms: dict[int, float] = field(default_factory=dict)  # median, USER's reply
+    stls_cpu_ms_per_session: dict[int, float] = field(default_factory=dict)  # server CPU, STLS
     doveconf: str = ""  # `doveconf -n` of a Dovecot (its TLS twin's appended), for the record
     loadgen_cpu_pct: dict[str, float] = field(default_factory=dict)
     other_cpu_pct: dict[str, float] = field(default_factory=dict)  # 100 = one whole CPU
@@ -353,12 +354,17 @@ async def measure_all(
                 fig.stls_first_reply_ms[clients] = (
                     statistics.median(replies) * 1000 if replies else math.nan
                 )
+                fig.stls_cpu_ms_per_session[clients] = (
+                    acc.server_cpu_s * 1000 / max(1, acc.tally.done)
+                )
                 fig.loadgen_cpu_pct[key] = _pct(acc.loadgen_cpu_s, acc.wall_s)
                 fig.other_cpu_pct[key] = _pct(acc.other_cpu_s, acc.wall_s)
                 log(
                     f"{name}: STLS {clients:>3} clients: {fig.stls_per_s[clients]:8.1f} "
                     f"sessions/s, first reply after the handshake "
-                    f"{fig.stls_first_reply_ms[clients]:.2f} ms median ({acc.tally.done} in "
+                    f"{fig.stls_first_reply_ms[clients]:.2f} ms median, "
+                    f"{fig.stls_cpu_ms_per_session[clients]:.2f} ms server CPU each "
+                    f"({acc.tally.done} in "
                     f"{acc.wall_s:.1f} s; {acc.tally.errors} errors, {acc.tally.mismatches} "
                     f"mismatches; other processes {fig.other_cpu_pct[key]:.0f}%)"
                 )

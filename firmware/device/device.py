@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import overload
 
 import trio
 
@@ -83,16 +84,85 @@ _RUNNING: contextvars.ContextVar[Device | None] = contextvars.ContextVar(
 a device starts, so a fleet of devices in one process keeps each device's log lines apart."""
 
 
+# Argument types a log line may keep unformatted: a value of these cannot change between the
+# call and the read, so the line reads the same later (anything else is formatted at once).
+_FROZEN_ARGS = (str, int, float, bytes, type(None))
+
+
+class LogLines(Sequence[str]):
+    """The last `size` lines a device logged, formatted only when read (oldest first).
+
+    Holds each `logging.LogRecord` whose message and arguments cannot change (str, int, float,
+    bytes, None) as it came, and formats it with `format` (the handler's) when read: a busy
+    device logs a line per login and the console reads a few of them now and then, so the
+    time formatting and %-interpolation are paid on reading, not on the session's path. Any
+    other record (exception or stack info, other argument types) is formatted at once.
+    `append` also takes a ready line (str), as firmware.http adds its own. Thread-safe for
+    appends (the store worker's threads log too): a read takes a snapshot first.
+    """
+
+    def __init__(self, size: int, format: Callable[[logging.LogRecord], str]) -> None:
+        self._items: collections.deque[str | logging.LogRecord] = collections.deque(maxlen=size)
+        self._format = format
+
+    @property
+    def maxlen(self) -> int | None:
+        """How many lines are kept."""
+        return self._items.maxlen
+
+    def append(self, line: str | logging.LogRecord) -> None:
+        """Keep `line` (a text line, or a record formatted when read); the oldest drops out."""
+        self._items.append(line)
+
+    def clear(self) -> None:
+        """Forget every line."""
+        self._items.clear()
+
+    def _text(self, item: str | logging.LogRecord) -> str:
+        return self._format(item) if isinstance(item, logging.LogRecord) else item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([self._text(item) for item in list(self._items)])
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        """Line(s) by position; a slice formats only the lines it takes (`lines[-20:]`)."""
+        items = list(self._items)
+        if isinstance(index, slice):
+            return [self._text(item) for item in items[index]]
+        return self._text(items[index])
+
+
 class LogRing(logging.Handler):
-    """Keeps the last lines the device logged, for the console's `log` command."""
+    """Keeps the last lines the device logged, for the console's `log` command (`lines`)."""
 
     def __init__(self, size: int = 500) -> None:
         super().__init__()
-        self.lines: collections.deque[str] = collections.deque(maxlen=size)
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.lines = LogLines(size, self.format)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+        args = record.args
+        if (
+            record.exc_info is None
+            and record.stack_info is None
+            and isinstance(record.msg, str)
+            and (
+                not args
+                or (isinstance(args, tuple) and all(isinstance(a, _FROZEN_ARGS) for a in args))
+            )
+        ):
+            self.lines.append(record)  # formatted when read (LogLines)
+        else:
+            self.lines.append(self.format(record))
 
 
 def running_device() -> Device | None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, TypeVar
 
@@ -37,7 +36,7 @@ class OpsContext:
             raise ValueError("OpsContext needs a device or a board, not both")
         self.device = device
         self._board = board
-        self._log: collections.deque[str] = collections.deque()
+        self._log: Sequence[str] = ()  # offline, nothing logs to a device
 
     @classmethod
     def running(cls, device: Device) -> OpsContext:
@@ -96,7 +95,8 @@ class OpsContext:
         return pop3.locked_boxes() if pop3 is not None else {}
 
     @property
-    def log_lines(self) -> collections.deque[str]:
+    def log_lines(self) -> Sequence[str]:
+        """The device's recent log lines, oldest first (firmware.device.device.LogLines)."""
         return self.device.log_lines if self.device is not None else self._log
 
     @property

@@ -40,7 +40,8 @@ def set_admin_password(ctx: OpsContext, current: str, new: str, again: str) -> N
 
 def log_tail(ctx: OpsContext, count: int = 20) -> list[str]:
     """The last `count` lines the device logged (oldest first)."""
-    return list(ctx.log_lines)[-count:] if count > 0 else []
+    # A slice formats only the lines it takes: the ring formats lazily (LogLines).
+    return list(ctx.log_lines[-count:]) if count > 0 else []
 
 
 def reboot(ctx: OpsContext) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import socket
 import ssl
@@ -147,6 +148,31 @@ def test_server_context_policy(device_pair: tuple[str, str]) -> None:
     names = [c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"]
     assert names and all(n.startswith("ECDHE-") for n in names)
     assert not [n for n in names if "CBC" in n or n.endswith("-SHA") or "RC4" in n]
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2], ids=["tls1.3", "tls1.2"]
+)
+def test_no_session_ticket_is_sent(device_pair: tuple[str, str], version: ssl.TLSVersion) -> None:
+    """POP3 clients never resume: a ticket is a wasted write and CPU on every handshake."""
+    client_ctx = trusting(device_pair[0])
+    client_ctx.maximum_version = version
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    server = tls.server_context(*device_pair).wrap_bio(s_in, s_out, server_side=True)
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=HOST)
+    for _ in range(10):
+        for obj in (client, server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                obj.do_handshake()
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+    # A TLS 1.3 server sends its tickets after the handshake, before its first data.
+    server.write(b"+OK ready\r\n")
+    c_in.write(s_out.read())
+    assert client.read(100) == b"+OK ready\r\n"
+    assert client.version() == version.name.replace("v1_", "v1.")
+    session = client.session
+    assert session is None or not session.has_ticket
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
