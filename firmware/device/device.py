@@ -355,6 +355,7 @@ class Device:
         log.warning("power cut%s: stopping without shutdown", what)
         self._cut = True
         self._reboot = True
+        self.store_worker.halt()  # nothing is committed after this instant
         self._stop.set()
 
     def add_fault(self, spec: FaultSpec) -> Fault:
@@ -453,6 +454,7 @@ class Device:
                     log.info("power restored: booting" if self._cut else "rebooting")
                     self._stop = trio.Event()
                     self._reboot = self._cut = False
+                    self.store_worker.resume()
                 outer.cancel_scope.cancel()
         finally:
             for logger, level in zip(loggers, levels, strict=True):
@@ -531,8 +533,11 @@ class Device:
             self.ifax = None
             self._booted = trio.Event()
             self.pop3_addresses, self.pop3s_addresses = [], []  # nothing listens any more
-            with trio.CancelScope(shield=True):
-                await self.store_worker.run(board.close)  # after any operation still running
+            with trio.CancelScope(shield=True):  # after any operation still running:
+                if self._cut:
+                    await self.store_worker.finish(board.abandon)  # as a dead process would
+                else:
+                    await self.store_worker.run(board.close)
             if self._cut:
                 self.power_cuts += 1
                 log.warning("power cut: board image abandoned without shutdown")

@@ -184,6 +184,13 @@ class Board:
         finally:
             self._image.close()
 
+    def abandon(self) -> None:
+        """Let go of the image as a process that dies would: no checkpoint, no write of any
+        kind (the device's power cut, firmware/device/device.py)."""
+        if not self._closed:
+            self._closed = True
+            self._image.close()
+
     def checkpoint(self, *, force: bool = False) -> bool:
         """Save the index to flash so the next boot walks only the log after it.
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import trio
 
+from firmware.errors import NotRunningError
 from firmware.flash.image import FileOps, Image
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ class _SyncOutsideLock(FileOps):
 class StoreWorker:
     """Runs Board operations on a worker thread, one at a time; see the module docstring."""
 
-    __slots__ = ("_auth_limiter", "_limiter", "_reading", "lock", "operations")
+    __slots__ = ("_auth_limiter", "_halted", "_limiter", "_reading", "lock", "operations")
 
     def __init__(self) -> None:
         one_malloc_arena()
@@ -217,6 +218,17 @@ class StoreWorker:
         self._limiter = trio.CapacityLimiter(1)
         self._auth_limiter = trio.CapacityLimiter(1)
         self.operations = 0  # store operations run, for tests and the console
+        self._halted = False
+
+    def halt(self) -> None:
+        """The power is off: from now on `run` refuses every operation that has not started
+        (NotRunningError), so nothing is committed after the instant of a power cut. One
+        already running on the thread finishes, as a write in flight would. `resume` at the
+        next boot."""
+        self._halted = True
+
+    def resume(self) -> None:
+        self._halted = False
 
     def attach(self, image: Image) -> None:
         """Let loop-side readers of `image` in while an operation waits for a flash sync.
@@ -239,11 +251,21 @@ class StoreWorker:
         Operations are serialised (CapacityLimiter(1)) and hold the BoardLock throughout,
         except where the Board pauses between steps. Not abandoned on cancellation.
         """
+        return await self._run(fn, args, halted_too=False)
+
+    async def finish(self, fn: Callable[..., T], *args: object) -> T:
+        """Like `run`, even after `halt`: what the device does once its power is gone (let
+        go of the image as a crash would), after any operation still running."""
+        return await self._run(fn, args, halted_too=True)
+
+    async def _run(self, fn: Callable[..., T], args: tuple[object, ...], *, halted_too: bool) -> T:
         lock = self.lock
 
         def call() -> T:
             lock.acquire()
             try:
+                if self._halted and not halted_too:
+                    raise NotRunningError("the device lost power; nothing was done")
                 return fn(*args)
             finally:
                 lock.release()

@@ -9,7 +9,7 @@ import poplib
 import pytest
 import trio
 
-from firmware.errors import DeviceError, MemoryFullError, StorageFullError
+from firmware.errors import DeviceError, MemoryFullError, NotRunningError, StorageFullError
 from firmware.ops import messages, scans, storage
 from tests.faults.conftest import Lab, wait_booted
 
@@ -37,6 +37,20 @@ async def test_power_cut_after_quit_ok(lab: Lab) -> None:
     assert len(await trio.to_thread.run_sync(lab.uidl, "bob")) == 3  # no half QUIT
     assert storage.fsck(lab.ctx).clean
     await trio.to_thread.run_sync(lab.serves_others)
+
+
+async def test_nothing_is_committed_after_the_instant_of_a_power_cut(lab: Lab) -> None:
+    """Found in CI: after alice's QUIT +OK cut the power, bob's session could still STAT and
+    QUIT (commit its deletion) before the services stopped. The store now refuses every
+    operation from the instant of the cut; the image is abandoned as a dead process would."""
+    uids = await trio.to_thread.run_sync(lab.uidl, "bob")
+    board = lab.device.board
+    lab.device.power_cut()
+    with pytest.raises(NotRunningError, match="lost power"):
+        await lab.device.store_worker.run(board.delete, "bob", [uids[0].decode()])
+    await wait_booted(lab.device, boots=2)
+    assert await trio.to_thread.run_sync(lab.uidl, "bob") == uids
+    assert storage.fsck(lab.ctx).clean
 
 
 async def test_power_cut_now_boots_again_from_the_image(lab: Lab) -> None:
