@@ -505,6 +505,7 @@ def load(
     for _ in range(20):
         time.sleep(0.1)
         report.base_fds = min(report.base_fds, len(open_fds(pid)))
+    base_list = open_fds(pid)
     report.warm_rss = rss_kib(pid)
     stop = threading.Event()
     threads = [threading.Thread(target=fetch_loop, args=(d, stop, report)) for d in devs]
@@ -536,6 +537,7 @@ def load(
     # reads EOF; the trace streams end when the device notices the closed socket).
     wait_until(lambda: len(open_fds(pid)) <= report.base_fds + FD_SLACK, timeout=30)
     report.end_fds = len(open_fds(pid))
+    report.figures["fds_gone_by_end"] = kinds(base_list, open_fds(pid))
     settle(devs, report)
     return report
 
@@ -559,6 +561,16 @@ class _once(threading.Event):
 
     def wait(self, timeout: float | None = None) -> bool:
         return True
+
+
+def kinds(before: list[str], after: list[str]) -> dict[str, int]:
+    """What kind of descriptor (socket, pipe, a file's name) `before` had more of than `after`."""
+
+    def kind(link: str) -> str:
+        return link.split(":", 1)[0] if ":" in link and not link.startswith("/") else link
+
+    diff = Counter(kind(x) for x in before) - Counter(kind(x) for x in after)
+    return dict(diff)
 
 
 def settle(devs: list[Dev], report: Report) -> None:
