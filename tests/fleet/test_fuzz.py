@@ -190,3 +190,16 @@ def test_placeholders_with_attributes_items_or_huge_widths_are_refused_in_one_li
             else:
                 raise AssertionError(f"{pattern} accepted")
     assert parse(head + 'hostname = "{name}-{index:03d}.lab"\n', WHERE).hostname
+
+
+def test_a_list_holding_a_line_break_is_shown_on_one_line() -> None:
+    """Found by the fuzzer: `name = ["\\n"]` put a raw line break into the error line (a list
+    was shown joined, its strings unquoted)."""
+    text = '[fleet]\nname = ["a\\nb"]\ncount = 1\ntemplate = "DP-4530"\nmodels = ["x\\ny"]\n'
+    try:
+        parse(text, WHERE)
+    except ManifestError as exc:
+        assert len(exc.lines) == 2 and all("\n" not in line for line in exc.lines), exc.lines
+        assert '"a\\nb" is not a non-empty string' in exc.lines[0]
+    else:
+        raise AssertionError("accepted")
