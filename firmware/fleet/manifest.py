@@ -355,6 +355,11 @@ class _Reader:
             elif isinstance(item, dict):
                 self._bad(f"{key}.{name}", "a value, not a table")
             else:
+                try:  # the value's type and range, as `run --set` would check it at boot
+                    SCHEMA[name].parse_text(render(item), "\0")
+                except DeviceError as exc:
+                    self._bad(f"{key}.{name}", str(exc).removeprefix("\0: "))
+                    continue
                 out[name] = render(item)
         return out
 

@@ -203,3 +203,25 @@ def test_a_list_holding_a_line_break_is_shown_on_one_line() -> None:
         assert '"a\\nb" is not a non-empty string' in exc.lines[0]
     else:
         raise AssertionError("accepted")
+
+
+def test_a_setting_value_the_profile_refuses_is_a_manifest_line_before_anything_is_made() -> None:
+    """Found while fuzzing: `settings = { "pop3.max_sessions" = "abc" }` passed the manifest,
+    so `fleet up` created the images and then stopped at the first device's boot with a
+    `--set:` line naming neither the manifest nor the table."""
+    text = (
+        '[fleet]\nname = "lab"\ncount = 2\ntemplate = "DP-4530"\n'
+        'settings = { "pop3.max_sessions" = "abc", "pop3.apop" = true }\n'
+        '[[device]]\nindex = 1\nsettings = { "pop3.apop" = 3 }\n'
+    )
+    try:
+        parse(text, WHERE)
+    except ManifestError as exc:
+        assert exc.lines == [
+            f'{WHERE}: [fleet] settings.pop3.max_sessions: pop3.max_sessions = "abc" is not '
+            "allowed; expected an integer from 1 to 4096",
+            f'{WHERE}: [device index=1] settings.pop3.apop: pop3.apop = "3" is not allowed; '
+            "expected true or false",
+        ], exc.lines
+    else:
+        raise AssertionError("accepted")
