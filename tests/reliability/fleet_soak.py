@@ -59,8 +59,8 @@ FAULTS: dict[int, dict[str, Any]] = {
 }
 # RSS growth allowed after warm-up (median of the last 15 % of samples against the highest
 # sample of the first 45 %), from measurement: docs/reliability.md, "Fleet soak".
-CI_GROWTH_LIMIT_KIB = 8 * 1024
-RELEASE_GROWTH_LIMIT_KIB = 8 * 1024
+CI_GROWTH_LIMIT_KIB = 6 * 1024
+RELEASE_GROWTH_LIMIT_KIB = 6 * 1024
 FD_SLACK = 4  # descriptors above the pre-load baseline allowed once the load has stopped
 
 
