@@ -87,10 +87,13 @@ def render(value: Any) -> str:
 
 
 def shown(value: Any) -> str:
-    """A value inside an error line: strings quoted (so "" and "my host" are visible)."""
+    """A value inside an error line: strings quoted (so "" and "my host" are visible); any
+    other value as `render` gives it, quoted too if that holds a line break or control
+    character (a list of strings from TOML may), so the error stays one line."""
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
-    return render(value)
+    text = render(value)
+    return text if text.isprintable() else json.dumps(text, ensure_ascii=False)
 
 
 @dataclass(frozen=True)

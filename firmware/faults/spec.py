@@ -70,7 +70,10 @@ class Key:
                     raise FaultSpecError(f"{where}: {name} must be an integer, not {value!r}")
                 value = int(value)
         else:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # a JSON integer beyond a float's range
+                value = math.inf
             if not math.isfinite(value):
                 raise FaultSpecError(f"{where}: {name} must be a finite number, not {value!r}")
         if (self.low is not None and value < self.low) or (

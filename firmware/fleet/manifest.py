@@ -41,6 +41,7 @@ path, `faults`, `admin_password_file`) is checked by `check_files`, the only I/O
 from __future__ import annotations
 
 import re
+import string
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -332,11 +333,10 @@ class _Reader:
         value = self.text(key, default)
         if value is None:
             return None
-        try:
-            expand(value, index=0, name="x", fleet="x")
-        except (KeyError, IndexError, ValueError) as exc:
+        why = placeholder_problem(value)
+        if why is not None:
             self._bad(
-                key, f"{shown(value)}: bad placeholder {exc}; use {{name}}, {{index}}, {{fleet}}"
+                key, f"{shown(value)}: bad placeholder {why}; use {{name}}, {{index}}, {{fleet}}"
             )
             return default
         return value
@@ -355,6 +355,11 @@ class _Reader:
             elif isinstance(item, dict):
                 self._bad(f"{key}.{name}", "a value, not a table")
             else:
+                try:  # the value's type and range, as `run --set` would check it at boot
+                    SCHEMA[name].parse_text(render(item), "\0")
+                except DeviceError as exc:
+                    self._bad(f"{key}.{name}", str(exc).removeprefix("\0: "))
+                    continue
                 out[name] = render(item)
         return out
 
@@ -384,16 +389,37 @@ class _Reader:
             if legacy is not None and not isinstance(legacy, bool):
                 self._bad(f"{at}.legacy", f"{shown(legacy)} is not true or false")
                 continue
-            try:
-                expand(name, index=0, name="x", fleet="x")
-            except (KeyError, IndexError, ValueError) as exc:
-                self._bad(f"{at}.name", f"{shown(name)}: bad placeholder {exc}")
+            why = placeholder_problem(name)
+            if why is not None:
+                self._bad(f"{at}.name", f"{shown(name)}: bad placeholder {why}")
                 continue
             found.append(BoxSpec(name, password, bool(legacy)))
         names = [box.name for box in found]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             self._bad(key, f"box {shown(dup)} is listed twice")
         return tuple(found)
+
+
+_PLACEHOLDERS = ("name", "index", "fleet")
+_WIDE = re.compile(r"[0-9]{4,}")
+
+
+def placeholder_problem(pattern: str) -> str | None:
+    """Why `pattern` cannot be expanded by `expand`, or None. Only {name}, {index} and
+    {fleet} are known, without attributes, items or nested fields, and a format spec may not
+    ask for a width of 1000 or more (str.format would build it)."""
+    try:
+        for _, field_name, spec, _ in string.Formatter().parse(pattern):
+            if field_name is None:
+                continue
+            if field_name not in _PLACEHOLDERS:
+                return f"{{{field_name}}} is not one of {{name}}, {{index}}, {{fleet}}"
+            if spec and ("{" in spec or _WIDE.search(spec)):
+                return f"{{{field_name}:{spec}}}: the format is too wide or nested"
+        expand(pattern, index=0, name="x", fleet="x")
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        return str(exc)
+    return None
 
 
 def expand(pattern: str, *, index: int, name: str, fleet: str) -> str:

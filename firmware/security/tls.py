@@ -316,6 +316,9 @@ def server_context(cert_pem: str, key_pem: str, chain_pem: str | None = None) ->
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.options |= ssl.OP_SINGLE_ECDH_USE | ssl.OP_NO_TICKET
+    # With OP_NO_TICKET a TLS 1.3 ticket is stateful: every handshake left a session in the
+    # context's cache (about 1.3 KiB each, up to 20480, kept for hours), a steady RSS growth
+    # under POP3S load (docs/reliability.md, "Fleet soak"). No tickets: nothing is cached.
     context.num_tickets = 0
     context.set_ciphers(TLS12_CIPHERS)
     full_chain = cert_pem.rstrip("\n") + "\n" + (chain_pem or "")
