@@ -49,6 +49,8 @@ from typing import Any
 
 from firmware.config.profile import MODELS, SCHEMA, render, shown
 from firmware.errors import DeviceError
+from firmware.security.credentials import check_password_policy
+from firmware.store.info import check_box_name
 
 MAX_DEVICES = 10000
 NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
@@ -385,10 +387,19 @@ class _Reader:
                 self._bad(f"{at}.legacy", f"{shown(legacy)} is not true or false")
                 continue
             try:
-                expand(name, index=0, name="x", fleet="x")
+                sample = expand(name, index=0, name="x", fleet="x")
+                sample_password = expand(password, index=0, name="x", fleet="x")
             except (KeyError, IndexError, ValueError) as exc:
-                self._bad(f"{at}.name", f"{shown(name)}: bad placeholder {exc}")
+                self._bad(at, f"bad placeholder {exc}")
                 continue
+            try:  # the rules `dpfw box add` applies, before any image is made
+                check_box_name(sample)
+            except DeviceError as exc:
+                self._bad(f"{at}.name", str(exc))
+            try:
+                check_password_policy(sample_password, "the box password")
+            except DeviceError as exc:
+                self._bad(f"{at}.password", str(exc))
             found.append(BoxSpec(name, password, bool(legacy)))
         names = [box.name for box in found]
         for dup in sorted({n for n in names if names.count(n) > 1}):

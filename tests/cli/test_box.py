@@ -47,6 +47,10 @@ def test_errors_are_clear(image: Path) -> None:
         ("alice", "already exists"),
         ("a b", "not allowed"),
         ("x" * 41, "not allowed"),
+        # The rule the running device's API needs holds offline too (one rule, in the store).
+        ("x/y", "cannot be addressed in a URL path"),
+        ("..", "cannot be addressed in a URL path"),
+        (".", "cannot be addressed in a URL path"),
     ):
         proc = dpfw("box", "add", str(image), name, "--password", "pw-1", check=False)
         assert proc.returncode == 1 and message in proc.stderr, name

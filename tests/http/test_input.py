@@ -62,7 +62,7 @@ def snapshot(lab: Lab) -> tuple[object, object]:
         ("GET", "/boxes/nobody/messages", {}, 404, "no box named 'nobody'"),
         ("GET", "/boxes/alice/messages/nope", {}, 404, "no message with uid 'nope'"),
         ("GET", "/boxes/..%2F..%2Fetc/messages", {}, 404, "no route"),
-        ("GET", "/boxes/%2e%2e/messages", {}, 400, "cannot be a box"),
+        ("GET", "/boxes/%2e%2e/messages", {}, 400, "cannot be addressed in a URL path"),
         ("GET", "/boxes/a%00b", {}, 400, "is not allowed"),
         ("GET", "/boxes/" + "x" * 200, {}, 400, "is not allowed"),
         ("POST", "/scans", {"json": {"box": "alice", "pages": "2"}}, 400, "must be an integer"),
