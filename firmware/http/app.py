@@ -268,7 +268,7 @@ class Api:
 
     _ADD_BOX = {  # noqa: RUF012 - read only
         "name": Field(
-            (str,), required=True, doc="1-40 printable ASCII, no spaces or '/', not '.' or '..'"
+            (str,), required=True, doc="1-40 printable ASCII; no spaces, '/', '.' or '..'"
         ),
         "password": Field((str,), required=True, doc="the box's POP3 password"),
         "legacy": Field((bool,), doc="keep an APOP/CRAM-MD5 secret (default: while pop3.apop)"),
