@@ -80,9 +80,17 @@ class Key:
         return value
 
     def _range(self) -> str:
-        low = "-inf" if self.low is None else f"{self.low:g}"
-        high = "inf" if self.high is None else f"{self.high:g}"
+        """`low..high` as people read it: whole bounds as integers (`1..1000000000`, not
+        `1e+09`), fractions as short decimals."""
+        low = "-inf" if self.low is None else _bound(self.low)
+        high = "inf" if self.high is None else _bound(self.high)
         return f"{low}..{high}"
+
+
+def _bound(value: float) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.6g}" if abs(value) >= 1e-4 else repr(value)
 
 
 def _seconds(help: str, default: float | None = None) -> Key:

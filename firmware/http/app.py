@@ -651,7 +651,12 @@ class Api:
             else None
         )
         if record is None:
-            raise ApiError(404, "not_found", f"no scan job {text!r} (jobs are kept until reboot)")
+            raise ApiError(
+                404,
+                "not_found",
+                f"no scan job {text!r} (the last {MAX_JOBS} jobs are kept until the process "
+                "ends; a reboot keeps them)",
+            )
         return JSONResponse(record)
 
 

@@ -67,6 +67,8 @@ def snapshot(lab: Lab) -> tuple[object, object]:
         ("GET", "/boxes/" + "x" * 200, {}, 400, "is not allowed"),
         ("POST", "/scans", {"json": {"box": "alice", "pages": "2"}}, 400, "must be an integer"),
         ("POST", "/scans", {"json": {"box": "nobody"}}, 404, "no box named 'nobody'"),
+        # What the code does (the job table lives as long as the process; docs/api.md).
+        ("GET", "/scans/999", {}, 404, "jobs are kept until the process ends"),
         ("GET", "/nothing", {}, 404, "no route"),
         ("PUT", "/status", {}, 405, "not allowed"),
     ],
