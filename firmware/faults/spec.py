@@ -268,13 +268,10 @@ def parse_fault(obj: Any, where: str = "fault") -> FaultSpec:
             triggers["command"] = "QUIT"
         elif any(k in triggers for k in ("box", "client", "command", "nth_command")):
             raise FaultSpecError(f"{where}: at {at} takes no session trigger (box, client, ...)")
-        if at == "now":
-            # Decided once, when added (or after_s later): spent after it fires, so it leaves
-            # `fault list`'s live set and dpfw_faults_active.
-            if triggers.setdefault("times", 1) != 1:
-                raise FaultSpecError(
-                    f"{where}: at now fires once (times 1), not {triggers['times']}"
-                )
+        # at now is decided once, when added (or after_s later): times 1, so it is spent
+        # after it fires and leaves the live set and dpfw_faults_active.
+        if at == "now" and triggers.setdefault("times", 1) != 1:
+            raise FaultSpecError(f"{where}: at now fires once (times 1), not {triggers['times']}")
     fault = FaultSpec(name, params, triggers)
     if fault.point == "accept":
         never = [k for k in ("box", "command", "nth_command") if k in triggers]
