@@ -334,13 +334,7 @@ class Api:
         name = self._box(request)
         await self.read(boxes.find_box, self.ctx, name)
         listing = await self.store(messages.list_messages, self.ctx, name)
-        rows = []
-        for number, msg in enumerate(listing.messages, 1):
-            row = as_json(msg)
-            row["number"] = number
-            row["from"] = row.pop("sender")
-            rows.append(row)
-        return JSONResponse({"box": listing.box, "messages": rows})
+        return JSONResponse(messages.listing_json(listing))
 
     async def deliver(self, request: Request) -> Response:
         self._no_query(request)
@@ -392,7 +386,7 @@ class Api:
                 raise ApiError(413, "quota", str(exc)) from None
             self.metrics.delivery_seconds.observe(time.perf_counter() - started)
         self.metrics.deliveries.inc()
-        row = as_json(info)
+        row = messages.message_json(info)
         row["box"] = name
         return JSONResponse(
             row,
