@@ -135,7 +135,7 @@ def _manifest_for_up(args: argparse.Namespace) -> tuple[Path, Manifest]:
     if args.manifest is not None:
         if generating:
             raise DeviceError("give either --manifest FILE or --count/--template, not both")
-        return args.manifest, mf.load(args.manifest)
+        return args.manifest, _load_for_up(args.manifest)
     path = directory / MANIFEST
     if generating:
         if args.count is None or args.template is None:
@@ -166,7 +166,25 @@ def _manifest_for_up(args: argparse.Namespace) -> tuple[Path, Manifest]:
             f"{path} does not exist: give --count N --template MODEL to write one, "
             "or --manifest FILE"
         )
-    return path, mf.load(path)
+    return path, _load_for_up(path)
+
+
+def _load_for_up(path: Path) -> Manifest:
+    """The manifest after every check that needs no image (its keys and values, its files,
+    ports and host names: firmware.fleet.plan.checked_plan); ManifestError with every
+    mistake at once, before anything is created."""
+    from firmware.fleet import manifest as mf
+    from firmware.fleet.plan import checked_plan
+
+    try:
+        manifest = mf.load(path)
+    except mf.ManifestError as exc:
+        if exc.manifest is None:
+            raise
+        checked_plan(exc.manifest, exc.lines)
+        raise  # not reached: checked_plan raises with these lines
+    checked_plan(manifest)
+    return manifest
 
 
 def _template_arg(text: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -32,7 +32,17 @@ MAX_SECONDS: Final = 3600.0
 
 
 class FaultSpecError(DeviceError):
-    """A fault object or scenario file that cannot be used: one line naming what and why."""
+    """A fault object or scenario file that cannot be used: one line naming what and why
+    (`lines`: one per mistake, for a scenario file with several)."""
+
+    def __init__(self, message: str, lines: Sequence[str] = ()) -> None:
+        self.lines = list(lines) or [message]
+        super().__init__(message)
+
+    @classmethod
+    def of_lines(cls, lines: Sequence[str]) -> FaultSpecError:
+        """Every mistake at once; the command line prints `dpfw: ` before each line."""
+        return cls("\ndpfw: ".join(lines), lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,25 +304,33 @@ class Scenario:
 def parse_scenario(text: str, name: str = "scenario") -> Scenario:
     """Parse a scenario file's TOML: `seed = N` and `[[fault]]` tables (each as `parse_fault`).
 
-    FaultSpecError naming the file (`name`), the fault's position and the mistake.
+    FaultSpecError naming the file (`name`), the fault's position and the mistake: every
+    mistake in the file, one line each (`lines`), not only the first.
     """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise FaultSpecError(f"{name}: not TOML: {exc}") from None
+    lines: list[str] = []
     for key in data:
         if key not in ("seed", "fault"):
-            raise FaultSpecError(f"{name}: unknown top-level key {key!r} (seed, fault)")
+            lines.append(f"{name}: unknown top-level key {key!r} (seed, fault)")
     seed = data.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise FaultSpecError(f"{name}: seed must be an integer, not {seed!r}")
+        lines.append(f"{name}: seed must be an integer, not {seed!r}")
     tables = data.get("fault", [])
     if not isinstance(tables, list):
-        raise FaultSpecError(f"{name}: fault must be [[fault]] tables")
-    faults = tuple(
-        parse_fault(table, f"{name}: fault {n}") for n, table in enumerate(tables, start=1)
-    )
-    return Scenario(seed, faults)
+        lines.append(f"{name}: fault must be [[fault]] tables")
+        tables = []
+    faults = []
+    for n, table in enumerate(tables, start=1):
+        try:
+            faults.append(parse_fault(table, f"{name}: fault {n}"))
+        except FaultSpecError as exc:
+            lines.extend(exc.lines)
+    if lines:
+        raise FaultSpecError.of_lines(lines)
+    return Scenario(seed, tuple(faults))
 
 
 def parse_words(action: str, words: list[str], where: str = "fault add") -> FaultSpec:

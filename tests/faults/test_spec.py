@@ -150,3 +150,17 @@ def test_scenario_mistakes(text: str, line: str) -> None:
     with pytest.raises(FaultSpecError) as caught:
         parse_scenario(text, "lab.toml")
     assert str(caught.value).startswith(line) and "\n" not in str(caught.value)
+
+
+def test_a_scenario_file_reports_every_mistake_not_only_the_first() -> None:
+    text = 'seed = "x"\nextra = 1\n[[fault]]\naction = "boom"\n[[fault]]\naction = "delay"\n'
+    text += '[[fault]]\naction = "delay"\ntimes = 0\n'
+    with pytest.raises(FaultSpecError) as caught:
+        parse_scenario(text, "lab.toml")
+    assert caught.value.lines == [
+        "lab.toml: unknown top-level key 'extra' (seed, fault)",
+        "lab.toml: seed must be an integer, not 'x'",
+        "lab.toml: fault 1: unknown action 'boom' (one of " + ", ".join(ACTIONS) + ")",
+        "lab.toml: fault 3 delay: times 0 is out of range 1..1000000000",
+    ]
+    assert str(caught.value).count("\ndpfw: ") == 3  # one `dpfw:` line each on the CLI

@@ -430,3 +430,38 @@ def test_sigterm_while_the_fleet_starts_stops_every_device_cleanly(tmp_path: Pat
         starting.kill()
     assert starting.output().count("board image closed cleanly") == COUNT
     assert not (directory / "fleet.pid").exists()
+
+
+def test_every_manifest_mistake_is_found_at_once_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    # Each of these used to be found late (a scenario after the images were made, a setting
+    # at boot, a password during image creation, the address at listen time) or hidden by
+    # an earlier mistake (the port collision behind a typo).
+    directory = tmp_path / "lab"
+    directory.mkdir()
+    (directory / "faults.toml").write_text(
+        '[[fault]]\naction = "boom"\n\n[[fault]]\naction = "delay"\ntimes = 0\n'
+    )
+    (directory / "fleet.toml").write_text(
+        '[fleet]\nname = "lab"\ncount = 2\ntemplate = "DP-3510"\naddress = "999.1.1.1"\n'
+        "pop3_base_port = 11000\nhttp_base_port = 11001\ncolour = 1\n"
+        'faults = "faults.toml"\nsettings = { "pop3.max_sessions" = "x" }\n'
+        '[[fleet.boxes]]\nname = "bad/name"\npassword = "abc"\n'
+    )
+    refused = dpfw("fleet", "up", str(directory), "--admin-password", ADMIN, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    lines = refused.stderr.splitlines()
+    assert all(line.startswith("dpfw: ") for line in lines), refused.stderr
+    for expected in (
+        "[fleet] colour: unknown key",
+        '[fleet] address: "999.1.1.1" is not an IP address or host name',
+        '[fleet] settings.pop3.max_sessions: pop3.max_sessions = "x" is not allowed',
+        "[fleet] boxes[1].name: box name 'bad/name' cannot be addressed",
+        "[fleet] boxes[1].password:",
+        "[fleet] faults: " + str(directory / "faults.toml") + ": fault 1: unknown action 'boom'",
+        "fault 2 delay: times 0 is out of range 1..1000000000",
+        "port collision: lab-001 POP3 and lab-000 HTTP",
+    ):
+        assert any(expected in line for line in lines), (expected, refused.stderr)
+    assert sorted(p.name for p in directory.iterdir()) == ["faults.toml", "fleet.toml"]
