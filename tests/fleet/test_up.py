@@ -54,6 +54,7 @@ def write_manifest(directory: Path, name: str = "lab", **overrides: str) -> tupl
     fields = {
         "models": '["DP-3510", "DP-6030"]',
         "hostname": '"{name}.lab.test"',
+        "console": '"pty"',
     }
     fields.update(overrides)
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,7 @@ template = "DP-4530"
 models = {fields["models"]}
 pop3_base_port = {base}
 http_base_port = {base + COUNT}
-console = "pty"
+console = {fields["console"]}
 hostname = {fields["hostname"]}
 flash_mib = 8
 settings = {{ "pop3.apop" = true, "pop3.plaintext_auth" = "always" }}
