@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -259,9 +260,21 @@ def cmd_up(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+        # From here until the fleet's own receiver is in place, a signal is noted, not
+        # raised as KeyboardInterrupt wherever the loop happens to be (a library that
+        # swallows it, a half-done step): run_fleet stops the fleet for it.
+        noted: list[int] = []
+        previous = {
+            signum: signal.signal(signum, lambda signum, _frame: noted.append(signum))
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             services = partial(_services, manifest=manifest)
-            return trio.run(partial(run_fleet, directory, plans, services, on_ready))
+            return trio.run(
+                partial(
+                    run_fleet, directory, plans, services, on_ready, signalled=lambda: bool(noted)
+                )
+            )
         except BaseExceptionGroup as group:
             from firmware.cli.run import _EXPECTED, _first_leaf
 
@@ -270,6 +283,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 raise _first_leaf(expected) from None
             raise
         finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             records = [state.device_record(p) for p in plans]
             state.write_state(directory, {**base, "ready": False, "devices": records})
     finally:

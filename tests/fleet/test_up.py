@@ -466,3 +466,55 @@ def test_every_manifest_mistake_is_found_at_once_before_anything_is_made(
     ):
         assert any(expected in line for line in lines), (expected, refused.stderr)
     assert sorted(p.name for p in directory.iterdir()) == ["faults.toml", "fleet.toml"]
+
+
+def _stops_within(fleet: Fleet, seconds: float) -> int:
+    try:
+        return fleet.popen.wait(seconds)
+    except subprocess.TimeoutExpired:
+        fleet.kill()
+        raise AssertionError(
+            f"the fleet still ran {seconds} s after SIGINT:\n" + fleet.output()
+        ) from None
+
+
+def test_an_early_sigint_always_stops_the_fleet(tmp_path: Path) -> None:
+    # SIGINT at several moments of the start: before the images are checked, in the gap
+    # before the event loop's receiver exists, while devices boot. Each run must end (no
+    # second Ctrl-C needed) and leave no pid file.
+    directory = tmp_path / "lab"
+    write_manifest(directory, console='"none"')
+    first = Fleet(directory, "--admin-password", ADMIN)  # the images, made once
+    first.wait_ready()
+    first.popen.send_signal(signal.SIGINT)
+    assert _stops_within(first, 30) == 0
+    moments = ("dpfw: fleet lab:", "booted from", None)  # None: at once
+    for moment in moments:
+        fleet = Fleet(directory, "--admin-password", ADMIN)
+        deadline = time.monotonic() + 60
+        while moment is not None and not any(moment in line for line in fleet.lines):
+            assert time.monotonic() < deadline and fleet.popen.poll() is None, fleet.lines
+            time.sleep(0.001)
+        fleet.popen.send_signal(signal.SIGINT)
+        _stops_within(fleet, 30)
+        fleet.output()
+        assert not (directory / "fleet.pid").exists(), moment
+
+
+def test_a_second_sigint_stops_the_fleet_without_waiting_for_the_drain(tmp_path: Path) -> None:
+    directory = tmp_path / "lab"
+    pop3_base, _ = write_manifest(directory, console='"none"')
+    fleet = Fleet(directory, "--admin-password", ADMIN)
+    fleet.wait_ready()
+    client = poplib.POP3("127.0.0.1", pop3_base, timeout=10)  # open: the drain waits for it
+    try:
+        fleet.popen.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while not any("no new POP3 sessions" in line for line in fleet.lines):
+            assert time.monotonic() < deadline, fleet.lines
+            time.sleep(0.01)
+        fleet.popen.send_signal(signal.SIGINT)
+        _stops_within(fleet, 30)
+    finally:
+        client.sock.close()
+    assert "again: stopping every device now" in fleet.output()
