@@ -9,6 +9,7 @@ answers are rendered the same way.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from firmware.cli import remote
@@ -133,14 +134,17 @@ def cmd_messages(args: argparse.Namespace) -> int:
     with remote.reach(args.image) as device:
         if device is not None:
             answer = device.request("GET", f"/boxes/{segment(args.name)}/messages")
-            for row in answer.get("messages", []):  # the API's names for two fields
+            for row in answer.get("messages", []):  # back to the dataclass's fields
                 row.pop("number", None)
                 row["sender"] = row.pop("from", None)
             listing = from_json(messages.MessageList, answer)
         else:
             with open_board(args.image) as board:
                 listing = messages.list_messages(OpsContext.offline(board), args.name)
-    print_json(listing) if args.json else print(render.messages(listing))
+    if args.json:  # the one message shape, as the API lists it (firmware/ops/messages.py)
+        print(json.dumps(messages.listing_json(listing), indent=2, ensure_ascii=False))
+    else:
+        print(render.messages(listing))
     return 0
 
 

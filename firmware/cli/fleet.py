@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -135,7 +136,7 @@ def _manifest_for_up(args: argparse.Namespace) -> tuple[Path, Manifest]:
     if args.manifest is not None:
         if generating:
             raise DeviceError("give either --manifest FILE or --count/--template, not both")
-        return args.manifest, mf.load(args.manifest)
+        return args.manifest, _load_for_up(args.manifest)
     path = directory / MANIFEST
     if generating:
         if args.count is None or args.template is None:
@@ -166,7 +167,25 @@ def _manifest_for_up(args: argparse.Namespace) -> tuple[Path, Manifest]:
             f"{path} does not exist: give --count N --template MODEL to write one, "
             "or --manifest FILE"
         )
-    return path, mf.load(path)
+    return path, _load_for_up(path)
+
+
+def _load_for_up(path: Path) -> Manifest:
+    """The manifest after every check that needs no image (its keys and values, its files,
+    ports and host names: firmware.fleet.plan.checked_plan); ManifestError with every
+    mistake at once, before anything is created."""
+    from firmware.fleet import manifest as mf
+    from firmware.fleet.plan import checked_plan
+
+    try:
+        manifest = mf.load(path)
+    except mf.ManifestError as exc:
+        if exc.manifest is None:
+            raise
+        checked_plan(exc.manifest, exc.lines)
+        raise  # not reached: checked_plan raises with these lines
+    checked_plan(manifest)
+    return manifest
 
 
 def _template_arg(text: str) -> str:
@@ -241,9 +260,21 @@ def cmd_up(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+        # From here until the fleet's own receiver is in place, a signal is noted, not
+        # raised as KeyboardInterrupt wherever the loop happens to be (a library that
+        # swallows it, a half-done step): run_fleet stops the fleet for it.
+        noted: list[int] = []
+        previous = {
+            signum: signal.signal(signum, lambda signum, _frame: noted.append(signum))
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             services = partial(_services, manifest=manifest)
-            return trio.run(partial(run_fleet, directory, plans, services, on_ready))
+            return trio.run(
+                partial(
+                    run_fleet, directory, plans, services, on_ready, signalled=lambda: bool(noted)
+                )
+            )
         except BaseExceptionGroup as group:
             from firmware.cli.run import _EXPECTED, _first_leaf
 
@@ -252,6 +283,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 raise _first_leaf(expected) from None
             raise
         finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             records = [state.device_record(p) for p in plans]
             state.write_state(directory, {**base, "ready": False, "devices": records})
     finally:

@@ -20,6 +20,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import time
 import types
 import typing
@@ -86,8 +87,33 @@ _KINDS: dict[int, type[DeviceError]] = {
 
 
 def segment(text: str) -> str:
-    """`text` as one URL path segment (a box name with `%` or `?` in it)."""
+    """`text` as one URL path segment (a box name with `%` or `?` in it).
+
+    DeviceError for a name no URL path segment can carry ('/', '.', '..': a box an image made
+    before the box-name rule may hold): only the offline commands reach such a box."""
+    if "/" in text or text in (".", ".."):
+        raise DeviceError(
+            f"{text!r} cannot be addressed through the running device's API (no '/', '.' or "
+            "'..'); stop the device and run the command on the image offline"
+        )
     return quote(text, safe="")
+
+
+# The API's pointers to its own listings, in the words of the command line (the API answers
+# API clients; a `dpfw` user is told the command that shows the same thing).
+_POINTERS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(rf"\(see GET {API}/faults\)"), "(see `dpfw fault list {image}`)"),
+    (re.compile(rf"\(see GET {API}/sessions\)"), "(see `dpfw session list {image}`)"),
+    (re.compile(rf"\(GET {API}/tray\)"), "(see `dpfw ifax tray list {image}`)"),
+)
+
+
+def cli_words(message: str, image: Path) -> str:
+    """A device refusal `message` with API pointers (`see GET /api/v1/faults`) replaced by
+    the `dpfw` command on `image` that shows the same listing."""
+    for pattern, words in _POINTERS:
+        message = pattern.sub(words.replace("{image}", str(image)), message)
+    return message
 
 
 class Device:
@@ -145,7 +171,7 @@ class Device:
         if response.status_code >= 400:
             message = body.get("message") if isinstance(body, dict) else None
             line = (
-                " ".join(str(message).split())
+                cli_words(" ".join(str(message).split()), self.image)
                 if message
                 else f"{method} {path}: the device answered {response.status_code}"
             )

@@ -56,8 +56,15 @@ _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 def is_hostname(name: str) -> bool:
-    """True for an RFC 1123 §2.1 host name (RFC 952 labels, a digit may lead)."""
-    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
+    """True for an RFC 1123 §2.1 host name (RFC 952 labels, a digit may lead). Not one in
+    dotted-number form (`999.1.1.1`): §2.1 says the top label is never all digits, so a bad
+    IPv4 address is not taken for a name."""
+    labels = name.split(".")
+    return (
+        0 < len(name) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
 
 
 def is_listen_address(name: str) -> bool:

@@ -61,6 +61,9 @@ class FaultEvent:
     command: str | None = None
     code: str | None = None
     """reply-error's response code ("SYS/TEMP", "IN-USE", ...); None for other actions."""
+    cert: str | None = None
+    """tls-fail's bad certificate ("expired", "wrong-name"); None for abort and other
+    actions (the report card grades these as certificate faults)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,7 @@ class FaultEvent:
             "box": self.box,
             "command": self.command,
             "code": self.code,
+            "cert": self.cert,
         }
 
 
@@ -267,6 +271,7 @@ class FaultPlan:
         action = fault.action
         self.fired_by_action[action] = self.fired_by_action.get(action, 0) + 1
         code = fault.params.get("code") if action == "reply-error" else None
+        cert = fault.params.get("cert") if action == "tls-fail" else None
         event = FaultEvent(
             fault.id,
             action,
@@ -276,6 +281,7 @@ class FaultPlan:
             where.box,
             where.command,
             code if isinstance(code, str) else None,
+            cert if isinstance(cert, str) and cert != "abort" else None,
         )
         self.events.append(event)
         if len(self.events) > self.MAX_EVENTS:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -32,7 +32,17 @@ MAX_SECONDS: Final = 3600.0
 
 
 class FaultSpecError(DeviceError):
-    """A fault object or scenario file that cannot be used: one line naming what and why."""
+    """A fault object or scenario file that cannot be used: one line naming what and why
+    (`lines`: one per mistake, for a scenario file with several)."""
+
+    def __init__(self, message: str, lines: Sequence[str] = ()) -> None:
+        self.lines = list(lines) or [message]
+        super().__init__(message)
+
+    @classmethod
+    def of_lines(cls, lines: Sequence[str]) -> FaultSpecError:
+        """Every mistake at once; the command line prints `dpfw: ` before each line."""
+        return cls("\ndpfw: ".join(lines), lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +93,17 @@ class Key:
         return value
 
     def _range(self) -> str:
-        low = "-inf" if self.low is None else f"{self.low:g}"
-        high = "inf" if self.high is None else f"{self.high:g}"
+        """`low..high` as people read it: whole bounds as integers (`1..1000000000`, not
+        `1e+09`), fractions as short decimals."""
+        low = "-inf" if self.low is None else _bound(self.low)
+        high = "inf" if self.high is None else _bound(self.high)
         return f"{low}..{high}"
+
+
+def _bound(value: float) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.6g}" if abs(value) >= 1e-4 else repr(value)
 
 
 def _seconds(help: str, default: float | None = None) -> Key:
@@ -263,6 +281,10 @@ def parse_fault(obj: Any, where: str = "fault") -> FaultSpec:
             triggers["command"] = "QUIT"
         elif any(k in triggers for k in ("box", "client", "command", "nth_command")):
             raise FaultSpecError(f"{where}: at {at} takes no session trigger (box, client, ...)")
+        # at now is decided once, when added (or after_s later): times 1, so it is spent
+        # after it fires and leaves the live set and dpfw_faults_active.
+        if at == "now" and triggers.setdefault("times", 1) != 1:
+            raise FaultSpecError(f"{where}: at now fires once (times 1), not {triggers['times']}")
     fault = FaultSpec(name, params, triggers)
     if fault.point == "accept":
         never = [k for k in ("box", "command", "nth_command") if k in triggers]
@@ -285,25 +307,33 @@ class Scenario:
 def parse_scenario(text: str, name: str = "scenario") -> Scenario:
     """Parse a scenario file's TOML: `seed = N` and `[[fault]]` tables (each as `parse_fault`).
 
-    FaultSpecError naming the file (`name`), the fault's position and the mistake.
+    FaultSpecError naming the file (`name`), the fault's position and the mistake: every
+    mistake in the file, one line each (`lines`), not only the first.
     """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise FaultSpecError(f"{name}: not TOML: {exc}") from None
+    lines: list[str] = []
     for key in data:
         if key not in ("seed", "fault"):
-            raise FaultSpecError(f"{name}: unknown top-level key {key!r} (seed, fault)")
+            lines.append(f"{name}: unknown top-level key {key!r} (seed, fault)")
     seed = data.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise FaultSpecError(f"{name}: seed must be an integer, not {seed!r}")
+        lines.append(f"{name}: seed must be an integer, not {seed!r}")
     tables = data.get("fault", [])
     if not isinstance(tables, list):
-        raise FaultSpecError(f"{name}: fault must be [[fault]] tables")
-    faults = tuple(
-        parse_fault(table, f"{name}: fault {n}") for n, table in enumerate(tables, start=1)
-    )
-    return Scenario(seed, faults)
+        lines.append(f"{name}: fault must be [[fault]] tables")
+        tables = []
+    faults = []
+    for n, table in enumerate(tables, start=1):
+        try:
+            faults.append(parse_fault(table, f"{name}: fault {n}"))
+        except FaultSpecError as exc:
+            lines.extend(exc.lines)
+    if lines:
+        raise FaultSpecError.of_lines(lines)
+    return Scenario(seed, tuple(faults))
 
 
 def parse_words(action: str, words: list[str], where: str = "fault add") -> FaultSpec:

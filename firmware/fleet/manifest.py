@@ -48,8 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware.config.profile import MODELS, SCHEMA, render, shown
+from firmware.config.profile import MODEL_KEYS, MODELS, SCHEMA, is_listen_address, render, shown
 from firmware.errors import DeviceError
+from firmware.faults.spec import FaultSpecError, parse_scenario
+from firmware.security.credentials import check_password_policy
+from firmware.store.info import check_box_name
 
 MAX_DEVICES = 10000
 NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
@@ -87,8 +90,11 @@ _BOX_KEYS = ("name", "password", "legacy")
 class ManifestError(DeviceError):
     """One or more mistakes in a fleet manifest, one line each (`lines`)."""
 
-    def __init__(self, lines: Sequence[str]) -> None:
+    def __init__(self, lines: Sequence[str], manifest: Manifest | None = None) -> None:
         self.lines = list(lines)
+        self.manifest = manifest
+        """What could be read despite the mistakes (None when a required value is missing):
+        the later checks (files, ports) run on it, so every mistake is reported at once."""
         # firmware.cli.main prints "dpfw: " before the message: every line gets the same start.
         super().__init__("\ndpfw: ".join(self.lines))
 
@@ -187,6 +193,8 @@ def parse(text: str, where: str, base: Path = Path(".")) -> Manifest:
         )
     models = tuple(get.models("models"))
     address = get.text("address", "127.0.0.1") or "127.0.0.1"
+    if not is_listen_address(address):
+        problems.add("fleet", "address", f"{shown(address)} is not an IP address or host name")
     pop3_base = get.integer("pop3_base_port", 11000, 1, 65535)
     pop3s_base = get.integer("pop3s_base_port", 0, 0, 65535)
     http_base = get.integer("http_base_port", 0, 0, 65535)
@@ -230,13 +238,20 @@ def parse(text: str, where: str, base: Path = Path(".")) -> Manifest:
             faults=dget.text("faults", None),
             scan_feed_per_min=dget.rate("scan_feed_per_min", None),
         )
-    if problems.lines:
+    if (
+        name is None
+        or count is None
+        or template is None
+        or pop3_base is None
+        or pop3s_base is None
+        or http_base is None
+        or flash_mib is None
+        or console is None
+        or hostname is None
+        or feed is None
+    ):
         raise ManifestError(problems.lines)
-    assert name is not None and count is not None and template is not None
-    assert pop3_base is not None and pop3s_base is not None and http_base is not None
-    assert flash_mib is not None and console is not None and hostname is not None
-    assert feed is not None
-    return Manifest(
+    manifest = Manifest(
         name=name,
         count=count,
         template=template,
@@ -257,6 +272,9 @@ def parse(text: str, where: str, base: Path = Path(".")) -> Manifest:
         base=base,
         where=where,
     )
+    if problems.lines:
+        raise ManifestError(problems.lines, manifest)
+    return manifest
 
 
 def _is_model(text: str) -> bool:
@@ -354,6 +372,8 @@ class _Reader:
                 self._bad(f"{key}.{name}", "not a profile key (`dpfw profile keys` lists them)")
             elif isinstance(item, dict):
                 self._bad(f"{key}.{name}", "a value, not a table")
+            elif name in MODEL_KEYS:
+                self._bad(f"{key}.{name}", "a model's figure: choose the model instead")
             else:
                 try:  # the value's type and range, as `run --set` would check it at boot
                     SCHEMA[name].parse_text(render(item), "\0")
@@ -361,6 +381,10 @@ class _Reader:
                     self._bad(f"{key}.{name}", str(exc).removeprefix("\0: "))
                     continue
                 out[name] = render(item)
+                try:  # as `dpfw run --set` will read it at boot (Profile.with_values)
+                    SCHEMA[name].parse_text(out[name], "setting")
+                except DeviceError as exc:
+                    self._bad(f"{key}.{name}", str(exc).removeprefix("setting: "))
         return out
 
     def boxes(self, key: str) -> tuple[BoxSpec, ...] | None:
@@ -389,10 +413,23 @@ class _Reader:
             if legacy is not None and not isinstance(legacy, bool):
                 self._bad(f"{at}.legacy", f"{shown(legacy)} is not true or false")
                 continue
-            why = placeholder_problem(name)
-            if why is not None:
-                self._bad(f"{at}.name", f"{shown(name)}: bad placeholder {why}")
+            name_why, password_why = placeholder_problem(name), placeholder_problem(password)
+            if name_why is not None:
+                self._bad(f"{at}.name", f"{shown(name)}: bad placeholder {name_why}")
+            if password_why is not None:  # the password itself is never shown
+                self._bad(f"{at}.password", f"bad placeholder {password_why}")
+            if name_why is not None or password_why is not None:
                 continue
+            sample = expand(name, index=0, name="x", fleet="x")
+            sample_password = expand(password, index=0, name="x", fleet="x")
+            try:  # the rules `dpfw box add` applies, before any image is made
+                check_box_name(sample)
+            except DeviceError as exc:
+                self._bad(f"{at}.name", str(exc))
+            try:
+                check_password_policy(sample_password, "the box password")
+            except DeviceError as exc:
+                self._bad(f"{at}.password", str(exc))
             found.append(BoxSpec(name, password, bool(legacy)))
         names = [box.name for box in found]
         for dup in sorted({n for n in names if names.count(n) > 1}):
@@ -428,9 +465,16 @@ def expand(pattern: str, *, index: int, name: str, fleet: str) -> str:
 
 
 def check_files(manifest: Manifest) -> None:
-    """ManifestError naming each file the manifest refers to that is not a readable file:
-    a template profile, fault scenarios (only their existence: the fault plans read them),
-    the admin password file."""
+    """ManifestError with `file_problems`' lines, if any."""
+    lines = file_problems(manifest)
+    if lines:
+        raise ManifestError(lines)
+
+
+def file_problems(manifest: Manifest) -> list[str]:
+    """One line per file the manifest refers to that cannot be used: a template profile or
+    the admin password file that is not a readable file, a fault scenario that is not one
+    or holds mistakes (every mistake of it, as `dpfw run --faults` would find them)."""
     lines = []
     where = manifest.where
     candidates: list[tuple[str, str, str | None]] = [
@@ -446,8 +490,23 @@ def check_files(manifest: Manifest) -> None:
         path = resolve(manifest, value)
         if not path.is_file():
             lines.append(f"{where}: [{table}] {key}: {path} is not a file")
-    if lines:
-        raise ManifestError(lines)
+        elif key == "faults":
+            lines += [f"{where}: [{table}] {key}: {line}" for line in _scenario_problems(path)]
+    return lines
+
+
+def _scenario_problems(path: Path) -> list[str]:
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        return [f"{path}: cannot read it: {exc.strerror or exc}"]
+    except UnicodeDecodeError:
+        return [f"{path}: not UTF-8 text"]
+    try:
+        parse_scenario(text, str(path))
+    except FaultSpecError as exc:
+        return exc.lines
+    return []
 
 
 def resolve(manifest: Manifest, value: str) -> Path:
@@ -457,14 +516,21 @@ def resolve(manifest: Manifest, value: str) -> Path:
 
 
 def load(path: Path) -> Manifest:
-    """Read, parse and check the manifest file at `path` (ManifestError, one line each)."""
+    """Read, parse and check the manifest file at `path` and the files it names
+    (ManifestError, one line each, every mistake at once; its `manifest` is what could be
+    read, for `plan.checked_plan` to add the port and host name checks)."""
     try:
         text = path.read_text("utf-8")
     except OSError as exc:
         raise ManifestError([f"{path}: cannot read the manifest: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise ManifestError([f"{path}: not UTF-8 text, so not a fleet manifest"]) from None
-    manifest = parse(text, str(path), path.parent)
+    try:
+        manifest = parse(text, str(path), path.parent)
+    except ManifestError as exc:
+        if exc.manifest is None:
+            raise
+        raise ManifestError(exc.lines + file_problems(exc.manifest), exc.manifest) from None
     check_files(manifest)
     return manifest
 

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from firmware.config.profile import MODELS, Profile, for_model, shown
+from firmware.config.profile import MODELS, Profile, for_model, is_hostname, shown
 from firmware.errors import DeviceError
-from firmware.fleet.manifest import BoxSpec, Manifest, expand
+from firmware.fleet.manifest import BoxSpec, Manifest, ManifestError, expand
 from firmware.text import host_port
 
 
@@ -155,3 +155,25 @@ def profile_for(device: DevicePlan, template: Profile) -> Profile:
         return profile.with_values([("identity.hostname", device.hostname)], device.name)
     except DeviceError as exc:
         raise DeviceError(f"{device.name}: host name {shown(device.hostname)}: {exc}") from None
+
+
+def checked_plan(manifest: Manifest, lines: Sequence[str] = ()) -> list[DevicePlan]:
+    """`manifest`'s plan after the checks a plan makes possible: the ports each device gets
+    and their collisions, each device's host name. `lines`: the mistakes found before (the
+    manifest's own, its files'); ManifestError with all of them and these at once, one line
+    each, so nothing is created from a manifest with any mistake (docs/fleet.md)."""
+    found = list(lines)
+    try:
+        plans = plan(manifest)
+    except DeviceError as exc:
+        raise ManifestError([*found, str(exc)]) from None
+    found += [f"{manifest.where}: {line}" for line in collisions(plans)]
+    for device in plans:
+        if not is_hostname(device.hostname):
+            found.append(
+                f"{manifest.where}: {device.name}: host name {shown(device.hostname)} is not "
+                "an RFC 1123 host name"
+            )
+    if found:
+        raise ManifestError(found)
+    return plans

@@ -64,8 +64,14 @@ async def run_fleet(
     on_ready: Callable[[Sequence[Member]], None],
     *,
     ready_timeout: float = READY_TIMEOUT_S,
+    signalled: Callable[[], bool] = lambda: False,
 ) -> int:
     """Run every planned device until SIGTERM/SIGINT; 0 once all have stopped cleanly.
+
+    The signal receiver is installed before any device exists; `signalled()` says whether a
+    signal came before that (the caller's handler noted it while trio started): then the
+    fleet stops at once. A first signal stops every device cleanly (drain, close), even one
+    still booting; a second one stops them now (open sessions end uncommitted).
 
     `on_ready(members)` is called once every device serves POP3, its HTTP API accepts
     connections and its console pty exists (for `fleet status`). A device that cannot boot
@@ -95,10 +101,10 @@ async def run_fleet(
                     log.exception("%s stopped with an error; the others go on", member.plan.name)
                 member.up = False
 
+        starting = trio.CancelScope()  # a signal while the fleet starts ends the wait
+        await nursery.start(_watch_signals, members, starting, nursery.cancel_scope, signalled)
         for member in members:
             nursery.start_soon(run_one, member)
-        starting = trio.CancelScope()  # a signal while the fleet starts ends the wait
-        nursery.start_soon(_watch_signals, members, starting)
         with starting:
             with trio.move_on_after(ready_timeout) as waited:
                 for member in members:
@@ -127,13 +133,37 @@ def _only_device_error(exc: BaseException) -> DeviceError | None:
     return None
 
 
-async def _watch_signals(members: Sequence[Member], starting: trio.CancelScope) -> None:
+async def _watch_signals(
+    members: Sequence[Member],
+    starting: trio.CancelScope,
+    fleet: trio.CancelScope,
+    signalled: Callable[[], bool],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """SIGINT/SIGTERM: the first stops every device cleanly, the second at once. Started
+    (the receiver in place) before any device runs; a signal noted before it counts."""
+
+    def shut_down(why: str) -> None:
+        log.info("%s: shutting the fleet down", why)
+        starting.cancel()  # a device that stops before it booted will never be ready
+        for member in members:
+            member.device.request_shutdown()  # kept by a device that has not booted yet
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        seen = 0
+        if signalled():
+            seen = 1
+            shut_down("signal while the fleet was starting")
         async for signum in signals:
-            log.info("signal %s: shutting the fleet down", signal.Signals(signum).name)
-            starting.cancel()  # a device that stops before it booted will never be ready
-            for member in members:
-                member.device.request_shutdown()
+            seen += 1
+            name = signal.Signals(signum).name
+            if seen == 1:
+                shut_down(f"signal {name}")
+            else:
+                log.warning("signal %s again: stopping every device now", name)
+                fleet.cancel()
 
 
 async def _wait_ready(member: Member) -> None:

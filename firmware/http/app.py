@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from firmware.config.profile import SCHEMA
-from firmware.errors import DeviceError, MemoryFullError, QuotaError
+from firmware.errors import BadNameError, DeviceError, MemoryFullError, QuotaError
 from firmware.faults.spec import FaultSpecError
 from firmware.http import auth
 from firmware.http.body import (
@@ -230,8 +230,6 @@ class Api:
         """The {box} of the path, a valid box name (BoxError 400 names the rule)."""
         name: str = request.path_params["box"]
         check_box_name(name)
-        if name in (".", ".."):
-            raise ApiError(400, "bad_name", f"{name!r} cannot be a box name in a URL path")
         return name
 
     def _uid(self, request: Request) -> str:
@@ -269,7 +267,9 @@ class Api:
         return JSONResponse(as_json(await self.read(boxes.box_list, self.ctx)))
 
     _ADD_BOX = {  # noqa: RUF012 - read only
-        "name": Field((str,), required=True, doc="1-40 printable ASCII, no spaces or '/'"),
+        "name": Field(
+            (str,), required=True, doc="1-40 printable ASCII; no spaces, '/', '.' or '..'"
+        ),
         "password": Field((str,), required=True, doc="the box's POP3 password"),
         "legacy": Field((bool,), doc="keep an APOP/CRAM-MD5 secret (default: while pop3.apop)"),
     }
@@ -278,13 +278,10 @@ class Api:
         self._no_query(request)
         body = await self._json(request, self._ADD_BOX)
         name = body["name"]
-        if "/" in name or name in (".", ".."):
-            raise ApiError(
-                400,
-                "bad_name",
-                f"box name {name!r} cannot be addressed in a URL path (no '/', '.' or '..')",
-                field="name",
-            )
+        try:
+            check_box_name(name)
+        except BadNameError as exc:
+            raise ApiError(400, "bad_name", str(exc), field="name") from None
         change = await self.store(_box_add, self.ctx, name, body["password"], body.get("legacy"))
         return JSONResponse(
             as_json(change),
@@ -337,13 +334,7 @@ class Api:
         name = self._box(request)
         await self.read(boxes.find_box, self.ctx, name)
         listing = await self.store(messages.list_messages, self.ctx, name)
-        rows = []
-        for number, msg in enumerate(listing.messages, 1):
-            row = as_json(msg)
-            row["number"] = number
-            row["from"] = row.pop("sender")
-            rows.append(row)
-        return JSONResponse({"box": listing.box, "messages": rows})
+        return JSONResponse(messages.listing_json(listing))
 
     async def deliver(self, request: Request) -> Response:
         self._no_query(request)
@@ -395,7 +386,7 @@ class Api:
                 raise ApiError(413, "quota", str(exc)) from None
             self.metrics.delivery_seconds.observe(time.perf_counter() - started)
         self.metrics.deliveries.inc()
-        row = as_json(info)
+        row = messages.message_json(info)
         row["box"] = name
         return JSONResponse(
             row,
@@ -654,7 +645,12 @@ class Api:
             else None
         )
         if record is None:
-            raise ApiError(404, "not_found", f"no scan job {text!r} (jobs are kept until reboot)")
+            raise ApiError(
+                404,
+                "not_found",
+                f"no scan job {text!r} (the last {MAX_JOBS} jobs are kept until the process "
+                "ends; a reboot keeps them)",
+            )
         return JSONResponse(record)
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from firmware import __version__
 from firmware.faults.spec import ACTIONS, TRIGGERS
+from firmware.ops.messages import MESSAGE_FIELDS
 
 _KINDS = {"str": "string", "choice": "string", "int": "integer", "float": "number"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -66,6 +67,26 @@ def _object(props: dict[str, str], required: tuple[str, ...] = ()) -> dict[str, 
     }
 
 
+_MESSAGE = {"$ref": "#/components/schemas/Message"}
+
+
+def _message() -> dict[str, Any]:
+    """The one message summary (firmware.ops.messages.MESSAGE_FIELDS) as a JSON Schema."""
+    props: dict[str, Any] = {}
+    for name, kind in MESSAGE_FIELDS.items():
+        if kind == "array":
+            props[name] = {"type": "array", "items": {"type": "string"}}
+        else:
+            props[name] = {"type": kind.split("|") if "|" in kind else kind}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(MESSAGE_FIELDS),
+        "description": "a stored message: uid, POP3 size in octets, arrival and Date as epoch "
+        "seconds, Subject and From decoded (RFC 5322 section 3.6), attachment file names",
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     box = ("box",)
     msg = ("box", "uid")
@@ -83,7 +104,30 @@ def openapi_document() -> dict[str, Any]:
                 "Error": _object(
                     {"error": "string", "message": "string", "field": "string"},
                     ("error", "message"),
-                )
+                ),
+                "Message": _message(),
+                "MessageRow": {
+                    "allOf": [
+                        _MESSAGE,
+                        {
+                            "type": "object",
+                            "properties": {"number": {"type": "integer"}},
+                            "required": ["number"],
+                        },
+                    ],
+                    "description": "a listing row: the message summary and its POP3 number",
+                },
+                "Delivered": {
+                    "allOf": [
+                        _MESSAGE,
+                        {
+                            "type": "object",
+                            "properties": {"box": {"type": "string"}},
+                            "required": ["box"],
+                        },
+                    ],
+                    "description": "a delivery's answer: the stored message's summary and box",
+                },
             },
         },
         "security": [{"basic": []}],
@@ -125,14 +169,30 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/boxes/{box}/messages": {
                 "get": _op(
-                    "number, uid, size, date, subject, from, attachments", errors=(404,), params=box
+                    "number, uid, size, date, subject, from, attachments",
+                    errors=(404,),
+                    params=box,
+                    ok_content=_json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "box": {"type": "string"},
+                                "messages": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/MessageRow"},
+                                },
+                            },
+                            "required": ["box", "messages"],
+                        }
+                    ),
                 ),
                 "post": _op(
-                    "deliver one RFC 5322 message, durably",
+                    "deliver one RFC 5322 message, durably; answers its summary (as listed)",
                     201,
                     errors=(404, 413, 415, 507),
                     params=box,
                     body={"message/rfc822": {"schema": {"type": "string", "format": "binary"}}},
+                    ok_content=_json({"$ref": "#/components/schemas/Delivered"}),
                 ),
             },
             "/api/v1/boxes/{box}/messages/{uid}": {

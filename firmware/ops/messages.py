@@ -8,13 +8,14 @@ and no headers, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import email.policy
 import email.utils
 import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from firmware.errors import (
     BoxError,
@@ -73,23 +74,56 @@ def _headers(raw: bytes) -> tuple[float | None, str | None, str | None, list[str
 def list_messages(ctx: OpsContext, box: str) -> MessageList:
     """Every message of `box`, oldest first. BoxNotFoundError for an unknown box."""
     find_box(ctx, box)
-    board = ctx.board
-    out = []
-    for info in board.messages(box):
-        if info.corrupt:
-            out.append(Message(info.uid, info.size, info.arrived, corrupt=True))
-            continue
-        try:
-            head = _read(ctx, box, info.uid, limit=HEADER_BYTES)
-        except CorruptRecordError:
-            out.append(Message(info.uid, info.size, info.arrived, corrupt=True))
-            continue
-        try:
-            date, subject, sender, names = _headers(head)
-        except Exception:
-            date, subject, sender, names = None, None, None, []
-        out.append(Message(info.uid, info.size, info.arrived, False, date, subject, sender, names))
-    return MessageList(box, out)
+    return MessageList(box, [summary(ctx, box, info) for info in ctx.board.messages(box)])
+
+
+def summary(ctx: OpsContext, box: str, info: MessageInfo) -> Message:
+    """One stored message as listings and delivery answers show it (the same values both
+    ways): its headers read from the first HEADER_BYTES of the record; `corrupt` and no
+    headers when the record fails its CRC."""
+    if info.corrupt:
+        return Message(info.uid, info.size, info.arrived, corrupt=True)
+    try:
+        head = _read(ctx, box, info.uid, limit=HEADER_BYTES)
+    except CorruptRecordError:
+        return Message(info.uid, info.size, info.arrived, corrupt=True)
+    try:
+        date, subject, sender, names = _headers(head)
+    except Exception:
+        date, subject, sender, names = None, None, None, []
+    return Message(info.uid, info.size, info.arrived, False, date, subject, sender, names)
+
+
+MESSAGE_FIELDS: dict[str, str] = {
+    "uid": "string",
+    "size": "integer",
+    "arrived": "number",
+    "corrupt": "boolean",
+    "date": "number|null",
+    "subject": "string|null",
+    "from": "string|null",
+    "attachments": "array",
+}
+"""The one JSON shape of a message summary (API listing rows and delivery answers, `dpfw box
+messages --json`): key -> JSON type. Times are epoch seconds; `from` is the decoded From
+header (RFC 5322 section 3.6.2), `date` the Date header (section 3.6.1)."""
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """`message` in the one JSON shape (MESSAGE_FIELDS): the dataclass's `sender` is `from`."""
+    row = dataclasses.asdict(message)
+    row["from"] = row.pop("sender")
+    return {key: row[key] for key in MESSAGE_FIELDS}
+
+
+def listing_json(listing: MessageList) -> dict[str, Any]:
+    """A box listing as JSON: {"box", "messages": [message_json + "number" (1, 2, ...)]}."""
+    rows = []
+    for number, message in enumerate(listing.messages, 1):
+        row = message_json(message)
+        row["number"] = number
+        rows.append(row)
+    return {"box": listing.box, "messages": rows}
 
 
 def _read(ctx: OpsContext, box: str, uid: str, limit: int | None = None) -> bytes:
@@ -126,13 +160,14 @@ def deliver(ctx: OpsContext, box: str, source: bytes | BinaryIO) -> Message:
     """Store one RFC 5322 message (bytes or a binary file, read to its end) in `box`; durable
     before this returns. The one entry for messages from outside (the CLI's `deliver`, any
     front-end after it): `check_message_head` first, so what a POP3 client would refuse is
-    never stored. DeviceError (not an RFC 5322 message), BoxError, QuotaError,
-    StorageFullError: one line, nothing stored."""
+    never stored. Returns the stored message's `summary` (its headers, as a listing shows).
+    DeviceError (not an RFC 5322 message), BoxError, QuotaError, StorageFullError: one line,
+    nothing stored."""
     find_box(ctx, box)
     head, source = _peek(source, HEAD_CHECK_BYTES)
     check_message_head(head)
     info = ctx.board.deliver(box, source)
-    return Message(info.uid, info.size, info.arrived)
+    return summary(ctx, box, info)
 
 
 HEAD_CHECK_BYTES = 64 * 1024  # check_message_head reads at most this much of a message

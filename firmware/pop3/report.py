@@ -402,13 +402,14 @@ class _Fault:
         self.awaiting = False
 
 
-def fault_kind(action: str, code: str | None = None) -> str:
+def fault_kind(action: str, code: str | None = None, cert: str | None = None) -> str:
     """How a reaction to fault `action` is graded (docs/report-card.md):
     "cert" (must not go on), "backoff" (must wait before trying again), "refetch" (must
     reconnect and RETR again), "reconnect" (must come back), "uidl" (must notice a changed
-    maildrop), "finish" (must end the session cleanly)."""
+    maildrop), "finish" (must end the session cleanly). `code`: reply-error's response code;
+    `cert`: tls-fail's bad certificate ("expired", "wrong-name": a certificate fault)."""
     a = action.lower()
-    if "cert" in a:
+    if "cert" in a or (a == "tls-fail" and cert is not None and cert != "abort"):
         return "cert"
     if a in ("reply-error", "memory-full") or "in-use" in a or "temp" in a or "delay" in a:
         if a == "delay":
@@ -882,16 +883,21 @@ class ClientBook:
         session: int | None = None,
         command: str | None = None,
         code: str | None = None,
+        cert: str | None = None,
     ) -> None:
         """The client at `peer` met fault `action` (a fault plan's record: box, time in epoch
-        seconds, the session and command it hit, and for reply-error the response code). The
+        seconds, the session and command it hit, for reply-error the response code, for
+        tls-fail the bad certificate, graded as a certificate fault). The
         client's next moves grade its reaction (see `fault_kind`). Call it when the fault
         fires, before the answer to `command` reaches `exchange`: that exchange is the fault's
         own and is not taken for a reaction."""
         client = self._client(host_of(peer), when)
         client.counters["faults_met"] += 1
-        key = action if code is None else f"{action} [{code}]"
-        kind = fault_kind(action, code)
+        if cert is not None and cert != "abort":
+            key = f"{action} [cert={cert}]"
+        else:
+            key = action if code is None else f"{action} [{code}]"
+        kind = fault_kind(action, code, cert)
         fault = client.faults.get(key)
         if fault is None:
             if len(client.faults) >= MAX_FAULTS:
@@ -918,10 +924,11 @@ class ClientBook:
     def on_fault(self, note: FaultNote) -> None:
         """A fault plan's record (see `FaultNote`) as `fault_met`; one without a peer (a
         device fault such as flash-full) is no client's. A `code` attribute, when the record
-        has one, is reply-error's response code."""
+        has one, is reply-error's response code; a `cert` attribute tls-fail's certificate."""
         if note.peer is None:
             return
         code = getattr(note, "code", None)
+        cert = getattr(note, "cert", None)
         self.fault_met(
             note.peer,
             note.box,
@@ -930,6 +937,7 @@ class ClientBook:
             session=note.session,
             command=note.command,
             code=code if isinstance(code, str) else None,
+            cert=cert if isinstance(cert, str) else None,
         )
 
     # -- the cards -------------------------------------------------------------------------
@@ -1109,6 +1117,15 @@ def _grade_tls(c: dict[str, int]) -> Item:
     return _item("tls", "not-seen", "no login attempt")
 
 
+def _row_kind(name: str) -> str:
+    """`fault_kind` of a fault row's name: "ACTION", "ACTION [CODE]" or "ACTION [cert=C]"."""
+    action, _, rest = name.partition(" ")
+    inner = rest.strip("[]") or None
+    if inner is not None and inner.startswith("cert="):
+        return fault_kind(action, cert=inner.removeprefix("cert="))
+    return fault_kind(action, inner)
+
+
 def _grade_faults(faults: Iterable[tuple[str, dict[str, int], str, bool]]) -> list[Item]:
     """The certificate item (from a bad-certificate fault, if any) and one per fault met."""
     cert: list[Item] = []
@@ -1123,7 +1140,7 @@ def _grade_faults(faults: Iterable[tuple[str, dict[str, int], str, bool]]) -> li
         elif awaiting:
             reason += "; a reaction is still awaited"
         line = f"{reason} (met {plural(counts.get('met', 0), 'time')})"
-        if fault_kind(name.partition(" ")[0]) == "cert":
+        if _row_kind(name) == "cert":
             cert.append(_item("certificate", verdict, line))
         rows.append(Item(f"fault:{name}", f"reacted to fault {name}", verdict, line, RFC["fault"]))
     if not cert:

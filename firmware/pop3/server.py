@@ -118,6 +118,7 @@ class _Session:
         "after_reply",
         "body_faults",
         "body_size",
+        "device_closed",
         "evicted",
         "fault_commands",
         "fault_nth",
@@ -148,6 +149,7 @@ class _Session:
         self.host = host
         self.implicit_tls = implicit_tls
         self.evicted = False
+        self.device_closed = False  # the device chose to close it (a drop fault, a refusal)
         self.tls_reservation: Reservation | None = None
         self.started = time.time()
         self.scope = trio.CancelScope()
@@ -493,7 +495,8 @@ class Pop3Service:
                 protocol.state.value,
             )
         finally:
-            if closed_by_protocol:  # after QUIT (the book saw it), or a limit closed it
+            if closed_by_protocol or session.device_closed:
+                # after QUIT (the book saw it), a limit, a drop fault or a refusal closed it
                 ended = "device"
             self.clients.closed(session.id, ended)
             protocol.end()
@@ -567,6 +570,7 @@ class Pop3Service:
     def _plaintext_after_stls(self, session: _Session) -> None:
         # Plaintext sent behind STLS would run inside TLS: the injection of CVE-2011-0411
         # (RFC 7457 §2.2). The library refuses it; never execute it, end the connection.
+        session.device_closed = True
         log_event(
             "tls-fail",
             session.host,
@@ -732,6 +736,7 @@ class Pop3Service:
             if fault.action == "delay":
                 await trio.sleep(fault.params["seconds"])
         if any(f.action == "drop-after-greeting" for f in fired):
+            session.device_closed = True
             await self._write(session.stream, out)
             return False
         return True
@@ -814,6 +819,7 @@ class Pop3Service:
         for fault in fired:
             if fault.action == "drop-after-reply":
                 keep = False
+                session.device_closed = True
             elif fault.action == "power-cut" and answer.ok and self.power_cut is not None:
                 self.power_cut(fault)
         return keep

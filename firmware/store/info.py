@@ -20,12 +20,22 @@ MIN_RECORD = align(RECORD_HEADER_SIZE)  # the smallest record the log can hold
 
 
 def check_box_name(name: str) -> None:
-    """Box names: 1-40 printable ASCII characters, no spaces; case-sensitive. BadNameError
-    (a BoxError) if not."""
+    """The one box-name rule: 1-40 printable ASCII characters, no spaces, no '/', and not
+    '.' or '..' (a name must fit one segment of the API's URL path /api/v1/boxes/{box}, RFC
+    3986 section 3.3); case-sensitive. BadNameError (a BoxError) naming the rule if not.
+
+    Every path that creates a box comes through `Board.add_box`, which calls this. Images
+    made before the rule may hold such names: they still open and list, but only offline
+    commands can address them (docs/api.md).
+    """
     if not 1 <= len(name) <= BOX_NAME_MAX or any(not 0x21 <= ord(c) <= 0x7E for c in name):
         raise BadNameError(
             f"box name {name!r} is not allowed; expected 1-{BOX_NAME_MAX} printable ASCII "
             "characters without spaces"
+        )
+    if "/" in name or name in (".", ".."):
+        raise BadNameError(
+            f"box name {name!r} cannot be addressed in a URL path (no '/', '.' or '..')"
         )
 
 

@@ -47,6 +47,10 @@ def test_errors_are_clear(image: Path) -> None:
         ("alice", "already exists"),
         ("a b", "not allowed"),
         ("x" * 41, "not allowed"),
+        # The rule the running device's API needs holds offline too (one rule, in the store).
+        ("x/y", "cannot be addressed in a URL path"),
+        ("..", "cannot be addressed in a URL path"),
+        (".", "cannot be addressed in a URL path"),
     ):
         proc = dpfw("box", "add", str(image), name, "--password", "pw-1", check=False)
         assert proc.returncode == 1 and message in proc.stderr, name
@@ -105,3 +109,28 @@ def test_one_password_rule_as_on_the_console(image: Path, tmp_path: Path) -> Non
         creds = board.box_credentials("alice")
         assert creds is not None and verify_password(creds, "good-pw")
         assert [b.name for b in board.boxes()] == ["alice"]
+
+
+def _add_box_as_before_the_rule(image: Path, name: str) -> None:
+    """What `box add` wrote before the '/' rule: the same NVRAM record, without the check."""
+    from firmware.flash import nvram as nv
+    from firmware.security.credentials import make_credentials
+    from firmware.store.board import _record
+    from firmware.store.index import BoxState
+
+    with open_board(image) as board:
+        state = board._state
+        box_id = state.next_box_id
+        boxes = dict(state.boxes)
+        boxes[name] = nv.BoxRecord(box_id, _record(make_credentials("Old-pw-123")))
+        board._commit(state.evolve(boxes=boxes, next_box_id=box_id + 1))
+        board._index.boxes[box_id] = BoxState()
+
+
+def test_an_image_holding_a_name_made_before_the_rule_still_opens(image: Path) -> None:
+    # Such an image opens and lists the box; offline commands reach it (the API cannot).
+    _add_box_as_before_the_rule(image, "x/y")
+    listing = json.loads(dpfw("box", "list", str(image), "--json").stdout)
+    assert [b["name"] for b in listing["boxes"]] == ["x/y"]
+    dpfw("box", "del", str(image), "x/y")
+    assert "x/y" not in dpfw("box", "list", str(image)).stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,13 @@ def test_a_message_longer_than_the_check_is_stored_whole_from_a_pipe(image: Path
         (msg,) = board.messages("alice")
         wire = b"".join(board.read_wire("alice", msg.uid))
     assert wire == text.replace("\n", "\r\n").encode()
+
+
+def test_box_messages_json_is_the_apis_message_shape(image: Path) -> None:
+    # One message summary everywhere: `from` (not the dataclass's `sender`) and `number`,
+    # as GET /api/v1/boxes/{box}/messages lists it (firmware/ops/messages.py MESSAGE_FIELDS).
+    dpfw("deliver", str(image), "alice", "-", stdin="From: a@example.test\nSubject: s\n\nbody\n")
+    listing = json.loads(dpfw("box", "messages", str(image), "alice", "--json").stdout)
+    (row,) = listing["messages"]
+    assert row["from"] == "a@example.test" and row["subject"] == "s" and row["number"] == 1
+    assert "sender" not in row

@@ -67,7 +67,17 @@ def test_fault_mistakes_and_a_stopped_device_are_one_line(lab: Lab, tmp_path: Pa
     )
     unknown = dpfw("fault", "clear", str(lab.image), "99", check=False)
     assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
-    assert "99" in unknown.stderr
+    # The command line's words, not the API's: the listing is `dpfw fault list IMG`.
+    assert unknown.stderr == f"dpfw: no fault 99 (see `dpfw fault list {lab.image}`)\n"
+    # An unknown action is the spec parser's one line naming the actions, not a usage block.
+    boom = dpfw("fault", "add", str(lab.image), "boom", check=False)
+    assert boom.returncode == 1
+    assert boom.stderr.startswith("dpfw: fault add: unknown action 'boom' (one of retr-break,")
+    assert boom.stderr.count("\n") == 1
+    # A box name no URL path segment can carry is refused in one line, not "no route".
+    slash = dpfw("box", "del", str(lab.image), "x/y", check=False)
+    assert slash.returncode == 1 and slash.stderr.count("\n") == 1
+    assert "cannot be addressed through the running device's API" in slash.stderr
 
     idle = tmp_path / "idle.img"
     create_demo(idle).close()

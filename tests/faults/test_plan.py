@@ -9,7 +9,7 @@ import pytest
 from firmware.errors import DeviceError
 from firmware.faults.log import format_fired, parse
 from firmware.faults.plan import FaultEvent, FaultPlan, Where
-from firmware.faults.spec import parse_fault
+from firmware.faults.spec import FaultSpecError, parse_fault
 
 
 class Clock:
@@ -160,3 +160,17 @@ def test_the_fault_log_line(caplog: pytest.LogCaptureFixture) -> None:
     device = FaultEvent(2, "power-cut", 0.0)
     assert format_fired(device) == "dpfw fault event=fault-fired rip=- id=2 action=power-cut"
     assert parse(format_fired(device))["rip"] == "-"
+
+
+def test_a_power_cut_at_now_is_spent_once_it_fired() -> None:
+    # A device action decided when it is added fires once: it must not stay live (and count
+    # in dpfw_faults_active) after the cut.
+    p = plan()
+    fault = p.add(parse_fault({"action": "power-cut"}))
+    assert fault.spec.triggers["times"] == 1 and p.active
+    assert p.fire("device", Where()) == [fault]
+    assert not fault.live and not p.active
+    with pytest.raises(FaultSpecError, match="at now fires once"):
+        parse_fault({"action": "power-cut", "at": "now", "times": 3})
+    # The other power cuts keep their own times (default: until cleared).
+    assert "times" not in parse_fault({"action": "power-cut", "at": "after-quit-ok"}).triggers

@@ -8,6 +8,7 @@ import poplib
 
 import pytest
 import trio
+import trio.testing
 
 from firmware.ops.clients import client_list
 from tests.faults.conftest import Lab
@@ -39,3 +40,28 @@ async def test_a_device_fault_is_no_clients(lab: Lab) -> None:
     await trio.to_thread.run_sync(lab.retr, 1)
     cards = client_list(lab.ctx).clients
     assert cards and all(card.counters["faults_met"] == 0 for card in cards)
+
+
+async def test_a_session_a_drop_fault_closed_is_ended_by_the_device(lab: Lab) -> None:
+    # drop-after-greeting and drop-after-reply: the device closed the connection, so the
+    # card's history must not say the client ended it.
+    lab.fault(action="drop-after-greeting", times=1)
+    lab.fault(action="drop-after-reply", command="STAT", times=1)
+
+    def meet_both() -> None:
+        pop = poplib.POP3("127.0.0.1", lab.port, timeout=15)  # the greeting, then EOF
+        with pytest.raises((poplib.error_proto, EOFError, OSError)):
+            pop.capa()
+        pop.close()
+        pop = lab.login()
+        pop.stat()  # answered, then the device closes
+        with pytest.raises((poplib.error_proto, EOFError, OSError)):
+            pop.noop()
+        pop.close()
+
+    await trio.to_thread.run_sync(meet_both)
+    await trio.testing.wait_all_tasks_blocked()  # the device saw both connections end
+    card = {c.address: c for c in client_list(lab.ctx).clients}["127.0.0.1"]
+    ends = [line.rpartition("[")[2] for line in card.history]
+    assert ends == ["ended by device]", "ended by device]"], card.history
+    assert card.counters["ended_by_device"] == 2 and card.counters["dropped"] == 0

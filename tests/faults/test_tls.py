@@ -6,11 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import poplib
 import ssl
+from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from cryptography import x509
 
+from firmware.ops.clients import client_list
 from firmware.pop3.faultwire import WRONG_NAME
 from tests.faults.conftest import Lab
 
@@ -97,3 +100,36 @@ def _pem(cert: x509.Certificate) -> str:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     return cert.public_bytes(Encoding.PEM).decode()
+
+
+async def test_a_refused_bad_certificate_grades_the_certificate_item(
+    lab: Lab, tmp_path: Path
+) -> None:
+    # tls-fail cert=expired|wrong-name are certificate faults: a client that refuses them
+    # passes the card's certificate item (curl for expired, poplib/ssl for wrong-name).
+    device_pem = await trio.to_thread.run_sync(
+        ssl.get_server_certificate, ("127.0.0.1", lab.pop3s_port)
+    )
+    trusted = tmp_path / "device.pem"
+    trusted.write_text(device_pem)
+    lab.fault(action="tls-fail", cert="expired", times=1)
+    curl = await trio.run_process(
+        ["curl", "-s", "--cacert", str(trusted), f"pop3s://localhost:{lab.pop3s_port}/"],
+        check=False,
+        capture_stdout=True,
+    )
+    assert curl.returncode == 60  # the peer's certificate was refused
+    lab.fault(action="tls-fail", cert="wrong-name", times=1)
+
+    def refuses_wrong_name() -> None:
+        context = ssl.create_default_context(cafile=str(trusted))
+        with pytest.raises(ssl.SSLCertVerificationError):
+            poplib.POP3_SSL("localhost", lab.pop3s_port, timeout=15, context=context)
+
+    await trio.to_thread.run_sync(refuses_wrong_name)
+    await trio.testing.wait_all_tasks_blocked()
+    card = {c.address: c for c in client_list(lab.ctx).clients}["127.0.0.1"]
+    items = {item.name: item for item in card.items}
+    assert items["certificate"].verdict == "pass", items["certificate"]
+    for name in ("fault:tls-fail [cert=expired]", "fault:tls-fail [cert=wrong-name]"):
+        assert items[name].verdict == "pass", (name, items[name])

@@ -15,6 +15,8 @@ from firmware.errors import DeviceError
 from firmware.fleet import manifest as mf
 from firmware.fleet.manifest import BoxSpec, ManifestError, parse
 from firmware.fleet.plan import collisions, plan
+from firmware.security.credentials import check_new_password
+from firmware.store.info import check_box_name
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WHERE = "lab/fleet.toml"
@@ -141,6 +143,24 @@ SAFE = st.text(
 )
 
 
+def _box_ok(box: tuple[str, str]) -> bool:
+    """A box `dpfw box add` would take: the manifest check applies the same rules."""
+    try:
+        check_box_name(box[0])
+        check_new_password(box[1])
+    except DeviceError:
+        return False
+    return True
+
+
+PASSWORDS = st.text(  # a manifest's password is a pattern too: no lone { or }
+    st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="{}"),
+    min_size=4,
+    max_size=20,
+)
+BOXES = st.tuples(SAFE, PASSWORDS)
+
+
 @FUZZ
 @given(
     NAMES,
@@ -148,7 +168,7 @@ SAFE = st.text(
     st.sampled_from(MODELS),
     st.lists(st.sampled_from(MODELS), max_size=3),
     st.integers(1, 60000),
-    st.lists(st.tuples(SAFE, SAFE), max_size=3, unique_by=lambda b: b[0]),
+    st.lists(BOXES.filter(_box_ok), max_size=3, unique_by=lambda b: b[0]),
 )
 def test_what_fleet_up_writes_parses_back_the_same(
     name: str,

@@ -75,7 +75,8 @@ def test_the_yaml_passes_the_kubernetes_schemas(tmp_path: Path) -> None:
 
 def test_files_the_manifest_names_travel_in_the_config_map(tmp_path: Path) -> None:
     (tmp_path / "faults").mkdir()
-    (tmp_path / "faults" / "flaky.toml").write_text('# scenario\nkind = "drop"\n')
+    flaky = '# scenario\n[[fault]]\naction = "drop-after-greeting"\n'  # checked: a real one
+    (tmp_path / "faults" / "flaky.toml").write_text(flaky)
     (tmp_path / "dp.toml").write_text((ROOT / "device_profiles" / "DP-3510.toml").read_text())
     manifest = tmp_path / "fleet.toml"
     manifest.write_text(
@@ -84,7 +85,7 @@ def test_files_the_manifest_names_travel_in_the_config_map(tmp_path: Path) -> No
     )
     docs = by_kind(generated(manifest, "--namespace", "lab"))
     data = docs["ConfigMap"]["data"]
-    assert data["faults_flaky.toml"] == '# scenario\nkind = "drop"\n'
+    assert data["faults_flaky.toml"] == flaky
     assert "[identity]" in data["dp.toml"]
     pod = docs["StatefulSet"]["spec"]["template"]["spec"]
     items = next(v for v in pod["volumes"] if v["name"] == "manifest")["configMap"]["items"]

@@ -77,6 +77,10 @@ settings = { "pop3.nonsense" = 1 }
 [[fleet.boxes]]
 name = "a"
 
+[[fleet.boxes]]
+name = "bad/name"
+password = "abc"
+
 [[device]]
 index = 9
 surprise = 1
@@ -96,6 +100,8 @@ surprise = 1
         "[fleet] colour: unknown key",
         "[fleet] settings.pop3.nonsense: not a profile key",
         "[fleet] boxes[1].password: missing",
+        "[fleet] boxes[2].name: box name 'bad/name' cannot be addressed in a URL path",
+        "[fleet] boxes[2].password: the box password:",
         "[device #1] surprise: unknown key",
     ):
         assert expected in joined, (expected, joined)

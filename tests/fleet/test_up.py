@@ -54,6 +54,7 @@ def write_manifest(directory: Path, name: str = "lab", **overrides: str) -> tupl
     fields = {
         "models": '["DP-3510", "DP-6030"]',
         "hostname": '"{name}.lab.test"',
+        "console": '"pty"',
     }
     fields.update(overrides)
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,7 @@ template = "DP-4530"
 models = {fields["models"]}
 pop3_base_port = {base}
 http_base_port = {base + COUNT}
-console = "pty"
+console = {fields["console"]}
 hostname = {fields["hostname"]}
 flash_mib = 8
 settings = {{ "pop3.apop" = true, "pop3.plaintext_auth" = "always" }}
@@ -430,3 +431,90 @@ def test_sigterm_while_the_fleet_starts_stops_every_device_cleanly(tmp_path: Pat
         starting.kill()
     assert starting.output().count("board image closed cleanly") == COUNT
     assert not (directory / "fleet.pid").exists()
+
+
+def test_every_manifest_mistake_is_found_at_once_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    # Each of these used to be found late (a scenario after the images were made, a setting
+    # at boot, a password during image creation, the address at listen time) or hidden by
+    # an earlier mistake (the port collision behind a typo).
+    directory = tmp_path / "lab"
+    directory.mkdir()
+    (directory / "faults.toml").write_text(
+        '[[fault]]\naction = "boom"\n\n[[fault]]\naction = "delay"\ntimes = 0\n'
+    )
+    (directory / "fleet.toml").write_text(
+        '[fleet]\nname = "lab"\ncount = 2\ntemplate = "DP-3510"\naddress = "999.1.1.1"\n'
+        "pop3_base_port = 11000\nhttp_base_port = 11001\ncolour = 1\n"
+        'faults = "faults.toml"\nsettings = { "pop3.max_sessions" = "x" }\n'
+        '[[fleet.boxes]]\nname = "bad/name"\npassword = "abc"\n'
+    )
+    refused = dpfw("fleet", "up", str(directory), "--admin-password", ADMIN, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    lines = refused.stderr.splitlines()
+    assert all(line.startswith("dpfw: ") for line in lines), refused.stderr
+    for expected in (
+        "[fleet] colour: unknown key",
+        '[fleet] address: "999.1.1.1" is not an IP address or host name',
+        '[fleet] settings.pop3.max_sessions: pop3.max_sessions = "x" is not allowed',
+        "[fleet] boxes[1].name: box name 'bad/name' cannot be addressed",
+        "[fleet] boxes[1].password:",
+        "[fleet] faults: " + str(directory / "faults.toml") + ": fault 1: unknown action 'boom'",
+        "fault 2 delay: times 0 is out of range 1..1000000000",
+        "port collision: lab-001 POP3 and lab-000 HTTP",
+    ):
+        assert any(expected in line for line in lines), (expected, refused.stderr)
+    assert sorted(p.name for p in directory.iterdir()) == ["faults.toml", "fleet.toml"]
+
+
+def _stops_within(fleet: Fleet, seconds: float) -> int:
+    try:
+        return fleet.popen.wait(seconds)
+    except subprocess.TimeoutExpired:
+        fleet.kill()
+        raise AssertionError(
+            f"the fleet still ran {seconds} s after SIGINT:\n" + fleet.output()
+        ) from None
+
+
+def test_an_early_sigint_always_stops_the_fleet(tmp_path: Path) -> None:
+    # SIGINT at several moments of the start: before the images are checked, in the gap
+    # before the event loop's receiver exists, while devices boot. Each run must end (no
+    # second Ctrl-C needed) and leave no pid file.
+    directory = tmp_path / "lab"
+    write_manifest(directory, console='"none"')
+    first = Fleet(directory, "--admin-password", ADMIN)  # the images, made once
+    first.wait_ready()
+    first.popen.send_signal(signal.SIGINT)
+    assert _stops_within(first, 30) == 0
+    moments = ("dpfw: fleet lab:", "booted from", None)  # None: at once
+    for moment in moments:
+        fleet = Fleet(directory, "--admin-password", ADMIN)
+        deadline = time.monotonic() + 60
+        while moment is not None and not any(moment in line for line in fleet.lines):
+            assert time.monotonic() < deadline and fleet.popen.poll() is None, fleet.lines
+            time.sleep(0.001)
+        fleet.popen.send_signal(signal.SIGINT)
+        _stops_within(fleet, 30)
+        fleet.output()
+        assert not (directory / "fleet.pid").exists(), moment
+
+
+def test_a_second_sigint_stops_the_fleet_without_waiting_for_the_drain(tmp_path: Path) -> None:
+    directory = tmp_path / "lab"
+    pop3_base, _ = write_manifest(directory, console='"none"')
+    fleet = Fleet(directory, "--admin-password", ADMIN)
+    fleet.wait_ready()
+    client = poplib.POP3("127.0.0.1", pop3_base, timeout=10)  # open: the drain waits for it
+    try:
+        fleet.popen.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while not any("no new POP3 sessions" in line for line in fleet.lines):
+            assert time.monotonic() < deadline, fleet.lines
+            time.sleep(0.01)
+        fleet.popen.send_signal(signal.SIGINT)
+        _stops_within(fleet, 30)
+    finally:
+        client.sock.close()
+    assert "again: stopping every device now" in fleet.output()

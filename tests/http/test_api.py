@@ -78,6 +78,10 @@ def test_an_api_delivery_is_what_pop3_retr_sends_octet_for_octet(lab: Lab) -> No
     assert row["subject"] == "API delivery" and row["from"] == "Scanner <scan@example.test>"
     assert row["size"] == len(raw) and row["date"] == 1796000523.0
     assert row["number"] == len(listing)  # the newest message is the last
+    # The delivery answer is the same summary as the listing row (same keys, same values).
+    assert got.json() == {**{k: v for k, v in row.items() if k != "number"}, "box": "alice"}
+    schema = lab.api.get(f"{API}/openapi.json").json()["components"]["schemas"]["Message"]
+    assert set(schema["properties"]) == set(row) - {"number"}
     pop3_bytes = retr(lab, "alice", row["number"])  # a new POP3 session sees it at once
     assert pop3_bytes == raw
     raw_got = lab.api.get(f"{API}/boxes/alice/messages/{uid}/raw")
