@@ -809,6 +809,8 @@ class Pop3Service:
             session.stream, conn, answer, pending, fired, session.body_size
         )
         session.scope.deadline = trio.current_time() + self._idle_limit(protocol)
+        if not keep:
+            session.device_closed = True  # retr-break: the device cut it, not the client
         return keep
 
     def _after_reply_faults(self, session: _Session, answer: Answer) -> bool:

@@ -65,3 +65,21 @@ async def test_a_session_a_drop_fault_closed_is_ended_by_the_device(lab: Lab) ->
     ends = [line.rpartition("[")[2] for line in card.history]
     assert ends == ["ended by device]", "ended by device]"], card.history
     assert card.counters["ended_by_device"] == 2 and card.counters["dropped"] == 0
+
+
+async def test_a_session_a_retr_break_cut_is_ended_by_the_device(lab: Lab) -> None:
+    # retr-break closes the connection mid-body: the device's doing, like the drop faults
+    # (found trying the emulator with curl: the card said the client "dropped" it).
+    lab.fault(action="retr-break", box="alice", after_percent=50, times=1)
+
+    def cut() -> None:
+        pop = lab.login()
+        with pytest.raises((poplib.error_proto, EOFError, OSError)):
+            pop.retr(1)
+        pop.close()
+
+    await trio.to_thread.run_sync(cut)
+    await trio.testing.wait_all_tasks_blocked()
+    card = {c.address: c for c in client_list(lab.ctx).clients}["127.0.0.1"]
+    assert card.history[-1].endswith("[ended by device]"), card.history
+    assert card.counters["ended_by_device"] == 1 and card.counters["dropped"] == 0
