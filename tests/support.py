@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -139,3 +141,73 @@ class DeviceProcess:
     def output(self) -> str:
         time.sleep(0.05)
         return "\n".join(self.lines)
+
+
+def free_base(span: int) -> int:
+    """A port P with P .. P+span-1 all free on 127.0.0.1 right now."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - span)
+        socks = []
+        try:
+            for port in range(base, base + span):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise AssertionError("no free port range")
+
+
+class Fleet:
+    """A `dpfw fleet up DIR` child process; its output collected; ready once it says so."""
+
+    def __init__(self, directory: Path, *args: str) -> None:
+        self.directory = directory
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "firmware", "fleet", "up", str(directory), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("dpfw: fleet ready:"):
+                self._ready.set()
+        self._ready.set()
+
+    def output(self) -> str:
+        self._reader.join(10)
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        if not self._ready.wait(timeout) or self.popen.poll() is not None:
+            self.kill()
+            raise AssertionError("fleet did not start:\n" + "\n".join(self.lines[-40:]))
+
+    def down(self) -> int:
+        """`dpfw fleet down DIR`, then the exit status of `fleet up`."""
+        subprocess.run(
+            [sys.executable, "-m", "firmware", "fleet", "down", str(self.directory)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return self.popen.wait(60)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)

@@ -17,8 +17,7 @@ import yaml
 
 from firmware.fleet.k8s import PLACEHOLDER, to_yaml
 from firmware.fleet.plan import serial_number
-from tests.fleet.test_up import free_base
-from tests.support import DeviceProcess, dpfw
+from tests.support import DeviceProcess, dpfw, free_base
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "packaging" / "k8s" / "fleet.toml"

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import poplib
-import random
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,29 +19,10 @@ from typing import Any
 import pytest
 import serial
 
-from tests.support import dpfw
+from tests.support import Fleet, dpfw, free_base
 
 ADMIN = "Fleet-admin-pw-1"
 COUNT = 3
-
-
-def free_base(span: int) -> int:
-    """A port P with P .. P+span-1 all free on 127.0.0.1 right now."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - span)
-        socks = []
-        try:
-            for port in range(base, base + span):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise AssertionError("no free port range")
 
 
 def write_manifest(directory: Path, name: str = "lab", **overrides: str) -> tuple[int, int]:
@@ -84,48 +62,6 @@ scan_feed_per_min = {fields.get("feed", "0")}
         + fields.get("extra", "")
     )
     return base, base + COUNT
-
-
-class Fleet:
-    """A `dpfw fleet up DIR` child; its stderr is collected; ready once it says so."""
-
-    def __init__(self, directory: Path, *args: str) -> None:
-        self.directory = directory
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "firmware", "fleet", "up", str(directory), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def output(self) -> str:
-        """Everything the fleet wrote, once it has exited (the reader reached EOF)."""
-        self._reader.join(10)
-        return "\n".join(self.lines)
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("dpfw: fleet ready:"):
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        if not self._ready.wait(timeout) or self.popen.poll() is not None:
-            self.kill()
-            raise AssertionError("fleet did not start:\n" + "\n".join(self.lines))
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(10)
 
 
 def status(directory: Path) -> dict[str, Any]:

@@ -25,10 +25,8 @@ import argparse
 import base64
 import http.client
 import json
-import os
 import poplib
 import random
-import signal
 import socket
 import ssl
 import statistics
@@ -49,6 +47,7 @@ from firmware.ops import tls as ops_tls
 from firmware.ops.context import OpsContext
 from firmware.ops.status import SERIAL_SETTING
 from tests.reliability.harness import open_fds, rss_kib, wait_until
+from tests.support import Fleet, free_base
 
 ADMIN = "Soak-admin-pw-1"
 COUNT = 20
@@ -62,25 +61,6 @@ FAULTS: dict[int, dict[str, Any]] = {
 CI_GROWTH_LIMIT_KIB = 6 * 1024
 RELEASE_GROWTH_LIMIT_KIB = 6 * 1024
 FD_SLACK = 4  # descriptors above the pre-load baseline allowed once the load has stopped
-
-
-def free_base(span: int) -> int:
-    """A port P with P .. P+span-1 all free on 127.0.0.1 right now."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - span)
-        socks = []
-        try:
-            for port in range(base, base + span):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise AssertionError("no free port range")
 
 
 def write_manifest(directory: Path, count: int = COUNT, name: str = "soak") -> None:
@@ -110,57 +90,6 @@ name = "scan{{index}}"
 password = "Scan-pw-{{index}}-xyz"
 """
     )
-
-
-class Fleet:
-    """A `dpfw fleet up DIR` child process; its output collected; ready once it says so."""
-
-    def __init__(self, directory: Path, *args: str) -> None:
-        self.directory = directory
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "firmware", "fleet", "up", str(directory), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("dpfw: fleet ready:"):
-                self._ready.set()
-        self._ready.set()
-
-    def output(self) -> str:
-        self._reader.join(10)
-        return "\n".join(self.lines)
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        if not self._ready.wait(timeout) or self.popen.poll() is not None:
-            self.kill()
-            raise AssertionError("fleet did not start:\n" + "\n".join(self.lines[-40:]))
-
-    def down(self) -> int:
-        """`dpfw fleet down DIR`, then the exit status of `fleet up`."""
-        subprocess.run(
-            [sys.executable, "-m", "firmware", "fleet", "down", str(self.directory)],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        return self.popen.wait(60)
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(10)
 
 
 def fleet_status(directory: Path) -> list[dict[str, Any]]:

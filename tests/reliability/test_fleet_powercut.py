@@ -24,7 +24,8 @@ from firmware.fleet.plan import serial_number
 from firmware.ops import storage
 from firmware.ops.context import OpsContext
 from firmware.ops.status import SERIAL_SETTING
-from tests.reliability.fleet_soak import ADMIN, Fleet, write_manifest
+from tests.reliability.fleet_soak import ADMIN, write_manifest
+from tests.support import Fleet
 
 CUTS = int(os.environ.get("DPFW_FLEET_CUTS", "8"))
 COUNT = 8

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet.test_up import free_base
 from tests.reliability.harness import wait_until
-from tests.support import ADMIN_PASSWORD, DeviceProcess, create_image, dpfw
+from tests.support import ADMIN_PASSWORD, DeviceProcess, create_image, dpfw, free_base
 
 BOXES = {"alice": "Alice-secret-pw-7731", "bob": "Bob-secret-pw-5519"}
 
