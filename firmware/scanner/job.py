@@ -24,7 +24,7 @@ from firmware.scanner.mime import ScanMessageInfo, attachment_names, write_messa
 from firmware.scanner.render import MODES, PageSpec, parse_resolution, render_page
 from firmware.store.board import Board, MessageInfo
 from firmware.store.worker import StoreWorker
-from firmware.text import plural
+from firmware.text import os_reason, plural
 
 JOB_NUMBER_LIMIT = 10000  # job numbers run 0001..9999 and wrap, as on the device panel
 
@@ -131,12 +131,18 @@ class _JobPages:
             mode=self.req.mode,
         )
         assert self._writer is not None, "pages added after the message was built"
-        return self._writer.add_page(render_page(spec))
+        try:
+            return self._writer.add_page(render_page(spec))
+        except OSError as exc:
+            raise _job_failed(self.job_number, exc) from None
 
     def message(self) -> tuple[io.BytesIO, tuple[str, ...], tuple[str, ...]]:
         """The MIME message (rewound), the attachment names and their SHA-256 digests."""
         assert self._writer is not None, "message built twice"
-        files = self._writer.finish()
+        try:
+            files = self._writer.finish()
+        except OSError as exc:
+            raise _job_failed(self.job_number, exc) from None
         self._writer = None  # frees the writer's buffer before the MIME copy is made
         info = ScanMessageInfo(
             model=self.model,
@@ -154,6 +160,13 @@ class _JobPages:
         write_message(info, files, message)
         message.seek(0)
         return message, names, digests
+
+
+def _job_failed(job_number: int, exc: OSError) -> DeviceError:
+    """Pages are drawn and encoded in memory, so an OSError there is the host's (Pillow
+    loads its encoder plugins from disk on first use; an injected or real I/O error can hit
+    that): one line, and nothing was stored."""
+    return DeviceError(f"scan job {job_number:04d} failed: {os_reason(exc)}; nothing was stored")
 
 
 def _hold(budget: RamBudget, held: list[Reservation], job: _JobPages, page: int, size: int) -> None:

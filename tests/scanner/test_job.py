@@ -238,3 +238,28 @@ async def test_concurrent_jobs_compete_for_the_budget(make_board: MakeBoard) -> 
 def test_job_numbers_wrap_after_9999() -> None:
     numbers = JobNumbers(9998)
     assert [numbers.take() for _ in range(3)] == [9998, 9999, 1]
+
+
+@pytest.mark.parametrize("fmt", ["tiff", "pdf", "jpeg"])
+def test_a_host_io_error_while_encoding_is_one_line_and_stores_nothing(
+    board: Board, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the libfiu campaign against a running device: an injected open() failure hit
+    Pillow loading an encoder plugin from disk on first use, and the OSError reached the
+    console as a traceback. Pillow (not ours) is made to fail as the host would."""
+    import errno
+
+    from PIL import Image
+
+    def failing_save(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    budget = RamBudget(128 * MiB)
+    mode = "color" if fmt == "jpeg" else "mono" if fmt == "tiff" else "gray"
+    request = ScanRequest(BOX, pages=2, dpi="200x100", mode=mode, format=fmt)
+    with pytest.raises(DeviceError) as caught:
+        run_scan(request, board, budget, saved_profile(board), job_number=7, now=WHEN)
+    assert str(caught.value) == ("scan job 0007 failed: Input/output error; nothing was stored")
+    assert_idle(budget)
+    assert board.messages(BOX) == []
