@@ -83,6 +83,18 @@ def _complete(parser: argparse.ArgumentParser) -> None:
     argcomplete.autocomplete(parser)
 
 
+def _lean_log_records() -> None:
+    """Skip what no dpfw log line shows: the caller's file and line (a stack walk per
+    record), thread, process and task names. The logging HOWTO's "Optimization" section
+    names these switches; the device logs a line per login, so they cost per session."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    if hasattr(logging, "logAsyncioTasks"):  # Python 3.12+
+        setattr(logging, "logAsyncioTasks", False)  # noqa: B010 (not in 3.11's stubs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `dpfw` command; its exit status. Every failure a user can cause or meet is one
     `dpfw: ...` line on stderr and a non-zero status, never a traceback: 1 for a refusal or an
@@ -96,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        _lean_log_records()
         code: int = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
     except DeviceError as exc:

@@ -125,6 +125,7 @@ class _Session:
         "host",
         "id",
         "implicit_tls",
+        "linger",
         "peer",
         "protocol",
         "scope",
@@ -150,6 +151,7 @@ class _Session:
         self.implicit_tls = implicit_tls
         self.evicted = False
         self.device_closed = False  # the device chose to close it (a drop fault, a refusal)
+        self.linger = True  # half-close and drain after the last reply (see _close_gently)
         self.tls_reservation: Reservation | None = None
         self.started = time.time()
         self.scope = trio.CancelScope()
@@ -507,9 +509,12 @@ class Pop3Service:
             self._admission.closed(session.id)
             if not self._sessions and self._sessions_gone is not None:
                 self._sessions_gone.set()
-            if closed_by_protocol:
+            if closed_by_protocol and session.linger:
                 await self._close_gently(session)
-            await trio.aclose_forcefully(session.stream)
+            if session.stream is session.socket_stream:
+                _drop(session.socket_stream)  # plain TCP: close(2) now, no cancelled checkpoint
+            else:
+                await trio.aclose_forcefully(session.stream)
 
     def _idle_limit(self, protocol: Pop3Protocol) -> float:
         key = "pop3.preauth_timeout_s" if protocol.box is None else "pop3.idle_timeout_s"
@@ -676,6 +681,14 @@ class Pop3Service:
             if answer.close:
                 conn.send(ConnectionClosed())
                 await self._write(stream, out)
+                # The client ended it with QUIT and sent nothing after it: no reply of ours
+                # can meet its data, so a plain TCP session closes at once (no drain).
+                session.linger = (
+                    stream is not session.socket_stream
+                    or not isinstance(event, Command)
+                    or event.keyword != "QUIT"
+                    or bool(conn.trailing_data[0])
+                )
                 return True
             if protocol.box is not None:
                 self._admission.logged_in(session.id)  # never evicted
@@ -995,6 +1008,10 @@ class Pop3Service:
 
     async def _close_gently(self, session: _Session) -> None:
         """Half-close and drain briefly, so a last reply is not lost to a TCP reset.
+
+        For every close the device decides (a limit, too many failures, an endless line, an
+        error at QUIT) and for a QUIT with more bytes behind it; a plain-TCP QUIT with nothing
+        after it closes at once (`_Session.linger`): nothing of the client's is left to meet.
 
         Runs after the session's slot, lock and RAM are given back, so a client that is slow
         to close does not hold up admission. At most CLOSE_DRAIN_BYTES are read, so a peer

@@ -80,6 +80,21 @@ async def test_quit_reply_survives_data_pipelined_after_it(pop3: Server) -> None
     assert await client.closed()
 
 
+async def test_quit_with_nothing_after_it_closes_the_socket_at_once(pop3: Server) -> None:
+    # No half-close and drain (up to CLOSE_DRAIN_S) after a plain QUIT: the socket is closed
+    # as soon as +OK is written, so a word sent after it meets a reset, not a reader.
+    client = await pop3.connect()
+    await client.login()
+    assert (await client.cmd("QUIT")).startswith(b"+OK signing off")
+    assert await client.closed()
+    sock = client.stream.socket  # type: ignore[attr-defined]
+    with trio.fail_after(0.5):  # the drain would read this for a whole second
+        with pytest.raises(OSError):
+            while True:
+                await sock.send(b"NOOP\r\n")
+                await trio.sleep(0.01)
+
+
 async def test_admission_is_bounded_by_the_ram_budget(board: Board) -> None:
     budget = RamBudget(SESSION_RAM + 100)
     service = Pop3Service(board, LiveProfile(board), budget)
