@@ -91,6 +91,10 @@ _END: Final = MultilineEnd()
 REFUSE_TIMEOUT_S: Final = 2.0
 MAX_REFUSING: Final = 32
 CLOSE_DRAIN_S: Final = 1.0
+IDLE_SLACK_S: Final = 0.5
+"""An idle session is logged out between its limit and this much later (never earlier): its
+deadline moves only when it would otherwise fall outside that window, not on every command
+(each move costs trio a deadline registration; a session answers several commands a ms)."""
 CLOSE_DRAIN_BYTES: Final = 65536
 """After a closing reply, at most this much more is read (and dropped) before closing."""
 TLS_SESSION_RAM: Final = 40960
@@ -593,8 +597,7 @@ class Pop3Service:
         pipelined commands are joined into one send while the library has more commands
         buffered (up to SEND_COALESCE octets).
         """
-        scope = session.scope
-        scope.deadline = trio.current_time() + self._idle_limit(protocol)
+        self._keep_alive(session, protocol)
         accept_faults = self._accept_faults(session) if self.faults.active else None
         if session.implicit_tls and not await self._start_tls(session, protocol, None, "pop3s"):
             return False
@@ -707,7 +710,14 @@ class Pop3Service:
             elif len(out) >= SEND_COALESCE:
                 await self._write(stream, out)
                 out = b""
-            scope.deadline = trio.current_time() + self._idle_limit(protocol)
+            self._keep_alive(session, protocol)
+
+    def _keep_alive(self, session: _Session, protocol: Pop3Protocol) -> None:
+        """The client was active now: its idle logout is `_idle_limit` from now (+ slack)."""
+        scope = session.scope
+        at = trio.current_time() + self._idle_limit(protocol)
+        if not at <= scope.deadline <= at + IDLE_SLACK_S:
+            scope.deadline = at + IDLE_SLACK_S
 
     # -- faults (firmware/faults, docs/faults.md): asked only while `self.faults.active` ----
 
@@ -821,7 +831,7 @@ class Pop3Service:
         keep = await faultwire.send_body(
             session.stream, conn, answer, pending, fired, session.body_size
         )
-        session.scope.deadline = trio.current_time() + self._idle_limit(protocol)
+        self._keep_alive(session, protocol)
         if not keep:
             session.device_closed = True  # retr-break: the device cut it, not the client
         return keep
@@ -955,7 +965,7 @@ class Pop3Service:
                     chunk = b""
                 await self._write(stream, pending)
                 self.stats.bytes_sent += len(pending)
-                session.scope.deadline = trio.current_time() + self._idle_limit(protocol)
+                self._keep_alive(session, protocol)
                 pending = chunk
             if wire and tail:
                 conn.body_sent_elsewhere(tail[-3:])
@@ -988,10 +998,9 @@ class Pop3Service:
         store = self._board_store
         assert isinstance(stream, trio.SocketStream) and store is not None
         await self._write(stream, pending)
-        idle = self._idle_limit(protocol)
 
         def progress() -> None:
-            session.scope.deadline = trio.current_time() + idle
+            self._keep_alive(session, protocol)
 
         progress()
         tail = await send_from_image(

@@ -13,7 +13,7 @@ import trio.testing
 from firmware.config.budget import RamBudget
 from firmware.device.boards import open_board
 from firmware.pop3.admission import SESSION_RAM
-from firmware.pop3.server import Pop3Service
+from firmware.pop3.server import IDLE_SLACK_S, Pop3Service
 from firmware.store.board import Board
 from tests.pop3.conftest import BOB_PASSWORD, LiveProfile, RawClient, Server, make_board
 
@@ -149,9 +149,22 @@ async def test_idle_session_is_logged_out_silently_without_update(
     await trio.sleep(599)
     assert await client.cmd("NOOP") == b"+OK\r\n"  # any command resets the timer
     assert await client.closed()  # silent close, no reply
-    assert trio.current_time() - start >= 599 + 600
+    # never early; at most IDLE_SLACK_S late (the deadline moves in steps, not per command)
+    assert 599 + 600 <= trio.current_time() - start <= 599 + 600 + IDLE_SLACK_S + 0.1
     await wait_for(lambda: not pop3.service.sessions(), timeout=1000)
     assert len(pop3.board.messages("alice")) == 3
+
+
+async def test_a_shorter_idle_limit_applies_from_the_next_command(
+    pop3: Server, autojump_clock: trio.testing.MockClock
+) -> None:
+    client = await pop3.connect()
+    await client.login()
+    pop3.profile.set("pop3.idle_timeout_s", "30")  # from 600
+    assert await client.cmd("NOOP") == b"+OK\r\n"
+    start = trio.current_time()
+    assert await client.closed()
+    assert 30 <= trio.current_time() - start <= 30 + IDLE_SLACK_S + 0.1
 
 
 async def test_unauthenticated_link_gets_the_preauth_timeout(
