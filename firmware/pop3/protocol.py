@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 from firmware.config.budget import RamBudget
 from firmware.config.profile import Profile
@@ -83,6 +83,15 @@ ENDLESS_LINE: Final = "line too long and still no line end; closing"
 
 async def _verified() -> bool:
     return True  # a SASL mechanism that succeeded has checked the credentials
+
+
+@runtime_checkable
+class SelfListing(Protocol):
+    """A listing column that writes its own `n value` lines (the store's uids: one pass)."""
+
+    def listing(self, start: int, stop: int) -> str:
+        """Lines `n value\r\n` of items [start, stop), numbered from start + 1."""
+        ...
 
 
 class State(Enum):
@@ -517,22 +526,24 @@ class Pop3Protocol:
             return self.bad(f"message {number} is deleted")
         return number - 1
 
-    def live_indexes(self) -> Iterator[int]:
-        deleted = self.deleted or ()
-        return (i for i in range(len(self.uids)) if i not in deleted)
-
     def listing_body(self, column: Sequence[object]) -> Body:
         """`n value` lines for live messages, built in batches so huge boxes stay bounded."""
 
         def batches() -> Iterator[bytes]:
-            lines: list[str] = []
-            for i in self.live_indexes():
-                lines.append(f"{i + 1} {column[i]}\r\n")
-                if len(lines) >= _LISTING_BATCH:
-                    yield "".join(lines).encode("ascii")
-                    lines.clear()
-            if lines:
-                yield "".join(lines).encode("ascii")
+            count = len(self.uids)
+            for start in range(0, count, _LISTING_BATCH):
+                stop = min(count, start + _LISTING_BATCH)
+                numbered = zip(range(start + 1, stop + 1), column[start:stop], strict=True)
+                deleted = self.deleted
+                if deleted:
+                    lines = [f"{n} {value}\r\n" for n, value in numbered if n - 1 not in deleted]
+                    text = "".join(lines)
+                elif isinstance(column, SelfListing):
+                    text = column.listing(start, stop)
+                else:
+                    text = "".join([f"{n} {value}\r\n" for n, value in numbered])
+                if text:
+                    yield text.encode("ascii")
 
         return Body(batches())
 

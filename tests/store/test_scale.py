@@ -127,6 +127,9 @@ def test_listing_is_a_compact_snapshot(board: Board) -> None:
     assert list(listing.uids) == [m.uid for m in infos]
     assert list(listing.sizes) == [m.size for m in infos]
     assert listing[-1].uid == infos[-1].uid and listing[1:3][0].uid == infos[1].uid
+    lines = "".join(f"{n} {m.uid}\r\n" for n, m in enumerate(infos, 1))
+    assert listing.uids.listing(0, 5) == lines  # UIDL's lines, formatted by the store's uids
+    assert listing.uids.listing(2, 4) == "".join(lines.splitlines(keepends=True)[2:4])
     board.delete("alice", [infos[0].uid])
     assert len(listing) == 5  # a snapshot: the session numbers stay put until QUIT
     assert [m.uid for m in board.iter_messages("alice")] == [m.uid for m in infos[1:]]
