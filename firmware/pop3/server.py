@@ -195,6 +195,51 @@ def _ack_now(stream: trio.abc.HalfCloseableStream) -> None:
         stream.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
 
+# Plain TCP sessions read and write their socket directly, with trio only for the waiting:
+# trio's SocketStream tries each call at once and then yields to the scheduler when it
+# succeeds (a `cancel_shielded_checkpoint`), and a session's read finds nothing the first time
+# (the client waits for the reply before its next command): two scheduler passes and a failed
+# recv(2) per command that a session does not need. The session still yields at every read
+# (`wait_readable`) and falls back to `send_all` when the socket buffer is full.
+
+
+def _send_now(stream: trio.SocketStream, data: bytes) -> int:
+    """Write what the socket takes now (0 if its buffer is full), without yielding.
+
+    Raises trio.BrokenResourceError if the peer reset or closed, ClosedResourceError if the
+    socket was closed here.
+    """
+    try:
+        return os.write(stream.socket.fileno(), data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        if exc.errno == errno.EBADF:
+            raise trio.ClosedResourceError("the session's socket was closed") from exc
+        raise trio.BrokenResourceError(f"send failed: {exc.strerror}") from exc
+
+
+async def _receive(stream: trio.abc.Stream) -> bytes | bytearray:
+    """At most RECEIVE_SIZE octets from the client once it sent some; b"" at end of file.
+
+    Raises trio.BrokenResourceError if the peer reset, ClosedResourceError if the socket was
+    closed here (as `receive_some` does).
+    """
+    if type(stream) is not trio.SocketStream:
+        return await stream.receive_some(RECEIVE_SIZE)
+    sock = stream.socket
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return os.read(sock.fileno(), RECEIVE_SIZE)
+        except BlockingIOError:
+            continue  # woken, but another reader or a spurious wake-up: wait again
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                raise trio.ClosedResourceError("the session's socket was closed") from exc
+            raise trio.BrokenResourceError(f"receive failed: {exc.strerror}") from exc
+
+
 def _drop(stream: trio.abc.HalfCloseableStream) -> None:
     """Close a connection at once, without a word and without waiting."""
     if isinstance(stream, trio.SocketStream):
@@ -631,7 +676,7 @@ class Pop3Service:
                 if out:
                     await self._write(stream, out)
                     out = b""
-                data = await stream.receive_some(RECEIVE_SIZE)
+                data = await _receive(stream)
                 conn.receive_data(data)  # b"" at EOF: ConnectionClosed next
                 fresh = True
                 continue
@@ -865,7 +910,12 @@ class Pop3Service:
 
     async def _write(self, stream: trio.abc.Stream, data: bytes) -> None:
         """Send reply octets on a session's stream, counted for /metrics."""
-        await stream.send_all(data)
+        if type(stream) is trio.SocketStream:
+            sent = _send_now(stream, data)
+            if sent < len(data):
+                await stream.send_all(memoryview(data)[sent:])
+        else:
+            await stream.send_all(data)
         self.stats.bytes_sent += len(data)
 
     def _image(self) -> int | None:
