@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import logging
 from pathlib import Path
 
@@ -324,3 +325,19 @@ async def test_uidl_is_stable_across_a_reboot(image_path: Path) -> None:
         assert before.count(b"\r\n") == 4
     finally:
         board.close()
+
+
+async def test_a_reply_larger_than_the_socket_buffers_waits_for_the_reader(pop3: Server) -> None:
+    # A TOP body of 1.3 MB to a client whose receive buffer is 64 KiB: the session's direct
+    # writes find the socket full and must wait (send_all) without losing or reordering octets.
+    lines = b"".join(b".%060d\r\n" % n for n in range(20_000))  # every line stuffed on the wire
+    pop3.board.deliver("bob", b"Subject: big\r\n\r\n" + lines)
+    client = await pop3.connect()
+    client.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # type: ignore[attr-defined]
+    assert (await client.login("bob", BOB_PASSWORD)).startswith(b"+OK")
+    count = int((await client.cmd("STAT")).split()[1])
+    head, body = await client.multi(f"TOP {count} 20000")
+    assert head.startswith(b"+OK")
+    stuffed = b"".join(b"..%060d\r\n" % n for n in range(20_000))
+    assert body == b"Subject: big\r\n\r\n" + stuffed + b".\r\n"
+    assert await client.cmd("NOOP") == b"+OK\r\n"
