@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import logging
+import socket
 from pathlib import Path
 
 import pytest
