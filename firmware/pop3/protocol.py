@@ -533,14 +533,14 @@ class Pop3Protocol:
             count = len(self.uids)
             for start in range(0, count, _LISTING_BATCH):
                 stop = min(count, start + _LISTING_BATCH)
-                numbered = zip(range(start + 1, stop + 1), column[start:stop], strict=True)
                 deleted = self.deleted
-                if deleted:
-                    lines = [f"{n} {value}\r\n" for n, value in numbered if n - 1 not in deleted]
-                    text = "".join(lines)
-                elif isinstance(column, SelfListing):
+                if not deleted and isinstance(column, SelfListing):
                     text = column.listing(start, stop)
                 else:
+                    numbered: Iterator[tuple[int, object]]
+                    numbered = zip(range(start + 1, stop + 1), column[start:stop], strict=True)
+                    if deleted:
+                        numbered = ((n, v) for n, v in numbered if n - 1 not in deleted)
                     text = "".join([f"{n} {value}\r\n" for n, value in numbered])
                 if text:
                     yield text.encode("ascii")
