@@ -426,6 +426,26 @@ def fault_kind(action: str, code: str | None = None, cert: str | None = None) ->
     return "finish"
 
 
+class _Ended:
+    """A closed session in its client's history; `str` gives its line, e.g.
+    `session 17 box scan01: USER PASS STAT UIDL RETR DELE QUIT [QUIT]`."""
+
+    __slots__ = ("box", "end", "id", "keywords", "more", "repeats", "tls")
+
+    def __init__(self, s: _Session, end: str) -> None:
+        # the closed session's own lists: nothing changes them any more
+        self.id, self.box, self.tls, self.end = s.id, s.box, s.tls, end
+        self.keywords, self.repeats, self.more = s.keywords, s.repeats, s.more
+
+    def __str__(self) -> str:
+        summary = " ".join(
+            w if n == 1 else f"{w} x{n}" for w, n in zip(self.keywords, self.repeats, strict=True)
+        ) + (" ..." if self.more else "")
+        where = f" box {self.box}" if self.box is not None else ""
+        tls = " tls" if self.tls else ""
+        return f"session {self.id}{where}{tls}: {summary or '-'} [{self.end}]"
+
+
 class _Client:
     __slots__ = (
         "address",
@@ -446,7 +466,7 @@ class _Client:
         self.counters = dict.fromkeys(COUNTERS, 0)
         # box -> [sessions, retrieved, deleted, quit, dropped]
         self.boxes: dict[str, list[int]] = {}
-        self.history: deque[str] = deque(maxlen=HISTORY)
+        self.history: deque[_Ended] = deque(maxlen=HISTORY)
         self.faults: dict[str, _Fault] = {}
         # (when, (keyword, message numbers)) of the last [IN-USE] / [SYS/TEMP] not yet retried
         self.temp: tuple[float, tuple[str, tuple[int, ...]]] | None = None
@@ -866,12 +886,7 @@ class ClientBook:
             end = "TLS handshake failed"
         else:
             end = "dropped" if dropped else f"ended by {how}"
-        summary = " ".join(
-            w if n == 1 else f"{w} x{n}" for w, n in zip(s.keywords, s.repeats, strict=True)
-        ) + (" ..." if s.more else "")
-        where = f" box {s.box}" if s.box is not None else ""
-        tls = " tls" if s.tls else ""
-        client.history.append(f"session {s.id}{where}{tls}: {summary or '-'} [{end}]")
+        client.history.append(_Ended(s, end))  # its line is written when a card is read
 
     def fault_met(
         self,
@@ -974,7 +989,7 @@ class ClientBook:
             counters,
             boxes,
             grade(counters, _fault_rows(client)),
-            list(client.history),
+            [str(ended) for ended in client.history],
         )
 
 
