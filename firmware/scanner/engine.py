@@ -43,8 +43,9 @@ from firmware.text import os_reason
 GO = b"next\n"
 MAX_RECORD = 1024 * 1024  # a record line (a JPEG job's names and digests: ~110 bytes a page)
 MESSAGE_SLACK = 1024 * 1024  # a message is base64 (4/3) of the pages plus headers: see below
-# On 2 busy cores, an engine at the device's priority starting up (interpreter, imports) held
-# a NOOP back 45-58 ms in 2 runs of 4 (tools/bench latency); at +10, 15 ms at worst in 4.
+# The engine's CPU priority below the device's. On 2 busy cores (load 3), tools/bench latency's
+# scan case, 5 runs each, interleaved: at +0, NOOP max 8-36 ms (3 runs over 14 ms); at +10,
+# 6-11 ms, and no slower a job (wall 1.7-2.8 s against 1.5-2.9 s).
 NICE = 10
 
 
