@@ -1,13 +1,15 @@
 """The scan engine: one child process per scan job of a running device (the copier's image
 processor, separate hardware on the real board), and its wire protocol, sans-IO on both sides.
 
-Pillow releases and re-takes the GIL so often while it draws text that a thread waiting for the
-GIL (the device's event loop) was starved for hundreds of ms while a job drew its pages on a
-worker thread; building a 30 MiB MIME message holds the GIL for tens of ms. So the device runs
-`python -m firmware.scanner.engine` per job (`firmware/scanner/job.py`, `run_scan_async`) and
-keeps every decision: the RAM budget, MEMORY FULL, storing, every error line.
+Pillow releases and re-takes the GIL so often while it draws text that a thread waiting for
+the GIL gets it late (a probe thread woke with gaps of ~500 ms), and building the MIME message
+holds it ~14 ms for a 3 MiB document. With the pages drawn on a worker thread, the device's
+event loop answered NOOPs up to 25-31 ms late during a 50-page scan (issue 11 asks <= 20 ms).
+So the device runs `python -m firmware.scanner.engine` per job (`firmware/scanner/job.py`,
+`run_scan_async`) and keeps every decision: the RAM budget, MEMORY FULL, storing, every error.
 
-The protocol, over the child's stdin and stdout (stderr is the engine's own diagnostics):
+The protocol, over the child's stdin and stdout (its stderr goes to a temporary file the
+device reads only when the job fails, for its log):
 
     device -> engine   one line, the request: a JSON object (`encode_request`)
     engine -> device   {"page": N, "size": BYTES}\\n      page N is encoded: it added BYTES

@@ -9,8 +9,8 @@ has no budget or board access. `run_scan` (offline: `dpfw scan IMG`, no event lo
 in-process; `run_scan_async` (a running device) runs it in a scan engine, a child process per
 job (firmware/scanner/engine.py), and keeps every decision on the trio thread: the budget page
 by page, MEMORY FULL, every error line, and storing through the store worker. Pillow drawing
-text on a worker thread starved the event loop of the GIL (NOOP max 30 ms, gaps of ~500 ms for
-a waiting thread); a child process cannot.
+text on a worker thread kept the event loop waiting for the GIL (NOOP max 25-31 ms during a
+50-page scan); a child process cannot take it.
 """
 
 from __future__ import annotations
