@@ -37,28 +37,15 @@ from firmware.scanner.engine import (
 from firmware.scanner.job import ENGINE_ENV, ScanRequest, run_scan, run_scan_async
 from firmware.scanner.pages import JobSpec
 from firmware.store.board import Board
-from tests.scanner.conftest import BOX, MakeBoard, MiB
+from tests.scanner.conftest import BOX, ENGINES, MakeBoard, MiB, children_of
 
 WHEN = datetime(2026, 11, 27, 10, 15, tzinfo=UTC)
-ENGINES = Path(__file__).with_name("engines.py")
 DIGEST = "ab" * 32
 ZERO_DIVISION = "ZeroDivisionError: integer division or modulo by zero"
 
 
 def children() -> set[int]:
-    """This process's child processes now, zombies included (from /proc)."""
-    me, found = os.getpid(), set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == me:
-            found.add(int(entry.name))
-    return found
+    return set(children_of(os.getpid()))
 
 
 @pytest.fixture
