@@ -196,10 +196,12 @@ async def run_scan_async(
     (the device's store worker: the append, its fsync and any compaction run off the loop);
     without one, on the trio thread.
 
-    Raises what `run_scan` raises; an engine that cannot start, dies, stalls or writes
-    anything the protocol does not allow is `job_failed` ("scan job 0007 failed: the scan
-    engine was killed by SIGKILL; nothing was stored"). Cancelled, the job kills and reaps its
-    engine before the Cancelled goes on; no engine outlives its job.
+    Raises what `run_scan` raises; an engine that cannot start, dies, exits non-zero or
+    writes anything the protocol does not allow is `job_failed` ("scan job 0007 failed: the
+    scan engine was killed by SIGKILL; nothing was stored"). Cancelled (device shutdown,
+    reboot, power cut, Ctrl-C), the job kills and reaps its engine before the Cancelled goes
+    on; no engine outlives its job. There is no timer: a stuck engine holds its job until the
+    job is cancelled (a job's length depends on its pages, resolution and the host's load).
     """
     spec = _start(req, board, profile, job_number, now)
     held: list[Reservation] = []
@@ -307,9 +309,9 @@ async def _engine_failed(
 ) -> DeviceError:
     """The one line for an engine that failed its job; its stderr goes to the log.
 
-    With `wait` (its output ended or its input closed: it is exiting), the engine's exit
-    status is the reason when it died or exited non-zero; else, or if it exited with 0,
-    `problem` is. Without `wait` (it wrote garbage) it is killed first.
+    With `wait` (its output ended: it is exiting), the engine's exit status is the reason
+    when it died or exited non-zero; else (it exited with 0) `problem` is. Without `wait` (it
+    wrote garbage) it is killed first and `problem` is the reason.
     """
     if not wait and proc.returncode is None:
         proc.kill()
