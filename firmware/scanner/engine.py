@@ -8,8 +8,8 @@ event loop answered NOOPs up to 25-31 ms late during a 50-page scan (issue 11 as
 So the device runs `python -m firmware.scanner.engine` per job (`firmware/scanner/job.py`,
 `run_scan_async`) and keeps every decision: the RAM budget, MEMORY FULL, storing, every error.
 
-The protocol, over the child's stdin and stdout (its stderr goes to a temporary file the
-device reads only when the job fails, for its log):
+The protocol, over the child's stdin and stdout (its stderr goes to an anonymous file in
+memory that the device reads only when the job fails, for its log):
 
     device -> engine   one line, the request: a JSON object (`encode_request`)
     engine -> device   {"page": N, "size": BYTES}\\n      page N is encoded: it added BYTES

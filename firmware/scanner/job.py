@@ -237,7 +237,7 @@ async def _run_engine(spec: JobSpec, hold: Callable[[int, int], None]) -> Messag
     number = spec.job_number
     try:
         command = engine_command()
-        stderr = tempfile.TemporaryFile()  # noqa: SIM115  # closed below, after the engine
+        stderr = _stderr_file()
     except OSError as exc:
         raise job_failed(number, f"the scan engine could not start: {os_reason(exc)}") from None
     with stderr:
@@ -262,6 +262,15 @@ async def _run_engine(spec: JobSpec, hold: Callable[[int, int], None]) -> Messag
                 for stream in (proc.stdin, proc.stdout):
                     if stream is not None:
                         await stream.aclose()
+
+
+def _stderr_file() -> IO[bytes]:
+    """Where an engine's stderr goes: an anonymous file in memory (memfd), for a board
+    writes no file but its image (tests/reliability/test_board.py: read-only root and TMPDIR);
+    a temporary file where there is no memfd_create."""
+    if hasattr(os, "memfd_create"):
+        return os.fdopen(os.memfd_create("dpfw-scan-engine-stderr", os.MFD_CLOEXEC), "w+b")
+    return tempfile.TemporaryFile()
 
 
 async def _talk(
