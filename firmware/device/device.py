@@ -396,7 +396,10 @@ class Device:
             )
 
     async def scan(self, request: ScanRequest) -> ScanResult:
-        """Run one scan job into a box (console `scan`, the lab feeder)."""
+        """Run one scan job into a box (console `scan`, the API and `dpfw scan` through the
+        control socket, the lab feeder). The pages and the message are made by a scan engine,
+        a child process for this job (firmware/scanner/job.py, `run_scan_async`); the budget,
+        MEMORY FULL and storing stay here. A cancelled job kills and reaps its engine."""
         job_number = self.job_numbers.take()
         if self.faults.active and self.faults.fire("scan", Where(box=request.box, command=SCAN)):
             self.scans_failed += 1
