@@ -211,7 +211,12 @@ class EngineOutput:
         if "page" in fields:
             page, size = fields.get("page"), fields.get("size")
             expected = self.pages_done + 1
-            if page != expected or expected > self.pages:
+            if expected > self.pages:
+                raise EngineProtocolError(
+                    f"wrote garbage: page {page!r} of a {self.pages}-page job, "
+                    "where the message was due"
+                )
+            if page != expected:
                 raise EngineProtocolError(
                     f"wrote garbage: page {page!r} where page {expected} of {self.pages} was due"
                 )

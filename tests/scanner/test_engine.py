@@ -292,6 +292,18 @@ def test_the_request_travels_whole() -> None:
     assert back == spec and back.timestamp.tzname() == "EST"
 
 
+def two_pages() -> bytes:
+    return record({"page": 1, "size": 100}) + record({"page": 2, "size": 100})
+
+
+def message_record(
+    length: int, names: list[str] | None = None, digests: list[str] | None = None
+) -> bytes:
+    names = ["a.tif"] if names is None else names
+    digests = [DIGEST] if digests is None else digests
+    return record({"message": length, "names": names, "digests": digests})
+
+
 def feed_all(output: EngineOutput, data: bytes, step: int) -> list[object]:
     events: list[object] = []
     for i in range(0, len(data), step):
@@ -330,6 +342,7 @@ def test_engine_output_failure_record() -> None:
         (b"\x00\x01garbage\n", r"wrote garbage: not a record: b'\\x00\\x01garbage'"),
         (b"[1, 2]\n", "wrote garbage: not a record"),
         (record({"page": 2, "size": 10}), "page 2 where page 1 of 2 was due"),
+        (two_pages() + record({"page": 3, "size": 1}), "page 3 of a 2-page job, where the mes"),
         (record({"page": 1, "size": -1}), "page 1 has size -1"),
         (record({"page": 1, "size": True}), "page 1 has size True"),
         (record({"pages": 1}), "an unknown record"),
@@ -342,18 +355,6 @@ def test_engine_output_refuses_garbage(data: bytes, why: str) -> None:
     with pytest.raises(EngineProtocolError, match=why) as caught:
         EngineOutput(2).feed(data)
     assert not caught.value.ended
-
-
-def two_pages() -> bytes:
-    return record({"page": 1, "size": 100}) + record({"page": 2, "size": 100})
-
-
-def message_record(
-    length: int, names: list[str] | None = None, digests: list[str] | None = None
-) -> bytes:
-    names = ["a.tif"] if names is None else names
-    digests = [DIGEST] if digests is None else digests
-    return record({"message": length, "names": names, "digests": digests})
 
 
 @pytest.mark.parametrize(
