@@ -409,17 +409,25 @@ class Device:
                 f"{min(budget.free, SCAN_RAM_HINT - 1)} free of {budget.total}"
             )
         token = _storing_scan.set(True)
+        board, boots = self.board, self.boots
         try:
             result = await run_scan_async(
                 request,
-                self.board,
+                board,
                 self.budget,
                 self.profile,
                 job_number=job_number,
                 worker=self.store_worker,
             )
-        except DeviceError:
+        except DeviceError as exc:
             self.scans_failed += 1
+            if self._board is not board or self.boots != boots:
+                # The board the job was for is gone (the store says "write failed: Bad file
+                # descriptor"): say why.
+                raise DeviceError(
+                    f"scan job {job_number:04d} failed: the device restarted during the job "
+                    "(power cut or reboot); nothing was stored"
+                ) from exc
             raise
         finally:
             _storing_scan.reset(token)
