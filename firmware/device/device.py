@@ -396,7 +396,10 @@ class Device:
             )
 
     async def scan(self, request: ScanRequest) -> ScanResult:
-        """Run one scan job into a box (console `scan`, the lab feeder)."""
+        """Run one scan job into a box (console `scan`, the API and `dpfw scan` through the
+        control socket, the lab feeder). The pages and the message are made by a scan engine,
+        a child process for this job (firmware/scanner/job.py, `run_scan_async`); the budget,
+        MEMORY FULL and storing stay here. A cancelled job kills and reaps its engine."""
         job_number = self.job_numbers.take()
         if self.faults.active and self.faults.fire("scan", Where(box=request.box, command=SCAN)):
             self.scans_failed += 1
@@ -406,17 +409,25 @@ class Device:
                 f"{min(budget.free, SCAN_RAM_HINT - 1)} free of {budget.total}"
             )
         token = _storing_scan.set(True)
+        board, boots = self.board, self.boots
         try:
             result = await run_scan_async(
                 request,
-                self.board,
+                board,
                 self.budget,
                 self.profile,
                 job_number=job_number,
                 worker=self.store_worker,
             )
-        except DeviceError:
+        except DeviceError as exc:
             self.scans_failed += 1
+            if self._board is not board or self.boots != boots:
+                # The board the job was for is gone (the store says "write failed: Bad file
+                # descriptor"): say why.
+                raise DeviceError(
+                    f"scan job {job_number:04d} failed: the device restarted during the job "
+                    "(power cut or reboot); nothing was stored"
+                ) from exc
             raise
         finally:
             _storing_scan.reset(token)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -17,6 +20,9 @@ from firmware.cli import scan as scan_cli
 from firmware.config.profile import factory
 from firmware.device.boards import create_board, open_board
 from firmware.errors import DeviceError
+from firmware.scanner.job import ENGINE_ENV
+from tests.scanner.conftest import ENGINES, children_of
+from tests.support import DeviceProcess, dpfw
 
 STORED = re.compile(r"stored job (\d{4}) in (\S+): uid (\S+) size (\d+) \((\d+) pages?, (.+)\)")
 
@@ -107,3 +113,123 @@ def test_python_dash_m_firmware_scan(image: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert STORED.fullmatch(proc.stdout.strip())
+
+
+# A running device: `dpfw scan` goes through its control socket, and the device runs the job
+# in a scan engine (docs/scanner.md). What outlives a job is looked for in /proc.
+
+
+def _wait(what: str, ready: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout} s")
+        time.sleep(0.02)
+
+
+RunDevice = Callable[..., DeviceProcess]
+
+
+@pytest.fixture
+def run_device(image: Path) -> Iterator[RunDevice]:
+    """`run_device(engine=None)`: `dpfw run IMG`, with a misbehaving engine (ENGINES's MODE)
+    if asked; killed at the end of the test if it still runs."""
+    started: list[DeviceProcess] = []
+
+    def run(engine: str | None = None) -> DeviceProcess:
+        env = dict(os.environ)
+        if engine is not None:
+            env[ENGINE_ENV] = f"{sys.executable} {ENGINES} {engine}"
+        device = DeviceProcess(image, env=env)
+        started.append(device)
+        device.wait_booted()
+        _wait("control socket", lambda: image.with_name(image.name + ".ctl").exists())
+        return device
+
+    yield run
+    for device in started:
+        device.kill()
+
+
+def test_a_running_device_scans_in_an_engine_that_does_not_outlive_the_job(
+    image: Path, run_device: RunDevice
+) -> None:
+    device = run_device()
+    done = dpfw("scan", str(image), "alice", "--pages", "2", "--dpi", "200x100")
+    assert STORED.fullmatch(done.stdout.strip()), done.stdout
+    assert children_of(device.pid) == {}
+    assert device.stop() == 0
+    with open_board(image) as board:
+        assert len(board.messages("alice")) == 1
+
+
+def test_an_engine_that_dies_is_one_dpfw_line(image: Path, run_device: RunDevice) -> None:
+    device = run_device(engine="die")
+    got = dpfw("scan", str(image), "alice", "--dpi", "200x100", "--pages", "2", check=False)
+    assert (got.returncode, got.stdout) == (1, "")
+    assert got.stderr == (
+        "dpfw: scan job 0001 failed: the scan engine was killed by SIGKILL; nothing was stored\n"
+    )
+    assert children_of(device.pid) == {}
+    assert device.stop() == 0
+    with open_board(image) as board:
+        assert board.messages("alice") == []
+
+
+def test_device_shutdown_kills_a_stuck_engine(image: Path, run_device: RunDevice) -> None:
+    device = run_device(engine="hang")
+    scan = subprocess.Popen(
+        [sys.executable, "-m", "firmware", "scan", str(image), "alice", "--pages", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait("engine", lambda: bool(children_of(device.pid)))
+        (engine,) = children_of(device.pid)
+        assert device.stop() == 0  # SIGTERM, as an init system would
+        assert not Path(f"/proc/{engine}").exists()  # killed and reaped by the device
+    finally:
+        scan.kill()
+        scan.communicate(timeout=30)
+    with open_board(image) as board:
+        assert board.messages("alice") == []
+
+
+def test_an_engine_ends_when_its_device_is_killed(image: Path, run_device: RunDevice) -> None:
+    """SIGKILL (the host's OOM killer, `kill -9`) leaves the device no chance to kill its
+    engine; the engine notices at its next page (EOF or a broken pipe) and ends too."""
+    device = run_device()
+    scan = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "firmware",
+            "scan",
+            str(image),
+            "alice",
+            "--pages",
+            "20",
+            "--dpi",
+            "600",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait("engine", lambda: bool(children_of(device.pid)))
+        (engine,) = children_of(device.pid)
+        device.kill()
+        # Orphaned, it is reaped by init (or left a zombie where init does not reap).
+        _wait("engine's end", lambda: _state(engine) in ("gone", "Z"))
+    finally:
+        scan.kill()
+        scan.communicate(timeout=30)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

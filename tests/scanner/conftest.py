@@ -12,6 +12,7 @@ from firmware.device.boards import create_board
 from firmware.store.board import Board
 
 MiB = 1024 * 1024
+ENGINES = Path(__file__).with_name("engines.py")  # scan engines that misbehave
 BOX, BOX_PASSWORD = "alice", "alice-scan-pw"
 MakeBoard = Callable[..., Board]
 
@@ -45,3 +46,20 @@ def make_board(tmp_path: Path) -> Iterator[MakeBoard]:
 @pytest.fixture
 def board(make_board: MakeBoard) -> Board:
     return make_board()
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The child processes of `pid` now and their states (R, S, Z, ...: zombies too), from
+    /proc: what outlives a job is seen here, whatever our own bookkeeping says."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid:
+            found[int(entry.name)] = state
+    return found
