@@ -132,6 +132,13 @@ def render(parser: argparse.ArgumentParser) -> str:
             'Set by the shell completion hook (`eval "$(register-python-argcomplete dpfw)"`): '
             "dpfw prints completion candidates and exits."
         ),
+        ".TP",
+        "\\fBDPFW_SCAN_ENGINE\\fR",
+        escape(
+            "The command (split as a shell would) a running device starts for each scan job "
+            "instead of its own scan engine (`python -m firmware.scanner.engine`); for tests "
+            "(docs/scanner.md)."
+        ),
         ".SH SEE ALSO",
         escape(
             "docs/packaging.md, docs/profiles.md, docs/console.md and docs/pop3.md in the "
