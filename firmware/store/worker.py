@@ -41,6 +41,7 @@ import trio
 
 from firmware.errors import NotRunningError
 from firmware.flash.image import FileOps, Image
+from firmware.store.pace import paced
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -266,7 +267,8 @@ class StoreWorker:
             try:
                 if self._halted and not halted_too:
                     raise NotRunningError("the device lost power; nothing was done")
-                return fn(*args)
+                with paced():
+                    return fn(*args)
             finally:
                 lock.release()
 
