@@ -35,6 +35,7 @@ from firmware.store.log import (
     TornTail,
     Walk,
 )
+from firmware.store.pace import give_way
 from firmware.text import plural
 
 log = logging.getLogger("firmware.store.board")  # the name operators' filters know
@@ -368,6 +369,7 @@ class Index:
     def move(self, seqs: Iterable[int], positions: Iterable[int]) -> None:
         """Stored messages' records now lie at `positions` (compaction copies, same bytes)."""
         for seq, position in zip(seqs, positions, strict=True):
+            give_way()
             slot = self._find(seq)
             if slot < 0:
                 raise KeyError(seq)
@@ -428,6 +430,7 @@ class Index:
         """Forget messages (one delete record); seqs not indexed are ignored."""
         by_box: dict[int, set[int]] = {}
         for seq in seqs:
+            give_way()
             slot = self._find(seq)
             if slot < 0:
                 continue

@@ -17,6 +17,7 @@ from firmware.flash.layout import align
 from firmware.store.index import Index
 from firmware.store.info import CompactReport, MiB, StoreLimits, Usage
 from firmware.store.log import Header, Log
+from firmware.store.pace import give_way
 
 MoveAnchor = Callable[[int, int], None]  # (new log head, seq floor): one atomic NVRAM update
 
@@ -98,6 +99,7 @@ class Space:
             live: list[Header] = []
             live_bytes = 0
             for position, length, seq in index.extents.from_head():
+                give_way()
                 if position >= stop or (count and end - head >= block):
                     break
                 header = index.live_header(seq, position) if seq >= 0 else None
