@@ -15,7 +15,9 @@ Long operations hand the board over between steps: the Board calls `BoardLock.pa
 between compaction segments (`Board.between_steps`), which lets readers that are waiting have
 their turn, so a RETR goes on during a long compaction instead of stalling behind it. And the
 worker gives the lock back while it waits for a flash sync (`StoreWorker.attach`), which
-changes nothing a reader can see.
+changes nothing a reader can see. Every operation runs `paced()` (firmware/store/pace.py):
+the store's long loops then pause briefly every few milliseconds, so the event loop thread
+gets the GIL in time to answer its sessions.
 
 Password checks (PBKDF2, 4096 rounds, milliseconds each) need no board lock: credentials are
 an immutable snapshot of NVRAM. They run on their own thread and limiter (`verify`), so a
