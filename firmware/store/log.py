@@ -670,15 +670,18 @@ class Log:
 
         `headers` lie in log order from the head. Small records are copied in runs: one
         pread of up to CHUNK for the payloads of many nearby records (the few dead bytes
-        between them read too), and one pwrite of up to about CHUNK for their copies, headers
-        and padding included, followed by GUARD_SIZE zeros (as after every append) that the
-        next piece overwrites. A payload of DIRECT bytes or more goes from its pread straight
-        to its pwrite (no copy holding the GIL), its header with the piece before it. Per
-        record, only its header is built (from the index's copy, not from flash). A power cut
-        may keep any subset of these unsynced writes: the originals are intact until the
-        caller's sync and anchor move, and a copy whose header landed without its payload
-        fails its CRC, which replay tells from a corrupt record (an interrupted copy of a
-        good one). StorageFullError (nothing written) if they do not all fit.
+        between them read too), and their copies (headers, payloads, padding, then GUARD_SIZE
+        zeros as after every append) go out as one piece of about CHUNK in two pwrites:
+        everything but the first header, then that header. A payload of DIRECT bytes or more
+        goes from its pread straight to its pwrite (no copy holding the GIL), then its
+        padding and guard, then its header. So, as for an append, a record's header is never
+        written before its payload: a process killed in the middle of a pwrite (a prefix of
+        it lands) leaves zeros where the next header would be, a clean end, never a torn
+        record. Per record, only its header is built (from the index's copy, not from flash).
+        A power cut may keep any subset of these unsynced writes: the originals are intact
+        until the caller's sync and anchor move, and a copy whose header landed without its
+        payload fails its CRC, which replay tells from a corrupt record (an interrupted copy
+        of a good one). StorageFullError (nothing written) if they do not all fit.
         """
         pos = self.tail
         limit = self.head + self.capacity
@@ -687,8 +690,16 @@ class Log:
             raise StorageFullError("storage full: no room to relocate the records")
         image = self.image
         positions: list[int] = []
-        out = bytearray()
+        out = bytearray()  # whole records' copies, from a header on
         out_at = pos  # log position of out[0]
+
+        def put() -> None:
+            end = out_at + len(out)
+            out.extend(bytes(min(GUARD_SIZE, limit - end)))
+            piece = memoryview(out)
+            image.write(out_at + RECORD_HEADER_SIZE, piece[RECORD_HEADER_SIZE:])
+            image.write(out_at, piece[:RECORD_HEADER_SIZE])  # the piece counts from now on
+
         run: bytes | memoryview = b""
         run_at = run_end = 0  # the log span that `run` holds
         for i, h in enumerate(headers):
@@ -697,33 +708,39 @@ class Log:
             start = h.position + RECORD_HEADER_SIZE
             plen = h.payload_len
             positions.append(pos)
-            out += h.build_at(pos)
             if plen >= DIRECT:
-                image.write(out_at, out)  # what came before, and this header
+                if out:
+                    put()
+                    out = bytearray()
                 at = pos + RECORD_HEADER_SIZE
                 for chunk in self.iter_payload(h, 0, plen):
                     image.write(at, chunk)
                     at += len(chunk)
                     give_way()
-                out = bytearray()
-                out_at = at
-            else:
-                if not (run_at <= start and start + plen <= run_end):
-                    run_at, run_end = start, start + plen
-                    for nxt in islice(headers, i + 1, None):  # widen over the next ones
-                        nxt_end = nxt.position + nxt.total
-                        if nxt.position - run_end > RUN_GAP or nxt_end - run_at > CHUNK:
-                            break
-                        run_end = nxt_end
-                    run = memoryview(image.read(run_at, run_end - run_at))
-                out += run[start - run_at : start - run_at + plen]
+                guard = min(GUARD_SIZE, limit - pos - total)
+                image.write(at, bytes(pos + total - at + guard))
+                image.write(pos, h.build_at(pos))
+                pos += total
+                out_at = pos
+                continue
+            if not (run_at <= start and start + plen <= run_end):
+                run_at, run_end = start, start + plen
+                for nxt in islice(headers, i + 1, None):  # widen over the next ones
+                    nxt_end = nxt.position + nxt.total
+                    if nxt.position - run_end > RUN_GAP or nxt_end - run_at > CHUNK:
+                        break
+                    run_end = nxt_end
+                run = memoryview(image.read(run_at, run_end - run_at))
+            out += h.build_at(pos)
+            out += run[start - run_at : start - run_at + plen]
             out += bytes(total - RECORD_HEADER_SIZE - plen)
             pos += total
-            if len(out) >= CHUNK or i == len(headers) - 1:
-                out += bytes(min(GUARD_SIZE, limit - pos))
-                image.write(out_at, out)
+            if len(out) >= CHUNK:
+                put()
                 out = bytearray()
                 out_at = pos
+        if out:
+            put()
         self.tail = pos
         return positions
 

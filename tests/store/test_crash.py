@@ -17,6 +17,7 @@ import pytest
 from firmware.config.profile import factory
 from firmware.device.boards import create_board, open_board
 from firmware.errors import CorruptRecordError
+from firmware.flash.layout import RECORD_HEADER_SIZE
 from firmware.store.board import Board
 from firmware.store.log import DIRECT
 from tests.store.helpers import ADMIN
@@ -317,7 +318,7 @@ def test_power_cut_at_every_step_of_compacting_large_and_small_records(tmp_path:
     assert contents(board) == expected
     board.close()
     writes = [op for op in ops if op[0] == "write"]
-    assert len(writes) < report.records_moved // 2  # small copies share their pwrites
+    assert len(writes) < report.records_moved  # small copies share their pwrites
     states = crash_states(ops)
     assert len(states) > 20
     target = tmp_path / "s.img"
@@ -328,3 +329,18 @@ def test_power_cut_at_every_step_of_compacting_large_and_small_records(tmp_path:
             assert not any(m.corrupt for m in b.messages("a"))
             assert b.fsck().clean
             assert b.deliver("a", b"after the cut").uid not in uids
+    # A killed process (tests/reliability/powercut.py) keeps every write it finished and a
+    # prefix of the one it was in, cut where a page ends (the kernel copies page by page and
+    # stops at a fatal signal): a copy's header never lands before its payload, so boot finds
+    # a clean end there, not a torn record (which fsck would report). (A 64-byte header
+    # write that straddles a page could be cut too; appends share that, it is not modelled.)
+    page = 4096
+    for k, (kind, off, data) in enumerate(ops):
+        if kind != "write" or not isinstance(data, bytes) or len(data) <= RECORD_HEADER_SIZE:
+            continue
+        ends = list(range(off // page * page + page, off + len(data), page))
+        for cut in sorted({e - off for e in ends[:1] + ends[len(ends) // 2 :][:1] + ends[-1:]}):
+            rebuild(base, [*ops[:k], (kind, off, data[:cut])], target)
+            with open_board(target) as b:
+                assert contents(b) == expected, (k, cut)
+                assert b.problems() == [], (k, cut)
