@@ -175,7 +175,9 @@ def favour_the_event_loop() -> None:
     building its message) keeps the GIL for up to the switch interval; the loop needs it
     several times to answer one NOOP (wake, read, reply), so with Python's default 5 ms an
     idle session's NOOP took up to 30-40 ms during a compaction or a scan, and 17-23 ms with
-    1 ms (`tools/bench latency`, busy 2-CPU VM). Process-wide; only lowers the interval.
+    1 ms (`tools/bench latency`, busy 2-CPU VM). 0.2 ms gave no consistent gain once the
+    store's long loops pause (firmware/store/pace.py) and compaction copies in large pieces
+    (docs/benchmarks.md, latency). Process-wide; only lowers the interval.
     """
     if sys.getswitchinterval() > SWITCH_INTERVAL_S:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
