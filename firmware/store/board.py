@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import BinaryIO
@@ -53,6 +53,7 @@ from firmware.store.info import (
     check_box_name,
 )
 from firmware.store.log import KIND_DELETE, KIND_MESSAGE, Header, Log, encode_delete
+from firmware.store.pace import give_way
 from firmware.store.reader import Reader
 from firmware.store.source import seekable
 from firmware.store.space import Space
@@ -442,13 +443,24 @@ class Board:
         return self._index.uid(seq)
 
     def _seq_of(self, box: str, uid: str) -> int:
+        return self._seqs_of(box, (uid,))[0]
+
+    def _seqs_of(self, box: str, uids: Iterable[str]) -> list[int]:
+        """The seqs of a box's messages by uid (BoxError naming the first unknown one)."""
         _, state = self._box(box)
-        tag, _, number = uid.partition(".")
-        if tag == self._index.uid_tag and number.isascii() and number.isdigit():
-            seq = int(number)
-            if seq in state.seqs:
-                return seq
-        raise BoxError(f"box {box!r} holds no message with uid {uid!r}")
+        tag = self._index.uid_tag
+        seqs = state.seqs
+        found: list[int] = []
+        for uid in uids:
+            give_way()  # a QUIT may name 10,000 messages
+            prefix, _, number = uid.partition(".")
+            if prefix == tag and number.isascii() and number.isdigit():
+                seq = int(number)
+                if seq in seqs:
+                    found.append(seq)
+                    continue
+            raise BoxError(f"box {box!r} holds no message with uid {uid!r}")
+        return found
 
     def messages(self, box: str) -> list[MessageInfo]:
         """The box's messages in arrival order."""
@@ -543,7 +555,7 @@ class Board:
     def delete(self, box: str, uids: Collection[str]) -> None:
         """Remove messages in one atomic, durable record (one POP3 session's QUIT)."""
         rec, _ = self._box(box)
-        seqs = sorted({self._seq_of(box, uid) for uid in uids})
+        seqs = sorted(set(self._seqs_of(box, uids)))
         if not seqs:
             return
         self._delete_seqs(seqs, rec.box_id)
@@ -567,7 +579,7 @@ class Board:
         for box, uids in requests:
             try:
                 rec, _ = self._box(box)
-                mine = {self._seq_of(box, uid) for uid in uids}
+                mine = set(self._seqs_of(box, uids))
             except DeviceError as exc:
                 results.append(exc)
                 continue

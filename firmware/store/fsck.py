@@ -10,6 +10,7 @@ from firmware.errors import CorruptRecordError
 from firmware.store.index import BoxNames, Index
 from firmware.store.info import FsckReport, Problem
 from firmware.store.log import KIND_MESSAGE, KIND_TRAY, Log, kind_name
+from firmware.store.pace import give_way
 
 
 def fsck(the_log: Log, index: Index, box_names: BoxNames) -> FsckReport:
@@ -22,6 +23,7 @@ def fsck(the_log: Log, index: Index, box_names: BoxNames) -> FsckReport:
     checked = 0
     problems = [p for p in index.problems if p.what == "torn"]
     for ext in index.extents:
+        give_way()  # two preads a record: a console fsck must not starve the event loop
         try:
             header = the_log.header_at(ext.position)
         except CorruptRecordError as exc:

@@ -20,7 +20,7 @@ import logging
 import time
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from pathlib import Path
@@ -35,6 +35,7 @@ from firmware.store.log import (
     TornTail,
     Walk,
 )
+from firmware.store.pace import give_way
 from firmware.text import plural
 
 log = logging.getLogger("firmware.store.board")  # the name operators' filters know
@@ -118,12 +119,42 @@ class Extents:
 
     def popleft(self) -> Extent:
         ext = self[0]
-        self._first += 1
+        self.drop_first(1)
+        return ext
+
+    def drop_first(self, count: int) -> None:
+        """Forget the first `count` extents (a compaction segment: erased behind the head)."""
+        if not 0 <= count <= len(self):
+            raise ValueError(f"cannot drop {count} of {len(self)} extents")
+        self._first += count
         if self._first >= 4096 and self._first * 2 >= len(self._pos):
             del self._pos[: self._first]
             del self._seq[: self._first]
             self._first = 0
-        return ext
+
+    def from_head(self) -> Iterator[tuple[int, int, int]]:
+        """(position, length, seq) of each extent from the head: `iter` without an Extent
+        object per record (compaction's walk over a segment)."""
+        pos, seq = self._pos, self._seq
+        n = len(pos)
+        for j in range(self._first, n):
+            start = pos[j]
+            yield start, (pos[j + 1] if j + 1 < n else self._end) - start, seq[j]
+
+    def extend_run(self, positions: Sequence[int], seqs: Sequence[int], end: int) -> None:
+        """Records back to back at the end of the log (a compaction segment's copies): as
+        many `append`s, the first at `positions[0]`, the last ending at `end`."""
+        if not positions:
+            return
+        first = positions[0]
+        if self and first != self._end:
+            if first < self._end:
+                raise ValueError(f"extent at {first} starts before the log's end {self._end}")
+            self._pos.append(self._end)
+            self._seq.append(-1)
+        self._pos.extend(positions)
+        self._seq.extend(seqs)
+        self._end = end
 
 
 class SeqList:
@@ -327,6 +358,23 @@ class Index:
             self._hlen[slot],
         )
 
+    def live_header(self, seq: int, position: int) -> Header | None:
+        """The header of stored message `seq` if its record is the one at `position` (not a
+        stale copy, not removed); None otherwise."""
+        slot = self._find(seq)
+        if slot < 0 or self._pos[slot] != position:
+            return None
+        return self._header(slot)
+
+    def move(self, seqs: Iterable[int], positions: Iterable[int]) -> None:
+        """Stored messages' records now lie at `positions` (compaction copies, same bytes)."""
+        for seq, position in zip(seqs, positions, strict=True):
+            give_way()
+            slot = self._find(seq)
+            if slot < 0:
+                raise KeyError(seq)
+            self._pos[slot] = position
+
     def _set_header(self, slot: int, header: Header) -> None:
         self.live_bytes += header.total - _total(self._plen[slot])
         self._pos[slot] = header.position
@@ -382,6 +430,7 @@ class Index:
         """Forget messages (one delete record); seqs not indexed are ignored."""
         by_box: dict[int, set[int]] = {}
         for seq in seqs:
+            give_way()
             slot = self._find(seq)
             if slot < 0:
                 continue

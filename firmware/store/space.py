@@ -14,9 +14,10 @@ from collections.abc import Callable
 from firmware.errors import StorageFullError
 from firmware.flash.image import Image
 from firmware.flash.layout import align
-from firmware.store.index import Extent, Index
+from firmware.store.index import Index
 from firmware.store.info import CompactReport, MiB, StoreLimits, Usage
 from firmware.store.log import Header, Log
+from firmware.store.pace import give_way
 
 MoveAnchor = Callable[[int, int], None]  # (new log head, seq floor): one atomic NVRAM update
 
@@ -92,38 +93,37 @@ class Space:
                 break
             # One segment: whole records from the head covering at least one erase block.
             head = self._log.head
+            free = self._log.free
             count = 0
             end = head
             live: list[Header] = []
             live_bytes = 0
-            for ext in index.extents:
-                if ext.position >= stop or (count and end - head >= block):
+            for position, length, seq in index.extents.from_head():
+                give_way()
+                if position >= stop or (count and end - head >= block):
                     break
-                msg = index.msgs.get(ext.seq) if ext.seq >= 0 else None
-                if msg is not None and msg.header.position == ext.position:
-                    if live_bytes + ext.length > self._log.free:
+                header = index.live_header(seq, position) if seq >= 0 else None
+                if header is not None:
+                    if live_bytes + length > free:
                         break  # no room to copy this one forward (yet)
-                    live.append(msg.header)
-                    live_bytes += ext.length
+                    live.append(header)
+                    live_bytes += length
                 count += 1
-                end = ext.position + ext.length
+                end = position + length
             if not count:
                 break  # stalled: the record at the head is live and larger than free space
-            moved: list[Header] = []
-            for h in live:
-                moved.append(self._log.relocate(h))
-            if moved:
+            positions = self._log.relocate_many(live)
+            if live:
                 self._image.sync()  # copies are durable before the head moves past originals
             self._move_anchor(end, index.next_seq)
             self._log.head = end
-            for _ in range(count):
-                index.extents.popleft()
-            for h in moved:
-                index.msgs[h.seq].header = h
-                index.extents.append(Extent(h.position, h.total, h.seq))
+            index.extents.drop_first(count)
+            seqs = [h.seq for h in live]
+            index.move(seqs, positions)
+            index.extents.extend_run(positions, seqs, self._log.tail)
             self._image.erase(head, end - head)
-            moved_records += len(moved)
-            moved_bytes += sum(h.total for h in moved)
+            moved_records += len(live)
+            moved_bytes += sum(h.total for h in live)
             self._between_steps()
         index.problems = [p for p in index.problems if p.position >= self._log.head]
         return CompactReport(

@@ -15,7 +15,9 @@ Long operations hand the board over between steps: the Board calls `BoardLock.pa
 between compaction segments (`Board.between_steps`), which lets readers that are waiting have
 their turn, so a RETR goes on during a long compaction instead of stalling behind it. And the
 worker gives the lock back while it waits for a flash sync (`StoreWorker.attach`), which
-changes nothing a reader can see.
+changes nothing a reader can see. Every operation runs `paced()` (firmware/store/pace.py):
+the store's long loops then pause briefly every few milliseconds, so the event loop thread
+gets the GIL in time to answer its sessions.
 
 Password checks (PBKDF2, 4096 rounds, milliseconds each) need no board lock: credentials are
 an immutable snapshot of NVRAM. They run on their own thread and limiter (`verify`), so a
@@ -41,6 +43,7 @@ import trio
 
 from firmware.errors import NotRunningError
 from firmware.flash.image import FileOps, Image
+from firmware.store.pace import paced
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -172,7 +175,9 @@ def favour_the_event_loop() -> None:
     building its message) keeps the GIL for up to the switch interval; the loop needs it
     several times to answer one NOOP (wake, read, reply), so with Python's default 5 ms an
     idle session's NOOP took up to 30-40 ms during a compaction or a scan, and 17-23 ms with
-    1 ms (`tools/bench latency`, busy 2-CPU VM). Process-wide; only lowers the interval.
+    1 ms (`tools/bench latency`, busy 2-CPU VM). 0.2 ms gave no consistent gain once the
+    store's long loops pause (firmware/store/pace.py) and compaction copies in large pieces
+    (docs/benchmarks.md, latency). Process-wide; only lowers the interval.
     """
     if sys.getswitchinterval() > SWITCH_INTERVAL_S:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -266,7 +271,8 @@ class StoreWorker:
             try:
                 if self._halted and not halted_too:
                     raise NotRunningError("the device lost power; nothing was done")
-                return fn(*args)
+                with paced():
+                    return fn(*args)
             finally:
                 lock.release()
 

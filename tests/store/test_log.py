@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from firmware.store.log import (
     Header,
     decode_delete,
     encode_delete,
+    encode_delete_interpreted,
     parse_header,
     parse_header_interpreted,
 )
@@ -60,6 +62,19 @@ def test_crc_of_a_valid_header_is_checked_by_zlib_too() -> None:
 
 def test_delete_payload_round_trip() -> None:
     assert decode_delete(encode_delete([5, 1, 3])) == [1, 3, 5]
+
+
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=64))
+def test_delete_payload_is_the_layout_build(seqs: list[int]) -> None:
+    """`encode_delete` packs with `array` (a QUIT of 10,000); the bytes are the layout's."""
+    assert encode_delete(seqs) == encode_delete_interpreted(seqs)
+    assert decode_delete(encode_delete(seqs)) == sorted(seqs)
+
+
+@given(headers, st.integers(0, 2**40).map(lambda n: n * 16))
+def test_header_built_at_another_position_is_the_moved_header(header: Header, to: int) -> None:
+    """Compaction builds a copy's header without making a new Header (`build_at`)."""
+    assert header.build_at(to) == replace(header, position=to).build()
 
 
 @given(headers)
