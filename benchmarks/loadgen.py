@@ -46,6 +46,7 @@ class Tally:
     samples: list[str] = field(default_factory=list)
     first_reply_s: list[float] = field(default_factory=list)  # STLS: 1st reply after handshake
     session_s: list[float] = field(default_factory=list)  # TLS: whole sessions, connect to close
+    tls_versions: dict[str, int] = field(default_factory=dict)  # TLS: sessions per version
     empty: int = 0  # fetch-and-delete: sessions that found the box empty (no RETR, no DELE)
     deleted: int = 0  # fetch-and-delete: deletions the server acknowledged (+OK to QUIT)
 
@@ -65,6 +66,8 @@ class Tally:
         self.samples.extend(other.samples[: max(0, 5 - len(self.samples))])
         self.first_reply_s.extend(other.first_reply_s)
         self.session_s.extend(other.session_s)
+        for version, n in other.tls_versions.items():
+            self.tls_versions[version] = self.tls_versions.get(version, 0) + n
         self.empty += other.empty
         self.deleted += other.deleted
 
@@ -140,6 +143,7 @@ class Pop3Client:
 
     def __init__(self, proto: _Pop3Protocol) -> None:
         self._p = proto
+        self.tls_version: str | None = None  # "TLSv1.3" etc. once TLS is on
 
     @classmethod
     async def connect(
@@ -175,6 +179,7 @@ class Pop3Client:
                 if tls is None:
                     raise ProtocolFailure("POP3S: the TLS handshake did not complete")
                 proto.transport = tls
+                client.tls_version = _version(tls)
             _ok(await proto.expect(multi=False), "greeting")
             if stls is not None:
                 await client.command(b"STLS\r\n")
@@ -182,6 +187,7 @@ class Pop3Client:
                 if tls is None:
                     raise ProtocolFailure("STLS: the TLS handshake did not complete")
                 proto.transport = tls
+                client.tls_version = _version(tls)
         except BaseException:
             client.abort()
             raise
@@ -280,6 +286,12 @@ def stuffed(message: bytes) -> bytes:
     return wire
 
 
+def _version(transport: asyncio.Transport) -> str:
+    ssl_object = transport.get_extra_info("ssl_object")
+    version = ssl_object.version() if ssl_object is not None else None
+    return str(version or "?")
+
+
 def _ok(reply: bytes, what: str) -> None:
     if not reply.startswith(b"+OK"):
         raise ProtocolFailure(f"{what}: {reply[:120]!r}")
@@ -294,6 +306,7 @@ async def full_session(
     first_reply_s: list[float] | None = None,
     pop3s: ssl.SSLContext | None = None,
     session_s: list[float] | None = None,
+    tls_versions: dict[str, int] | None = None,
 ) -> int:
     """USER, PASS, STAT, UIDL, RETR 1, QUIT and wait for the server to close; return octets.
 
@@ -301,7 +314,8 @@ async def full_session(
     before the greeting). Over TLS the client's Nagle is left on, as mail clients do. The
     time from sending USER to its reply is appended to `first_reply_s`, and the wall time of
     the whole session (seconds, from the TCP connect to the server's close after QUIT) to
-    `session_s`, when given.
+    `session_s`, and the session is counted under its TLS version in `tls_versions`, when
+    given.
     """
     t_start = time.perf_counter()
     tls = stls is not None or pop3s is not None
@@ -328,6 +342,8 @@ async def full_session(
         raise
     if session_s is not None:
         session_s.append(time.perf_counter() - t_start)
+    if tls_versions is not None and client.tls_version is not None:
+        tls_versions[client.tls_version] = tls_versions.get(client.tls_version, 0) + 1
     return octets
 
 
@@ -439,6 +455,7 @@ async def _session_worker(
                     tally.first_reply_s if tls else None,
                     pop3s,
                     tally.session_s if tls else None,
+                    tally.tls_versions,
                 )
             tally.done += 1
         except (ProtocolFailure, OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError

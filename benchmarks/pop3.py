@@ -541,6 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(render_table(results, plan, header))
     for name, fig in results.items():
+        if fig.tls_versions:
+            counts = ", ".join(f"{k} {n}" for k, n in sorted(fig.tls_versions.items()))
+            print(f"{name}: TLS sessions by version: {counts}")
+    for name, fig in results.items():
         for sample in fig.samples:
             print(f"{name}: {sample}")
     if args.json:

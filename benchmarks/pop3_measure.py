@@ -70,6 +70,7 @@ class Figures:
     pop3s_first_reply_ms: dict[int, float] = field(default_factory=dict)  # median, USER's reply
     pop3s_cpu_ms_per_session: dict[int, float] = field(default_factory=dict)  # server CPU
     pop3s_session_p50_ms: dict[int, float] = field(default_factory=dict)  # median whole session
+    tls_versions: dict[str, int] = field(default_factory=dict)  # "STLS TLSv1.3": sessions
     doveconf: str = ""  # `doveconf -n` of a Dovecot (its TLS twin's appended), for the record
     loadgen_cpu_pct: dict[str, float] = field(default_factory=dict)
     other_cpu_pct: dict[str, float] = field(default_factory=dict)  # 100 = one whole CPU
@@ -343,12 +344,17 @@ async def tls_sessions(
             fig.stls_session_p50_ms[clients] = whole
         fig.loadgen_cpu_pct[key] = _pct(acc.loadgen_cpu_s, acc.wall_s)
         fig.other_cpu_pct[key] = _pct(acc.other_cpu_s, acc.wall_s)
+        for version, n in acc.tally.tls_versions.items():
+            tag = f"{mode} {version}"
+            fig.tls_versions[tag] = fig.tls_versions.get(tag, 0) + n
+        versions = ", ".join(f"{v} {n}" for v, n in sorted(acc.tally.tls_versions.items()))
         log(
             f"{name}: {mode} {clients:>3} clients: {rate:8.1f} sessions/s, whole session "
             f"{whole:.2f} ms median, first reply after the handshake {first:.2f} ms "
             f"median, {cpu:.2f} ms server CPU each ({acc.tally.done} in "
             f"{acc.wall_s:.1f} s; {acc.tally.errors} errors, {acc.tally.mismatches} "
-            f"mismatches; other processes {fig.other_cpu_pct[key]:.0f}%)"
+            f"mismatches; other processes {fig.other_cpu_pct[key]:.0f}%; sessions by TLS "
+            f"version: {versions or 'none'})"
         )
 
 

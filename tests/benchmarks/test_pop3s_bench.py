@@ -75,6 +75,9 @@ def test_a_short_run_verifies_every_pop3s_session_on_dpfw_and_the_ceiling(
         assert fig["stls_per_s"]["1"] > 0, name
         for key in ("stls_session_p50_ms", "pop3s_session_p50_ms"):
             assert 0 < fig[key]["1"] < 1000, (name, key, fig[key])
+        # Same TLS version for both ways in (the client offers 1.3, every server takes it).
+        assert set(fig["tls_versions"]) == {"STLS TLSv1.3", "POP3S TLSv1.3"}, fig["tls_versions"]
+        assert f"{name}: TLS sessions by version: POP3S TLSv1.3 " in table
         # Not the STLS figures under another name: measured on their own sessions.
         assert fig["pop3s_per_s"]["1"] != fig["stls_per_s"]["1"], name
 
@@ -201,6 +204,7 @@ def test_dovecot_fasts_tls_twin_serves_pop3s_with_the_runs_certificate() -> None
         )
         assert result.tally.errors == 0 and result.tally.mismatches == 0, result.tally.samples
         assert result.tally.done > 0 and len(result.tally.session_s) == result.tally.done
+        assert result.tally.tls_versions == {"TLSv1.3": result.tally.done}
     finally:
         if server is not None:
             server.stop()
