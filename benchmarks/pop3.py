@@ -258,7 +258,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "on loopback: sessions/s (plain, STLS and POP3S), RETR MB/s, RSS per idle session, "
         "errors.",
     )
-    p.add_argument("--quick", action="store_true", help="short run (~1 minute) for a smoke check")
+    p.add_argument("--quick", action="store_true", help="short run (~2 minutes) for a smoke check")
     p.add_argument("--levels", default="1,32,128", help="concurrent clients per session test")
     p.add_argument(
         "--stls-levels",
