@@ -45,6 +45,8 @@ class Tally:
     mismatches: int = 0
     samples: list[str] = field(default_factory=list)
     first_reply_s: list[float] = field(default_factory=list)  # STLS: 1st reply after handshake
+    session_s: list[float] = field(default_factory=list)  # TLS: whole sessions, connect to close
+    tls_versions: dict[str, int] = field(default_factory=dict)  # TLS: sessions per version
     empty: int = 0  # fetch-and-delete: sessions that found the box empty (no RETR, no DELE)
     deleted: int = 0  # fetch-and-delete: deletions the server acknowledged (+OK to QUIT)
 
@@ -63,6 +65,9 @@ class Tally:
         self.mismatches += other.mismatches
         self.samples.extend(other.samples[: max(0, 5 - len(self.samples))])
         self.first_reply_s.extend(other.first_reply_s)
+        self.session_s.extend(other.session_s)
+        for version, n in other.tls_versions.items():
+            self.tls_versions[version] = self.tls_versions.get(version, 0) + n
         self.empty += other.empty
         self.deleted += other.deleted
 
@@ -138,17 +143,30 @@ class Pop3Client:
 
     def __init__(self, proto: _Pop3Protocol) -> None:
         self._p = proto
+        self.tls_version: str | None = None  # "TLSv1.3" etc. once TLS is on
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, stls: ssl.SSLContext | None = None, nagle: bool = False
+        cls,
+        host: str,
+        port: int,
+        stls: ssl.SSLContext | None = None,
+        nagle: bool = False,
+        pop3s: ssl.SSLContext | None = None,
     ) -> Pop3Client:
         """Connect and read the greeting; with `stls`, also `STLS` and the TLS handshake.
 
-        `nagle`: leave Nagle's algorithm on (asyncio sets TCP_NODELAY on its sockets; poplib,
-        fetchmail and most mail clients do not), so a server that leaves the client's last
-        handshake segment unacknowledged shows as a delayed-ACK wait on the next command.
+        `pop3s`: implicit TLS (POP3S, RFC 8314 section 3.3): the TLS handshake right after
+        the TCP connect, then the greeting inside TLS. `nagle`: leave Nagle's algorithm on
+        (asyncio sets TCP_NODELAY on its sockets; poplib, fetchmail and most mail clients do
+        not), so a server that leaves the client's last handshake segment unacknowledged shows
+        as a delayed-ACK wait on the next command. Nagle is switched back on right after the
+        TCP connect, before any octet is sent, so STLS and POP3S handshakes both run with it:
+        that is why POP3S starts TLS on the connected transport (`start_tls`) instead of
+        `create_connection(ssl=...)`, whose socket would keep TCP_NODELAY for its handshake.
         """
+        if stls is not None and pop3s is not None:
+            raise ValueError("STLS and implicit TLS (POP3S) exclude each other")
         loop = asyncio.get_running_loop()
         transport, proto = await loop.create_connection(lambda: _Pop3Protocol(loop), host, port)
         client = cls(proto)
@@ -156,6 +174,12 @@ class Pop3Client:
             if nagle:
                 sock = transport.get_extra_info("socket")
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+            if pop3s is not None:
+                tls = await loop.start_tls(transport, proto, pop3s, server_hostname=host)
+                if tls is None:
+                    raise ProtocolFailure("POP3S: the TLS handshake did not complete")
+                proto.transport = tls
+                client.tls_version = _version(tls)
             _ok(await proto.expect(multi=False), "greeting")
             if stls is not None:
                 await client.command(b"STLS\r\n")
@@ -163,6 +187,7 @@ class Pop3Client:
                 if tls is None:
                     raise ProtocolFailure("STLS: the TLS handshake did not complete")
                 proto.transport = tls
+                client.tls_version = _version(tls)
         except BaseException:
             client.abort()
             raise
@@ -261,6 +286,12 @@ def stuffed(message: bytes) -> bytes:
     return wire
 
 
+def _version(transport: asyncio.Transport) -> str:
+    ssl_object = transport.get_extra_info("ssl_object")
+    version = ssl_object.version() if ssl_object is not None else None
+    return str(version or "?")
+
+
 def _ok(reply: bytes, what: str) -> None:
     if not reply.startswith(b"+OK"):
         raise ProtocolFailure(f"{what}: {reply[:120]!r}")
@@ -273,13 +304,22 @@ async def full_session(
     uid_seen: dict[str, list[bytes]],
     stls: ssl.SSLContext | None = None,
     first_reply_s: list[float] | None = None,
+    pop3s: ssl.SSLContext | None = None,
+    session_s: list[float] | None = None,
+    tls_versions: dict[str, int] | None = None,
 ) -> int:
     """USER, PASS, STAT, UIDL, RETR 1, QUIT and wait for the server to close; return octets.
 
-    With `stls`: STLS and a TLS handshake first (the client's Nagle left on, as mail clients
-    do), and the time from sending USER to its reply is appended to `first_reply_s`.
+    With `stls`: STLS and a TLS handshake first; with `pop3s`: implicit TLS (the handshake
+    before the greeting). Over TLS the client's Nagle is left on, as mail clients do. The
+    time from sending USER to its reply is appended to `first_reply_s`, and the wall time of
+    the whole session (seconds, from the TCP connect to the server's close after QUIT) to
+    `session_s`, and the session is counted under its TLS version in `tls_versions`, when
+    given.
     """
-    client = await Pop3Client.connect(host, port, stls, nagle=stls is not None)
+    t_start = time.perf_counter()
+    tls = stls is not None or pop3s is not None
+    client = await Pop3Client.connect(host, port, stls, nagle=tls, pop3s=pop3s)
     try:
         t0 = time.perf_counter()
         await client.command(b"USER " + account.name.encode() + b"\r\n")
@@ -300,6 +340,10 @@ async def full_session(
     except BaseException:
         client.abort()
         raise
+    if session_s is not None:
+        session_s.append(time.perf_counter() - t_start)
+    if tls_versions is not None and client.tls_version is not None:
+        tls_versions[client.tls_version] = tls_versions.get(client.tls_version, 0) + 1
     return octets
 
 
@@ -393,7 +437,9 @@ async def _session_worker(
     uid_seen: dict[str, list[bytes]],
     max_sessions: int,
     stls: ssl.SSLContext | None,
+    pop3s: ssl.SSLContext | None = None,
 ) -> None:
+    tls = stls is not None or pop3s is not None
     i = 0
     while time.monotonic() < deadline and i < max_sessions:
         account = boxes[i % len(boxes)]
@@ -401,7 +447,15 @@ async def _session_worker(
         try:
             async with asyncio.timeout(REPLY_TIMEOUT_S):
                 tally.octets += await full_session(
-                    host, port, account, uid_seen, stls, tally.first_reply_s if stls else None
+                    host,
+                    port,
+                    account,
+                    uid_seen,
+                    stls,
+                    tally.first_reply_s if tls else None,
+                    pop3s,
+                    tally.session_s if tls else None,
+                    tally.tls_versions,
                 )
             tally.done += 1
         except (ProtocolFailure, OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
@@ -442,10 +496,13 @@ async def run_sessions(
     uid_seen: dict[str, list[bytes]],
     max_sessions: int = 10**9,
     stls: ssl.SSLContext | None = None,
+    pop3s: ssl.SSLContext | None = None,
 ) -> RunResult:
     """Full sessions from `clients` concurrent clients, each on boxes of its own, for a while.
 
-    `stls`: every session starts TLS with STLS first (see full_session).
+    `stls`: every session starts TLS with STLS first; `pop3s`: every session is implicit TLS
+    (`port` is then the server's POP3S port). Over TLS the tally also gets each session's
+    first-reply and whole-session times (see full_session).
     """
     parts = _partition(accounts, clients)
     tallies = [Tally() for _ in parts]
@@ -454,7 +511,9 @@ async def run_sessions(
     async with asyncio.TaskGroup() as tg:
         for boxes, tally in zip(parts, tallies, strict=True):
             tg.create_task(
-                _session_worker(host, port, boxes, deadline, tally, uid_seen, max_sessions, stls)
+                _session_worker(
+                    host, port, boxes, deadline, tally, uid_seen, max_sessions, stls, pop3s
+                )
             )
     wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     total = Tally()

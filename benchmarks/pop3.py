@@ -35,7 +35,7 @@ from benchmarks.pop3_dovecot import MAIL_USER, SCHEMES, start_dovecot, write_mai
 from benchmarks.pop3_dpfw import ADMIN_PASSWORD, start_dpfw
 from benchmarks.pop3_fetch import Feed, HttpFeed, MaildirFeed
 from benchmarks.pop3_measure import Figures, Plan, Target, log, measure_all
-from benchmarks.pop3_procs import ServerProcess, free_port
+from benchmarks.pop3_procs import ServerProcess, free_port, wait_for_greeting
 
 SERVERS = ("dpfw", "dovecot-fast", "dovecot-classic", "ceiling")
 # The ratio columns: dpfw against each other server.
@@ -77,9 +77,12 @@ def render_table(results: dict[str, Figures], plan: Plan, header: str) -> str:
         target: str = "",
         judge: Callable[[dict[str, float]], str] | None = None,
         digits: int = 1,
+        ratios_shown: bool = True,
     ) -> None:
         values = {n: get(f) if r else nan for n, f, r in zip(SERVERS, figs, ran, strict=True)}
-        ratios = [_ratio(values["dpfw"], values[other]) for _, other in RATIOS]
+        ratios = [
+            _ratio(values["dpfw"], values[other]) if ratios_shown else "-" for _, other in RATIOS
+        ]
         verdict = judge(values) if judge is not None and target else ""
         cells = [_num(values[n], digits) for n in SERVERS]
         rows.append([name, *cells, *ratios, f"{target} {verdict}".strip()])
@@ -102,6 +105,8 @@ def render_table(results: dict[str, Figures], plan: Plan, header: str) -> str:
         row(
             f"STLS sessions/s, {c} client{'s' if c > 1 else ''}",
             _at(lambda f: f.stls_per_s, c),
+            ">= 1.5x fast" if c == 32 else "",
+            _judge_ge(1.5),
         )
     for c in plan.stls_levels:
         row(
@@ -114,6 +119,36 @@ def render_table(results: dict[str, Figures], plan: Plan, header: str) -> str:
             f"STLS 1st reply ms, {c} cl. (median)",
             _at(lambda f: f.stls_first_reply_ms, c),
             digits=2,
+        )
+    for c in plan.pop3s_levels:
+        row(
+            f"POP3S sessions/s, {c} client{'s' if c > 1 else ''}",
+            _at(lambda f: f.pop3s_per_s, c),
+            ">= 1.5x fast" if c == 32 else "",
+            _judge_ge(1.5),
+        )
+    for c in plan.pop3s_levels:
+        row(
+            f"POP3S server CPU ms/session, {c} cl.",
+            _at(lambda f: f.pop3s_cpu_ms_per_session, c),
+            digits=2,
+        )
+    if 1 in plan.stls_levels:
+        row("full session p50 ms, STLS, 1 cl.", _at(lambda f: f.stls_session_p50_ms, 1), digits=2)
+    if 1 in plan.pop3s_levels:
+        row(
+            "full session p50 ms, POP3S, 1 cl.",
+            _at(lambda f: f.pop3s_session_p50_ms, 1),
+            digits=2,
+        )
+    if 1 in plan.stls_levels and 1 in plan.pop3s_levels:
+        row(
+            "full session p50, STLS / POP3S",
+            _session_ratio,
+            "dpfw <= 1.5",
+            lambda v: ("met" if v["dpfw"] <= 1.5 else "MISSED") if math.isfinite(v["dpfw"]) else "",
+            digits=2,
+            ratios_shown=False,
         )
     for c in plan.fetch_levels:
         row(
@@ -186,6 +221,13 @@ def _at(table: Callable[[Figures], dict[int, float]], key: int) -> Callable[[Fig
     return lambda f: table(f).get(key, math.nan)
 
 
+def _session_ratio(f: Figures) -> float:
+    """A server's median whole STLS session over its median whole POP3S session, at 1 client."""
+    stls = f.stls_session_p50_ms.get(1, math.nan)
+    pop3s = f.pop3s_session_p50_ms.get(1, math.nan)
+    return stls / pop3s if pop3s > 0 else math.nan
+
+
 def _judge_ge(factor: float) -> Callable[[dict[str, float]], str]:
     def judge(values: dict[str, float]) -> str:
         a, b = values["dpfw"], values["dovecot-fast"]
@@ -213,14 +255,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="tools/bench pop3",
         description="dpfw POP3 vs two private Dovecots (fast, classic) and a bare trio ceiling "
-        "on loopback: sessions/s (plain and STLS), RETR MB/s, RSS per idle session, errors.",
+        "on loopback: sessions/s (plain, STLS and POP3S), RETR MB/s, RSS per idle session, "
+        "errors.",
     )
-    p.add_argument("--quick", action="store_true", help="short run (~1 minute) for a smoke check")
+    p.add_argument("--quick", action="store_true", help="short run (~2 minutes) for a smoke check")
     p.add_argument("--levels", default="1,32,128", help="concurrent clients per session test")
     p.add_argument(
         "--stls-levels",
         default=",".join(map(str, STLS_LEVELS)),
-        help="concurrent clients of the STLS session test ('' skips it)",
+        help="concurrent clients of the STLS session test ('' skips it, and the POP3S test "
+        "unless --pop3s-levels is given). Its clients keep Nagle's algorithm on, as poplib, "
+        "fetchmail and mpop do",
+    )
+    p.add_argument(
+        "--pop3s-levels",
+        help="concurrent clients of the POP3S (implicit TLS) session test (default: the STLS "
+        "levels; '' skips it). Its clients keep Nagle on too, from the TCP connect, like the "
+        "STLS clients: the same client socket for both, so the STLS/POP3S comparison differs "
+        "only in how TLS starts",
     )
     p.add_argument(
         "--fetch-levels",
@@ -299,7 +351,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
     rounds = args.rounds or (2 if args.quick else 4)
     boxes = max(idle, 2 * max(levels), 64)
     stls_levels = tuple(int(x) for x in args.stls_levels.split(",") if x.strip())
-    boxes = max(boxes, 2 * max(stls_levels, default=1))
+    pop3s_arg = args.stls_levels if args.pop3s_levels is None else args.pop3s_levels
+    pop3s_levels = tuple(int(x) for x in pop3s_arg.split(",") if x.strip())
+    if min((*stls_levels, *pop3s_levels), default=1) < 1:
+        raise SystemExit("--stls-levels, --pop3s-levels: give positive client counts, e.g. 1,32")
+    boxes = max(boxes, 2 * max((*stls_levels, *pop3s_levels), default=1))
     fetch_levels = tuple(int(x) for x in args.fetch_levels.split(",") if x.strip())
     return Plan(
         levels,
@@ -314,6 +370,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         args.feed_rate,
         args.noop_sessions,
         args.noop_interval_ms,
+        pop3s_levels,
     )
 
 
@@ -392,13 +449,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             port = free_port()
             t0 = time.monotonic()
             feed: Feed | None = None
+            # dpfw and the ceiling serve STLS on `port` and POP3S on `pop3s` (0: none).
+            pop3s = free_port() if plan.pop3s_levels and name != "dovecot-classic" else 0
             if name == "dpfw":
                 http = free_port() if plan.fetch_levels else None
-                server = start_dpfw(workdir, corpus, port, max_sessions, (cert_pem, key_pem), http)
+                server = start_dpfw(
+                    workdir, corpus, port, max_sessions, (cert_pem, key_pem), http, pop3s
+                )
                 if http is not None:
                     feed = HttpFeed(f"http://127.0.0.1:{http}", ADMIN_PASSWORD, corpus.small)
             elif name == "ceiling":
-                server = start_ceiling(workdir, corpus, port, (cert, key))
+                server = start_ceiling(workdir, corpus, port, (cert, key), pop3s)
             else:
                 scheme = args.dovecot_scheme if name == "dovecot-classic" else None
                 server, conf = start_dovecot(
@@ -423,9 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if feed is not None and name in FETCH_SERVERS:
                 fetch_targets.append((target, feed))
             log(f"{name}: serving on 127.0.0.1:{port} (set up in {time.monotonic() - t0:.1f} s)")
-            if not plan.stls_levels or name == "dovecot-classic":
+            if not (plan.stls_levels or plan.pop3s_levels) or name == "dovecot-classic":
                 continue
-            if name == "dovecot-fast":  # the same configuration with ssl = yes, for STLS only
+            if name == "dovecot-fast":  # the same configuration with ssl = yes, for TLS only
                 tls_port = free_port()
                 twin, conf = start_dovecot(
                     workdir,
@@ -437,11 +498,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     name="dovecot-fast-tls",
                     crlf=not args.dovecot_lf,
                     tls=(cert, key),
+                    pop3s_port=pop3s,
                 )
-                doveconf[name] += "\n# --- its twin for STLS (ssl = yes) ---\n" + conf
+                doveconf[name] += "\n# --- its twin for STLS and POP3S (ssl = yes) ---\n" + conf
                 servers.append(twin)
                 target = Target(name, twin, tls_port)
-                log(f"{name}: STLS twin (ssl = yes) serving on 127.0.0.1:{tls_port}")
+                log(f"{name}: TLS twin (ssl = yes) serving on 127.0.0.1:{tls_port}")
+            if pop3s:
+                target = Target(name, target.server, target.port, pop3s)
+                wait_for_greeting("127.0.0.1", pop3s, target.server.proc, 20.0, _client_context())
+                log(f"{name}: POP3S (implicit TLS) on 127.0.0.1:{pop3s}")
             stls_targets.append(target)
         for name in dovecots:
             log(f"{name}: doveconf -n checked (kept as {name}/doveconf-n.txt with --workdir)")
@@ -469,10 +535,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"POP3 benchmark: {', '.join(chosen)}; {peers}; one run, loopback, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
         f"{plan.session_s:g} s per session level, {plan.retr_s:g} s per RETR test, "
-        f"each in {plan.rounds} interleaved rounds; STLS clients keep Nagle on; nice {nice}"
+        f"each in {plan.rounds} interleaved rounds; STLS and POP3S clients keep Nagle on; "
+        f"nice {nice}"
     )
 
     print(render_table(results, plan, header))
+    for name, fig in results.items():
+        if fig.tls_versions:
+            counts = ", ".join(f"{k} {n}" for k, n in sorted(fig.tls_versions.items()))
+            print(f"{name}: TLS sessions by version: {counts}")
     for name, fig in results.items():
         for sample in fig.samples:
             print(f"{name}: {sample}")

@@ -1,18 +1,19 @@
 """The ceiling of `tools/bench pop3`: a bare trio server answering the benchmark's sessions.
 
-`python -m benchmarks.pop3_ceiling --port P --boxes N --large K [--cert PEM --key PEM]` serves
-the corpus of `build_corpus(N, K)` from memory: every reply the load generator can ask for
-(greeting, USER, PASS, STAT, LIST n, UIDL, RETR n, NOOP, CAPA, STLS, QUIT) is built once at
-start, and a session only looks it up and sends it with one `send_all`. There are no checks
-(any password logs in), no locks, no store, no limits, no logging: only what Python and trio
-cost for the same bytes on the same sockets. dpfw's sessions/s divided by this server's is the
-fraction of the achievable that dpfw reaches.
+`python -m benchmarks.pop3_ceiling --port P --boxes N --large K [--cert PEM --key PEM]
+[--pop3s-port Q]` serves the corpus of `build_corpus(N, K)` from memory: every reply the load
+generator can ask for (greeting, USER, PASS, STAT, LIST n, UIDL, RETR n, NOOP, CAPA, STLS,
+QUIT) is built once at start, and a session only looks it up and sends it with one
+`send_all`. There are no checks (any password logs in), no locks, no store, no limits, no
+logging: only what Python and trio cost for the same bytes on the same sockets. dpfw's
+sessions/s divided by this server's is the fraction of the achievable that dpfw reaches.
 
 It runs with trio's defaults like dpfw's adapter (`trio.serve_tcp`, `SocketStream` with
-TCP_NODELAY, `SSLStream` for STLS), plus one thing trio does not do: it acknowledges the
-client's last handshake segment at once after an STLS handshake (`quick_ack`), without which a
-client that keeps Nagle's algorithm on waits ~40 ms for its first reply (docs/benchmarks.md,
-"STLS").
+TCP_NODELAY, `SSLStream` for STLS, and on `--pop3s-port` for implicit TLS as dpfw's POP3S
+listener does it: the handshake on each accepted stream, then the greeting inside TLS), plus
+one thing trio does not do: it acknowledges the client's last handshake segment at once after
+an STLS handshake (`quick_ack`), without which a client that keeps Nagle's algorithm on waits
+~40 ms for its first reply (docs/benchmarks.md, "STLS").
 """
 
 from __future__ import annotations
@@ -75,13 +76,28 @@ def quick_ack(stream: trio.SocketStream) -> None:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
-async def converse(stream: trio.SocketStream, replies: Replies, tls: ssl.SSLContext | None) -> None:
-    """One session: replies from the table; unknown commands get -ERR."""
+async def converse(
+    stream: trio.SocketStream,
+    replies: Replies,
+    tls: ssl.SSLContext | None,
+    implicit_tls: bool = False,
+) -> None:
+    """One session: replies from the table; unknown commands get -ERR.
+
+    `implicit_tls` (POP3S, RFC 8314 section 3.3; needs `tls`): the stream is wrapped in an
+    `SSLStream` and the handshake done before the greeting, as dpfw's POP3S listener does.
+    """
     out: trio.abc.Stream = stream
-    await out.send_all(GREETING)
     box: dict[bytes, bytes] = {}
     buffer = b""
     try:
+        if implicit_tls:
+            if tls is None:
+                raise ValueError("implicit TLS needs a certificate")
+            ssl_stream = trio.SSLStream(stream, tls, server_side=True)
+            await ssl_stream.do_handshake()
+            out = ssl_stream
+        await out.send_all(GREETING)
         while True:
             data = await out.receive_some(4096)
             if not data:
@@ -100,7 +116,7 @@ async def converse(stream: trio.SocketStream, replies: Replies, tls: ssl.SSLCont
                     reply = OK
                 elif verb == b"CAPA":
                     reply = CAPA
-                elif verb == b"STLS" and tls is not None and out is stream:
+                elif verb == b"STLS" and tls is not None and not implicit_tls and out is stream:
                     await out.send_all(b"+OK begin TLS\r\n")
                     out = trio.SSLStream(stream, tls, server_side=True)
                     await out.do_handshake()
@@ -114,9 +130,17 @@ async def converse(stream: trio.SocketStream, replies: Replies, tls: ssl.SSLCont
 
 
 def start_ceiling(
-    workdir: Path, corpus: Corpus, port: int, tls: tuple[Path, Path] | None
+    workdir: Path,
+    corpus: Corpus,
+    port: int,
+    tls: tuple[Path, Path] | None,
+    pop3s_port: int = 0,
 ) -> ServerProcess:
-    """Start this module as a server process for `corpus` and wait for its greeting."""
+    """Start this module as a server process for `corpus` and wait for its greeting.
+
+    `tls` = (certificate PEM file, key PEM file) offers STLS; `pop3s_port` (0: none, needs
+    `tls`) also listens for implicit TLS there.
+    """
     base = workdir / "ceiling"
     base.mkdir(parents=True, exist_ok=True)
     log = base / "ceiling.log"
@@ -125,6 +149,10 @@ def start_ceiling(
     command += ["--large", str(len(corpus.large_accounts))]
     if tls is not None:
         command += ["--cert", str(tls[0]), "--key", str(tls[1])]
+    if pop3s_port:
+        if tls is None:
+            raise ValueError("the ceiling's POP3S listener needs a certificate")
+        command += ["--pop3s-port", str(pop3s_port)]
     out = log.open("wb")
     proc = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
@@ -146,7 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--large", type=int, required=True, help="large boxes of the corpus")
     p.add_argument("--cert", help="PEM certificate for STLS (none: STLS gets -ERR)")
     p.add_argument("--key", help="PEM key of --cert")
+    p.add_argument(
+        "--pop3s-port", type=int, default=0, help="also listen for implicit TLS here (needs --cert)"
+    )
     args = p.parse_args(argv)
+    if args.pop3s_port and not args.cert:
+        p.error("--pop3s-port needs --cert and --key")
     replies = Replies(build_corpus(args.boxes, args.large))
     tls = None
     if args.cert:
@@ -158,7 +191,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await converse(stream, replies, tls)
 
-    trio.run(lambda: trio.serve_tcp(handler, args.port, host=args.host))
+    async def pop3s_handler(stream: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await converse(stream, replies, tls, implicit_tls=True)
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            if args.pop3s_port:
+                # Listening before the plain port answers: the greeting there means both serve.
+                listeners = await trio.open_tcp_listeners(args.pop3s_port, host=args.host)
+                nursery.start_soon(trio.serve_listeners, pop3s_handler, listeners)
+            await trio.serve_tcp(handler, args.port, host=args.host)
+
+    trio.run(serve)
     return 0
 
 

@@ -68,11 +68,13 @@ def start_dpfw(
     max_sessions: int,
     tls: tuple[str, str] | None = None,
     http_port: int | None = None,
+    pop3s_port: int = 0,
 ) -> ServerProcess:
     """Build the image under `workdir`, boot `dpfw run` on it, wait for its greeting.
 
     `http_port`: also serve the HTTP API there (the fetch-and-delete test's scan feed
-    delivers through it)."""
+    delivers through it). `pop3s_port` (0: none): also listen for implicit TLS there
+    (`dpfw run --pop3s`), with the image's certificate (`tls` when given)."""
     base = workdir / "dpfw"
     base.mkdir(parents=True, exist_ok=True)
     image = base / "board.img"
@@ -82,6 +84,8 @@ def start_dpfw(
     command += ["--pop3", f"127.0.0.1:{port}", "--console", "none"]
     if http_port is not None:
         command += ["--http", f"127.0.0.1:{http_port}"]
+    if pop3s_port:
+        command += ["--pop3s", f"127.0.0.1:{pop3s_port}"]
     for setting in run_settings(max_sessions):
         command += ["--set", setting]
     out = log.open("wb")

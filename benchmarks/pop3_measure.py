@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from benchmarks import loadgen
-from benchmarks.pop3_corpus import Corpus
+from benchmarks.pop3_corpus import Account, Corpus
 from benchmarks.pop3_fetch import Feed, NoopProbe, percentile, run_feed
 from benchmarks.pop3_procs import ServerProcess, listen_drops, machine_busy_s
 
@@ -41,6 +41,7 @@ class Plan:
     feed_rate: float = 20.0  # messages/s delivered into the fetch boxes during that test
     noop_sessions: int = 10  # idle sessions probing NOOP latency during that test
     noop_interval_ms: float = 10.0  # each sends a NOOP this often
+    pop3s_levels: tuple[int, ...] = ()  # concurrent clients of the POP3S session test
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Target:
     name: str
     server: ServerProcess
     port: int
+    pop3s_port: int = 0  # its implicit-TLS listener (0: none)
 
 
 @dataclass
@@ -63,6 +65,12 @@ class Figures:
     stls_per_s: dict[int, float] = field(default_factory=dict)  # full sessions behind STLS
     stls_first_reply_ms: dict[int, float] = field(default_factory=dict)  # median, USER's reply
     stls_cpu_ms_per_session: dict[int, float] = field(default_factory=dict)  # server CPU, STLS
+    stls_session_p50_ms: dict[int, float] = field(default_factory=dict)  # median whole session
+    pop3s_per_s: dict[int, float] = field(default_factory=dict)  # full sessions, implicit TLS
+    pop3s_first_reply_ms: dict[int, float] = field(default_factory=dict)  # median, USER's reply
+    pop3s_cpu_ms_per_session: dict[int, float] = field(default_factory=dict)  # server CPU
+    pop3s_session_p50_ms: dict[int, float] = field(default_factory=dict)  # median whole session
+    tls_versions: dict[str, int] = field(default_factory=dict)  # "STLS TLSv1.3": sessions
     doveconf: str = ""  # `doveconf -n` of a Dovecot (its TLS twin's appended), for the record
     loadgen_cpu_pct: dict[str, float] = field(default_factory=dict)
     other_cpu_pct: dict[str, float] = field(default_factory=dict)  # 100 = one whole CPU
@@ -276,6 +284,80 @@ async def fetch_delete(
         )
 
 
+def _median_ms(seconds: Sequence[float]) -> float:
+    return statistics.median(seconds) * 1000 if seconds else math.nan
+
+
+async def tls_sessions(
+    targets: Sequence[Target],
+    boxes: Sequence[Account],
+    plan: Plan,
+    context: ssl.SSLContext,
+    figs: dict[str, Figures],
+    uid_seen: dict[str, dict[str, list[bytes]]],
+    clients: int,
+    *,
+    pop3s: bool,
+) -> None:
+    """The full-session test over TLS from `clients` concurrent clients, with STLS on each
+    target's port, or (`pop3s`) with implicit TLS on each target's `pop3s_port`.
+
+    Fills that level's STLS or POP3S figures: sessions/s, server CPU ms per session, the
+    median time of USER's reply and the median wall time of a whole session (connect to the
+    server's close).
+    """
+    mode = "POP3S" if pop3s else "STLS"
+    if not targets:
+        return
+    seconds = plan.session_s / plan.rounds
+
+    def run(
+        t: Target, c: int = clients, s: float = seconds
+    ) -> Callable[[], Awaitable[loadgen.RunResult]]:
+        if pop3s:
+            return lambda: loadgen.run_sessions(
+                HOST, t.pop3s_port, boxes, c, s, uid_seen[t.name], pop3s=context
+            )
+        return lambda: loadgen.run_sessions(
+            HOST, t.port, boxes, c, s, uid_seen[t.name], stls=context
+        )
+
+    sums = await _rounds(targets, plan.rounds, run)
+    for name, acc in sums.items():
+        fig = figs[name]
+        fig.count(acc.tally)
+        key = f"{mode} x{clients}"
+        fig.listen_drops[key] = acc.listen_drops
+        rate = acc.tally.done / acc.wall_s
+        first = _median_ms(acc.tally.first_reply_s)
+        cpu = acc.server_cpu_s * 1000 / max(1, acc.tally.done)
+        whole = _median_ms(acc.tally.session_s)
+        if pop3s:
+            fig.pop3s_per_s[clients] = rate
+            fig.pop3s_first_reply_ms[clients] = first
+            fig.pop3s_cpu_ms_per_session[clients] = cpu
+            fig.pop3s_session_p50_ms[clients] = whole
+        else:
+            fig.stls_per_s[clients] = rate
+            fig.stls_first_reply_ms[clients] = first
+            fig.stls_cpu_ms_per_session[clients] = cpu
+            fig.stls_session_p50_ms[clients] = whole
+        fig.loadgen_cpu_pct[key] = _pct(acc.loadgen_cpu_s, acc.wall_s)
+        fig.other_cpu_pct[key] = _pct(acc.other_cpu_s, acc.wall_s)
+        for version, n in acc.tally.tls_versions.items():
+            tag = f"{mode} {version}"
+            fig.tls_versions[tag] = fig.tls_versions.get(tag, 0) + n
+        versions = ", ".join(f"{v} {n}" for v, n in sorted(acc.tally.tls_versions.items()))
+        log(
+            f"{name}: {mode} {clients:>3} clients: {rate:8.1f} sessions/s, whole session "
+            f"{whole:.2f} ms median, first reply after the handshake {first:.2f} ms "
+            f"median, {cpu:.2f} ms server CPU each ({acc.tally.done} in "
+            f"{acc.wall_s:.1f} s; {acc.tally.errors} errors, {acc.tally.mismatches} "
+            f"mismatches; other processes {fig.other_cpu_pct[key]:.0f}%; sessions by TLS "
+            f"version: {versions or 'none'})"
+        )
+
+
 async def measure_all(
     targets: Sequence[Target],
     corpus: Corpus,
@@ -287,7 +369,9 @@ async def measure_all(
     """Warm-up and idle memory per server, then every timed test interleaved in rounds.
 
     `stls_targets` (named like the target whose figures they add to; may be the same server
-    or a TLS-enabled twin) run the STLS session test at `plan.stls_levels` with `stls`;
+    or a TLS-enabled twin) run the STLS session test at `plan.stls_levels` with the client
+    context `stls`, and those with a `pop3s_port` the POP3S (implicit TLS) session test at
+    `plan.pop3s_levels` with the same context;
     `fetch_targets` (servers that can delete, each with its scan feed) the fetch-and-delete
     test at `plan.fetch_levels`.
     """
@@ -333,41 +417,13 @@ async def measure_all(
             )
 
     if stls is not None and stls_targets:
-        for clients in plan.stls_levels:
-            seconds = plan.session_s / plan.rounds
-
-            def stls_sessions(
-                t: Target, c: int = clients, s: float = seconds
-            ) -> Callable[[], Awaitable[loadgen.RunResult]]:
-                return lambda: loadgen.run_sessions(
-                    HOST, t.port, boxes, c, s, uid_seen[t.name], stls=stls
-                )
-
-            sums = await _rounds(stls_targets, plan.rounds, stls_sessions)
-            for name, acc in sums.items():
-                fig = figs[name]
-                fig.count(acc.tally)
-                key = f"STLS x{clients}"
-                fig.listen_drops[key] = acc.listen_drops
-                fig.stls_per_s[clients] = acc.tally.done / acc.wall_s
-                replies = acc.tally.first_reply_s
-                fig.stls_first_reply_ms[clients] = (
-                    statistics.median(replies) * 1000 if replies else math.nan
-                )
-                fig.stls_cpu_ms_per_session[clients] = (
-                    acc.server_cpu_s * 1000 / max(1, acc.tally.done)
-                )
-                fig.loadgen_cpu_pct[key] = _pct(acc.loadgen_cpu_s, acc.wall_s)
-                fig.other_cpu_pct[key] = _pct(acc.other_cpu_s, acc.wall_s)
-                log(
-                    f"{name}: STLS {clients:>3} clients: {fig.stls_per_s[clients]:8.1f} "
-                    f"sessions/s, first reply after the handshake "
-                    f"{fig.stls_first_reply_ms[clients]:.2f} ms median, "
-                    f"{fig.stls_cpu_ms_per_session[clients]:.2f} ms server CPU each "
-                    f"({acc.tally.done} in "
-                    f"{acc.wall_s:.1f} s; {acc.tally.errors} errors, {acc.tally.mismatches} "
-                    f"mismatches; other processes {fig.other_cpu_pct[key]:.0f}%)"
-                )
+        # Level by level, STLS then POP3S, so the two are measured close together in time.
+        pop3s_targets = [t for t in stls_targets if t.pop3s_port]
+        for c in sorted({*plan.stls_levels, *plan.pop3s_levels}):
+            if c in plan.stls_levels:
+                await tls_sessions(stls_targets, boxes, plan, stls, figs, uid_seen, c, pop3s=False)
+            if c in plan.pop3s_levels:
+                await tls_sessions(pop3s_targets, boxes, plan, stls, figs, uid_seen, c, pop3s=True)
 
     if fetch_targets and plan.fetch_levels:
         await fetch_delete(fetch_targets, corpus, plan, figs)
@@ -395,7 +451,7 @@ async def measure_all(
                 f"{acc.tally.mismatches} mismatches; loadgen CPU {fig.loadgen_cpu_pct[key]:.0f}%, "
                 f"other processes {fig.other_cpu_pct[key]:.0f}%)"
             )
-    if stls is not None and stls_targets:
+    if stls is not None and stls_targets and plan.stls_levels:
         conns = 1
         seconds = plan.retr_s / plan.rounds
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -30,16 +31,26 @@ def free_port() -> int:
 
 
 def wait_for_greeting(
-    host: str, port: int, proc: subprocess.Popen[bytes], timeout_s: float
+    host: str,
+    port: int,
+    proc: subprocess.Popen[bytes],
+    timeout_s: float,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Poll until the server answers `+OK` on a fresh connection, or fail after `timeout_s`."""
+    """Poll until the server answers `+OK` on a fresh connection, or fail after `timeout_s`.
+
+    `tls`: the port is implicit TLS (POP3S): the greeting is read after the handshake.
+    Raises RuntimeError (the process exited, or no greeting in time)."""
     deadline = time.monotonic() + timeout_s
     last = "no attempt"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with status {proc.returncode} before serving")
         try:
-            with socket.create_connection((host, port), timeout=2.0) as s:
+            with contextlib.ExitStack() as stack:
+                s = stack.enter_context(socket.create_connection((host, port), timeout=2.0))
+                if tls is not None:
+                    s = stack.enter_context(tls.wrap_socket(s, server_hostname=host))
                 greeting = s.recv(512)
                 if greeting.startswith(b"+OK"):
                     s.sendall(b"QUIT\r\n")
