@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import ssl
 from array import array
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -112,7 +112,7 @@ def vanish(plan: FaultPlan, fired: list[Fault], protocol: Pop3Protocol, answer: 
 
 
 async def send_body(
-    stream: trio.abc.Stream,
+    write: Callable[[bytes], Awaitable[None]],
     conn: ServerConnection,
     answer: Answer,
     pending: bytes,
@@ -120,7 +120,8 @@ async def send_body(
     size: int,
 ) -> bool:
     """Send a RETR/TOP answer with body faults applied; False when the connection must now
-    be dropped (`retr-break`). `size`: the message's octets, what percentages are of.
+    be dropped (`retr-break`). `write` sends octets on the session (and counts them);
+    `size`: the message's octets, what percentages are of.
 
     Chunk by chunk, as the plain path does, never from the image directly: `flip-byte`
     inverts one octet of the copy on the wire, `retr-break` stops after its share and
@@ -155,23 +156,23 @@ async def send_body(
                 chunk, flip = _flip(chunk, flip - sent), None
             tail = chunk if len(chunk) > 2 else tail[-2:] + chunk
             if cut is not None and sent + len(chunk) >= cut:
-                await stream.send_all(out + chunk[: cut - sent])
+                await write(out + chunk[: cut - sent])
                 return False
             sent += len(chunk)
             out += chunk
             if len(out) >= 65536:
-                await stream.send_all(out)
+                await write(out)
                 out = b""
         if cut is not None:  # a TOP body shorter than the cut: break before the "." line
-            await stream.send_all(out)
+            await write(out)
             return False
         if body.wire and tail:
             conn.body_sent_elsewhere(tail[-3:])
         if "stall-before-end" in params:
-            await stream.send_all(out)
+            await write(out)
             out = b""
             await trio.sleep(params["stall-before-end"]["seconds"])
-        await stream.send_all(out + conn.send(MultilineEnd()))
+        await write(out + conn.send(MultilineEnd()))
         return True
     finally:
         body.close()

@@ -873,9 +873,12 @@ class Pop3Service:
         """A RETR/TOP body with body faults; False when the connection must be dropped."""
         fired, session.body_faults = session.body_faults, ()
         session.scope.deadline = math.inf  # a stall is the fault, not an idle client
-        keep = await faultwire.send_body(
-            session.stream, conn, answer, pending, fired, session.body_size
-        )
+        stream = session.stream
+
+        async def write(data: bytes) -> None:
+            await self._write(stream, data)
+
+        keep = await faultwire.send_body(write, conn, answer, pending, fired, session.body_size)
         self._keep_alive(session, protocol)
         if not keep:
             session.device_closed = True  # retr-break: the device cut it, not the client
@@ -1014,7 +1017,6 @@ class Pop3Service:
                         continue
                     chunk = b""
                 await self._write(stream, pending)
-                self.stats.bytes_sent += len(pending)
                 self._keep_alive(session, protocol)
                 pending = chunk
             if wire and tail:

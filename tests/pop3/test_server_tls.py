@@ -169,6 +169,22 @@ async def test_pop3s_serves_a_whole_session_inside_tls(
     assert len(tls_pop3.board.messages("alice")) == 2
 
 
+async def test_reply_octets_are_counted_once_over_tls(
+    tls_pop3: Server, client_context: ssl.SSLContext
+) -> None:
+    # /metrics' dpfw_pop3_sent_bytes: a RETR body pulled through the store in chunks (every
+    # TLS RETR) was counted twice (102,675 for a 50 KiB message).
+    tls_pop3.board.deliver("bob", b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 3000)
+    client = await pop3s(tls_pop3, client_context)
+    received = len(await client.line())
+    received += len(await client.cmd("USER bob")) + len(await client.cmd(f"PASS {BOB_PASSWORD}"))
+    head, body = await client.multi("RETR 1")
+    received += len(head) + len(body) + len(await client.cmd("QUIT"))
+    assert len(body) > 65536  # more than one chunk
+    assert await client.closed()
+    assert tls_pop3.service.stats.bytes_sent == received
+
+
 async def test_pop3s_drops_plaintext_old_tls_and_silent_clients(
     tls_pop3: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
