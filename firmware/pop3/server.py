@@ -1013,7 +1013,9 @@ class Pop3Service:
                 sent += len(chunk)
                 if len(pending) < SEND_COALESCE or len(chunk) < SEND_COALESCE:
                     pending += chunk
-                    if len(pending) < SEND_COALESCE:
+                    if len(pending) < SEND_COALESCE or (wire and len(chunk) < STREAM_CHUNK):
+                        # A short stored chunk is mostly the message's last (the store reads
+                        # STREAM_CHUNK at a time): held, it goes out with the terminator.
                         continue
                     chunk = b""
                 await self._write(stream, pending)
