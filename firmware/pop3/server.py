@@ -203,7 +203,7 @@ def _ack_now(stream: trio.abc.HalfCloseableStream) -> None:
 # (`wait_readable`) and falls back to `send_all` when the socket buffer is full.
 
 
-def _send_now(stream: trio.SocketStream, data: bytes) -> int:
+def _send_now(stream: trio.SocketStream, data: bytes | bytearray | memoryview) -> int:
     """Write what the socket takes now (0 if its buffer is full), without yielding.
 
     Raises trio.BrokenResourceError if the peer reset or closed, ClosedResourceError if the
@@ -219,25 +219,53 @@ def _send_now(stream: trio.SocketStream, data: bytes) -> int:
         raise trio.BrokenResourceError(f"send failed: {exc.strerror}") from exc
 
 
-async def _receive(stream: trio.abc.Stream) -> bytes | bytearray:
-    """At most RECEIVE_SIZE octets from the client once it sent some; b"" at end of file.
+async def _receive(stream: trio.abc.Stream, max_bytes: int = RECEIVE_SIZE) -> bytes | bytearray:
+    """At most `max_bytes` octets from the client once it sent some; b"" at end of file.
 
     Raises trio.BrokenResourceError if the peer reset, ClosedResourceError if the socket was
     closed here (as `receive_some` does).
     """
     if type(stream) is not trio.SocketStream:
-        return await stream.receive_some(RECEIVE_SIZE)
+        return await stream.receive_some(max_bytes)
     sock = stream.socket
     while True:
         await trio.lowlevel.wait_readable(sock)
         try:
-            return os.read(sock.fileno(), RECEIVE_SIZE)
+            return os.read(sock.fileno(), max_bytes)
         except BlockingIOError:
             continue  # woken, but another reader or a spurious wake-up: wait again
         except OSError as exc:
             if exc.errno == errno.EBADF:
                 raise trio.ClosedResourceError("the session's socket was closed") from exc
             raise trio.BrokenResourceError(f"receive failed: {exc.strerror}") from exc
+
+
+class _DirectTransport(trio.abc.HalfCloseableStream):
+    """A session's TCP socket under its TLS layer (trio.SSLStream), read and written directly
+    as plain sessions are (`_send_now`, `_receive`): each TLS record costs one system call and
+    no scheduler pass of its own."""
+
+    __slots__ = ("socket_stream",)
+
+    def __init__(self, socket_stream: trio.SocketStream) -> None:
+        self.socket_stream = socket_stream
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        sent = _send_now(self.socket_stream, data)
+        if sent < len(data):
+            await self.socket_stream.send_all(memoryview(data)[sent:])
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.socket_stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await _receive(self.socket_stream, max_bytes or RECEIVE_SIZE)
+
+    async def send_eof(self) -> None:
+        await self.socket_stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.socket_stream.aclose()
 
 
 def _drop(stream: trio.abc.HalfCloseableStream) -> None:
@@ -588,7 +616,10 @@ class Pop3Service:
             if faulty is None:
                 return False  # tls-fail: the handshake is refused
             context = faulty
-        ssl_stream = trio.SSLStream(session.socket_stream, context, server_side=True)
+        transport = session.socket_stream
+        if type(transport) is trio.SocketStream:
+            transport = _DirectTransport(transport)
+        ssl_stream = trio.SSLStream(transport, context, server_side=True)
         reason = "handshake-timeout"
         with trio.move_on_after(TLS_HANDSHAKE_S):
             try:
