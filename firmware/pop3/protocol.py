@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final, Protocol, overload, runtime_checkable
+from typing import Final, overload
 
 from firmware.config.budget import RamBudget
 from firmware.config.profile import Profile
@@ -110,15 +110,6 @@ class _Picked(Sequence[str]):
     def __iter__(self) -> Iterator[str]:
         uids = self._uids
         return (uids[n] for n in self._indexes)
-
-
-@runtime_checkable
-class SelfListing(Protocol):
-    """A listing column that writes its own `n value` lines (the store's uids: one pass)."""
-
-    def listing(self, start: int, stop: int) -> str:
-        """Lines `n value\r\n` of items [start, stop), numbered from start + 1."""
-        ...
 
 
 class State(Enum):
@@ -554,15 +545,19 @@ class Pop3Protocol:
         return number - 1
 
     def listing_body(self, column: Sequence[object]) -> Body:
-        """`n value` lines for live messages, built in batches so huge boxes stay bounded."""
+        """`n value` lines for live messages, built in batches so huge boxes stay bounded.
+
+        A column with a `listing(start, stop) -> str` method (the store's uids) writes its
+        own lines in one pass while nothing is deleted."""
+        own: Callable[[int, int], str] | None = getattr(column, "listing", None)
 
         def batches() -> Iterator[bytes]:
             count = len(self.uids)
             for start in range(0, count, _LISTING_BATCH):
                 stop = min(count, start + _LISTING_BATCH)
                 deleted = self.deleted
-                if not deleted and isinstance(column, SelfListing):
-                    text = column.listing(start, stop)
+                if not deleted and own is not None:
+                    text = own(start, stop)
                 else:
                     numbered: Iterator[tuple[int, object]]
                     numbered = zip(range(start + 1, stop + 1), column[start:stop], strict=True)
