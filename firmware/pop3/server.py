@@ -1103,9 +1103,10 @@ class Pop3Service:
     async def _close_gently(self, session: _Session) -> None:
         """Half-close and drain briefly, so a last reply is not lost to a TCP reset.
 
-        For every close the device decides (a limit, too many failures, an endless line, an
-        error at QUIT) and for a QUIT with more bytes behind it; a plain-TCP QUIT with nothing
-        after it closes at once (`_Session.linger`): nothing of the client's is left to meet.
+        For every close the device decides (a limit, too many failures, an endless line), for
+        a QUIT with more bytes behind it and for TLS (close_notify); a plain-TCP QUIT with
+        nothing after it closes at once (`_Session.linger`): nothing of the client's is left
+        for a reset to meet.
 
         Runs after the session's slot, lock and RAM are given back, so a client that is slow
         to close does not hold up admission. At most CLOSE_DRAIN_BYTES are read, so a peer
