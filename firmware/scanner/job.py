@@ -126,8 +126,10 @@ def _hold(budget: RamBudget, held: list[Reservation], spec: JobSpec, page: int, 
 
 
 def _release(held: list[Reservation]) -> None:
+    """Give back a job's pages (once: the list is emptied)."""
     for reservation in held:
         reservation.release()
+    held.clear()
 
 
 def _check_box(board: Board, box: str) -> None:
@@ -205,8 +207,18 @@ async def run_scan_async(
     """
     spec = _start(req, board, profile, job_number, now)
     held: list[Reservation] = []
+
+    def hold(page: int, size: int) -> None:
+        try:
+            _hold(budget, held, spec, page, size)
+        except BaseException:
+            # MEMORY FULL: the pages go back now, not after the engine is killed and reaped
+            # (meanwhile another job's next page was refused for want of them).
+            _release(held)
+            raise
+
     try:
-        done = await _run_engine(spec, lambda page, size: _hold(budget, held, spec, page, size))
+        done = await _run_engine(spec, hold)
         if worker is not None:
             stored = await worker.run(board.deliver, req.box, done.data)
         else:
