@@ -266,6 +266,9 @@ class Device:
         for the whole process, across reboots and power cuts."""
         self.power_cuts = 0
         self._cut = False
+        self._stopping = False  # a shutdown or reboot is under way: no new scan jobs
+        self._scans: set[trio.CancelScope] = set()  # the scan jobs in flight
+        self._scans_gone = trio.Event()  # set when the last job in flight has ended
         self._outer: trio.Nursery | None = None
         self.clients = ClientBook()
         """The client report card, kept across reboots; saved beside the image
@@ -341,10 +344,12 @@ class Device:
 
     def request_shutdown(self) -> None:
         self._reboot = False
+        self._stopping = True  # from now on, no new scan job
         self._stop.set()
 
     def request_reboot(self) -> None:
         self._reboot = True
+        self._stopping = True
         self._stop.set()
 
     def power_cut(self, fault: Fault | None = None) -> None:
@@ -399,7 +404,13 @@ class Device:
         """Run one scan job into a box (console `scan`, the API and `dpfw scan` through the
         control socket, the lab feeder). The pages and the message are made by a scan engine,
         a child process for this job (firmware/scanner/job.py, `run_scan_async`); the budget,
-        MEMORY FULL and storing stay here. A cancelled job kills and reaps its engine."""
+        MEMORY FULL and storing stay here. A cancelled job kills and reaps its engine.
+
+        A shutdown or reboot refuses new jobs and gives running ones the POP3 sessions' grace
+        (SHUTDOWN_GRACE_S); a job still running then is stopped and stores nothing
+        (DeviceError saying so)."""
+        if self._stopping:
+            raise DeviceError("scan refused: the device is shutting down")
         job_number = self.job_numbers.take()
         if self.faults.active and self.faults.fire("scan", Where(box=request.box, command=SCAN)):
             self.scans_failed += 1
@@ -410,15 +421,23 @@ class Device:
             )
         token = _storing_scan.set(True)
         board, boots = self.board, self.boots
+        job = trio.CancelScope()
+        self._scans.add(job)
         try:
-            result = await run_scan_async(
-                request,
-                board,
-                self.budget,
-                self.profile,
-                job_number=job_number,
-                worker=self.store_worker,
-            )
+            with job:
+                result = await run_scan_async(
+                    request,
+                    board,
+                    self.budget,
+                    self.profile,
+                    job_number=job_number,
+                    worker=self.store_worker,
+                )
+            if job.cancelled_caught:
+                raise DeviceError(
+                    f"scan job {job_number:04d} stopped: the device shut down before the job "
+                    f"was done ({SHUTDOWN_GRACE_S:.0f} s grace); nothing was stored"
+                )
         except DeviceError as exc:
             self.scans_failed += 1
             if self._board is not board or self.boots != boots:
@@ -430,9 +449,24 @@ class Device:
                 ) from exc
             raise
         finally:
+            self._scans.discard(job)
+            if not self._scans:
+                self._scans_gone.set()
             _storing_scan.reset(token)
         self.scans_done += 1
         return result
+
+    async def _finish_scans(self, grace: float) -> None:
+        """Wait up to `grace` seconds for the scan jobs in flight, then stop the rest (each
+        kills and reaps its engine and stores nothing) and wait until they have."""
+        self._scans_gone = trio.Event()
+        if self._scans:
+            with trio.move_on_after(grace):
+                await self._scans_gone.wait()
+        for job in list(self._scans):
+            job.cancel()
+        if self._scans:  # cancelled jobs unwind at once (an engine killed, not drained)
+            await self._scans_gone.wait()
 
     async def wait_booted(self) -> None:
         """Return once the device serves POP3 (after this boot; at once if it already does)."""
@@ -464,7 +498,7 @@ class Device:
                         break
                     log.info("power restored: booting" if self._cut else "rebooting")
                     self._stop = trio.Event()
-                    self._reboot = self._cut = False
+                    self._reboot = self._cut = self._stopping = False
                     self.store_worker.resume()
                 outer.cancel_scope.cancel()
         finally:
@@ -535,8 +569,14 @@ class Device:
                     nursery.start_soon(self.feeder.run)
                 await self._stop.wait()
                 if not self._cut:
-                    log.info("stopping: no new POP3 sessions; %.0f s grace", SHUTDOWN_GRACE_S)
-                    await self.pop3.drain(SHUTDOWN_GRACE_S)
+                    self._stopping = True
+                    log.info(
+                        "stopping: no new POP3 sessions or scan jobs; %.0f s grace",
+                        SHUTDOWN_GRACE_S,
+                    )
+                    async with trio.open_nursery() as stopping:
+                        stopping.start_soon(self.pop3.drain, SHUTDOWN_GRACE_S)
+                        stopping.start_soon(self._finish_scans, SHUTDOWN_GRACE_S)
                 nursery.cancel_scope.cancel()  # a power cut: every session ends uncommitted
         finally:
             self._board = None
