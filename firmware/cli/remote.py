@@ -131,6 +131,7 @@ class Device:
             base_url="http://device",
             timeout=TIMEOUT_S,
         )
+        self._answered = False  # the device has answered a request of this command
 
     def close(self) -> None:
         self._client.close()
@@ -161,7 +162,9 @@ class Device:
                 params=dict(params or {}),
             )
         except httpx.TransportError as exc:
-            raise DeviceError(self._unreachable(exc)) from None
+            kind = NotRunningError if self._answered else DeviceError
+            raise kind(self._unreachable(exc)) from None
+        self._answered = True
         body: Any = None
         if response.content:
             try:
@@ -183,17 +186,28 @@ class Device:
         while cause is not None and not isinstance(cause, OSError):
             cause = cause.__cause__ or cause.__context__
         why = os_reason(cause) if isinstance(cause, OSError) else str(exc) or type(exc).__name__
+        if self._answered:  # it answered this command before: it stopped since
+            return (
+                f"the device running {self.image} stopped before it answered (shut down, "
+                f"rebooted or killed; {why})"
+            )
         return (
             f"{self.image} is held by a running device, but its control socket "
             f"{self.socket_path} does not answer: {why}"
         )
 
-    def wait_scan(self, job: int, timeout: float = TIMEOUT_S) -> Any:
-        """Follow scan job `job` (GET /scans/JOB) until it is done; its `result`.
-        DeviceError with the device's line if it failed, or after `timeout` seconds."""
+    def wait_scan(self, job: int, box: str, timeout: float = TIMEOUT_S) -> Any:
+        """Follow scan job `job` into `box` (GET /scans/JOB) until it is done; its `result`.
+        DeviceError with the device's line if it failed, or after `timeout` seconds;
+        NotRunningError if the device stopped first (the job may or may not be stored)."""
         deadline = time.monotonic() + timeout
         while True:
-            record = self.request("GET", f"/scans/{job}")
+            try:
+                record = self.request("GET", f"/scans/{job}")
+            except NotRunningError as exc:
+                raise NotRunningError(
+                    f"{exc}; whether the scan was stored: dpfw box messages {self.image} {box}"
+                ) from None
             if record.get("state") == "done":
                 return record["result"]
             if record.get("state") == "failed":

@@ -76,7 +76,7 @@ def scan_image(image: Path, args: argparse.Namespace) -> ScanDone:
                     f"--job: {image} is held by a running device, which numbers its jobs itself"
                 )
             answer = device.request("POST", "/scans", json={"box": args.box, **_options(args)})
-            return from_json(ScanDone, device.wait_scan(int(answer["job"])))
+            return from_json(ScanDone, device.wait_scan(int(answer["job"]), args.box))
     options = {name: str(value) for name, value in _options(args).items()}
     with open_board(image) as board:
         ctx = OpsContext.offline(board)

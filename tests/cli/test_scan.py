@@ -189,9 +189,20 @@ def test_device_shutdown_kills_a_stuck_engine(image: Path, run_device: RunDevice
         (engine,) = children_of(device.pid)
         assert device.stop() == 0  # SIGTERM, as an init system would
         assert not Path(f"/proc/{engine}").exists()  # killed and reaped by the device
+        out, err = scan.communicate(timeout=30)
     finally:
         scan.kill()
         scan.communicate(timeout=30)
+    # The job's own line if the CLI asked before the device went, else that it went; never
+    # "held by a running device, but its control socket does not answer" (a user's trial).
+    assert (scan.returncode, out) == (1, ""), err
+    assert err in (
+        "dpfw: scan job 0001 stopped: the device shut down before the job was done (5 s grace); "
+        "nothing was stored\n",
+        f"dpfw: the device running {image} stopped before it answered (shut down, rebooted or "
+        f"killed; No such file or directory); whether the scan was stored: dpfw box messages "
+        f"{image} alice\n",
+    ), err
     with open_board(image) as board:
         assert board.messages("alice") == []
 
