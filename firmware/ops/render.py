@@ -472,11 +472,12 @@ def fsck(f: Fsck) -> str:
 
 
 def compact(c: Compact) -> str:
-    return (
+    line = (
         f"compact: {format_size(c.bytes_reclaimed)} reclaimed,"
         f" {plural(c.records_moved, 'record')} ({format_size(c.bytes_moved)}) moved"
         f" in {c.seconds:.2f} s"
     )
+    return line if c.stalled is None else f"{line}; stopped {c.stalled}"
 
 
 # ----- TLS -----

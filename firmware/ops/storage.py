@@ -38,6 +38,7 @@ class Compact:
     bytes_reclaimed: int
     seconds: float
     free: int  # flash bytes free afterwards
+    stalled: str | None = None  # why reclaimable space is left, if it is (`Space.blocked`)
 
 
 def fsck(ctx: OpsContext) -> Fsck:
@@ -59,6 +60,7 @@ def compact(ctx: OpsContext) -> Compact:
         report.bytes_reclaimed,
         report.seconds,
         board.usage().free,
+        report.stalled,
     )
 
 

@@ -145,6 +145,7 @@ class CompactReport:
     bytes_moved: int
     bytes_reclaimed: int
     seconds: float
+    stalled: str | None = None  # why reclaimable space is left (`Space.blocked`), if it is
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,34 @@ class Space:
         if reclaimable > 0 and self._log.free + reclaimable >= needed:
             self.compact(target_free=needed)
         if self._log.free < needed:
+            blocked = self.blocked()
+            why = "" if blocked is None else f": {blocked}"
             raise StorageFullError(
                 f"storage full: the {what} needs {needed} bytes, {self._log.free} are free "
                 f"of {self._log.capacity} ({self._log.used - self.index.live_bytes} "
-                "reclaimable); nothing was stored"
+                f"reclaimable{why}); nothing was stored"
             )
+
+    def blocked(self) -> str | None:
+        """Why compaction cannot reclaim what is reclaimable, if it cannot: the record at the
+        head of the log is a live message larger than the free space (it must be copied
+        forward before anything behind it can be erased); None if it can go on.
+
+        E.g. "behind message a1b2.17 (31293520 bytes) at the head of the log, more than the
+        free space: delete it to reclaim the rest".
+        """
+        if self._log.used - self.index.live_bytes <= 0:
+            return None
+        for position, length, seq in self.index.extents.from_head():
+            if seq < 0 or self.index.live_header(seq, position) is None:
+                return None  # a dead record first: compaction can erase it
+            if length <= self._log.free:
+                return None
+            return (
+                f"behind message {self.index.uid(seq)} ({length} bytes) at the head of the log, "
+                "more than the free space: delete it to reclaim the rest"
+            )
+        return None
 
     def auto_compact(self) -> None:
         """Compact when free space falls below storage.compact_threshold_pct."""
@@ -131,4 +154,5 @@ class Space:
             bytes_moved=moved_bytes,
             bytes_reclaimed=used_before - self._log.used,
             seconds=time.monotonic() - started,
+            stalled=self.blocked() if target_free is None else None,
         )

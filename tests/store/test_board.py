@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import resource
 import threading
 from pathlib import Path
@@ -207,6 +208,32 @@ def test_quota_and_max_messages(image: Path) -> None:
         with pytest.raises(QuotaError, match=r"mailbox\.max_messages"):
             board.deliver("a", b"small")
         assert len(board.messages("a")) == 3
+
+
+def test_storage_full_behind_a_large_live_message_says_which(image: Path) -> None:
+    """Found in a user's trial: "storage full ... (67658720 reclaimable)" and a compact that
+    reclaimed 0 B, without a word why: the live message at the head of the log is larger than
+    the free space, so nothing behind it can be copied forward and erased."""
+    with create_board(image, lab_profile(mailbox__quota_mib="64"), ADMIN, size=512 << 10) as b:
+        b.add_box("a", "pw")
+        b.add_box("b", "pw")
+        capacity = b.usage().total
+        big = b.deliver("a", b"a" * (capacity * 45 // 100))  # at the head of the log
+        other = b.deliver("b", b"b" * (capacity * 45 // 100))
+        b.delete("b", [other.uid])
+        assert b.usage().reclaimable > capacity * 4 // 10 > b.usage().free
+        head = f"behind message {big.uid} ("
+        with pytest.raises(StorageFullError, match=re.escape(head)) as full:
+            b.deliver("b", b"c" * (capacity * 30 // 100))
+        assert str(full.value).endswith(
+            "more than the free space: delete it to reclaim the rest); nothing was stored"
+        )
+        report = b.compact()
+        assert report.bytes_reclaimed == 0 and report.stalled is not None
+        assert report.stalled.startswith(head)
+        b.delete("a", [big.uid])  # as the message says
+        b.deliver("b", b"c" * (capacity * 30 // 100))
+        assert b.compact().stalled is None
 
 
 def test_storage_full_then_compaction_makes_room(image: Path) -> None:
