@@ -417,7 +417,7 @@ class Board:
                 raise BoxError(
                     f"box {name!r} holds {plural(len(state.seqs), 'message')}; "
                     f"delete {'it' if len(state.seqs) == 1 else 'them'} first "
-                    "or purge the box"
+                    "or delete the box together with them (purge)"
                 )
             self._delete_seqs(list(state.seqs), rec.box_id)
         boxes = dict(self._state.boxes)
