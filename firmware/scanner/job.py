@@ -16,6 +16,7 @@ text on a worker thread kept the event loop waiting for the GIL (NOOP max 25-31 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shlex
@@ -251,7 +252,7 @@ async def _run_engine(spec: JobSpec, hold: Callable[[int, int], None]) -> Messag
         command = engine_command()
         stderr = _stderr_file()
     except OSError as exc:
-        raise job_failed(number, f"the scan engine could not start: {os_reason(exc)}") from None
+        raise _could_not_start(number, os_reason(exc)) from None
     with stderr:
         try:
             proc = await trio.lowlevel.open_process(
@@ -262,8 +263,10 @@ async def _run_engine(spec: JobSpec, hold: Callable[[int, int], None]) -> Messag
                 start_new_session=True,  # a terminal's Ctrl-C goes to the device, which decides
             )
         except OSError as exc:
-            reason = f"the scan engine could not start: {os_reason(exc)}"
-            raise job_failed(number, reason) from None
+            why = os_reason(exc)
+            if exc.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR):
+                why = f"{command[0]}: {why}"  # the program itself: name it
+            raise _could_not_start(number, why) from None
         try:
             return await _talk(proc, spec, hold, stderr)
         finally:
@@ -274,6 +277,12 @@ async def _run_engine(spec: JobSpec, hold: Callable[[int, int], None]) -> Messag
                 for stream in (proc.stdin, proc.stdout):
                     if stream is not None:
                         await stream.aclose()
+
+
+def _could_not_start(number: int, why: str) -> DeviceError:
+    """The job's line when no engine could be started, also logged (a killed engine's is)."""
+    log.warning("scan job %04d: the scan engine could not start: %s", number, why)
+    return job_failed(number, f"the scan engine could not start: {why}")
 
 
 def _stderr_file() -> IO[bytes]:

@@ -176,8 +176,11 @@ async def test_an_engine_that_fails_is_one_line_and_stores_nothing(
 @pytest.mark.parametrize(
     ("command", "why"),
     [
-        ("/nonexistent/python -m firmware.scanner.engine", "No such file or directory"),
-        (str(ENGINES), "Permission denied"),  # not executable
+        (
+            "/nonexistent/python -m firmware.scanner.engine",
+            "/nonexistent/python: No such file or directory",
+        ),
+        (str(ENGINES), f"{ENGINES}: Permission denied"),  # not executable
         ("'unbalanced", "DPFW_SCAN_ENGINE is not a command: No closing quotation"),
     ],
 )
