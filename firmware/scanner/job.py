@@ -48,6 +48,7 @@ from firmware.scanner.pages import JobPages, JobSpec, job_failed
 from firmware.scanner.pages import ScanRequest as ScanRequest
 from firmware.scanner.render import MODES
 from firmware.store.board import Board, MessageInfo
+from firmware.store.delivery import over_quota
 from firmware.store.worker import StoreWorker
 from firmware.text import os_reason, plural
 
@@ -208,12 +209,19 @@ async def run_scan_async(
     """
     spec = _start(req, board, profile, job_number, now)
     held: list[Reservation] = []
+    room = board.room_left(req.box)  # quota left: a job that cannot fit stops early
+    pages_bytes = 0
 
     def hold(page: int, size: int) -> None:
+        nonlocal pages_bytes
         try:
             _hold(budget, held, spec, page, size)
+            pages_bytes += size
+            at_least = pages_bytes * 4 // 3  # the pages' base64 alone, in the message
+            if at_least > room:  # deliver would refuse it after the last page: say it now
+                raise over_quota(req.box, at_least, room, board.limits.quota_mib)
         except BaseException:
-            # MEMORY FULL: the pages go back now, not after the engine is killed and reaped
+            # MEMORY FULL or over quota: the pages go back now, not after the engine is killed
             # (meanwhile another job's next page was refused for want of them).
             _release(held)
             raise

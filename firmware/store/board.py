@@ -433,6 +433,13 @@ class Board:
         boxes[name] = nv.BoxRecord(rec.box_id, _record(make_credentials(password, legacy=legacy)))
         self._commit(self._state.evolve(boxes=boxes))
 
+    def room_left(self, name: str) -> int:
+        """POP3 octets box `name` may still take under mailbox.quota_mib (negative if over);
+        BoxError if there is no such box. A hint for work that would end in a delivery (a
+        scan job refuses early): `deliver` checks the quota itself."""
+        _, state = self._box(name)
+        return self.limits.quota_mib * MiB - state.bytes
+
     def box_credentials(self, name: str) -> Credentials | None:
         rec = self._state.boxes.get(name)
         return None if rec is None else _credentials(rec.credentials)

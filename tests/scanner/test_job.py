@@ -167,6 +167,23 @@ def test_quota_full_stores_nothing_and_frees_memory(make_board: MakeBoard) -> No
     assert board.messages(BOX) == []
 
 
+async def test_a_job_over_quota_stops_as_soon_as_its_pages_exceed_it(
+    make_board: MakeBoard,
+) -> None:
+    """Found in a user's trial: a 50-page job into a box with too little quota left drew every
+    page (7 s) before the delivery said no. Now the device stops it once the pages' base64
+    alone exceeds what the box may take: the refusal names a few pages' bytes, not 30 MB."""
+    board = make_board(mailbox__quota_mib="1")
+    budget = RamBudget(256 * MiB)
+    request = ScanRequest(BOX, pages=50, dpi="300", mode="gray", format="pdf")  # ~20 MB whole
+    with pytest.raises(QuotaError, match=r"over quota: 0 bytes stored \+ (\d+) bytes new") as full:
+        await run_scan_async(request, board, budget, saved_profile(board), job_number=1)
+    new = int(str(full.value).split(" + ")[1].split(" ")[0])
+    assert 1 * MiB < new < 4 * MiB  # a page or two past the quota, not the whole document
+    assert_idle(budget)
+    assert board.messages(BOX) == []
+
+
 def test_message_count_limit_stores_nothing(make_board: MakeBoard) -> None:
     board = make_board(mailbox__max_messages="1")
     budget = RamBudget(128 * MiB)
