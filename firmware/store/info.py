@@ -7,7 +7,7 @@ them, so callers import them from there.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, overload
 
@@ -99,6 +99,12 @@ class Uids(Sequence[str]):
         if isinstance(i, slice):
             return [f"{self._tag}.{seq}" for seq in self._seqs[i]]
         return f"{self._tag}.{self._seqs[i]}"
+
+    def pick(self, indexes: Iterable[int]) -> Uids:
+        """The uids at `indexes`, still as numbers: a QUIT's deletions go to the store worker
+        without a uid made on the event loop (10,000 of them took ~4 ms there)."""
+        seqs = self._seqs
+        return Uids(self._tag, array("q", [seqs[i] for i in indexes]))
 
     def listing(self, start: int, stop: int) -> str:
         """UIDL lines `n uid\r\n` of items [start, stop), numbered from start + 1 (RFC 1939

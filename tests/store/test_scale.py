@@ -131,6 +131,7 @@ def test_listing_is_a_compact_snapshot(board: Board) -> None:
     lines = "".join(f"{n} {m.uid}\r\n" for n, m in enumerate(infos, 1))
     assert listing.uids.listing(0, 5) == lines  # UIDL's lines, formatted by the store's uids
     assert listing.uids.listing(2, 4) == "".join(lines.splitlines(keepends=True)[2:4])
+    assert list(listing.uids.pick([4, 0, 2])) == [infos[4].uid, infos[0].uid, infos[2].uid]
     board.delete("alice", [infos[0].uid])
     assert len(listing) == 5  # a snapshot: the session numbers stay put until QUIT
     assert [m.uid for m in board.iter_messages("alice")] == [m.uid for m in infos[1:]]
