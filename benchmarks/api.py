@@ -22,7 +22,6 @@ import asyncio
 import concurrent.futures
 import json
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import httpx
 from benchmarks.loadgen import run_sessions
 from benchmarks.pop3_corpus import SMALL_SIZE, build_corpus, build_message
 from benchmarks.pop3_dpfw import ADMIN_PASSWORD, MODEL, run_settings
-from benchmarks.pop3_procs import wait_for_greeting
+from benchmarks.pop3_procs import free_port, wait_for_greeting
 
 API_BOX = "api-inbox"
 MIB = 1 << 20
@@ -59,13 +58,6 @@ class Phase:
     @property
     def deliveries_per_s(self) -> float:
         return self.deliveries / self.seconds
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def build_image(path: Path, boxes: int, room_mib: int) -> None:

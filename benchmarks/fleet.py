@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import itertools
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from pathlib import Path
 
 from benchmarks.loadgen import ProtocolFailure, Tally, full_session
 from benchmarks.pop3_corpus import SMALL_SIZE, Account, build_message
+from benchmarks.pop3_procs import free_base
 from firmware.device.boards import open_board
 from firmware.fleet import manifest as mf
 from firmware.fleet.images import ensure_images, image_path
@@ -41,24 +40,6 @@ from firmware.fleet.plan import plan
 
 ADMIN = "Bench-admin-pw-1"
 BOXES_PER_DEVICE = 2
-
-
-def free_base(span: int) -> int:
-    for _ in range(500):
-        base = random.randrange(20000, 60000 - span)
-        socks = []
-        try:
-            for port in range(base, base + span):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise SystemExit("no free port range")
 
 
 def manifest_text(count: int, base: int, console: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import ssl
@@ -28,6 +29,26 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def free_base(span: int) -> int:
+    """A port P with P .. P+span-1 all free on 127.0.0.1 right now (a fleet's ports);
+    RuntimeError if 500 random tries find none."""
+    for _ in range(500):
+        base = random.randrange(20000, 60000 - span)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + span):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {span} free ports in a row on 127.0.0.1")
 
 
 def wait_for_greeting(

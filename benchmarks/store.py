@@ -25,7 +25,6 @@ import gc
 import os
 import poplib
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import time
 import zlib
 from pathlib import Path
 
+from benchmarks.pop3_procs import free_port
 from firmware.config.profile import Profile, factory
 from firmware.device.boards import create_board, open_board
 from firmware.flash.layout import KIND_MESSAGE, RECORD_HEADER_SIZE, align
@@ -182,12 +182,6 @@ def boot_figures(path: Path) -> list[float]:
 def boot(path: Path) -> tuple[float, int, int]:
     figures = boot_figures(path)
     return figures[0], int(figures[1]), int(figures[2])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def login_figures(image: Path) -> tuple[float, float, int, int]:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -141,25 +139,6 @@ class DeviceProcess:
     def output(self) -> str:
         time.sleep(0.05)
         return "\n".join(self.lines)
-
-
-def free_base(span: int) -> int:
-    """A port P with P .. P+span-1 all free on 127.0.0.1 right now."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - span)
-        socks = []
-        try:
-            for port in range(base, base + span):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise AssertionError("no free port range")
 
 
 class Fleet:

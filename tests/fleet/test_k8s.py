@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from benchmarks.pop3_procs import free_base
 from firmware.fleet.k8s import PLACEHOLDER, to_yaml
 from firmware.fleet.plan import serial_number
-from tests.support import DeviceProcess, dpfw, free_base
+from tests.support import DeviceProcess, dpfw
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "packaging" / "k8s" / "fleet.toml"

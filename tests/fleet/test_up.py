@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import serial
 
-from tests.support import Fleet, dpfw, free_base
+from benchmarks.pop3_procs import free_base
+from tests.support import Fleet, dpfw
 
 ADMIN = "Fleet-admin-pw-1"
 COUNT = 3

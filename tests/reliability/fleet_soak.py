@@ -41,13 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.pop3_procs import free_base
 from firmware.device.boards import open_board
 from firmware.ops import storage
 from firmware.ops import tls as ops_tls
 from firmware.ops.context import OpsContext
 from firmware.ops.status import SERIAL_SETTING
 from tests.reliability.harness import open_fds, rss_kib, wait_until
-from tests.support import Fleet, free_base
+from tests.support import Fleet
 
 ADMIN = "Soak-admin-pw-1"
 COUNT = 20

@@ -37,7 +37,6 @@ import poplib
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -49,6 +48,7 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.pop3_procs import free_port
 from firmware.device.boards import open_board
 from tests.http.conftest import wait_http
 from tests.ifax.conftest import tiff_g4
@@ -73,12 +73,6 @@ POINTS = (
 )
 RUNS = int(os.environ.get("DPFW_FIU_RUNS", "4"))
 RUN_S = 6.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

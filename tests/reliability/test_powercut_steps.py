@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.pop3_procs import free_port
 from firmware.device.boards import open_board, saved_profile
 from tests.http.conftest import wait_http
 from tests.ifax.conftest import tiff_g4
@@ -36,12 +36,6 @@ from tests.support import DeviceProcess, dpfw
 ADMIN = ("admin", "admin-lab")
 CUTS = int(os.environ.get("DPFW_STEP_CUTS", "6"))
 RNG = random.Random(int(os.environ.get("DPFW_POWERCUT_SEED", "20261130")))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def boot(image: Path, *args: str) -> tuple[DeviceProcess, str]:

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.pop3_procs import free_base
 from tests.reliability.harness import wait_until
-from tests.support import ADMIN_PASSWORD, DeviceProcess, create_image, dpfw, free_base
+from tests.support import ADMIN_PASSWORD, DeviceProcess, create_image, dpfw
 
 BOXES = {"alice": "Alice-secret-pw-7731", "bob": "Bob-secret-pw-5519"}
 
