@@ -568,8 +568,7 @@ class Device:
                     self.feeder = ScanFeeder(self, self.options.scan_feed_per_min)
                     nursery.start_soon(self.feeder.run)
                 await self._stop.wait()
-                if not self._cut:
-                    self._stopping = True
+                if not self._cut:  # request_shutdown/request_reboot set _stopping
                     log.info(
                         "stopping: no new POP3 sessions or scan jobs; %.0f s grace",
                         SHUTDOWN_GRACE_S,

@@ -219,6 +219,14 @@ def _send_now(stream: trio.SocketStream, data: bytes | bytearray | memoryview) -
         raise trio.BrokenResourceError(f"send failed: {exc.strerror}") from exc
 
 
+async def _send_socket(stream: trio.SocketStream, data: bytes | bytearray | memoryview) -> None:
+    """`send_all` for a session's socket: written now if it takes it all (no scheduler pass),
+    the rest through trio's `send_all` (which waits for room). Errors as `_send_now`."""
+    sent = _send_now(stream, data)
+    if sent < len(data):
+        await stream.send_all(memoryview(data)[sent:])
+
+
 async def _receive(stream: trio.abc.Stream, max_bytes: int = RECEIVE_SIZE) -> bytes | bytearray:
     """At most `max_bytes` octets from the client once it sent some; b"" at end of file.
 
@@ -251,9 +259,7 @@ class _DirectTransport(trio.abc.HalfCloseableStream):
         self.socket_stream = socket_stream
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        sent = _send_now(self.socket_stream, data)
-        if sent < len(data):
-            await self.socket_stream.send_all(memoryview(data)[sent:])
+        await _send_socket(self.socket_stream, data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.socket_stream.wait_send_all_might_not_block()
@@ -945,9 +951,7 @@ class Pop3Service:
     async def _write(self, stream: trio.abc.Stream, data: bytes) -> None:
         """Send reply octets on a session's stream, counted for /metrics."""
         if type(stream) is trio.SocketStream:
-            sent = _send_now(stream, data)
-            if sent < len(data):
-                await stream.send_all(memoryview(data)[sent:])
+            await _send_socket(stream, data)
         else:
             await stream.send_all(data)
         self.stats.bytes_sent += len(data)
